@@ -1,0 +1,16 @@
+//! Core of the device provisioning service: the domain model, the use cases, and the ports (storage, custom
+//! allocation) that adapters implement. It knows no HTTP framework, no AWS SDK and no WebAssembly runtime.
+
+pub mod allocation;
+pub mod allocator;
+#[cfg(feature = "conformance")]
+pub mod conformance;
+pub mod error;
+pub mod ids;
+pub mod model;
+pub mod sas;
+pub mod service;
+pub mod store;
+
+pub use error::{Error, Result};
+pub use service::{Caller, Dps, Settings};

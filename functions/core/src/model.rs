@@ -1,0 +1,446 @@
+//! Domain entities. Their serde form is the Azure DPS wire form (camelCase), which is also how adapters store them.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use time::OffsetDateTime;
+
+/// A timestamp, serialised as RFC 3339 in UTC.
+pub type Timestamp = OffsetDateTime;
+
+/// Enabled or disabled enrollment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum ProvisioningStatus {
+    /// Devices may register.
+    #[default]
+    Enabled,
+    /// Devices are refused with `status: disabled`.
+    Disabled,
+}
+
+/// How a hub is picked for a device.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum AllocationPolicy {
+    /// Weighted, stable hash of the registration ID over the candidate hubs.
+    #[default]
+    Hashed,
+    /// Nearest hub to the serving region; ties hashed.
+    GeoLatency,
+    /// The enrollment names its hub.
+    Static,
+    /// A WebAssembly policy or an HTTP webhook decides.
+    Custom,
+}
+
+/// What happens when a device registers again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReprovisionPolicy {
+    /// Re-run allocation on re-registration (may move the device).
+    #[serde(default = "yes")]
+    pub update_hub_assignment: bool,
+    /// Carry device data to the new hub (else reset to the enrollment's initial twin).
+    #[serde(default = "yes")]
+    pub migrate_device_data: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for ReprovisionPolicy {
+    fn default() -> Self {
+        Self {
+            update_hub_assignment: true,
+            migrate_device_data: true,
+        }
+    }
+}
+
+/// Device capabilities recorded on the enrollment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Capabilities {
+    /// The device is an IoT Edge device.
+    #[serde(default)]
+    pub iot_edge: bool,
+}
+
+/// Custom allocation target: an Azure webhook, or (our extension) a named WebAssembly policy of the instance.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CustomAllocationDefinition {
+    /// HTTPS URL the allocation request is POSTed to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_url: Option<String>,
+    /// Version of the request contract the webhook expects.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_version: Option<String>,
+    /// Name of an uploaded WebAssembly policy (extension; see docs/custom-allocation.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_name: Option<String>,
+}
+
+/// Kind of attestation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum AttestationType {
+    /// No attestation (not usable for registration).
+    None,
+    /// TPM endorsement key.
+    Tpm,
+    /// X.509 certificates.
+    X509,
+    /// Symmetric keys (SAS tokens).
+    SymmetricKey,
+}
+
+/// Symmetric key pair (base64). Absent keys are generated on create and kept on update.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SymmetricKeyAttestation {
+    /// Primary key, base64 of 16 to 64 bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub primary_key: Option<String>,
+    /// Secondary key, base64 of 16 to 64 bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secondary_key: Option<String>,
+}
+
+/// TPM attestation (individual enrollments only).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TpmAttestation {
+    /// Base64 endorsement key (TPM2B_PUBLIC).
+    pub endorsement_key: String,
+    /// Base64 storage root key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_root_key: Option<String>,
+}
+
+/// How devices of an enrollment prove who they are.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AttestationMechanism {
+    /// Which of the parts below is in force.
+    #[serde(rename = "type")]
+    pub kind: AttestationType,
+    /// TPM part.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tpm: Option<TpmAttestation>,
+    /// X.509 part, kept as sent (X.509 attestation is not implemented yet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub x509: Option<Value>,
+    /// Symmetric key part.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub symmetric_key: Option<SymmetricKeyAttestation>,
+}
+
+impl AttestationMechanism {
+    /// A copy fit to show without the attestationmechanism call: symmetric keys removed.
+    pub fn without_secrets(&self) -> Self {
+        let mut copy = self.clone();
+        if copy.symmetric_key.is_some() {
+            copy.symmetric_key = Some(SymmetricKeyAttestation::default());
+        }
+        copy
+    }
+}
+
+/// What individual enrollments and enrollment groups share.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EnrollmentSpec {
+    /// Attestation mechanism.
+    pub attestation: AttestationMechanism,
+    /// Capabilities.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capabilities: Option<Capabilities>,
+    /// Hub for the static policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iot_hub_host_name: Option<String>,
+    /// Initial device twin (`tags`, `properties.desired`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initial_twin: Option<Value>,
+    /// Version tag, set by the store on every write.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etag: Option<String>,
+    /// Enabled or disabled.
+    #[serde(default)]
+    pub provisioning_status: ProvisioningStatus,
+    /// Re-registration behaviour; absent means the default (migrate).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reprovision_policy: Option<ReprovisionPolicy>,
+    /// Set by the service.
+    #[serde(
+        default,
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub created_date_time_utc: Option<Timestamp>,
+    /// Set by the service.
+    #[serde(
+        default,
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub last_updated_date_time_utc: Option<Timestamp>,
+    /// Overrides the instance default policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allocation_policy: Option<AllocationPolicy>,
+    /// Candidate hubs (must be linked hubs); empty means all linked hubs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iot_hubs: Option<Vec<String>>,
+    /// Webhook or WebAssembly policy for the custom policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub custom_allocation_definition: Option<CustomAllocationDefinition>,
+}
+
+/// One device's enrollment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IndividualEnrollment {
+    /// The device's registration ID (case-insensitive key).
+    pub registration_id: String,
+    /// Desired device ID in the hub; defaults to the registration ID.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_id: Option<String>,
+    /// Free-form information about the device.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub optional_device_information: Option<Value>,
+    /// Settings shared with groups.
+    #[serde(flatten)]
+    pub spec: EnrollmentSpec,
+}
+
+/// A group of devices sharing an attestation root.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EnrollmentGroup {
+    /// The group's ID (case-insensitive key).
+    pub enrollment_group_id: String,
+    /// Settings shared with individual enrollments.
+    #[serde(flatten)]
+    pub spec: EnrollmentSpec,
+}
+
+/// State of a device registration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum RegistrationStatus {
+    /// Not assigned.
+    Unassigned,
+    /// Being assigned.
+    Assigning,
+    /// Assigned to a hub.
+    Assigned,
+    /// Assignment failed (see error code and message).
+    Failed,
+    /// The enrollment is disabled.
+    Disabled,
+}
+
+/// Why the current assignment is what it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Substatus {
+    /// First assignment.
+    InitialAssignment,
+    /// Moved to another hub with its data.
+    DeviceDataMigrated,
+    /// Reset to the enrollment's initial configuration.
+    DeviceDataReset,
+    /// Back on the hub of its first assignment.
+    ReprovisionedToInitialAssignment,
+}
+
+/// The record a registration leaves: what the device was told, readable and deletable through the service API.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RegistrationRecord {
+    /// The device's registration ID as it last presented it.
+    pub registration_id: String,
+    /// Outcome.
+    pub status: RegistrationStatus,
+    /// Reason for the assignment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub substatus: Option<Substatus>,
+    /// Assigned hub host name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assigned_hub: Option<String>,
+    /// Device ID in the hub.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_id: Option<String>,
+    /// Azure-style error code when failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_code: Option<u32>,
+    /// Error message when failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_message: Option<String>,
+    /// Payload returned by custom allocation, forwarded to the device.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload: Option<Value>,
+    /// First registration time.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_date_time_utc: Timestamp,
+    /// Last change.
+    #[serde(with = "time::serde::rfc3339")]
+    pub last_updated_date_time_utc: Timestamp,
+    /// Version tag, set by the store on every write.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etag: Option<String>,
+    /// Group that admitted the device (absent for individual enrollments).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enrollment_group_id: Option<String>,
+    /// How the device attested.
+    pub attestation_type: AttestationType,
+    /// ID of the last register operation, answered by the operation status lookup.
+    pub operation_id: String,
+    /// Hub of the first assignment (to recognise a return to it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initial_hub: Option<String>,
+}
+
+/// A right granted by a shared access policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Right {
+    /// Manage instance configuration (linked hubs, policies, access policies).
+    ServiceConfig,
+    /// Read enrollments and groups.
+    EnrollmentRead,
+    /// Write enrollments and groups.
+    EnrollmentWrite,
+    /// Read registration records.
+    RegistrationStatusRead,
+    /// Delete registration records.
+    RegistrationStatusWrite,
+}
+
+impl Right {
+    /// Every right.
+    pub const ALL: [Right; 5] = [
+        Right::ServiceConfig,
+        Right::EnrollmentRead,
+        Right::EnrollmentWrite,
+        Right::RegistrationStatusRead,
+        Right::RegistrationStatusWrite,
+    ];
+}
+
+/// A named key pair with rights, used to sign service API tokens.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AccessPolicy {
+    /// Policy name (`skn` in tokens).
+    pub key_name: String,
+    /// Primary key, base64.
+    pub primary_key: String,
+    /// Secondary key, base64.
+    pub secondary_key: String,
+    /// Granted rights.
+    pub rights: Vec<Right>,
+}
+
+/// A hub devices may be assigned to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LinkedHub {
+    /// Hub host name, e.g. `myhub.azure-devices.net`.
+    pub host_name: String,
+    /// Relative weight for hashed allocation, 1..=1000.
+    #[serde(default = "one")]
+    pub allocation_weight: u32,
+    /// False removes the hub from automatic allocation (an enrollment may still name it).
+    #[serde(default = "yes")]
+    pub apply_allocation_policy: bool,
+    /// Region of the hub, for the lowest-latency policy (e.g. `eu-west-1`, `westeurope`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// A provisioning service instance: a tenant.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Instance {
+    /// Human name, unique per deployment.
+    pub name: String,
+    /// Routes device traffic (`0ne` + 8 hex digits); the instance's key.
+    pub id_scope: String,
+    /// Routes service API traffic (the `Host` header); immutable.
+    pub service_host_name: String,
+    /// Policy used when an enrollment names none (never `custom` without a definition).
+    #[serde(default)]
+    pub allocation_policy: AllocationPolicy,
+    /// Default custom allocation target when the default policy is `custom`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub custom_allocation_definition: Option<CustomAllocationDefinition>,
+    /// Hubs devices may be assigned to.
+    #[serde(default)]
+    pub linked_hubs: Vec<LinkedHub>,
+    /// Keys for the service API.
+    #[serde(default)]
+    pub authorization_policies: Vec<AccessPolicy>,
+    /// Let webhooks target private, loopback and link-local addresses.
+    #[serde(default)]
+    pub allow_private_webhook_targets: bool,
+    /// Secret that signs webhook requests (base64), generated at creation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_signing_key: Option<String>,
+    /// Version tag, set by the store on every write.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etag: Option<String>,
+    /// Creation time.
+    #[serde(
+        default,
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub created_date_time_utc: Option<Timestamp>,
+}
+
+/// A billable operation kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum OperationKind {
+    /// First registration of a device.
+    Registration,
+    /// A registration of a device that had a record.
+    ReRegistration,
+    /// A billable service API call (writes, reads, queries, bulk).
+    ServiceOperation,
+}
+
+impl OperationKind {
+    /// Every kind.
+    pub const ALL: [OperationKind; 3] = [
+        OperationKind::Registration,
+        OperationKind::ReRegistration,
+        OperationKind::ServiceOperation,
+    ];
+
+    /// Stable short name used as a storage key.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OperationKind::Registration => "registration",
+            OperationKind::ReRegistration => "reRegistration",
+            OperationKind::ServiceOperation => "serviceOperation",
+        }
+    }
+}
+
+/// Operations counted for one instance, one day and one kind.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OperationCount {
+    /// UTC day, `YYYY-MM-DD`.
+    pub date: String,
+    /// Kind of operation.
+    pub kind: OperationKind,
+    /// Number counted.
+    pub count: u64,
+}

@@ -1,0 +1,417 @@
+//! Instance configuration (our extension of the service API) and the operator path that creates instances.
+
+use serde::{Deserialize, Serialize};
+
+use super::{Caller, Dps, now};
+use crate::error::{Error, Result};
+use crate::ids::{new_id_scope, validate_host_name, validate_name};
+use crate::model::{
+    AccessPolicy, AllocationPolicy, CustomAllocationDefinition, Instance, LinkedHub,
+    OperationCount, Right,
+};
+use crate::sas::{generate_key, validate_key};
+use crate::store::Precondition;
+
+/// Name of the all-rights policy every new instance gets.
+pub const OWNER_POLICY: &str = "provisioningserviceowner";
+/// Most linked hubs per instance (Azure's limit).
+pub const MAX_LINKED_HUBS: usize = 50;
+/// Longest range of days one operations query covers.
+pub const MAX_OPERATION_DAYS: i64 = 366;
+
+/// What the operator supplies to create an instance.
+#[derive(Debug, Clone, Default)]
+pub struct NewInstance {
+    /// Human name, unique.
+    pub name: String,
+    /// Host name that routes service API calls to it.
+    pub service_host_name: String,
+    /// ID scope; generated when absent.
+    pub id_scope: Option<String>,
+}
+
+/// The instance configuration as the service API shows and accepts it (keys are never shown here).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InstanceConfig {
+    /// Instance name (read-only).
+    #[serde(default)]
+    pub name: String,
+    /// ID scope (read-only).
+    #[serde(default)]
+    pub id_scope: String,
+    /// Service host name (read-only).
+    #[serde(default)]
+    pub service_host_name: String,
+    /// Default allocation policy.
+    #[serde(default)]
+    pub allocation_policy: AllocationPolicy,
+    /// Default custom allocation target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub custom_allocation_definition: Option<CustomAllocationDefinition>,
+    /// Linked hubs.
+    #[serde(default)]
+    pub linked_hubs: Vec<LinkedHub>,
+    /// Let webhooks reach private, loopback and link-local addresses.
+    #[serde(default)]
+    pub allow_private_webhook_targets: bool,
+    /// Version tag (read-only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etag: Option<String>,
+}
+
+impl From<&Instance> for InstanceConfig {
+    fn from(i: &Instance) -> Self {
+        Self {
+            name: i.name.clone(),
+            id_scope: i.id_scope.clone(),
+            service_host_name: i.service_host_name.clone(),
+            allocation_policy: i.allocation_policy,
+            custom_allocation_definition: i.custom_allocation_definition.clone(),
+            linked_hubs: i.linked_hubs.clone(),
+            allow_private_webhook_targets: i.allow_private_webhook_targets,
+            etag: i.etag.clone(),
+        }
+    }
+}
+
+impl Dps {
+    /// Operator path: create an instance with a generated ID scope and an all-rights owner policy.
+    pub async fn create_instance(&self, new: NewInstance) -> Result<Instance> {
+        validate_name("instance name", &new.name)?;
+        validate_host_name(&new.service_host_name)?;
+        let id_scope = match new.id_scope {
+            Some(scope) if crate::ids::is_id_scope(&scope) => scope,
+            Some(_) => return Err(Error::invalid("An ID scope is 3 to 32 letters and digits")),
+            None => new_id_scope(),
+        };
+        let instance = Instance {
+            name: new.name,
+            id_scope,
+            service_host_name: new.service_host_name.to_ascii_lowercase(),
+            allocation_policy: AllocationPolicy::Hashed,
+            custom_allocation_definition: None,
+            linked_hubs: Vec::new(),
+            authorization_policies: vec![AccessPolicy {
+                key_name: OWNER_POLICY.into(),
+                primary_key: generate_key(),
+                secondary_key: generate_key(),
+                rights: Right::ALL.to_vec(),
+            }],
+            allow_private_webhook_targets: false,
+            webhook_signing_key: Some(generate_key()),
+            etag: None,
+            created_date_time_utc: Some(now()),
+        };
+        self.store.create_instance(instance).await
+    }
+
+    /// Operator path: every instance.
+    pub async fn list_instances(&self) -> Result<Vec<Instance>> {
+        self.store.list_instances().await
+    }
+
+    /// Operator path: change an instance directly (no caller), e.g. to link hubs from the command line.
+    pub async fn update_instance_as_operator(
+        &self,
+        scope: &str,
+        change: impl FnOnce(&mut Instance) -> Result<()>,
+    ) -> Result<Instance> {
+        let mut instance = self
+            .store
+            .instance_by_scope(scope)
+            .await?
+            .ok_or_else(|| Error::not_found(format!("No instance with ID scope '{scope}'")))?;
+        let etag = instance.etag.clone().unwrap_or_default();
+        change(&mut instance)?;
+        self.check_instance(&instance).await?;
+        let written = self
+            .store
+            .update_instance(instance, Precondition::Matches(etag))
+            .await?;
+        self.cache.forget_instance(scope);
+        Ok(written)
+    }
+
+    /// The caller's instance configuration.
+    pub async fn get_config(&self, caller: &Caller) -> Result<InstanceConfig> {
+        caller.require(Right::ServiceConfig)?;
+        Ok(self.fresh_instance(caller).await?.as_ref().into())
+    }
+
+    /// Replace the allocation settings and linked hubs of the caller's instance.
+    pub async fn put_config(
+        &self,
+        caller: &Caller,
+        config: InstanceConfig,
+        if_match: Option<&str>,
+    ) -> Result<InstanceConfig> {
+        caller.require(Right::ServiceConfig)?;
+        let written = self
+            .change_instance(caller, if_match, |i| {
+                i.allocation_policy = config.allocation_policy;
+                i.custom_allocation_definition = config.custom_allocation_definition;
+                i.linked_hubs = config.linked_hubs;
+                i.allow_private_webhook_targets = config.allow_private_webhook_targets;
+                Ok(())
+            })
+            .await?;
+        Ok((&written).into())
+    }
+
+    /// Add or replace one linked hub.
+    pub async fn put_linked_hub(&self, caller: &Caller, hub: LinkedHub) -> Result<LinkedHub> {
+        caller.require(Right::ServiceConfig)?;
+        let host = hub.host_name.clone();
+        let written = self
+            .change_instance(caller, None, |i| {
+                i.linked_hubs
+                    .retain(|h| !h.host_name.eq_ignore_ascii_case(&host));
+                i.linked_hubs.push(hub);
+                i.linked_hubs.sort_by(|a, b| a.host_name.cmp(&b.host_name));
+                Ok(())
+            })
+            .await?;
+        Ok(written
+            .linked_hubs
+            .into_iter()
+            .find(|h| h.host_name.eq_ignore_ascii_case(&host))
+            .expect("just written"))
+    }
+
+    /// Remove one linked hub (devices keep their records; later registrations no longer pick it).
+    pub async fn delete_linked_hub(&self, caller: &Caller, host_name: &str) -> Result<()> {
+        caller.require(Right::ServiceConfig)?;
+        self.change_instance(caller, None, |i| {
+            let before = i.linked_hubs.len();
+            i.linked_hubs
+                .retain(|h| !h.host_name.eq_ignore_ascii_case(host_name));
+            if i.linked_hubs.len() == before {
+                return Err(Error::not_found(format!(
+                    "Linked hub '{host_name}' not found"
+                )));
+            }
+            Ok(())
+        })
+        .await
+        .map(drop)
+    }
+
+    /// Names and rights of the shared access policies (no keys).
+    pub async fn list_access_policies(&self, caller: &Caller) -> Result<Vec<AccessPolicy>> {
+        caller.require(Right::ServiceConfig)?;
+        let instance = self.fresh_instance(caller).await?;
+        Ok(instance
+            .authorization_policies
+            .iter()
+            .map(without_keys)
+            .collect())
+    }
+
+    /// Add or replace a shared access policy; missing keys are generated (or kept when replacing).
+    /// Returns the policy with its keys.
+    pub async fn put_access_policy(
+        &self,
+        caller: &Caller,
+        mut policy: AccessPolicy,
+    ) -> Result<AccessPolicy> {
+        caller.require(Right::ServiceConfig)?;
+        validate_name("policy name", &policy.key_name)?;
+        let name = policy.key_name.clone();
+        let written = self
+            .change_instance(caller, None, |i| {
+                let old = i
+                    .authorization_policies
+                    .iter()
+                    .find(|p| p.key_name.eq_ignore_ascii_case(&name));
+                for (key, old_key) in [
+                    (&mut policy.primary_key, old.map(|p| p.primary_key.clone())),
+                    (
+                        &mut policy.secondary_key,
+                        old.map(|p| p.secondary_key.clone()),
+                    ),
+                ] {
+                    if key.is_empty() {
+                        *key = old_key.unwrap_or_else(generate_key);
+                    }
+                    validate_key(key)?;
+                }
+                i.authorization_policies
+                    .retain(|p| !p.key_name.eq_ignore_ascii_case(&name));
+                i.authorization_policies.push(policy);
+                Ok(())
+            })
+            .await?;
+        Ok(written
+            .authorization_policies
+            .into_iter()
+            .find(|p| p.key_name == name)
+            .expect("just written"))
+    }
+
+    /// Read one shared access policy with its keys.
+    pub async fn get_access_policy(&self, caller: &Caller, name: &str) -> Result<AccessPolicy> {
+        caller.require(Right::ServiceConfig)?;
+        let instance = self.fresh_instance(caller).await?;
+        instance
+            .authorization_policies
+            .iter()
+            .find(|p| p.key_name.eq_ignore_ascii_case(name))
+            .cloned()
+            .ok_or_else(|| Error::not_found(format!("Access policy '{name}' not found")))
+    }
+
+    /// Remove a shared access policy; the last policy with ServiceConfig cannot be removed.
+    pub async fn delete_access_policy(&self, caller: &Caller, name: &str) -> Result<()> {
+        caller.require(Right::ServiceConfig)?;
+        self.change_instance(caller, None, |i| {
+            let before = i.authorization_policies.len();
+            i.authorization_policies
+                .retain(|p| !p.key_name.eq_ignore_ascii_case(name));
+            if i.authorization_policies.len() == before {
+                return Err(Error::not_found(format!(
+                    "Access policy '{name}' not found"
+                )));
+            }
+            Ok(())
+        })
+        .await
+        .map(drop)
+    }
+
+    /// Operations counted per day and kind for `from..=to` (`YYYY-MM-DD`).
+    pub async fn operations(
+        &self,
+        caller: &Caller,
+        from: &str,
+        to: &str,
+    ) -> Result<Vec<OperationCount>> {
+        caller.require(Right::ServiceConfig)?;
+        let (start, end) = (parse_day(from)?, parse_day(to)?);
+        if end < start {
+            return Err(Error::invalid("'to' is before 'from'"));
+        }
+        if (end - start).whole_days() >= MAX_OPERATION_DAYS {
+            return Err(Error::invalid(format!(
+                "At most {MAX_OPERATION_DAYS} days per query"
+            )));
+        }
+        self.store.operations(caller.scope(), from, to).await
+    }
+
+    /// Validate a custom allocation definition (shape here, the rest by the allocator).
+    pub(crate) async fn check_custom_definition(
+        &self,
+        instance: &Instance,
+        d: &CustomAllocationDefinition,
+    ) -> Result<()> {
+        match (&d.webhook_url, &d.api_version, &d.policy_name) {
+            (Some(_), Some(_), None) | (None, _, Some(_)) => {}
+            (Some(_), None, None) => {
+                return Err(Error::invalid(
+                    "customAllocationDefinition.apiVersion is required with webhookUrl",
+                ));
+            }
+            (Some(_), _, Some(_)) => {
+                return Err(Error::invalid(
+                    "customAllocationDefinition takes webhookUrl or policyName, not both",
+                ));
+            }
+            (None, _, None) => {
+                return Err(Error::invalid(
+                    "customAllocationDefinition needs webhookUrl or policyName",
+                ));
+            }
+        }
+        match &self.allocator {
+            Some(allocator) => allocator.check_definition(instance, d).await,
+            None => Err(Error::invalid(
+                "Custom allocation is not available in this deployment",
+            )),
+        }
+    }
+
+    async fn check_instance(&self, instance: &Instance) -> Result<()> {
+        if instance.linked_hubs.len() > MAX_LINKED_HUBS {
+            return Err(Error::invalid(format!(
+                "At most {MAX_LINKED_HUBS} linked hubs"
+            )));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for hub in &instance.linked_hubs {
+            validate_host_name(&hub.host_name)?;
+            if !(1..=1000).contains(&hub.allocation_weight) {
+                return Err(Error::invalid("allocationWeight must be 1 to 1000"));
+            }
+            if !seen.insert(hub.host_name.to_ascii_lowercase()) {
+                return Err(Error::invalid(format!(
+                    "Linked hub '{}' appears twice",
+                    hub.host_name
+                )));
+            }
+        }
+        if !instance
+            .authorization_policies
+            .iter()
+            .any(|p| p.rights.contains(&Right::ServiceConfig))
+        {
+            return Err(Error::Conflict(
+                "At least one access policy must keep the ServiceConfig right".into(),
+            ));
+        }
+        match (
+            instance.allocation_policy,
+            &instance.custom_allocation_definition,
+        ) {
+            (AllocationPolicy::Custom, None) => Err(Error::invalid(
+                "The custom default policy needs a customAllocationDefinition",
+            )),
+            (_, Some(d)) => self.check_custom_definition(instance, d).await,
+            _ => Ok(()),
+        }
+    }
+
+    /// Re-read the caller's instance from the store (config calls must not act on a cached copy).
+    async fn fresh_instance(&self, caller: &Caller) -> Result<std::sync::Arc<Instance>> {
+        self.store
+            .instance_by_scope(caller.scope())
+            .await?
+            .map(std::sync::Arc::new)
+            .ok_or_else(|| Error::not_found("Instance not found"))
+    }
+
+    async fn change_instance(
+        &self,
+        caller: &Caller,
+        if_match: Option<&str>,
+        change: impl FnOnce(&mut Instance) -> Result<()>,
+    ) -> Result<Instance> {
+        let mut instance = (*self.fresh_instance(caller).await?).clone();
+        let current = instance.etag.clone().unwrap_or_default();
+        if let Some(tag) = if_match {
+            Precondition::Matches(tag.into()).check("Instance configuration", Some(&current))?;
+        }
+        change(&mut instance)?;
+        self.check_instance(&instance).await?;
+        let written = self
+            .store
+            .update_instance(instance, Precondition::Matches(current))
+            .await?;
+        self.cache.forget_instance(caller.scope());
+        Ok(written)
+    }
+}
+
+fn without_keys(p: &AccessPolicy) -> AccessPolicy {
+    AccessPolicy {
+        primary_key: String::new(),
+        secondary_key: String::new(),
+        ..p.clone()
+    }
+}
+
+fn parse_day(day: &str) -> Result<time::Date> {
+    let format = time::macros::format_description!("[year]-[month]-[day]");
+    time::Date::parse(day, &format)
+        .map_err(|_| Error::invalid(format!("'{day}' is not a YYYY-MM-DD date")))
+}

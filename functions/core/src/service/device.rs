@@ -1,0 +1,604 @@
+//! Device API use cases: register, operation status, registration status.
+
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+
+use super::{Dps, now};
+use crate::allocation;
+use crate::allocator::{AllocationFailure, AllocationResponse};
+use crate::error::{Error, Result};
+use crate::ids::{printable, validate_id};
+use crate::model::{
+    AllocationPolicy, AttestationType, EnrollmentGroup, EnrollmentSpec, IndividualEnrollment,
+    Instance, LinkedHub, OperationKind, ProvisioningStatus, RegistrationRecord, RegistrationStatus,
+    ReprovisionPolicy, Substatus,
+};
+use crate::sas::{SasToken, derive_device_key};
+use crate::store::{DeviceContext, Precondition};
+
+/// Attempts at writing a record before a registration gives up to concurrent writers.
+const WRITE_ATTEMPTS: usize = 4;
+
+/// Error codes of failed registrations (Azure's 4002xx family).
+mod codes {
+    pub const HUB_NOT_SPECIFIED: u32 = 400_208;
+    pub const CUSTOM_ALLOCATION_FAILED: u32 = 400_207;
+}
+
+/// A register call from a device.
+#[derive(Debug, Clone, Default)]
+pub struct RegisterRequest {
+    /// ID scope from the path.
+    pub id_scope: String,
+    /// Registration ID from the path.
+    pub registration_id: String,
+    /// `registrationId` from the body, if sent (must equal the path's).
+    pub body_registration_id: Option<String>,
+    /// The device's `payload`, passed to custom allocation.
+    pub payload: Option<Value>,
+    /// The `Authorization` header.
+    pub authorization: Option<String>,
+    /// The `api-version` query parameter.
+    pub api_version: String,
+}
+
+/// A status lookup (operation status GET, or registration status POST) from a device.
+#[derive(Debug, Clone, Default)]
+pub struct StatusRequest {
+    /// ID scope from the path.
+    pub id_scope: String,
+    /// Registration ID from the path.
+    pub registration_id: String,
+    /// Operation ID from the path (operation status only).
+    pub operation_id: Option<String>,
+    /// The `Authorization` header.
+    pub authorization: Option<String>,
+}
+
+/// Which enrollment admitted a device.
+enum Admitted {
+    Individual(IndividualEnrollment),
+    Group(EnrollmentGroup),
+}
+
+impl Admitted {
+    fn spec(&self) -> &EnrollmentSpec {
+        match self {
+            Admitted::Individual(e) => &e.spec,
+            Admitted::Group(g) => &g.spec,
+        }
+    }
+}
+
+impl Dps {
+    /// Register a device: attest, allocate, record. Always returns the record written (its status may be
+    /// `assigned`, `failed` or `disabled`); errors are for requests that could not be attested or processed.
+    pub async fn register(&self, req: RegisterRequest) -> Result<RegistrationRecord> {
+        validate_id("registration ID", &req.registration_id)?;
+        if let Some(body_id) = &req.body_registration_id {
+            if !body_id.eq_ignore_ascii_case(&req.registration_id) {
+                return Err(Error::invalid(format!(
+                    "Body registrationId '{}' does not match the path",
+                    printable(body_id)
+                )));
+            }
+        }
+        let instance = self.device_instance(&req.id_scope).await?;
+        let token = device_token(
+            req.authorization.as_deref(),
+            &instance.id_scope,
+            &req.registration_id,
+        )?;
+
+        for _ in 0..WRITE_ATTEMPTS {
+            let context = self
+                .store
+                .device_context(&instance.id_scope, &req.registration_id)
+                .await?;
+            let admitted = self
+                .attest(&instance, &context, &token, &req.registration_id)
+                .await?;
+            let previous = context.record;
+            let record = self
+                .decide(&instance, &admitted, previous.as_ref(), &req)
+                .await;
+            let precondition = match &previous {
+                Some(p) => Precondition::Matches(p.etag.clone().unwrap_or_default()),
+                None => Precondition::NotExists,
+            };
+            match self
+                .store
+                .put_registration(&instance.id_scope, record, precondition)
+                .await
+            {
+                Ok(written) => {
+                    let kind = if previous.is_some() {
+                        OperationKind::ReRegistration
+                    } else {
+                        OperationKind::Registration
+                    };
+                    self.meter(&instance.id_scope, kind).await;
+                    tracing::info!(
+                        scope = %instance.id_scope,
+                        registration_id = %written.registration_id,
+                        status = ?written.status,
+                        hub = written.assigned_hub.as_deref().unwrap_or(""),
+                        "registration"
+                    );
+                    return Ok(written);
+                }
+                // A concurrent registration of the same device won: read its record and decide again.
+                Err(Error::Conflict(_) | Error::PreconditionFailed(_) | Error::NotFound(_)) => {
+                    continue;
+                }
+                Err(other) => return Err(other),
+            }
+        }
+        Err(Error::Conflict(
+            "Too many concurrent registrations of this device; retry".into(),
+        ))
+    }
+
+    /// Answer an operation status GET: the record of the registration the operation wrote.
+    pub async fn operation_status(&self, req: StatusRequest) -> Result<RegistrationRecord> {
+        let record = self.registration_status(req.clone()).await?;
+        match &req.operation_id {
+            Some(op) if *op == record.operation_id => Ok(record),
+            _ => Err(Error::not_found("Unknown operation ID")),
+        }
+    }
+
+    /// Answer a device's registration status lookup (POST): its current record.
+    pub async fn registration_status(&self, req: StatusRequest) -> Result<RegistrationRecord> {
+        validate_id("registration ID", &req.registration_id)?;
+        let instance = self.device_instance(&req.id_scope).await?;
+        let token = device_token(
+            req.authorization.as_deref(),
+            &instance.id_scope,
+            &req.registration_id,
+        )?;
+        let context = self
+            .store
+            .device_context(&instance.id_scope, &req.registration_id)
+            .await?;
+        self.attest(&instance, &context, &token, &req.registration_id)
+            .await?;
+        context
+            .record
+            .ok_or_else(|| Error::not_found("The device has no registration"))
+    }
+
+    async fn device_instance(&self, scope: &str) -> Result<Arc<Instance>> {
+        if !crate::ids::is_id_scope(scope) {
+            return Err(Error::not_found("Unknown ID scope"));
+        }
+        self.instance_by_scope(scope)
+            .await?
+            .ok_or_else(|| Error::not_found("Unknown ID scope"))
+    }
+
+    /// Find the enrollment whose key signed the token. An individual enrollment takes precedence over
+    /// groups; a disabled individual enrollment also disables a device that signs with a group key.
+    async fn attest(
+        &self,
+        instance: &Instance,
+        context: &DeviceContext,
+        token: &SasToken,
+        registration_id: &str,
+    ) -> Result<Admitted> {
+        let denied =
+            || Error::unauthorized("Unauthorized: the SAS token does not match any enrollment");
+        if let Some(enrollment) = &context.enrollment {
+            if signed_by_spec_keys(token, &enrollment.spec, None) {
+                return Ok(Admitted::Individual(enrollment.clone()));
+            }
+            if enrollment.spec.provisioning_status == ProvisioningStatus::Disabled
+                && self
+                    .group_that_signed(instance, token, registration_id)
+                    .await?
+                    .is_some()
+            {
+                return Ok(Admitted::Individual(enrollment.clone()));
+            }
+            return Err(denied());
+        }
+        // A device already admitted by a group is checked against that group first.
+        if let Some(group_id) = context
+            .record
+            .as_ref()
+            .and_then(|r| r.enrollment_group_id.as_deref())
+        {
+            let groups = self.groups(&instance.id_scope).await?;
+            if let Some(g) = groups
+                .iter()
+                .find(|g| g.enrollment_group_id.eq_ignore_ascii_case(group_id))
+            {
+                if signed_by_spec_keys(token, &g.spec, Some(registration_id)) {
+                    return Ok(Admitted::Group(g.clone()));
+                }
+            }
+        }
+        self.group_that_signed(instance, token, registration_id)
+            .await?
+            .map(Admitted::Group)
+            .ok_or_else(denied)
+    }
+
+    async fn group_that_signed(
+        &self,
+        instance: &Instance,
+        token: &SasToken,
+        registration_id: &str,
+    ) -> Result<Option<EnrollmentGroup>> {
+        let groups = self.groups(&instance.id_scope).await?;
+        Ok(groups
+            .iter()
+            .find(|g| signed_by_spec_keys(token, &g.spec, Some(registration_id)))
+            .cloned())
+    }
+
+    /// Compute the record this registration leaves (never fails: failures are recorded).
+    async fn decide(
+        &self,
+        instance: &Instance,
+        admitted: &Admitted,
+        previous: Option<&RegistrationRecord>,
+        req: &RegisterRequest,
+    ) -> RegistrationRecord {
+        let now = now();
+        let spec = admitted.spec();
+        let (device_id, group_id) = match admitted {
+            Admitted::Individual(e) => (
+                e.device_id
+                    .clone()
+                    .unwrap_or_else(|| req.registration_id.clone()),
+                None,
+            ),
+            Admitted::Group(g) => (
+                req.registration_id.clone(),
+                Some(g.enrollment_group_id.clone()),
+            ),
+        };
+        let mut record = RegistrationRecord {
+            registration_id: req.registration_id.clone(),
+            status: RegistrationStatus::Assigning,
+            substatus: None,
+            assigned_hub: None,
+            device_id: Some(device_id),
+            error_code: None,
+            error_message: None,
+            payload: None,
+            created_date_time_utc: previous.map_or(now, |p| p.created_date_time_utc),
+            last_updated_date_time_utc: now,
+            etag: None,
+            enrollment_group_id: group_id,
+            attestation_type: AttestationType::SymmetricKey,
+            operation_id: new_operation_id(),
+            initial_hub: previous.and_then(|p| p.initial_hub.clone()),
+        };
+        if spec.provisioning_status == ProvisioningStatus::Disabled {
+            record.status = RegistrationStatus::Disabled;
+            record.assigned_hub = previous.and_then(|p| p.assigned_hub.clone());
+            record.substatus = previous.and_then(|p| p.substatus);
+            return record;
+        }
+        let current_hub = previous
+            .filter(|p| p.status == RegistrationStatus::Assigned)
+            .and_then(|p| p.assigned_hub.clone());
+        let policy = spec.reprovision_policy.unwrap_or_default();
+        let sticky = current_hub.is_some()
+            && (!policy.update_hub_assignment
+                || (spec.reprovision_policy.is_none() && legacy_api(&req.api_version)));
+        let allocation = self
+            .allocate(
+                instance,
+                admitted,
+                current_hub.as_deref(),
+                sticky,
+                &record,
+                req,
+            )
+            .await;
+        match allocation {
+            Ok(response) => {
+                let hub = response.iot_hub_host_name;
+                record.status = RegistrationStatus::Assigned;
+                record.substatus = Some(substatus(previous, current_hub.as_deref(), &hub, policy));
+                record.initial_hub.get_or_insert_with(|| hub.clone());
+                record.assigned_hub = Some(hub);
+                record.payload = response.payload;
+            }
+            Err(failure) => {
+                record.status = RegistrationStatus::Failed;
+                record.error_code = Some(failure.code);
+                record.error_message = Some(failure.message);
+                record.assigned_hub = current_hub;
+            }
+        }
+        record
+    }
+
+    async fn allocate(
+        &self,
+        instance: &Instance,
+        admitted: &Admitted,
+        current_hub: Option<&str>,
+        sticky: bool,
+        record: &RegistrationRecord,
+        req: &RegisterRequest,
+    ) -> Result<AllocationResponse, AllocationFailure> {
+        let spec = admitted.spec();
+        let policy = spec.allocation_policy.unwrap_or(instance.allocation_policy);
+        let fail = |message: &str| AllocationFailure {
+            code: codes::HUB_NOT_SPECIFIED,
+            message: message.into(),
+        };
+        if policy == AllocationPolicy::Custom {
+            let candidates = match (sticky, current_hub) {
+                (true, Some(hub)) => vec![hub.to_string()],
+                _ => candidate_hubs(instance, spec)
+                    .into_iter()
+                    .map(|h| h.host_name)
+                    .collect(),
+            };
+            return self
+                .custom(instance, admitted, current_hub, candidates, record, req)
+                .await;
+        }
+        if let (true, Some(hub)) = (sticky, current_hub) {
+            return Ok(hub_only(hub));
+        }
+        let hub = match policy {
+            AllocationPolicy::Static => static_hub(instance, spec),
+            AllocationPolicy::Hashed => {
+                allocation::hashed(&req.registration_id, &candidate_hubs(instance, spec))
+                    .map(|h| h.host_name.clone())
+            }
+            AllocationPolicy::GeoLatency => allocation::geo_latency(
+                &req.registration_id,
+                &candidate_hubs(instance, spec),
+                self.settings.serving_region.as_deref(),
+            )
+            .map(|h| h.host_name.clone()),
+            AllocationPolicy::Custom => unreachable!("handled above"),
+        };
+        hub.map(|h| hub_only(&h)).ok_or_else(|| match policy {
+            AllocationPolicy::Static => {
+                fail("Static allocation requires the enrollment to name one linked IoT hub")
+            }
+            _ => fail("No linked IoT hub is available for allocation"),
+        })
+    }
+
+    async fn custom(
+        &self,
+        instance: &Instance,
+        admitted: &Admitted,
+        current_hub: Option<&str>,
+        linked_hubs: Vec<String>,
+        record: &RegistrationRecord,
+        req: &RegisterRequest,
+    ) -> Result<AllocationResponse, AllocationFailure> {
+        let fail = |message: String| AllocationFailure {
+            code: codes::CUSTOM_ALLOCATION_FAILED,
+            message,
+        };
+        let allocator = self
+            .allocator
+            .as_ref()
+            .ok_or_else(|| fail("Custom allocation is not available in this deployment".into()))?;
+        let definition = admitted
+            .spec()
+            .custom_allocation_definition
+            .as_ref()
+            .or(instance.custom_allocation_definition.as_ref())
+            .ok_or_else(|| {
+                fail("Custom allocation has no definition (webhook or policy)".into())
+            })?;
+        if linked_hubs.is_empty() {
+            return Err(fail("No linked IoT hub is available for allocation".into()));
+        }
+        let request = allocation_request(admitted, current_hub, linked_hubs.clone(), record, req);
+        let response = allocator.allocate(instance, definition, &request).await?;
+        if !linked_hubs
+            .iter()
+            .any(|h| h.eq_ignore_ascii_case(&response.iot_hub_host_name))
+        {
+            return Err(fail(format!(
+                "Custom allocation returned hub '{}', which is not one of the linked hubs offered",
+                printable(&response.iot_hub_host_name)
+            )));
+        }
+        Ok(response)
+    }
+}
+
+/// Azure's AllocationRequest for this registration, secrets stripped.
+fn allocation_request(
+    admitted: &Admitted,
+    current_hub: Option<&str>,
+    linked_hubs: Vec<String>,
+    record: &RegistrationRecord,
+    req: &RegisterRequest,
+) -> Value {
+    let mut context = json!({ "registrationId": req.registration_id, "symmetricKey": {} });
+    if let Some(hub) = current_hub {
+        context["currentIotHubHostName"] = json!(hub);
+        context["currentDeviceId"] = json!(record.device_id);
+    }
+    if let Some(payload) = &req.payload {
+        context["payload"] = payload.clone();
+    }
+    let mut request = json!({ "deviceRuntimeContext": context, "linkedHubs": linked_hubs });
+    match admitted {
+        Admitted::Individual(e) => {
+            let mut e = e.clone();
+            e.spec.attestation = e.spec.attestation.without_secrets();
+            request["individualEnrollment"] = serde_json::to_value(e).unwrap_or_default();
+        }
+        Admitted::Group(g) => {
+            let mut g = g.clone();
+            g.spec.attestation = g.spec.attestation.without_secrets();
+            request["enrollmentGroup"] = serde_json::to_value(g).unwrap_or_default();
+        }
+    }
+    request
+}
+
+fn hub_only(hub: &str) -> AllocationResponse {
+    AllocationResponse {
+        iot_hub_host_name: hub.to_string(),
+        initial_twin: None,
+        payload: None,
+    }
+}
+
+/// Hubs automatic allocation may pick: the enrollment's `iotHubs` (those still linked), else every linked hub
+/// that applies the allocation policy.
+pub(crate) fn candidate_hubs(instance: &Instance, spec: &EnrollmentSpec) -> Vec<LinkedHub> {
+    match spec.iot_hubs.as_deref() {
+        Some(named) if !named.is_empty() => instance
+            .linked_hubs
+            .iter()
+            .filter(|h| named.iter().any(|n| n.eq_ignore_ascii_case(&h.host_name)))
+            .cloned()
+            .collect(),
+        _ => instance
+            .linked_hubs
+            .iter()
+            .filter(|h| h.apply_allocation_policy)
+            .cloned()
+            .collect(),
+    }
+}
+
+fn static_hub(instance: &Instance, spec: &EnrollmentSpec) -> Option<String> {
+    let named = spec
+        .iot_hub_host_name
+        .clone()
+        .or_else(|| match spec.iot_hubs.as_deref() {
+            Some([only]) => Some(only.clone()),
+            _ => None,
+        })?;
+    instance
+        .linked_hubs
+        .iter()
+        .find(|h| h.host_name.eq_ignore_ascii_case(&named))
+        .map(|h| h.host_name.clone())
+}
+
+fn substatus(
+    previous: Option<&RegistrationRecord>,
+    current_hub: Option<&str>,
+    new_hub: &str,
+    policy: ReprovisionPolicy,
+) -> Substatus {
+    let Some(current) = current_hub else {
+        return Substatus::InitialAssignment;
+    };
+    let initial = previous.and_then(|p| p.initial_hub.as_deref());
+    if current.eq_ignore_ascii_case(new_hub) {
+        if policy.update_hub_assignment && !policy.migrate_device_data {
+            return Substatus::DeviceDataReset;
+        }
+        return previous
+            .and_then(|p| p.substatus)
+            .unwrap_or(Substatus::InitialAssignment);
+    }
+    if initial.is_some_and(|i| i.eq_ignore_ascii_case(new_hub)) {
+        Substatus::ReprovisionedToInitialAssignment
+    } else if policy.migrate_device_data {
+        Substatus::DeviceDataMigrated
+    } else {
+        Substatus::DeviceDataReset
+    }
+}
+
+/// api-versions up to 2018-04-01 keep the pre-2018 sticky behaviour for enrollments without a reprovision policy.
+fn legacy_api(api_version: &str) -> bool {
+    api_version
+        .get(..10)
+        .is_some_and(|date| date <= "2018-04-01")
+}
+
+fn new_operation_id() -> String {
+    let id = uuid::Uuid::new_v4();
+    format!("5.{:016x}.{}", rand::random::<u64>(), id)
+}
+
+/// Parse a device token and check its expiry and resource (`{scope}/registrations/{id}`, case-insensitive).
+fn device_token(
+    authorization: Option<&str>,
+    scope: &str,
+    registration_id: &str,
+) -> Result<SasToken> {
+    let header =
+        authorization.ok_or_else(|| Error::unauthorized("Missing Authorization header"))?;
+    let token = SasToken::parse(header)?;
+    token.check_expiry(super::now().unix_timestamp())?;
+    let expected = format!("{scope}/registrations/{registration_id}");
+    if !token.resource.eq_ignore_ascii_case(&expected) {
+        return Err(Error::unauthorized(
+            "SAS token resource does not match this registration",
+        ));
+    }
+    Ok(token)
+}
+
+/// Whether `token` is signed with the enrollment's symmetric keys (group keys derived for `derive_for`).
+fn signed_by_spec_keys(token: &SasToken, spec: &EnrollmentSpec, derive_for: Option<&str>) -> bool {
+    let Some(keys) = spec.attestation.symmetric_key.as_ref() else {
+        return false;
+    };
+    if spec.attestation.kind != AttestationType::SymmetricKey {
+        return false;
+    }
+    let candidates = [keys.primary_key.as_deref(), keys.secondary_key.as_deref()];
+    candidates
+        .into_iter()
+        .flatten()
+        .any(|key| match derive_for {
+            None => token.signed_with_any([key]),
+            Some(id) => derive_device_key(key, id)
+                .is_ok_and(|derived| token.signed_with_any([derived.as_str()])),
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn legacy_versions() {
+        assert!(legacy_api("2017-11-15"));
+        assert!(legacy_api("2018-04-01"));
+        assert!(!legacy_api("2019-03-31"));
+        assert!(!legacy_api("x"));
+    }
+
+    #[test]
+    fn substatus_rules() {
+        let migrate = ReprovisionPolicy::default();
+        let reset = ReprovisionPolicy {
+            update_hub_assignment: true,
+            migrate_device_data: false,
+        };
+        assert_eq!(
+            substatus(None, None, "a", migrate),
+            Substatus::InitialAssignment
+        );
+        assert_eq!(
+            substatus(None, Some("a"), "b", migrate),
+            Substatus::DeviceDataMigrated
+        );
+        assert_eq!(
+            substatus(None, Some("a"), "b", reset),
+            Substatus::DeviceDataReset
+        );
+        assert_eq!(
+            substatus(None, Some("a"), "a", reset),
+            Substatus::DeviceDataReset
+        );
+    }
+}

@@ -1,0 +1,263 @@
+//! The provisioning service: the use cases behind the device API and the service API.
+
+mod cache;
+mod config;
+mod device;
+mod enrollments;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use time::OffsetDateTime;
+
+use crate::allocator::CustomAllocator;
+use crate::error::{Error, Result};
+use crate::model::{EnrollmentGroup, Instance, OperationKind, Right};
+use crate::sas::SasToken;
+use crate::store::{PageRequest, Store};
+
+pub use config::{InstanceConfig, NewInstance};
+pub use device::{RegisterRequest, StatusRequest};
+pub use enrollments::{
+    BulkItemResult, BulkMode, BulkOutcome, DEFAULT_PAGE_SIZE, MAX_BULK_ITEMS, MAX_PAGE_SIZE,
+};
+
+/// Deployment-wide settings of the service.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Region this deployment serves from, for the lowest-latency policy (e.g. `eu-west-1`).
+    pub serving_region: Option<String>,
+    /// How long instance configuration and enrollment groups may be served from memory.
+    pub cache_ttl: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            serving_region: None,
+            cache_ttl: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The service: use cases over a store, with an optional custom allocator.
+#[derive(Clone)]
+pub struct Dps {
+    store: Arc<dyn Store>,
+    allocator: Option<Arc<dyn CustomAllocator>>,
+    settings: Arc<Settings>,
+    cache: Arc<cache::ConfigCache>,
+}
+
+/// An authenticated service API caller.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// The instance the caller acts on.
+    pub instance: Arc<Instance>,
+    /// Rights of the policy that signed the token.
+    pub rights: Vec<Right>,
+    /// Name of that policy.
+    pub key_name: String,
+}
+
+impl Caller {
+    /// Fail with `Unauthorized` unless the caller holds `right`.
+    pub fn require(&self, right: Right) -> Result<()> {
+        if self.rights.contains(&right) {
+            Ok(())
+        } else {
+            Err(Error::unauthorized(format!(
+                "The policy '{}' does not grant the {right:?} right",
+                self.key_name
+            )))
+        }
+    }
+
+    fn scope(&self) -> &str {
+        &self.instance.id_scope
+    }
+}
+
+impl Dps {
+    /// A service over `store` with no custom allocator (the `custom` policy is refused).
+    pub fn new(store: Arc<dyn Store>, settings: Settings) -> Self {
+        let cache = Arc::new(cache::ConfigCache::new(settings.cache_ttl));
+        Self {
+            store,
+            allocator: None,
+            settings: Arc::new(settings),
+            cache,
+        }
+    }
+
+    /// Enable the `custom` policy with this allocator.
+    pub fn with_allocator(mut self, allocator: Arc<dyn CustomAllocator>) -> Self {
+        self.allocator = Some(allocator);
+        self
+    }
+
+    /// The store behind the service.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// Authenticate a service API request: the instance is found by `host` (the Host header, port ignored),
+    /// the token must be signed by one of its policies and cover that host.
+    pub async fn authenticate_service(
+        &self,
+        host: &str,
+        authorization: Option<&str>,
+    ) -> Result<Caller> {
+        let host_name = strip_port(host).to_ascii_lowercase();
+        let instance = self.instance_by_host(&host_name).await?.ok_or_else(|| {
+            Error::not_found(format!(
+                "No provisioning service instance serves host '{}'",
+                crate::ids::printable(&host_name)
+            ))
+        })?;
+        let header =
+            authorization.ok_or_else(|| Error::unauthorized("Missing Authorization header"))?;
+        let token = SasToken::parse(header)?;
+        token.check_expiry(now().unix_timestamp())?;
+        if !service_resource_covers(&token.resource, &instance.service_host_name) {
+            return Err(Error::unauthorized(
+                "SAS token resource does not match this service",
+            ));
+        }
+        let key_name = token
+            .key_name
+            .clone()
+            .ok_or_else(|| Error::unauthorized("SAS token has no skn"))?;
+        let policy = instance
+            .authorization_policies
+            .iter()
+            .find(|p| p.key_name.eq_ignore_ascii_case(&key_name))
+            .ok_or_else(|| Error::unauthorized("SAS token signature is invalid"))?;
+        if !token.signed_with_any([policy.primary_key.as_str(), policy.secondary_key.as_str()]) {
+            return Err(Error::unauthorized("SAS token signature is invalid"));
+        }
+        Ok(Caller {
+            rights: policy.rights.clone(),
+            key_name: policy.key_name.clone(),
+            instance,
+        })
+    }
+
+    async fn instance_by_scope(&self, scope: &str) -> Result<Option<Arc<Instance>>> {
+        if let Some(hit) = self.cache.instance_by_scope(scope) {
+            return Ok(Some(hit));
+        }
+        let found = self.store.instance_by_scope(scope).await?.map(Arc::new);
+        if let Some(instance) = &found {
+            self.cache.put_instance(instance.clone());
+        }
+        Ok(found)
+    }
+
+    async fn instance_by_host(&self, host: &str) -> Result<Option<Arc<Instance>>> {
+        if let Some(hit) = self.cache.instance_by_host(host) {
+            return Ok(Some(hit));
+        }
+        let found = self.store.instance_by_host(host).await?.map(Arc::new);
+        if let Some(instance) = &found {
+            self.cache.put_instance(instance.clone());
+        }
+        Ok(found)
+    }
+
+    /// All enrollment groups of an instance (cached, see [`Settings::cache_ttl`]).
+    async fn groups(&self, scope: &str) -> Result<Arc<Vec<EnrollmentGroup>>> {
+        if let Some(hit) = self.cache.groups(scope) {
+            return Ok(hit);
+        }
+        let mut all = Vec::new();
+        let mut page = PageRequest {
+            max_items: MAX_PAGE_SIZE,
+            continuation: None,
+        };
+        loop {
+            let got = self.store.query_groups(scope, page.clone()).await?;
+            all.extend(got.items);
+            match got.continuation {
+                Some(next) => page.continuation = Some(next),
+                None => break,
+            }
+        }
+        let all = Arc::new(all);
+        self.cache.put_groups(scope, all.clone());
+        Ok(all)
+    }
+
+    /// Count billable operations; a failure is logged, never shown to the caller whose work succeeded.
+    async fn meter(&self, scope: &str, kind: OperationKind) {
+        let date = today();
+        if let Err(err) = self.store.add_operations(scope, &date, kind, 1).await {
+            tracing::warn!(scope, ?kind, error = %err, "could not count operation");
+        }
+    }
+}
+
+/// The current time in UTC.
+pub fn now() -> OffsetDateTime {
+    OffsetDateTime::now_utc()
+}
+
+/// Today's UTC date as `YYYY-MM-DD`.
+pub fn today() -> String {
+    let d = now().date();
+    format!("{:04}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day())
+}
+
+fn strip_port(host: &str) -> &str {
+    if let Some(rest) = host.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    match host.rsplit_once(':') {
+        Some((name, port)) if !name.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) => {
+            name
+        }
+        _ => host,
+    }
+}
+
+/// Whether a service token's (decoded) resource covers the instance host: `host[:port][/path]`, matched
+/// case-insensitively by whole segments.
+fn service_resource_covers(resource: &str, host_name: &str) -> bool {
+    let resource = resource
+        .trim_start_matches("https://")
+        .trim_start_matches("http://");
+    let authority = resource.split('/').next().unwrap_or_default();
+    strip_port(authority).eq_ignore_ascii_case(host_name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_ports_are_ignored() {
+        assert_eq!(strip_port("localhost:8443"), "localhost");
+        assert_eq!(strip_port("localhost"), "localhost");
+        assert_eq!(strip_port("[::1]:443"), "::1");
+    }
+
+    #[test]
+    fn service_resource_matching() {
+        assert!(service_resource_covers(
+            "mydps.example.net",
+            "mydps.example.net"
+        ));
+        assert!(service_resource_covers(
+            "MyDps.Example.net:443/enrollments",
+            "mydps.example.net"
+        ));
+        assert!(!service_resource_covers(
+            "mydps.example.net.evil",
+            "mydps.example.net"
+        ));
+        assert!(!service_resource_covers(
+            "other.example.net",
+            "mydps.example.net"
+        ));
+    }
+}
