@@ -179,12 +179,14 @@ pub trait Store: Send + Sync + 'static {
         scope: &str,
         registration_id: &str,
     ) -> Result<Option<RegistrationRecord>>;
-    /// Write a registration record; returns it with its new etag.
+    /// Write a registration record; returns it with its new etag. When `meter` is given, the operation is counted
+    /// in the same atomic write (counted if and only if the record is written).
     async fn put_registration(
         &self,
         scope: &str,
         record: RegistrationRecord,
         precondition: Precondition,
+        meter: Option<OperationCount>,
     ) -> Result<RegistrationRecord>;
     /// Delete a registration record; `NotFound` if absent.
     async fn delete_registration(
