@@ -26,11 +26,7 @@ fn score(registration_id: &str, hub: &LinkedHub) -> f64 {
     // Uniform in (0, 1]: never 0, so ln is finite.
     let u = ((u64::from_be_bytes(bytes) >> 11) as f64 + 1.0) / (1u64 << 53) as f64;
     let weight = f64::from(hub.allocation_weight.clamp(1, 1000));
-    if u >= 1.0 {
-        f64::INFINITY
-    } else {
-        weight / -u.ln()
-    }
+    if u >= 1.0 { f64::INFINITY } else { weight / -u.ln() }
 }
 
 /// Lowest-latency allocation: the hubs nearest to `serving_region` (by great-circle distance between region
@@ -42,18 +38,14 @@ pub fn geo_latency<'a>(
     serving_region: Option<&str>,
 ) -> Option<&'a LinkedHub> {
     let origin = serving_region.and_then(region_coordinates);
-    let distance =
-        |hub: &LinkedHub| match (origin, hub.location.as_deref().and_then(region_coordinates)) {
-            (Some(a), Some(b)) => great_circle_km(a, b),
-            (Some(_), None) => f64::INFINITY,
-            (None, _) => 0.0,
-        };
+    let distance = |hub: &LinkedHub| match (origin, hub.location.as_deref().and_then(region_coordinates)) {
+        (Some(a), Some(b)) => great_circle_km(a, b),
+        (Some(_), None) => f64::INFINITY,
+        (None, _) => 0.0,
+    };
     let nearest = hubs.iter().map(distance).min_by(f64::total_cmp)?;
-    let tied: Vec<LinkedHub> = hubs
-        .iter()
-        .filter(|h| distance(h) <= nearest + 50.0 || nearest.is_infinite())
-        .cloned()
-        .collect();
+    let tied: Vec<LinkedHub> =
+        hubs.iter().filter(|h| distance(h) <= nearest + 50.0 || nearest.is_infinite()).cloned().collect();
     let pick = hashed(registration_id, &tied)?;
     hubs.iter().find(|h| h.host_name == pick.host_name)
 }
@@ -62,18 +54,14 @@ pub fn geo_latency<'a>(
 pub fn great_circle_km(a: (f64, f64), b: (f64, f64)) -> f64 {
     let (lat1, lon1) = (a.0.to_radians(), a.1.to_radians());
     let (lat2, lon2) = (b.0.to_radians(), b.1.to_radians());
-    let h = ((lat2 - lat1) / 2.0).sin().powi(2)
-        + lat1.cos() * lat2.cos() * ((lon2 - lon1) / 2.0).sin().powi(2);
+    let h = ((lat2 - lat1) / 2.0).sin().powi(2) + lat1.cos() * lat2.cos() * ((lon2 - lon1) / 2.0).sin().powi(2);
     2.0 * 6371.0 * h.sqrt().asin()
 }
 
 /// Approximate coordinates of AWS and Azure regions (case-insensitive names), or `None` if unknown.
 pub fn region_coordinates(region: &str) -> Option<(f64, f64)> {
     let region = region.to_ascii_lowercase();
-    REGIONS
-        .iter()
-        .find(|(names, _)| names.split('|').any(|n| n == region))
-        .map(|(_, c)| *c)
+    REGIONS.iter().find(|(names, _)| names.split('|').any(|n| n == region)).map(|(_, c)| *c)
 }
 
 /// Region names (AWS | Azure aliases) and their approximate coordinates.
@@ -118,21 +106,13 @@ mod tests {
 
     #[test]
     fn hashed_is_stable_and_weighted() {
-        let hubs = vec![
-            hub("a.net", 1, None),
-            hub("b.net", 1, None),
-            hub("c.net", 2, None),
-        ];
+        let hubs = vec![hub("a.net", 1, None), hub("b.net", 1, None), hub("c.net", 2, None)];
         let mut counts = std::collections::HashMap::new();
         for i in 0..8000 {
             let id = format!("device-{i}");
             let first = hashed(&id, &hubs).unwrap().host_name.clone();
             assert_eq!(hashed(&id, &hubs).unwrap().host_name, first, "stable");
-            assert_eq!(
-                hashed(&id.to_uppercase(), &hubs).unwrap().host_name,
-                first,
-                "case-insensitive"
-            );
+            assert_eq!(hashed(&id.to_uppercase(), &hubs).unwrap().host_name, first, "case-insensitive");
             *counts.entry(first).or_insert(0u32) += 1;
         }
         // Expected 2000 / 2000 / 4000.
@@ -143,11 +123,7 @@ mod tests {
 
     #[test]
     fn removing_a_hub_moves_only_its_devices() {
-        let all = vec![
-            hub("a.net", 1, None),
-            hub("b.net", 1, None),
-            hub("c.net", 1, None),
-        ];
+        let all = vec![hub("a.net", 1, None), hub("b.net", 1, None), hub("c.net", 1, None)];
         let fewer = vec![hub("a.net", 1, None), hub("b.net", 1, None)];
         for i in 0..2000 {
             let id = format!("d{i}");
@@ -173,24 +149,15 @@ mod tests {
             seen.insert(pick.host_name.clone());
         }
         assert_eq!(seen.len(), 2, "both Irish hubs share the load");
-        assert_eq!(
-            geo_latency("x", &hubs, Some("virginia")).unwrap().host_name,
-            "us.net"
-        );
+        assert_eq!(geo_latency("x", &hubs, Some("virginia")).unwrap().host_name, "us.net");
     }
 
     #[test]
     fn geo_without_serving_region_falls_back_to_hashed() {
-        let hubs = vec![
-            hub("a.net", 1, Some("us-east-1")),
-            hub("b.net", 1, Some("eu-west-1")),
-        ];
+        let hubs = vec![hub("a.net", 1, Some("us-east-1")), hub("b.net", 1, Some("eu-west-1"))];
         for i in 0..50 {
             let id = format!("d{i}");
-            assert_eq!(
-                geo_latency(&id, &hubs, None).unwrap(),
-                hashed(&id, &hubs).unwrap()
-            );
+            assert_eq!(geo_latency(&id, &hubs, None).unwrap(), hashed(&id, &hubs).unwrap());
         }
     }
 }

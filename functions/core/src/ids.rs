@@ -15,10 +15,7 @@ pub fn validate_id(what: &str, id: &str) -> Result<()> {
     if id.len() > MAX_ID_LEN {
         return Err(bad("it is longer than 128 characters"));
     }
-    if !id
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b':'))
-    {
+    if !id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b':')) {
         return Err(bad("only letters, digits and - . _ : are allowed"));
     }
     let first = id.as_bytes()[0];
@@ -39,37 +36,19 @@ pub fn validate_host_name(host: &str) -> Result<()> {
         && host.split('.').all(|label| {
             !label.is_empty()
                 && label.len() <= 63
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
                 && !label.starts_with('-')
                 && !label.ends_with('-')
         });
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::invalid(format!(
-            "Invalid host name '{}'",
-            printable(host)
-        )))
-    }
+    if ok { Ok(()) } else { Err(Error::invalid(format!("Invalid host name '{}'", printable(host)))) }
 }
 
 /// Check an instance name or access policy name: 1..=64 of alphanumerics and `-_.`.
 pub fn validate_name(what: &str, name: &str) -> Result<()> {
     let ok = !name.is_empty()
         && name.len() <= 64
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::invalid(format!(
-            "Invalid {what} '{}'",
-            printable(name)
-        )))
-    }
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if ok { Ok(()) } else { Err(Error::invalid(format!("Invalid {what} '{}'", printable(name)))) }
 }
 
 /// A new ID scope: `0ne` followed by 8 upper-case hex digits.
@@ -84,10 +63,7 @@ pub fn is_id_scope(scope: &str) -> bool {
 
 /// A bounded, printable excerpt of caller input for error messages.
 pub fn printable(s: &str) -> String {
-    s.chars()
-        .take(64)
-        .map(|c| if c.is_control() { '?' } else { c })
-        .collect()
+    s.chars().take(64).map(|c| if c.is_control() { '?' } else { c }).collect()
 }
 
 #[cfg(test)]
@@ -96,26 +72,10 @@ mod tests {
 
     #[test]
     fn registration_id_grammar() {
-        for ok in [
-            "a",
-            "dev-1",
-            "sn-007-888-abc-mac-a1-b2-c3-d4-e5-f6",
-            "A.b_c:d-",
-            &"x".repeat(128),
-        ] {
+        for ok in ["a", "dev-1", "sn-007-888-abc-mac-a1-b2-c3-d4-e5-f6", "A.b_c:d-", &"x".repeat(128)] {
             assert!(validate_id("registration ID", ok).is_ok(), "{ok}");
         }
-        for bad in [
-            "",
-            "-a",
-            "a.",
-            "a_",
-            "a:",
-            "a b",
-            "a/b",
-            "é",
-            &"x".repeat(129),
-        ] {
+        for bad in ["", "-a", "a.", "a_", "a:", "a b", "a/b", "é", &"x".repeat(129)] {
             assert!(validate_id("registration ID", bad).is_err(), "{bad}");
         }
     }

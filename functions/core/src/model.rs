@@ -51,10 +51,7 @@ fn yes() -> bool {
 
 impl Default for ReprovisionPolicy {
     fn default() -> Self {
-        Self {
-            update_hub_assignment: true,
-            migrate_device_data: true,
-        }
+        Self { update_hub_assignment: true, migrate_device_data: true }
     }
 }
 
@@ -173,18 +170,10 @@ pub struct EnrollmentSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reprovision_policy: Option<ReprovisionPolicy>,
     /// Set by the service.
-    #[serde(
-        default,
-        with = "time::serde::rfc3339::option",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, with = "time::serde::rfc3339::option", skip_serializing_if = "Option::is_none")]
     pub created_date_time_utc: Option<Timestamp>,
     /// Set by the service.
-    #[serde(
-        default,
-        with = "time::serde::rfc3339::option",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, with = "time::serde::rfc3339::option", skip_serializing_if = "Option::is_none")]
     pub last_updated_date_time_utc: Option<Timestamp>,
     /// Overrides the instance default policy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -395,11 +384,7 @@ pub struct Instance {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub etag: Option<String>,
     /// Creation time.
-    #[serde(
-        default,
-        with = "time::serde::rfc3339::option",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, with = "time::serde::rfc3339::option", skip_serializing_if = "Option::is_none")]
     pub created_date_time_utc: Option<Timestamp>,
 }
 
@@ -417,11 +402,8 @@ pub enum OperationKind {
 
 impl OperationKind {
     /// Every kind.
-    pub const ALL: [OperationKind; 3] = [
-        OperationKind::Registration,
-        OperationKind::ReRegistration,
-        OperationKind::ServiceOperation,
-    ];
+    pub const ALL: [OperationKind; 3] =
+        [OperationKind::Registration, OperationKind::ReRegistration, OperationKind::ServiceOperation];
 
     /// Stable short name used as a storage key.
     pub fn as_str(self) -> &'static str {

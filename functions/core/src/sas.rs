@@ -59,32 +59,17 @@ impl SasToken {
             }
         }
         let resource_raw = sr.ok_or_else(|| bad("missing sr"))?;
-        let resource = percent_decode_str(&resource_raw)
-            .decode_utf8()
-            .map_err(|_| bad("sr is not UTF-8"))?
-            .into_owned();
+        let resource =
+            percent_decode_str(&resource_raw).decode_utf8().map_err(|_| bad("sr is not UTF-8"))?.into_owned();
         let sig = sig.ok_or_else(|| bad("missing sig"))?;
-        let sig = percent_decode_str(&sig)
-            .decode_utf8()
-            .map_err(|_| bad("sig is not UTF-8"))?;
-        let signature = B64
-            .decode(sig.as_bytes())
-            .map_err(|_| bad("sig is not base64"))?;
-        let expiry = se
-            .ok_or_else(|| bad("missing se"))?
-            .parse::<i64>()
-            .map_err(|_| bad("se is not a number"))?;
+        let sig = percent_decode_str(&sig).decode_utf8().map_err(|_| bad("sig is not UTF-8"))?;
+        let signature = B64.decode(sig.as_bytes()).map_err(|_| bad("sig is not base64"))?;
+        let expiry = se.ok_or_else(|| bad("missing se"))?.parse::<i64>().map_err(|_| bad("se is not a number"))?;
         let key_name = skn
             .map(|s| percent_decode_str(&s).decode_utf8().map(|c| c.into_owned()))
             .transpose()
             .map_err(|_| bad("skn is not UTF-8"))?;
-        Ok(Self {
-            resource_raw,
-            resource,
-            signature,
-            expiry,
-            key_name,
-        })
+        Ok(Self { resource_raw, resource, signature, expiry, key_name })
     }
 
     /// Check expiry against `now` (Unix seconds).
@@ -103,9 +88,7 @@ impl SasToken {
 
     /// Whether the signature was made with one of the base64 `keys`.
     pub fn signed_with_any<'a>(&self, keys: impl IntoIterator<Item = &'a str>) -> bool {
-        keys.into_iter()
-            .filter_map(|k| B64.decode(k).ok())
-            .any(|k| self.signed_with(&k))
+        keys.into_iter().filter_map(|k| B64.decode(k).ok()).any(|k| self.signed_with(&k))
     }
 }
 
@@ -120,11 +103,8 @@ pub fn sign(key: &[u8], resource: &str, expiry: i64) -> Vec<u8> {
 
 /// A complete token string for `resource` signed with the base64 `key` (used by tools and tests).
 pub fn token(resource: &str, key_b64: &str, expiry: i64, key_name: Option<&str>) -> Result<String> {
-    let key = B64
-        .decode(key_b64)
-        .map_err(|_| Error::invalid("key is not base64"))?;
-    let sr = percent_encoding::utf8_percent_encode(resource, percent_encoding::NON_ALPHANUMERIC)
-        .to_string();
+    let key = B64.decode(key_b64).map_err(|_| Error::invalid("key is not base64"))?;
+    let sr = percent_encoding::utf8_percent_encode(resource, percent_encoding::NON_ALPHANUMERIC).to_string();
     let sig = B64.encode(sign(&key, &sr, expiry));
     let sig = percent_encoding::utf8_percent_encode(&sig, percent_encoding::NON_ALPHANUMERIC);
     let mut out = format!("SharedAccessSignature sr={sr}&sig={sig}&se={expiry}");
@@ -137,9 +117,7 @@ pub fn token(resource: &str, key_b64: &str, expiry: i64, key_name: Option<&str>)
 
 /// A group device key: base64(HMAC-SHA256(base64decode(group_key), registration_id)).
 pub fn derive_device_key(group_key_b64: &str, registration_id: &str) -> Result<String> {
-    let key = B64
-        .decode(group_key_b64)
-        .map_err(|_| Error::invalid("group key is not base64"))?;
+    let key = B64.decode(group_key_b64).map_err(|_| Error::invalid("group key is not base64"))?;
     let mut mac = HmacSha256::new_from_slice(&key).expect("HMAC takes any key length");
     mac.update(registration_id.as_bytes());
     Ok(B64.encode(mac.finalize().into_bytes()))
@@ -154,9 +132,7 @@ pub fn generate_key() -> String {
 
 /// Check a symmetric key supplied by a caller: base64 of 16 to 64 bytes.
 pub fn validate_key(key: &str) -> Result<()> {
-    let bytes = B64
-        .decode(key)
-        .map_err(|_| Error::invalid("symmetric key is not valid base64"))?;
+    let bytes = B64.decode(key).map_err(|_| Error::invalid("symmetric key is not valid base64"))?;
     if !(16..=64).contains(&bytes.len()) {
         return Err(Error::invalid("symmetric key must be 16 to 64 bytes"));
     }
@@ -184,24 +160,18 @@ mod tests {
             "0ne00000001%2fregistrations%2fdev-1",
         ] {
             let sig = B64.encode(sign(&raw, sr, 2_000_000_000));
-            let header = format!(
-                "SharedAccessSignature sr={sr}&sig={}&se=2000000000&skn=registration",
-                urlencode(&sig)
-            );
+            let header =
+                format!("SharedAccessSignature sr={sr}&sig={}&se=2000000000&skn=registration", urlencode(&sig));
             let token = SasToken::parse(&header).unwrap();
             assert!(token.signed_with(&raw), "{sr}");
-            assert_eq!(
-                token.resource.to_ascii_lowercase(),
-                "0ne00000001/registrations/dev-1"
-            );
+            assert_eq!(token.resource.to_ascii_lowercase(), "0ne00000001/registrations/dev-1");
             assert!(!token.signed_with(&B64.decode(generate_key()).unwrap()));
         }
     }
 
     #[test]
     fn fields_in_any_order_and_expiry_checked() {
-        let t = SasToken::parse("SharedAccessSignature se=100&skn=registration&sig=AAAA&sr=a%2Fb")
-            .unwrap();
+        let t = SasToken::parse("SharedAccessSignature se=100&skn=registration&sig=AAAA&sr=a%2Fb").unwrap();
         assert_eq!(t.resource, "a/b");
         assert_eq!(t.key_name.as_deref(), Some("registration"));
         assert!(t.check_expiry(99).is_ok());
@@ -217,10 +187,7 @@ mod tests {
             "SharedAccessSignature sr=a&sig=AAAA&se=soon",
             "SharedAccessSignature sr=a&sr=b&sig=AAAA&se=1",
         ] {
-            assert!(
-                matches!(SasToken::parse(bad), Err(Error::Unauthorized(_))),
-                "{bad}"
-            );
+            assert!(matches!(SasToken::parse(bad), Err(Error::Unauthorized(_))), "{bad}");
         }
     }
 

@@ -12,8 +12,7 @@ use async_trait::async_trait;
 
 use crate::error::Result;
 use crate::model::{
-    EnrollmentGroup, IndividualEnrollment, Instance, OperationCount, OperationKind,
-    RegistrationRecord,
+    EnrollmentGroup, IndividualEnrollment, Instance, OperationCount, OperationKind, RegistrationRecord,
 };
 
 /// Condition a write must meet.
@@ -43,17 +42,13 @@ impl Precondition {
         match (self, current) {
             (Precondition::None, _) => Ok(()),
             (Precondition::NotExists, None) => Ok(()),
-            (Precondition::NotExists, Some(_)) => {
-                Err(Error::Conflict(format!("{what} already exists")))
-            }
+            (Precondition::NotExists, Some(_)) => Err(Error::Conflict(format!("{what} already exists"))),
             (Precondition::Matches(_), None) => Err(Error::NotFound(format!("{what} not found"))),
             (Precondition::Matches(expected), Some(actual)) => {
                 if etag_matches(expected, actual) {
                     Ok(())
                 } else {
-                    Err(Error::PreconditionFailed(format!(
-                        "{what}: etag does not match"
-                    )))
+                    Err(Error::PreconditionFailed(format!("{what}: etag does not match")))
                 }
             }
         }
@@ -113,11 +108,7 @@ pub trait Store: Send + Sync + 'static {
     /// Create an instance; `Conflict` if its ID scope, name or service host name is taken.
     async fn create_instance(&self, instance: Instance) -> Result<Instance>;
     /// Replace an instance (its scope, name and host name are immutable).
-    async fn update_instance(
-        &self,
-        instance: Instance,
-        precondition: Precondition,
-    ) -> Result<Instance>;
+    async fn update_instance(&self, instance: Instance, precondition: Precondition) -> Result<Instance>;
     /// Find an instance by ID scope.
     async fn instance_by_scope(&self, id_scope: &str) -> Result<Option<Instance>>;
     /// Find an instance by service host name.
@@ -126,11 +117,7 @@ pub trait Store: Send + Sync + 'static {
     async fn list_instances(&self) -> Result<Vec<Instance>>;
 
     /// Read an individual enrollment.
-    async fn get_enrollment(
-        &self,
-        scope: &str,
-        registration_id: &str,
-    ) -> Result<Option<IndividualEnrollment>>;
+    async fn get_enrollment(&self, scope: &str, registration_id: &str) -> Result<Option<IndividualEnrollment>>;
     /// Write an individual enrollment; returns it with its new etag.
     async fn put_enrollment(
         &self,
@@ -139,18 +126,9 @@ pub trait Store: Send + Sync + 'static {
         precondition: Precondition,
     ) -> Result<IndividualEnrollment>;
     /// Delete an individual enrollment; `NotFound` if absent.
-    async fn delete_enrollment(
-        &self,
-        scope: &str,
-        registration_id: &str,
-        precondition: Precondition,
-    ) -> Result<()>;
+    async fn delete_enrollment(&self, scope: &str, registration_id: &str, precondition: Precondition) -> Result<()>;
     /// Page through individual enrollments.
-    async fn query_enrollments(
-        &self,
-        scope: &str,
-        page: PageRequest,
-    ) -> Result<Page<IndividualEnrollment>>;
+    async fn query_enrollments(&self, scope: &str, page: PageRequest) -> Result<Page<IndividualEnrollment>>;
 
     /// Read an enrollment group.
     async fn get_group(&self, scope: &str, group_id: &str) -> Result<Option<EnrollmentGroup>>;
@@ -162,23 +140,14 @@ pub trait Store: Send + Sync + 'static {
         precondition: Precondition,
     ) -> Result<EnrollmentGroup>;
     /// Delete an enrollment group; `NotFound` if absent.
-    async fn delete_group(
-        &self,
-        scope: &str,
-        group_id: &str,
-        precondition: Precondition,
-    ) -> Result<()>;
+    async fn delete_group(&self, scope: &str, group_id: &str, precondition: Precondition) -> Result<()>;
     /// Page through enrollment groups.
     async fn query_groups(&self, scope: &str, page: PageRequest) -> Result<Page<EnrollmentGroup>>;
 
     /// The device's individual enrollment and registration record, read together.
     async fn device_context(&self, scope: &str, registration_id: &str) -> Result<DeviceContext>;
     /// Read a registration record.
-    async fn get_registration(
-        &self,
-        scope: &str,
-        registration_id: &str,
-    ) -> Result<Option<RegistrationRecord>>;
+    async fn get_registration(&self, scope: &str, registration_id: &str) -> Result<Option<RegistrationRecord>>;
     /// Write a registration record; returns it with its new etag. When `meter` is given, the operation is counted
     /// in the same atomic write (counted if and only if the record is written).
     async fn put_registration(
@@ -189,12 +158,7 @@ pub trait Store: Send + Sync + 'static {
         meter: Option<OperationCount>,
     ) -> Result<RegistrationRecord>;
     /// Delete a registration record; `NotFound` if absent.
-    async fn delete_registration(
-        &self,
-        scope: &str,
-        registration_id: &str,
-        precondition: Precondition,
-    ) -> Result<()>;
+    async fn delete_registration(&self, scope: &str, registration_id: &str, precondition: Precondition) -> Result<()>;
     /// Page through the records of devices admitted by one group.
     async fn query_registrations(
         &self,
@@ -204,13 +168,7 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Page<RegistrationRecord>>;
 
     /// Count `count` operations of `kind` for the UTC day `date` (`YYYY-MM-DD`).
-    async fn add_operations(
-        &self,
-        scope: &str,
-        date: &str,
-        kind: OperationKind,
-        count: u64,
-    ) -> Result<()>;
+    async fn add_operations(&self, scope: &str, date: &str, kind: OperationKind, count: u64) -> Result<()>;
     /// Counts for days `from..=to` (`YYYY-MM-DD`), ascending by date then kind; zero counts may be omitted.
     async fn operations(&self, scope: &str, from: &str, to: &str) -> Result<Vec<OperationCount>>;
 }

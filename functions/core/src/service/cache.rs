@@ -19,18 +19,11 @@ pub(crate) struct ConfigCache {
 
 impl ConfigCache {
     pub(crate) fn new(ttl: Duration) -> Self {
-        Self {
-            ttl,
-            by_scope: Mutex::default(),
-            host_to_scope: Mutex::default(),
-            groups: Mutex::default(),
-        }
+        Self { ttl, by_scope: Mutex::default(), host_to_scope: Mutex::default(), groups: Mutex::default() }
     }
 
     fn fresh<T>(&self, entry: Option<&Entry<T>>) -> Option<Arc<T>> {
-        entry
-            .filter(|(at, _)| at.elapsed() < self.ttl)
-            .map(|(_, v)| v.clone())
+        entry.filter(|(at, _)| at.elapsed() < self.ttl).map(|(_, v)| v.clone())
     }
 
     pub(crate) fn instance_by_scope(&self, scope: &str) -> Option<Arc<Instance>> {
@@ -39,12 +32,7 @@ impl ConfigCache {
     }
 
     pub(crate) fn instance_by_host(&self, host: &str) -> Option<Arc<Instance>> {
-        let scope = self
-            .host_to_scope
-            .lock()
-            .expect("cache lock")
-            .get(&host.to_ascii_lowercase())
-            .cloned()?;
+        let scope = self.host_to_scope.lock().expect("cache lock").get(&host.to_ascii_lowercase()).cloned()?;
         self.instance_by_scope(&scope)
     }
 
@@ -53,21 +41,15 @@ impl ConfigCache {
             return;
         }
         let scope = instance.id_scope.to_ascii_lowercase();
-        self.host_to_scope.lock().expect("cache lock").insert(
-            instance.service_host_name.to_ascii_lowercase(),
-            scope.clone(),
-        );
-        self.by_scope
+        self.host_to_scope
             .lock()
             .expect("cache lock")
-            .insert(scope, (Instant::now(), instance));
+            .insert(instance.service_host_name.to_ascii_lowercase(), scope.clone());
+        self.by_scope.lock().expect("cache lock").insert(scope, (Instant::now(), instance));
     }
 
     pub(crate) fn forget_instance(&self, scope: &str) {
-        self.by_scope
-            .lock()
-            .expect("cache lock")
-            .remove(&scope.to_ascii_lowercase());
+        self.by_scope.lock().expect("cache lock").remove(&scope.to_ascii_lowercase());
     }
 
     pub(crate) fn groups(&self, scope: &str) -> Option<Arc<Vec<EnrollmentGroup>>> {
@@ -79,16 +61,10 @@ impl ConfigCache {
         if self.ttl.is_zero() {
             return;
         }
-        self.groups
-            .lock()
-            .expect("cache lock")
-            .insert(scope.to_ascii_lowercase(), (Instant::now(), groups));
+        self.groups.lock().expect("cache lock").insert(scope.to_ascii_lowercase(), (Instant::now(), groups));
     }
 
     pub(crate) fn forget_groups(&self, scope: &str) {
-        self.groups
-            .lock()
-            .expect("cache lock")
-            .remove(&scope.to_ascii_lowercase());
+        self.groups.lock().expect("cache lock").remove(&scope.to_ascii_lowercase());
     }
 }

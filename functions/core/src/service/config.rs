@@ -6,8 +6,7 @@ use super::{Caller, Dps, now};
 use crate::error::{Error, Result};
 use crate::ids::{new_id_scope, validate_host_name, validate_name};
 use crate::model::{
-    AccessPolicy, AllocationPolicy, CustomAllocationDefinition, Instance, LinkedHub,
-    OperationCount, Right,
+    AccessPolicy, AllocationPolicy, CustomAllocationDefinition, Instance, LinkedHub, OperationCount, Right,
 };
 use crate::sas::{generate_key, validate_key};
 use crate::store::Precondition;
@@ -125,10 +124,7 @@ impl Dps {
         let etag = instance.etag.clone().unwrap_or_default();
         change(&mut instance)?;
         self.check_instance(&instance).await?;
-        let written = self
-            .store
-            .update_instance(instance, Precondition::Matches(etag))
-            .await?;
+        let written = self.store.update_instance(instance, Precondition::Matches(etag)).await?;
         self.cache.forget_instance(scope);
         Ok(written)
     }
@@ -165,18 +161,13 @@ impl Dps {
         let host = hub.host_name.clone();
         let written = self
             .change_instance(caller, None, |i| {
-                i.linked_hubs
-                    .retain(|h| !h.host_name.eq_ignore_ascii_case(&host));
+                i.linked_hubs.retain(|h| !h.host_name.eq_ignore_ascii_case(&host));
                 i.linked_hubs.push(hub);
                 i.linked_hubs.sort_by(|a, b| a.host_name.cmp(&b.host_name));
                 Ok(())
             })
             .await?;
-        Ok(written
-            .linked_hubs
-            .into_iter()
-            .find(|h| h.host_name.eq_ignore_ascii_case(&host))
-            .expect("just written"))
+        Ok(written.linked_hubs.into_iter().find(|h| h.host_name.eq_ignore_ascii_case(&host)).expect("just written"))
     }
 
     /// Remove one linked hub (devices keep their records; later registrations no longer pick it).
@@ -184,12 +175,9 @@ impl Dps {
         caller.require(Right::ServiceConfig)?;
         self.change_instance(caller, None, |i| {
             let before = i.linked_hubs.len();
-            i.linked_hubs
-                .retain(|h| !h.host_name.eq_ignore_ascii_case(host_name));
+            i.linked_hubs.retain(|h| !h.host_name.eq_ignore_ascii_case(host_name));
             if i.linked_hubs.len() == before {
-                return Err(Error::not_found(format!(
-                    "Linked hub '{host_name}' not found"
-                )));
+                return Err(Error::not_found(format!("Linked hub '{host_name}' not found")));
             }
             Ok(())
         })
@@ -201,52 +189,33 @@ impl Dps {
     pub async fn list_access_policies(&self, caller: &Caller) -> Result<Vec<AccessPolicy>> {
         caller.require(Right::ServiceConfig)?;
         let instance = self.fresh_instance(caller).await?;
-        Ok(instance
-            .authorization_policies
-            .iter()
-            .map(without_keys)
-            .collect())
+        Ok(instance.authorization_policies.iter().map(without_keys).collect())
     }
 
     /// Add or replace a shared access policy; missing keys are generated (or kept when replacing).
     /// Returns the policy with its keys.
-    pub async fn put_access_policy(
-        &self,
-        caller: &Caller,
-        mut policy: AccessPolicy,
-    ) -> Result<AccessPolicy> {
+    pub async fn put_access_policy(&self, caller: &Caller, mut policy: AccessPolicy) -> Result<AccessPolicy> {
         caller.require(Right::ServiceConfig)?;
         validate_name("policy name", &policy.key_name)?;
         let name = policy.key_name.clone();
         let written = self
             .change_instance(caller, None, |i| {
-                let old = i
-                    .authorization_policies
-                    .iter()
-                    .find(|p| p.key_name.eq_ignore_ascii_case(&name));
+                let old = i.authorization_policies.iter().find(|p| p.key_name.eq_ignore_ascii_case(&name));
                 for (key, old_key) in [
                     (&mut policy.primary_key, old.map(|p| p.primary_key.clone())),
-                    (
-                        &mut policy.secondary_key,
-                        old.map(|p| p.secondary_key.clone()),
-                    ),
+                    (&mut policy.secondary_key, old.map(|p| p.secondary_key.clone())),
                 ] {
                     if key.is_empty() {
                         *key = old_key.unwrap_or_else(generate_key);
                     }
                     validate_key(key)?;
                 }
-                i.authorization_policies
-                    .retain(|p| !p.key_name.eq_ignore_ascii_case(&name));
+                i.authorization_policies.retain(|p| !p.key_name.eq_ignore_ascii_case(&name));
                 i.authorization_policies.push(policy);
                 Ok(())
             })
             .await?;
-        Ok(written
-            .authorization_policies
-            .into_iter()
-            .find(|p| p.key_name == name)
-            .expect("just written"))
+        Ok(written.authorization_policies.into_iter().find(|p| p.key_name == name).expect("just written"))
     }
 
     /// Read one shared access policy with its keys.
@@ -266,12 +235,9 @@ impl Dps {
         caller.require(Right::ServiceConfig)?;
         self.change_instance(caller, None, |i| {
             let before = i.authorization_policies.len();
-            i.authorization_policies
-                .retain(|p| !p.key_name.eq_ignore_ascii_case(name));
+            i.authorization_policies.retain(|p| !p.key_name.eq_ignore_ascii_case(name));
             if i.authorization_policies.len() == before {
-                return Err(Error::not_found(format!(
-                    "Access policy '{name}' not found"
-                )));
+                return Err(Error::not_found(format!("Access policy '{name}' not found")));
             }
             Ok(())
         })
@@ -280,21 +246,14 @@ impl Dps {
     }
 
     /// Operations counted per day and kind for `from..=to` (`YYYY-MM-DD`).
-    pub async fn operations(
-        &self,
-        caller: &Caller,
-        from: &str,
-        to: &str,
-    ) -> Result<Vec<OperationCount>> {
+    pub async fn operations(&self, caller: &Caller, from: &str, to: &str) -> Result<Vec<OperationCount>> {
         caller.require(Right::ServiceConfig)?;
         let (start, end) = (parse_day(from)?, parse_day(to)?);
         if end < start {
             return Err(Error::invalid("'to' is before 'from'"));
         }
         if (end - start).whole_days() >= MAX_OPERATION_DAYS {
-            return Err(Error::invalid(format!(
-                "At most {MAX_OPERATION_DAYS} days per query"
-            )));
+            return Err(Error::invalid(format!("At most {MAX_OPERATION_DAYS} days per query")));
         }
         self.store.operations(caller.scope(), from, to).await
     }
@@ -308,34 +267,24 @@ impl Dps {
         match (&d.webhook_url, &d.api_version, &d.policy_name) {
             (Some(_), Some(_), None) | (None, _, Some(_)) => {}
             (Some(_), None, None) => {
-                return Err(Error::invalid(
-                    "customAllocationDefinition.apiVersion is required with webhookUrl",
-                ));
+                return Err(Error::invalid("customAllocationDefinition.apiVersion is required with webhookUrl"));
             }
             (Some(_), _, Some(_)) => {
-                return Err(Error::invalid(
-                    "customAllocationDefinition takes webhookUrl or policyName, not both",
-                ));
+                return Err(Error::invalid("customAllocationDefinition takes webhookUrl or policyName, not both"));
             }
             (None, _, None) => {
-                return Err(Error::invalid(
-                    "customAllocationDefinition needs webhookUrl or policyName",
-                ));
+                return Err(Error::invalid("customAllocationDefinition needs webhookUrl or policyName"));
             }
         }
         match &self.allocator {
             Some(allocator) => allocator.check_definition(instance, d).await,
-            None => Err(Error::invalid(
-                "Custom allocation is not available in this deployment",
-            )),
+            None => Err(Error::invalid("Custom allocation is not available in this deployment")),
         }
     }
 
     async fn check_instance(&self, instance: &Instance) -> Result<()> {
         if instance.linked_hubs.len() > MAX_LINKED_HUBS {
-            return Err(Error::invalid(format!(
-                "At most {MAX_LINKED_HUBS} linked hubs"
-            )));
+            return Err(Error::invalid(format!("At most {MAX_LINKED_HUBS} linked hubs")));
         }
         let mut seen = std::collections::HashSet::new();
         for hub in &instance.linked_hubs {
@@ -344,28 +293,16 @@ impl Dps {
                 return Err(Error::invalid("allocationWeight must be 1 to 1000"));
             }
             if !seen.insert(hub.host_name.to_ascii_lowercase()) {
-                return Err(Error::invalid(format!(
-                    "Linked hub '{}' appears twice",
-                    hub.host_name
-                )));
+                return Err(Error::invalid(format!("Linked hub '{}' appears twice", hub.host_name)));
             }
         }
-        if !instance
-            .authorization_policies
-            .iter()
-            .any(|p| p.rights.contains(&Right::ServiceConfig))
-        {
-            return Err(Error::Conflict(
-                "At least one access policy must keep the ServiceConfig right".into(),
-            ));
+        if !instance.authorization_policies.iter().any(|p| p.rights.contains(&Right::ServiceConfig)) {
+            return Err(Error::Conflict("At least one access policy must keep the ServiceConfig right".into()));
         }
-        match (
-            instance.allocation_policy,
-            &instance.custom_allocation_definition,
-        ) {
-            (AllocationPolicy::Custom, None) => Err(Error::invalid(
-                "The custom default policy needs a customAllocationDefinition",
-            )),
+        match (instance.allocation_policy, &instance.custom_allocation_definition) {
+            (AllocationPolicy::Custom, None) => {
+                Err(Error::invalid("The custom default policy needs a customAllocationDefinition"))
+            }
             (_, Some(d)) => self.check_custom_definition(instance, d).await,
             _ => Ok(()),
         }
@@ -393,25 +330,17 @@ impl Dps {
         }
         change(&mut instance)?;
         self.check_instance(&instance).await?;
-        let written = self
-            .store
-            .update_instance(instance, Precondition::Matches(current))
-            .await?;
+        let written = self.store.update_instance(instance, Precondition::Matches(current)).await?;
         self.cache.forget_instance(caller.scope());
         Ok(written)
     }
 }
 
 fn without_keys(p: &AccessPolicy) -> AccessPolicy {
-    AccessPolicy {
-        primary_key: String::new(),
-        secondary_key: String::new(),
-        ..p.clone()
-    }
+    AccessPolicy { primary_key: String::new(), secondary_key: String::new(), ..p.clone() }
 }
 
 fn parse_day(day: &str) -> Result<time::Date> {
     let format = time::macros::format_description!("[year]-[month]-[day]");
-    time::Date::parse(day, &format)
-        .map_err(|_| Error::invalid(format!("'{day}' is not a YYYY-MM-DD date")))
+    time::Date::parse(day, &format).map_err(|_| Error::invalid(format!("'{day}' is not a YYYY-MM-DD date")))
 }

@@ -10,9 +10,9 @@ use crate::allocator::{AllocationFailure, AllocationResponse};
 use crate::error::{Error, Result};
 use crate::ids::{printable, validate_id};
 use crate::model::{
-    AllocationPolicy, AttestationType, EnrollmentGroup, EnrollmentSpec, IndividualEnrollment,
-    Instance, LinkedHub, OperationKind, ProvisioningStatus, RegistrationRecord, RegistrationStatus,
-    ReprovisionPolicy, Substatus,
+    AllocationPolicy, AttestationType, EnrollmentGroup, EnrollmentSpec, IndividualEnrollment, Instance, LinkedHub,
+    OperationCount, OperationKind, ProvisioningStatus, RegistrationRecord, RegistrationStatus, ReprovisionPolicy,
+    Substatus,
 };
 use crate::sas::{SasToken, derive_device_key};
 use crate::store::{DeviceContext, Precondition};
@@ -85,40 +85,21 @@ impl Dps {
             }
         }
         let instance = self.device_instance(&req.id_scope).await?;
-        let token = device_token(
-            req.authorization.as_deref(),
-            &instance.id_scope,
-            &req.registration_id,
-        )?;
+        let token = device_token(req.authorization.as_deref(), &instance.id_scope, &req.registration_id)?;
 
         for _ in 0..WRITE_ATTEMPTS {
-            let context = self
-                .store
-                .device_context(&instance.id_scope, &req.registration_id)
-                .await?;
-            let admitted = self
-                .attest(&instance, &context, &token, &req.registration_id)
-                .await?;
+            let context = self.store.device_context(&instance.id_scope, &req.registration_id).await?;
+            let admitted = self.attest(&instance, &context, &token, &req.registration_id).await?;
             let previous = context.record;
-            let record = self
-                .decide(&instance, &admitted, previous.as_ref(), &req)
-                .await;
+            let record = self.decide(&instance, &admitted, previous.as_ref(), &req).await;
             let precondition = match &previous {
                 Some(p) => Precondition::Matches(p.etag.clone().unwrap_or_default()),
                 None => Precondition::NotExists,
             };
-            match self
-                .store
-                .put_registration(&instance.id_scope, record, precondition)
-                .await
-            {
+            let kind = if previous.is_some() { OperationKind::ReRegistration } else { OperationKind::Registration };
+            let meter = OperationCount { date: super::today(), kind, count: 1 };
+            match self.store.put_registration(&instance.id_scope, record, precondition, Some(meter)).await {
                 Ok(written) => {
-                    let kind = if previous.is_some() {
-                        OperationKind::ReRegistration
-                    } else {
-                        OperationKind::Registration
-                    };
-                    self.meter(&instance.id_scope, kind).await;
                     tracing::info!(
                         scope = %instance.id_scope,
                         registration_id = %written.registration_id,
@@ -135,9 +116,7 @@ impl Dps {
                 Err(other) => return Err(other),
             }
         }
-        Err(Error::Conflict(
-            "Too many concurrent registrations of this device; retry".into(),
-        ))
+        Err(Error::Conflict("Too many concurrent registrations of this device; retry".into()))
     }
 
     /// Answer an operation status GET: the record of the registration the operation wrote.
@@ -153,29 +132,17 @@ impl Dps {
     pub async fn registration_status(&self, req: StatusRequest) -> Result<RegistrationRecord> {
         validate_id("registration ID", &req.registration_id)?;
         let instance = self.device_instance(&req.id_scope).await?;
-        let token = device_token(
-            req.authorization.as_deref(),
-            &instance.id_scope,
-            &req.registration_id,
-        )?;
-        let context = self
-            .store
-            .device_context(&instance.id_scope, &req.registration_id)
-            .await?;
-        self.attest(&instance, &context, &token, &req.registration_id)
-            .await?;
-        context
-            .record
-            .ok_or_else(|| Error::not_found("The device has no registration"))
+        let token = device_token(req.authorization.as_deref(), &instance.id_scope, &req.registration_id)?;
+        let context = self.store.device_context(&instance.id_scope, &req.registration_id).await?;
+        self.attest(&instance, &context, &token, &req.registration_id).await?;
+        context.record.ok_or_else(|| Error::not_found("The device has no registration"))
     }
 
     async fn device_instance(&self, scope: &str) -> Result<Arc<Instance>> {
         if !crate::ids::is_id_scope(scope) {
             return Err(Error::not_found("Unknown ID scope"));
         }
-        self.instance_by_scope(scope)
-            .await?
-            .ok_or_else(|| Error::not_found("Unknown ID scope"))
+        self.instance_by_scope(scope).await?.ok_or_else(|| Error::not_found("Unknown ID scope"))
     }
 
     /// Find the enrollment whose key signed the token. An individual enrollment takes precedence over
@@ -187,42 +154,28 @@ impl Dps {
         token: &SasToken,
         registration_id: &str,
     ) -> Result<Admitted> {
-        let denied =
-            || Error::unauthorized("Unauthorized: the SAS token does not match any enrollment");
+        let denied = || Error::unauthorized("Unauthorized: the SAS token does not match any enrollment");
         if let Some(enrollment) = &context.enrollment {
             if signed_by_spec_keys(token, &enrollment.spec, None) {
                 return Ok(Admitted::Individual(enrollment.clone()));
             }
             if enrollment.spec.provisioning_status == ProvisioningStatus::Disabled
-                && self
-                    .group_that_signed(instance, token, registration_id)
-                    .await?
-                    .is_some()
+                && self.group_that_signed(instance, token, registration_id).await?.is_some()
             {
                 return Ok(Admitted::Individual(enrollment.clone()));
             }
             return Err(denied());
         }
         // A device already admitted by a group is checked against that group first.
-        if let Some(group_id) = context
-            .record
-            .as_ref()
-            .and_then(|r| r.enrollment_group_id.as_deref())
-        {
+        if let Some(group_id) = context.record.as_ref().and_then(|r| r.enrollment_group_id.as_deref()) {
             let groups = self.groups(&instance.id_scope).await?;
-            if let Some(g) = groups
-                .iter()
-                .find(|g| g.enrollment_group_id.eq_ignore_ascii_case(group_id))
-            {
+            if let Some(g) = groups.iter().find(|g| g.enrollment_group_id.eq_ignore_ascii_case(group_id)) {
                 if signed_by_spec_keys(token, &g.spec, Some(registration_id)) {
                     return Ok(Admitted::Group(g.clone()));
                 }
             }
         }
-        self.group_that_signed(instance, token, registration_id)
-            .await?
-            .map(Admitted::Group)
-            .ok_or_else(denied)
+        self.group_that_signed(instance, token, registration_id).await?.map(Admitted::Group).ok_or_else(denied)
     }
 
     async fn group_that_signed(
@@ -232,10 +185,7 @@ impl Dps {
         registration_id: &str,
     ) -> Result<Option<EnrollmentGroup>> {
         let groups = self.groups(&instance.id_scope).await?;
-        Ok(groups
-            .iter()
-            .find(|g| signed_by_spec_keys(token, &g.spec, Some(registration_id)))
-            .cloned())
+        Ok(groups.iter().find(|g| signed_by_spec_keys(token, &g.spec, Some(registration_id))).cloned())
     }
 
     /// Compute the record this registration leaves (never fails: failures are recorded).
@@ -249,16 +199,8 @@ impl Dps {
         let now = now();
         let spec = admitted.spec();
         let (device_id, group_id) = match admitted {
-            Admitted::Individual(e) => (
-                e.device_id
-                    .clone()
-                    .unwrap_or_else(|| req.registration_id.clone()),
-                None,
-            ),
-            Admitted::Group(g) => (
-                req.registration_id.clone(),
-                Some(g.enrollment_group_id.clone()),
-            ),
+            Admitted::Individual(e) => (e.device_id.clone().unwrap_or_else(|| req.registration_id.clone()), None),
+            Admitted::Group(g) => (req.registration_id.clone(), Some(g.enrollment_group_id.clone())),
         };
         let mut record = RegistrationRecord {
             registration_id: req.registration_id.clone(),
@@ -283,23 +225,12 @@ impl Dps {
             record.substatus = previous.and_then(|p| p.substatus);
             return record;
         }
-        let current_hub = previous
-            .filter(|p| p.status == RegistrationStatus::Assigned)
-            .and_then(|p| p.assigned_hub.clone());
+        let current_hub =
+            previous.filter(|p| p.status == RegistrationStatus::Assigned).and_then(|p| p.assigned_hub.clone());
         let policy = spec.reprovision_policy.unwrap_or_default();
         let sticky = current_hub.is_some()
-            && (!policy.update_hub_assignment
-                || (spec.reprovision_policy.is_none() && legacy_api(&req.api_version)));
-        let allocation = self
-            .allocate(
-                instance,
-                admitted,
-                current_hub.as_deref(),
-                sticky,
-                &record,
-                req,
-            )
-            .await;
+            && (!policy.update_hub_assignment || (spec.reprovision_policy.is_none() && legacy_api(&req.api_version)));
+        let allocation = self.allocate(instance, admitted, current_hub.as_deref(), sticky, &record, req).await;
         match allocation {
             Ok(response) => {
                 let hub = response.iot_hub_host_name;
@@ -330,21 +261,13 @@ impl Dps {
     ) -> Result<AllocationResponse, AllocationFailure> {
         let spec = admitted.spec();
         let policy = spec.allocation_policy.unwrap_or(instance.allocation_policy);
-        let fail = |message: &str| AllocationFailure {
-            code: codes::HUB_NOT_SPECIFIED,
-            message: message.into(),
-        };
+        let fail = |message: &str| AllocationFailure { code: codes::HUB_NOT_SPECIFIED, message: message.into() };
         if policy == AllocationPolicy::Custom {
             let candidates = match (sticky, current_hub) {
                 (true, Some(hub)) => vec![hub.to_string()],
-                _ => candidate_hubs(instance, spec)
-                    .into_iter()
-                    .map(|h| h.host_name)
-                    .collect(),
+                _ => candidate_hubs(instance, spec).into_iter().map(|h| h.host_name).collect(),
             };
-            return self
-                .custom(instance, admitted, current_hub, candidates, record, req)
-                .await;
+            return self.custom(instance, admitted, current_hub, candidates, record, req).await;
         }
         if let (true, Some(hub)) = (sticky, current_hub) {
             return Ok(hub_only(hub));
@@ -352,8 +275,7 @@ impl Dps {
         let hub = match policy {
             AllocationPolicy::Static => static_hub(instance, spec),
             AllocationPolicy::Hashed => {
-                allocation::hashed(&req.registration_id, &candidate_hubs(instance, spec))
-                    .map(|h| h.host_name.clone())
+                allocation::hashed(&req.registration_id, &candidate_hubs(instance, spec)).map(|h| h.host_name.clone())
             }
             AllocationPolicy::GeoLatency => allocation::geo_latency(
                 &req.registration_id,
@@ -364,9 +286,7 @@ impl Dps {
             AllocationPolicy::Custom => unreachable!("handled above"),
         };
         hub.map(|h| hub_only(&h)).ok_or_else(|| match policy {
-            AllocationPolicy::Static => {
-                fail("Static allocation requires the enrollment to name one linked IoT hub")
-            }
+            AllocationPolicy::Static => fail("Static allocation requires the enrollment to name one linked IoT hub"),
             _ => fail("No linked IoT hub is available for allocation"),
         })
     }
@@ -380,10 +300,7 @@ impl Dps {
         record: &RegistrationRecord,
         req: &RegisterRequest,
     ) -> Result<AllocationResponse, AllocationFailure> {
-        let fail = |message: String| AllocationFailure {
-            code: codes::CUSTOM_ALLOCATION_FAILED,
-            message,
-        };
+        let fail = |message: String| AllocationFailure { code: codes::CUSTOM_ALLOCATION_FAILED, message };
         let allocator = self
             .allocator
             .as_ref()
@@ -393,18 +310,13 @@ impl Dps {
             .custom_allocation_definition
             .as_ref()
             .or(instance.custom_allocation_definition.as_ref())
-            .ok_or_else(|| {
-                fail("Custom allocation has no definition (webhook or policy)".into())
-            })?;
+            .ok_or_else(|| fail("Custom allocation has no definition (webhook or policy)".into()))?;
         if linked_hubs.is_empty() {
             return Err(fail("No linked IoT hub is available for allocation".into()));
         }
         let request = allocation_request(admitted, current_hub, linked_hubs.clone(), record, req);
         let response = allocator.allocate(instance, definition, &request).await?;
-        if !linked_hubs
-            .iter()
-            .any(|h| h.eq_ignore_ascii_case(&response.iot_hub_host_name))
-        {
+        if !linked_hubs.iter().any(|h| h.eq_ignore_ascii_case(&response.iot_hub_host_name)) {
             return Err(fail(format!(
                 "Custom allocation returned hub '{}', which is not one of the linked hubs offered",
                 printable(&response.iot_hub_host_name)
@@ -447,11 +359,7 @@ fn allocation_request(
 }
 
 fn hub_only(hub: &str) -> AllocationResponse {
-    AllocationResponse {
-        iot_hub_host_name: hub.to_string(),
-        initial_twin: None,
-        payload: None,
-    }
+    AllocationResponse { iot_hub_host_name: hub.to_string(), initial_twin: None, payload: None }
 }
 
 /// Hubs automatic allocation may pick: the enrollment's `iotHubs` (those still linked), else every linked hub
@@ -464,28 +372,16 @@ pub(crate) fn candidate_hubs(instance: &Instance, spec: &EnrollmentSpec) -> Vec<
             .filter(|h| named.iter().any(|n| n.eq_ignore_ascii_case(&h.host_name)))
             .cloned()
             .collect(),
-        _ => instance
-            .linked_hubs
-            .iter()
-            .filter(|h| h.apply_allocation_policy)
-            .cloned()
-            .collect(),
+        _ => instance.linked_hubs.iter().filter(|h| h.apply_allocation_policy).cloned().collect(),
     }
 }
 
 fn static_hub(instance: &Instance, spec: &EnrollmentSpec) -> Option<String> {
-    let named = spec
-        .iot_hub_host_name
-        .clone()
-        .or_else(|| match spec.iot_hubs.as_deref() {
-            Some([only]) => Some(only.clone()),
-            _ => None,
-        })?;
-    instance
-        .linked_hubs
-        .iter()
-        .find(|h| h.host_name.eq_ignore_ascii_case(&named))
-        .map(|h| h.host_name.clone())
+    let named = spec.iot_hub_host_name.clone().or_else(|| match spec.iot_hubs.as_deref() {
+        Some([only]) => Some(only.clone()),
+        _ => None,
+    })?;
+    instance.linked_hubs.iter().find(|h| h.host_name.eq_ignore_ascii_case(&named)).map(|h| h.host_name.clone())
 }
 
 fn substatus(
@@ -502,9 +398,7 @@ fn substatus(
         if policy.update_hub_assignment && !policy.migrate_device_data {
             return Substatus::DeviceDataReset;
         }
-        return previous
-            .and_then(|p| p.substatus)
-            .unwrap_or(Substatus::InitialAssignment);
+        return previous.and_then(|p| p.substatus).unwrap_or(Substatus::InitialAssignment);
     }
     if initial.is_some_and(|i| i.eq_ignore_ascii_case(new_hub)) {
         Substatus::ReprovisionedToInitialAssignment
@@ -517,9 +411,7 @@ fn substatus(
 
 /// api-versions up to 2018-04-01 keep the pre-2018 sticky behaviour for enrollments without a reprovision policy.
 fn legacy_api(api_version: &str) -> bool {
-    api_version
-        .get(..10)
-        .is_some_and(|date| date <= "2018-04-01")
+    api_version.get(..10).is_some_and(|date| date <= "2018-04-01")
 }
 
 fn new_operation_id() -> String {
@@ -528,20 +420,13 @@ fn new_operation_id() -> String {
 }
 
 /// Parse a device token and check its expiry and resource (`{scope}/registrations/{id}`, case-insensitive).
-fn device_token(
-    authorization: Option<&str>,
-    scope: &str,
-    registration_id: &str,
-) -> Result<SasToken> {
-    let header =
-        authorization.ok_or_else(|| Error::unauthorized("Missing Authorization header"))?;
+fn device_token(authorization: Option<&str>, scope: &str, registration_id: &str) -> Result<SasToken> {
+    let header = authorization.ok_or_else(|| Error::unauthorized("Missing Authorization header"))?;
     let token = SasToken::parse(header)?;
     token.check_expiry(super::now().unix_timestamp())?;
     let expected = format!("{scope}/registrations/{registration_id}");
     if !token.resource.eq_ignore_ascii_case(&expected) {
-        return Err(Error::unauthorized(
-            "SAS token resource does not match this registration",
-        ));
+        return Err(Error::unauthorized("SAS token resource does not match this registration"));
     }
     Ok(token)
 }
@@ -555,14 +440,10 @@ fn signed_by_spec_keys(token: &SasToken, spec: &EnrollmentSpec, derive_for: Opti
         return false;
     }
     let candidates = [keys.primary_key.as_deref(), keys.secondary_key.as_deref()];
-    candidates
-        .into_iter()
-        .flatten()
-        .any(|key| match derive_for {
-            None => token.signed_with_any([key]),
-            Some(id) => derive_device_key(key, id)
-                .is_ok_and(|derived| token.signed_with_any([derived.as_str()])),
-        })
+    candidates.into_iter().flatten().any(|key| match derive_for {
+        None => token.signed_with_any([key]),
+        Some(id) => derive_device_key(key, id).is_ok_and(|derived| token.signed_with_any([derived.as_str()])),
+    })
 }
 
 #[cfg(test)]
@@ -580,25 +461,10 @@ mod tests {
     #[test]
     fn substatus_rules() {
         let migrate = ReprovisionPolicy::default();
-        let reset = ReprovisionPolicy {
-            update_hub_assignment: true,
-            migrate_device_data: false,
-        };
-        assert_eq!(
-            substatus(None, None, "a", migrate),
-            Substatus::InitialAssignment
-        );
-        assert_eq!(
-            substatus(None, Some("a"), "b", migrate),
-            Substatus::DeviceDataMigrated
-        );
-        assert_eq!(
-            substatus(None, Some("a"), "b", reset),
-            Substatus::DeviceDataReset
-        );
-        assert_eq!(
-            substatus(None, Some("a"), "a", reset),
-            Substatus::DeviceDataReset
-        );
+        let reset = ReprovisionPolicy { update_hub_assignment: true, migrate_device_data: false };
+        assert_eq!(substatus(None, None, "a", migrate), Substatus::InitialAssignment);
+        assert_eq!(substatus(None, Some("a"), "b", migrate), Substatus::DeviceDataMigrated);
+        assert_eq!(substatus(None, Some("a"), "b", reset), Substatus::DeviceDataReset);
+        assert_eq!(substatus(None, Some("a"), "a", reset), Substatus::DeviceDataReset);
     }
 }

@@ -8,9 +8,8 @@ use super::{Caller, Dps, now};
 use crate::error::{Error, Result};
 use crate::ids::{printable, validate_host_name, validate_id};
 use crate::model::{
-    AllocationPolicy, AttestationMechanism, AttestationType, EnrollmentGroup, EnrollmentSpec,
-    IndividualEnrollment, Instance, OperationKind, RegistrationRecord, Right,
-    SymmetricKeyAttestation,
+    AllocationPolicy, AttestationMechanism, AttestationType, EnrollmentGroup, EnrollmentSpec, IndividualEnrollment,
+    Instance, OperationKind, RegistrationRecord, Right, SymmetricKeyAttestation,
 };
 use crate::sas::{generate_key, validate_key};
 use crate::store::{Page, PageRequest, Precondition, Store};
@@ -116,9 +115,7 @@ impl EnrollmentKind for EnrollmentGroup {
     }
     fn check_kind_rules(&self) -> Result<()> {
         if self.spec.attestation.kind == AttestationType::Tpm {
-            return Err(Error::invalid(
-                "TPM attestation is for individual enrollments only",
-            ));
+            return Err(Error::invalid("TPM attestation is for individual enrollments only"));
         }
         Ok(())
     }
@@ -146,55 +143,29 @@ impl Dps {
         if_match: Option<&str>,
     ) -> Result<IndividualEnrollment> {
         caller.require(Right::EnrollmentWrite)?;
-        self.meter(caller.scope(), OperationKind::ServiceOperation)
-            .await;
-        self.put_item(
-            &caller.instance,
-            id,
-            enrollment,
-            if_match.map(|t| Precondition::Matches(t.into())),
-        )
-        .await
+        self.meter(caller.scope(), OperationKind::ServiceOperation).await;
+        self.put_item(&caller.instance, id, enrollment, if_match.map(|t| Precondition::Matches(t.into()))).await
     }
 
     /// Read an individual enrollment (keys removed).
     pub async fn get_enrollment(&self, caller: &Caller, id: &str) -> Result<IndividualEnrollment> {
         caller.require(Right::EnrollmentRead)?;
-        self.meter(caller.scope(), OperationKind::ServiceOperation)
-            .await;
-        self.get_item::<IndividualEnrollment>(caller, id)
-            .await
-            .map(strip_secrets)
+        self.meter(caller.scope(), OperationKind::ServiceOperation).await;
+        self.get_item::<IndividualEnrollment>(caller, id).await.map(strip_secrets)
     }
 
     /// Delete an individual enrollment (its registration record stays).
-    pub async fn delete_enrollment(
-        &self,
-        caller: &Caller,
-        id: &str,
-        if_match: Option<&str>,
-    ) -> Result<()> {
+    pub async fn delete_enrollment(&self, caller: &Caller, id: &str, if_match: Option<&str>) -> Result<()> {
         caller.require(Right::EnrollmentWrite)?;
-        self.meter(caller.scope(), OperationKind::ServiceOperation)
-            .await;
-        self.delete_item::<IndividualEnrollment>(caller, id, if_match)
-            .await
+        self.meter(caller.scope(), OperationKind::ServiceOperation).await;
+        self.delete_item::<IndividualEnrollment>(caller, id, if_match).await
     }
 
     /// The enrollment's attestation mechanism, keys included.
-    pub async fn enrollment_attestation(
-        &self,
-        caller: &Caller,
-        id: &str,
-    ) -> Result<AttestationMechanism> {
+    pub async fn enrollment_attestation(&self, caller: &Caller, id: &str) -> Result<AttestationMechanism> {
         caller.require(Right::EnrollmentRead)?;
-        self.meter(caller.scope(), OperationKind::ServiceOperation)
-            .await;
-        Ok(self
-            .get_item::<IndividualEnrollment>(caller, id)
-            .await?
-            .spec
-            .attestation)
+        self.meter(caller.scope(), OperationKind::ServiceOperation).await;
+        Ok(self.get_item::<IndividualEnrollment>(caller, id).await?.spec.attestation)
     }
 
     /// A page of individual enrollments (keys removed).
@@ -205,8 +176,7 @@ impl Dps {
         page: PageRequest,
     ) -> Result<Page<IndividualEnrollment>> {
         caller.require(Right::EnrollmentRead)?;
-        self.meter(caller.scope(), OperationKind::ServiceOperation)
-            .await;
+        self.meter(caller.scope(), OperationKind::ServiceOperation).await;
         self.query_items(caller, query, page).await
     }
 
@@ -218,8 +188,7 @@ impl Dps {
         items: Vec<IndividualEnrollment>,
     ) -> Result<BulkOutcome> {
         caller.require(Right::EnrollmentWrite)?;
-        self.meter(caller.scope(), OperationKind::ServiceOperation)
-            .await;
+        self.meter(caller.scope(), OperationKind::ServiceOperation).await;
         self.bulk(caller, mode, items).await
     }
 
@@ -232,16 +201,9 @@ impl Dps {
         if_match: Option<&str>,
     ) -> Result<EnrollmentGroup> {
         caller.require(Right::EnrollmentWrite)?;
-        self.meter(caller.scope(), OperationKind::ServiceOperation)
-            .await;
-        let written = self
-            .put_item(
-                &caller.instance,
-                id,
-                group,
-                if_match.map(|t| Precondition::Matches(t.into())),
-            )
-            .await;
+        self.meter(caller.scope(), OperationKind::ServiceOperation).await;
+        let written =
+            self.put_item(&caller.instance, id, group, if_match.map(|t| Precondition::Matches(t.into()))).await;
         self.cache.forget_groups(caller.scope());
         written
     }
@@ -249,56 +211,30 @@ impl Dps {
     /// Read an enrollment group (keys removed).
     pub async fn get_group(&self, caller: &Caller, id: &str) -> Result<EnrollmentGroup> {
         caller.require(Right::EnrollmentRead)?;
-        self.meter(caller.scope(), OperationKind::ServiceOperation)
-            .await;
-        self.get_item::<EnrollmentGroup>(caller, id)
-            .await
-            .map(strip_group_secrets)
+        self.meter(caller.scope(), OperationKind::ServiceOperation).await;
+        self.get_item::<EnrollmentGroup>(caller, id).await.map(strip_group_secrets)
     }
 
     /// Delete an enrollment group (registration records of its devices stay).
-    pub async fn delete_group(
-        &self,
-        caller: &Caller,
-        id: &str,
-        if_match: Option<&str>,
-    ) -> Result<()> {
+    pub async fn delete_group(&self, caller: &Caller, id: &str, if_match: Option<&str>) -> Result<()> {
         caller.require(Right::EnrollmentWrite)?;
-        self.meter(caller.scope(), OperationKind::ServiceOperation)
-            .await;
-        let deleted = self
-            .delete_item::<EnrollmentGroup>(caller, id, if_match)
-            .await;
+        self.meter(caller.scope(), OperationKind::ServiceOperation).await;
+        let deleted = self.delete_item::<EnrollmentGroup>(caller, id, if_match).await;
         self.cache.forget_groups(caller.scope());
         deleted
     }
 
     /// The group's attestation mechanism, keys included.
-    pub async fn group_attestation(
-        &self,
-        caller: &Caller,
-        id: &str,
-    ) -> Result<AttestationMechanism> {
+    pub async fn group_attestation(&self, caller: &Caller, id: &str) -> Result<AttestationMechanism> {
         caller.require(Right::EnrollmentRead)?;
-        self.meter(caller.scope(), OperationKind::ServiceOperation)
-            .await;
-        Ok(self
-            .get_item::<EnrollmentGroup>(caller, id)
-            .await?
-            .spec
-            .attestation)
+        self.meter(caller.scope(), OperationKind::ServiceOperation).await;
+        Ok(self.get_item::<EnrollmentGroup>(caller, id).await?.spec.attestation)
     }
 
     /// A page of enrollment groups (keys removed).
-    pub async fn query_groups(
-        &self,
-        caller: &Caller,
-        query: &str,
-        page: PageRequest,
-    ) -> Result<Page<EnrollmentGroup>> {
+    pub async fn query_groups(&self, caller: &Caller, query: &str, page: PageRequest) -> Result<Page<EnrollmentGroup>> {
         caller.require(Right::EnrollmentRead)?;
-        self.meter(caller.scope(), OperationKind::ServiceOperation)
-            .await;
+        self.meter(caller.scope(), OperationKind::ServiceOperation).await;
         self.query_items(caller, query, page).await
     }
 
@@ -310,8 +246,7 @@ impl Dps {
         items: Vec<EnrollmentGroup>,
     ) -> Result<BulkOutcome> {
         caller.require(Right::EnrollmentWrite)?;
-        self.meter(caller.scope(), OperationKind::ServiceOperation)
-            .await;
+        self.meter(caller.scope(), OperationKind::ServiceOperation).await;
         let outcome = self.bulk(caller, mode, items).await;
         self.cache.forget_groups(caller.scope());
         outcome
@@ -320,8 +255,7 @@ impl Dps {
     /// Read a device's registration record.
     pub async fn get_registration(&self, caller: &Caller, id: &str) -> Result<RegistrationRecord> {
         caller.require(Right::RegistrationStatusRead)?;
-        self.meter(caller.scope(), OperationKind::ServiceOperation)
-            .await;
+        self.meter(caller.scope(), OperationKind::ServiceOperation).await;
         validate_id("registration ID", id)?;
         self.store
             .get_registration(caller.scope(), id)
@@ -330,19 +264,11 @@ impl Dps {
     }
 
     /// Delete a device's registration record (the device may register again as new).
-    pub async fn delete_registration(
-        &self,
-        caller: &Caller,
-        id: &str,
-        if_match: Option<&str>,
-    ) -> Result<()> {
+    pub async fn delete_registration(&self, caller: &Caller, id: &str, if_match: Option<&str>) -> Result<()> {
         caller.require(Right::RegistrationStatusWrite)?;
-        self.meter(caller.scope(), OperationKind::ServiceOperation)
-            .await;
+        self.meter(caller.scope(), OperationKind::ServiceOperation).await;
         validate_id("registration ID", id)?;
-        self.store
-            .delete_registration(caller.scope(), id, Precondition::if_match(if_match))
-            .await
+        self.store.delete_registration(caller.scope(), id, Precondition::if_match(if_match)).await
     }
 
     /// A page of the registration records of one group's devices.
@@ -353,12 +279,9 @@ impl Dps {
         page: PageRequest,
     ) -> Result<Page<RegistrationRecord>> {
         caller.require(Right::RegistrationStatusRead)?;
-        self.meter(caller.scope(), OperationKind::ServiceOperation)
-            .await;
+        self.meter(caller.scope(), OperationKind::ServiceOperation).await;
         validate_id("enrollment group ID", group_id)?;
-        self.store
-            .query_registrations(caller.scope(), group_id, bounded(page))
-            .await
+        self.store.query_registrations(caller.scope(), group_id, bounded(page)).await
     }
 
     async fn get_item<T: EnrollmentKind>(&self, caller: &Caller, id: &str) -> Result<T> {
@@ -368,28 +291,12 @@ impl Dps {
             .ok_or_else(|| Error::not_found(format!("{} '{id}' not found", T::WHAT)))
     }
 
-    async fn delete_item<T: EnrollmentKind>(
-        &self,
-        caller: &Caller,
-        id: &str,
-        if_match: Option<&str>,
-    ) -> Result<()> {
+    async fn delete_item<T: EnrollmentKind>(&self, caller: &Caller, id: &str, if_match: Option<&str>) -> Result<()> {
         validate_id(T::ID_NAME, id)?;
-        T::delete(
-            self.store.as_ref(),
-            caller.scope(),
-            id,
-            Precondition::if_match(if_match),
-        )
-        .await
+        T::delete(self.store.as_ref(), caller.scope(), id, Precondition::if_match(if_match)).await
     }
 
-    async fn query_items<T: EnrollmentKind>(
-        &self,
-        caller: &Caller,
-        query: &str,
-        page: PageRequest,
-    ) -> Result<Page<T>> {
+    async fn query_items<T: EnrollmentKind>(&self, caller: &Caller, query: &str, page: PageRequest) -> Result<Page<T>> {
         check_query(query)?;
         let mut page = T::query(self.store.as_ref(), caller.scope(), bounded(page)).await?;
         for item in &mut page.items {
@@ -423,25 +330,15 @@ impl Dps {
         for _ in 0..3 {
             let existing = T::get(store, scope, path_id).await?;
             if let Some(pre) = &precondition {
-                pre.check(
-                    T::WHAT,
-                    existing.as_ref().and_then(|e| e.spec().etag.as_deref()),
-                )?;
+                pre.check(T::WHAT, existing.as_ref().and_then(|e| e.spec().etag.as_deref()))?;
             }
             let mut candidate = item.clone();
             let now = now();
             let spec = candidate.spec_mut();
-            spec.created_date_time_utc = Some(
-                existing
-                    .as_ref()
-                    .and_then(|e| e.spec().created_date_time_utc)
-                    .unwrap_or(now),
-            );
+            spec.created_date_time_utc =
+                Some(existing.as_ref().and_then(|e| e.spec().created_date_time_utc).unwrap_or(now));
             spec.last_updated_date_time_utc = Some(now);
-            fill_keys(
-                &mut spec.attestation,
-                existing.as_ref().map(|e| &e.spec().attestation),
-            );
+            fill_keys(&mut spec.attestation, existing.as_ref().map(|e| &e.spec().attestation));
             let guard = match &existing {
                 Some(e) => Precondition::Matches(e.spec().etag.clone().unwrap_or_default()),
                 None => Precondition::NotExists,
@@ -453,20 +350,13 @@ impl Dps {
                 {
                     continue;
                 }
-                Err(Error::Conflict(_) | Error::NotFound(_))
-                | Err(Error::PreconditionFailed(_)) => {
-                    return Err(Error::PreconditionFailed(format!(
-                        "{}: etag does not match",
-                        T::WHAT
-                    )));
+                Err(Error::Conflict(_) | Error::NotFound(_)) | Err(Error::PreconditionFailed(_)) => {
+                    return Err(Error::PreconditionFailed(format!("{}: etag does not match", T::WHAT)));
                 }
                 Err(other) => return Err(other),
             }
         }
-        Err(Error::Conflict(format!(
-            "{} '{path_id}' is being changed concurrently; retry",
-            T::WHAT
-        )))
+        Err(Error::Conflict(format!("{} '{path_id}' is being changed concurrently; retry", T::WHAT)))
     }
 
     async fn check_spec(&self, instance: &Instance, spec: &EnrollmentSpec) -> Result<()> {
@@ -474,20 +364,13 @@ impl Dps {
         match attestation.kind {
             AttestationType::SymmetricKey => {
                 if let Some(keys) = &attestation.symmetric_key {
-                    for key in [&keys.primary_key, &keys.secondary_key]
-                        .into_iter()
-                        .flatten()
-                    {
+                    for key in [&keys.primary_key, &keys.secondary_key].into_iter().flatten() {
                         validate_key(key)?;
                     }
                 }
             }
             AttestationType::Tpm => {
-                let ek = attestation
-                    .tpm
-                    .as_ref()
-                    .map(|t| t.endorsement_key.as_str())
-                    .unwrap_or_default();
+                let ek = attestation.tpm.as_ref().map(|t| t.endorsement_key.as_str()).unwrap_or_default();
                 if ek.is_empty() {
                     return Err(Error::invalid("TPM attestation requires an endorsementKey"));
                 }
@@ -501,23 +384,11 @@ impl Dps {
                 return Err(Error::invalid("An attestation mechanism is required"));
             }
         }
-        let linked = |host: &str| {
-            instance
-                .linked_hubs
-                .iter()
-                .any(|h| h.host_name.eq_ignore_ascii_case(host))
-        };
-        for hub in spec
-            .iot_hubs
-            .iter()
-            .flatten()
-            .chain(spec.iot_hub_host_name.iter())
-        {
+        let linked = |host: &str| instance.linked_hubs.iter().any(|h| h.host_name.eq_ignore_ascii_case(host));
+        for hub in spec.iot_hubs.iter().flatten().chain(spec.iot_hub_host_name.iter()) {
             validate_host_name(hub)?;
             if !linked(hub) {
-                return Err(Error::invalid(format!(
-                    "IoT hub '{hub}' is not linked to this provisioning service"
-                )));
+                return Err(Error::invalid(format!("IoT hub '{hub}' is not linked to this provisioning service")));
             }
         }
         if let Some(twin) = &spec.initial_twin {
@@ -527,8 +398,7 @@ impl Dps {
         }
         match spec.allocation_policy {
             Some(AllocationPolicy::Static) => {
-                let named = spec.iot_hub_host_name.is_some()
-                    || spec.iot_hubs.as_ref().is_some_and(|h| h.len() == 1);
+                let named = spec.iot_hub_host_name.is_some() || spec.iot_hubs.as_ref().is_some_and(|h| h.len() == 1);
                 if !named {
                     return Err(Error::invalid(
                         "The static policy requires iotHubHostName or exactly one iotHubs entry",
@@ -540,9 +410,7 @@ impl Dps {
                     .custom_allocation_definition
                     .as_ref()
                     .or(instance.custom_allocation_definition.as_ref())
-                    .ok_or_else(|| {
-                        Error::invalid("The custom policy requires a customAllocationDefinition")
-                    })?;
+                    .ok_or_else(|| Error::invalid("The custom policy requires a customAllocationDefinition"))?;
                 self.check_custom_definition(instance, definition).await?;
             }
             _ => {}
@@ -550,19 +418,12 @@ impl Dps {
         Ok(())
     }
 
-    async fn bulk<T: EnrollmentKind>(
-        &self,
-        caller: &Caller,
-        mode: BulkMode,
-        items: Vec<T>,
-    ) -> Result<BulkOutcome> {
+    async fn bulk<T: EnrollmentKind>(&self, caller: &Caller, mode: BulkMode, items: Vec<T>) -> Result<BulkOutcome> {
         if items.is_empty() {
             return Err(Error::invalid("A bulk operation needs at least one item"));
         }
         if items.len() > MAX_BULK_ITEMS {
-            return Err(Error::invalid(format!(
-                "A bulk operation takes at most {MAX_BULK_ITEMS} items"
-            )));
+            return Err(Error::invalid(format!("A bulk operation takes at most {MAX_BULK_ITEMS} items")));
         }
         let mut seen = HashSet::new();
         for item in &items {
@@ -577,24 +438,14 @@ impl Dps {
         for item in items {
             let id = item.id().to_string();
             let result = match mode {
-                BulkMode::Create => self
-                    .put_item(&caller.instance, &id, item, Some(Precondition::NotExists))
-                    .await
-                    .map(drop),
-                BulkMode::Update => self
-                    .put_item(&caller.instance, &id, item, None)
-                    .await
-                    .map(drop),
+                BulkMode::Create => {
+                    self.put_item(&caller.instance, &id, item, Some(Precondition::NotExists)).await.map(drop)
+                }
+                BulkMode::Update => self.put_item(&caller.instance, &id, item, None).await.map(drop),
                 BulkMode::UpdateIfMatchEtag => match item.spec().etag.clone() {
-                    Some(tag) => self
-                        .put_item(
-                            &caller.instance,
-                            &id,
-                            item,
-                            Some(Precondition::Matches(tag)),
-                        )
-                        .await
-                        .map(drop),
+                    Some(tag) => {
+                        self.put_item(&caller.instance, &id, item, Some(Precondition::Matches(tag))).await.map(drop)
+                    }
                     None => Err(Error::invalid("updateIfMatchETag needs the item's etag")),
                 },
                 BulkMode::Delete => {
@@ -615,12 +466,8 @@ fn fill_keys(new: &mut AttestationMechanism, existing: Option<&AttestationMechan
     if new.kind != AttestationType::SymmetricKey {
         return;
     }
-    let old = existing
-        .filter(|e| e.kind == AttestationType::SymmetricKey)
-        .and_then(|e| e.symmetric_key.clone());
-    let keys = new
-        .symmetric_key
-        .get_or_insert_with(SymmetricKeyAttestation::default);
+    let old = existing.filter(|e| e.kind == AttestationType::SymmetricKey).and_then(|e| e.symmetric_key.clone());
+    let keys = new.symmetric_key.get_or_insert_with(SymmetricKeyAttestation::default);
     let old = old.unwrap_or_default();
     if keys.primary_key.is_none() {
         keys.primary_key = Some(old.primary_key.unwrap_or_else(generate_key));
@@ -654,9 +501,6 @@ fn check_query(query: &str) -> Result<()> {
     if q.is_empty() || q == "*" || q.eq_ignore_ascii_case("select * from enrollments") {
         Ok(())
     } else {
-        Err(Error::invalid(format!(
-            "Unsupported query '{}': only \"*\" is supported",
-            printable(q)
-        )))
+        Err(Error::invalid(format!("Unsupported query '{}': only \"*\" is supported", printable(q))))
     }
 }

@@ -18,9 +18,7 @@ use crate::store::{PageRequest, Store};
 
 pub use config::{InstanceConfig, NewInstance};
 pub use device::{RegisterRequest, StatusRequest};
-pub use enrollments::{
-    BulkItemResult, BulkMode, BulkOutcome, DEFAULT_PAGE_SIZE, MAX_BULK_ITEMS, MAX_PAGE_SIZE,
-};
+pub use enrollments::{BulkItemResult, BulkMode, BulkOutcome, DEFAULT_PAGE_SIZE, MAX_BULK_ITEMS, MAX_PAGE_SIZE};
 
 /// Deployment-wide settings of the service.
 #[derive(Debug, Clone)]
@@ -33,10 +31,7 @@ pub struct Settings {
 
 impl Default for Settings {
     fn default() -> Self {
-        Self {
-            serving_region: None,
-            cache_ttl: Duration::from_secs(5),
-        }
+        Self { serving_region: None, cache_ttl: Duration::from_secs(5) }
     }
 }
 
@@ -66,10 +61,7 @@ impl Caller {
         if self.rights.contains(&right) {
             Ok(())
         } else {
-            Err(Error::unauthorized(format!(
-                "The policy '{}' does not grant the {right:?} right",
-                self.key_name
-            )))
+            Err(Error::unauthorized(format!("The policy '{}' does not grant the {right:?} right", self.key_name)))
         }
     }
 
@@ -82,12 +74,7 @@ impl Dps {
     /// A service over `store` with no custom allocator (the `custom` policy is refused).
     pub fn new(store: Arc<dyn Store>, settings: Settings) -> Self {
         let cache = Arc::new(cache::ConfigCache::new(settings.cache_ttl));
-        Self {
-            store,
-            allocator: None,
-            settings: Arc::new(settings),
-            cache,
-        }
+        Self { store, allocator: None, settings: Arc::new(settings), cache }
     }
 
     /// Enable the `custom` policy with this allocator.
@@ -103,11 +90,7 @@ impl Dps {
 
     /// Authenticate a service API request: the instance is found by `host` (the Host header, port ignored),
     /// the token must be signed by one of its policies and cover that host.
-    pub async fn authenticate_service(
-        &self,
-        host: &str,
-        authorization: Option<&str>,
-    ) -> Result<Caller> {
+    pub async fn authenticate_service(&self, host: &str, authorization: Option<&str>) -> Result<Caller> {
         let host_name = strip_port(host).to_ascii_lowercase();
         let instance = self.instance_by_host(&host_name).await?.ok_or_else(|| {
             Error::not_found(format!(
@@ -115,19 +98,13 @@ impl Dps {
                 crate::ids::printable(&host_name)
             ))
         })?;
-        let header =
-            authorization.ok_or_else(|| Error::unauthorized("Missing Authorization header"))?;
+        let header = authorization.ok_or_else(|| Error::unauthorized("Missing Authorization header"))?;
         let token = SasToken::parse(header)?;
         token.check_expiry(now().unix_timestamp())?;
         if !service_resource_covers(&token.resource, &instance.service_host_name) {
-            return Err(Error::unauthorized(
-                "SAS token resource does not match this service",
-            ));
+            return Err(Error::unauthorized("SAS token resource does not match this service"));
         }
-        let key_name = token
-            .key_name
-            .clone()
-            .ok_or_else(|| Error::unauthorized("SAS token has no skn"))?;
+        let key_name = token.key_name.clone().ok_or_else(|| Error::unauthorized("SAS token has no skn"))?;
         let policy = instance
             .authorization_policies
             .iter()
@@ -136,11 +113,7 @@ impl Dps {
         if !token.signed_with_any([policy.primary_key.as_str(), policy.secondary_key.as_str()]) {
             return Err(Error::unauthorized("SAS token signature is invalid"));
         }
-        Ok(Caller {
-            rights: policy.rights.clone(),
-            key_name: policy.key_name.clone(),
-            instance,
-        })
+        Ok(Caller { rights: policy.rights.clone(), key_name: policy.key_name.clone(), instance })
     }
 
     async fn instance_by_scope(&self, scope: &str) -> Result<Option<Arc<Instance>>> {
@@ -171,10 +144,7 @@ impl Dps {
             return Ok(hit);
         }
         let mut all = Vec::new();
-        let mut page = PageRequest {
-            max_items: MAX_PAGE_SIZE,
-            continuation: None,
-        };
+        let mut page = PageRequest { max_items: MAX_PAGE_SIZE, continuation: None };
         loop {
             let got = self.store.query_groups(scope, page.clone()).await?;
             all.extend(got.items);
@@ -213,9 +183,7 @@ fn strip_port(host: &str) -> &str {
         return rest.split(']').next().unwrap_or(rest);
     }
     match host.rsplit_once(':') {
-        Some((name, port)) if !name.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) => {
-            name
-        }
+        Some((name, port)) if !name.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) => name,
         _ => host,
     }
 }
@@ -223,9 +191,7 @@ fn strip_port(host: &str) -> &str {
 /// Whether a service token's (decoded) resource covers the instance host: `host[:port][/path]`, matched
 /// case-insensitively by whole segments.
 fn service_resource_covers(resource: &str, host_name: &str) -> bool {
-    let resource = resource
-        .trim_start_matches("https://")
-        .trim_start_matches("http://");
+    let resource = resource.trim_start_matches("https://").trim_start_matches("http://");
     let authority = resource.split('/').next().unwrap_or_default();
     strip_port(authority).eq_ignore_ascii_case(host_name)
 }
@@ -243,21 +209,9 @@ mod tests {
 
     #[test]
     fn service_resource_matching() {
-        assert!(service_resource_covers(
-            "mydps.example.net",
-            "mydps.example.net"
-        ));
-        assert!(service_resource_covers(
-            "MyDps.Example.net:443/enrollments",
-            "mydps.example.net"
-        ));
-        assert!(!service_resource_covers(
-            "mydps.example.net.evil",
-            "mydps.example.net"
-        ));
-        assert!(!service_resource_covers(
-            "other.example.net",
-            "mydps.example.net"
-        ));
+        assert!(service_resource_covers("mydps.example.net", "mydps.example.net"));
+        assert!(service_resource_covers("MyDps.Example.net:443/enrollments", "mydps.example.net"));
+        assert!(!service_resource_covers("mydps.example.net.evil", "mydps.example.net"));
+        assert!(!service_resource_covers("other.example.net", "mydps.example.net"));
     }
 }
