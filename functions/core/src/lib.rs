@@ -7,6 +7,7 @@ pub mod allocator;
 pub mod conformance;
 pub mod error;
 pub mod ids;
+pub mod memory;
 pub mod model;
 pub mod sas;
 pub mod service;
