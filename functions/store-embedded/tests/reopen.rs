@@ -1,0 +1,54 @@
+//! Data written before the store is closed is there after it is opened again.
+
+use dps_core::model::{OperationKind, RegistrationRecord};
+use dps_core::store::{PageRequest, Precondition, Store};
+use dps_store_embedded::{EmbeddedStore, FILE_NAME};
+
+fn record(id: &str) -> RegistrationRecord {
+    serde_json::from_value(serde_json::json!({
+        "registrationId": id,
+        "status": "assigned",
+        "assignedHub": "hub-1.example.net",
+        "createdDateTimeUtc": "2024-05-01T12:00:00Z",
+        "lastUpdatedDateTimeUtc": "2024-05-01T12:00:00Z",
+        "enrollmentGroupId": "group-1",
+        "attestationType": "symmetricKey",
+        "operationId": "op-1"
+    }))
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_survives_close_and_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let written = {
+        let store = EmbeddedStore::open(&data_dir).expect("create in a new directory");
+        let meter =
+            dps_core::model::OperationCount { date: "2024-05-01".into(), kind: OperationKind::Registration, count: 1 };
+        let written = store.put_registration("0ne00000001", record("Dev-1"), Precondition::NotExists, Some(meter));
+        let written = written.await.unwrap();
+        store.add_operations("0ne00000001", "2024-05-02", OperationKind::ServiceOperation, 3).await.unwrap();
+        written
+    };
+    assert!(data_dir.join(FILE_NAME).is_file(), "one database file in the data directory");
+
+    let store = EmbeddedStore::open(&data_dir).expect("reopen");
+    assert_eq!(store.get_registration("0NE00000001", "dev-1").await.unwrap(), Some(written.clone()));
+    let page = store.query_registrations("0ne00000001", "GROUP-1", PageRequest { max_items: 10, continuation: None });
+    assert_eq!(page.await.unwrap().items, vec![written.clone()], "indexes survive too");
+    let counts = store.operations("0ne00000001", "2024-05-01", "2024-05-31").await.unwrap();
+    let counts: Vec<(String, OperationKind, u64)> = counts.into_iter().map(|c| (c.date, c.kind, c.count)).collect();
+    assert_eq!(
+        counts,
+        vec![
+            ("2024-05-01".into(), OperationKind::Registration, 1),
+            ("2024-05-02".into(), OperationKind::ServiceOperation, 3)
+        ]
+    );
+    // The etag from before the restart still guards writes.
+    let stale = store.put_registration("0ne00000001", record("dev-1"), Precondition::Matches("\"old\"".into()), None);
+    assert!(matches!(stale.await, Err(dps_core::Error::PreconditionFailed(_))));
+    let etag = written.etag.unwrap();
+    store.put_registration("0ne00000001", record("dev-1"), Precondition::Matches(etag), None).await.unwrap();
+}
