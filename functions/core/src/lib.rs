@@ -9,6 +9,7 @@ pub mod error;
 pub mod ids;
 pub mod memory;
 pub mod model;
+pub mod policy;
 pub mod sas;
 pub mod service;
 pub mod store;

@@ -4,6 +4,7 @@ mod cache;
 mod config;
 mod device;
 mod enrollments;
+mod policies;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,6 +41,7 @@ impl Default for Settings {
 pub struct Dps {
     store: Arc<dyn Store>,
     allocator: Option<Arc<dyn CustomAllocator>>,
+    policies: Option<Arc<dyn crate::policy::PolicyRegistry>>,
     settings: Arc<Settings>,
     cache: Arc<cache::ConfigCache>,
 }
@@ -74,7 +76,7 @@ impl Dps {
     /// A service over `store` with no custom allocator (the `custom` policy is refused).
     pub fn new(store: Arc<dyn Store>, settings: Settings) -> Self {
         let cache = Arc::new(cache::ConfigCache::new(settings.cache_ttl));
-        Self { store, allocator: None, settings: Arc::new(settings), cache }
+        Self { store, allocator: None, policies: None, settings: Arc::new(settings), cache }
     }
 
     /// Enable the `custom` policy with this allocator.
