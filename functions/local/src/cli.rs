@@ -1,0 +1,216 @@
+//! Command line and environment: the whole configuration of the binary, read once at start.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Device Provisioning Service (Azure DPS wire protocol), single-machine edition.
+///
+/// Without a subcommand, `dps` serves (same as `dps serve`).
+#[derive(Debug, Parser)]
+#[command(name = "dps", version)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+/// Options every command takes.
+#[derive(Debug, Clone, Args)]
+pub struct Global {
+    /// Directory holding the embedded database and the generated TLS files.
+    #[arg(long, env = "DPS_DATA_DIR", default_value = ".dps-data", global = true)]
+    pub data_dir: PathBuf,
+    /// Log format on stderr.
+    #[arg(long, env = "DPS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty, global = true)]
+    pub log_format: LogFormat,
+    /// Service host name of the `default` instance when a command creates it (first run).
+    #[arg(long, env = "DPS_SERVICE_HOST_NAME", default_value = "localhost", global = true)]
+    pub service_host_name: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// One JSON object per line.
+    Json,
+    /// Human-readable, one line per event.
+    Pretty,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the device API and the service API over HTTPS (the default command).
+    Serve(ServeArgs),
+    /// Manage provisioning service instances (works on the data dir; the server must be stopped).
+    #[command(subcommand)]
+    Instance(InstanceCommand),
+    /// Manage linked hubs (works on the data dir; the server must be stopped).
+    #[command(subcommand)]
+    Hub(HubCommand),
+    /// Print a SharedAccessSignature Authorization header value.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address for HTTPS: both APIs, or only the device API when --service-listen is given.
+    #[arg(long, env = "DPS_LISTEN", default_value = "127.0.0.1:8443")]
+    pub listen: SocketAddr,
+    /// Serve the service API on this separate address.
+    #[arg(long, env = "DPS_SERVICE_LISTEN")]
+    pub service_listen: Option<SocketAddr>,
+    /// Server certificate chain (PEM). Without it, a local CA and server certificate are generated.
+    #[arg(long, env = "DPS_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key of --tls-cert (PEM).
+    #[arg(long, env = "DPS_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Extra DNS names or IP addresses for the generated server certificate (comma-separated).
+    #[arg(long, env = "DPS_TLS_SAN", value_delimiter = ',')]
+    pub tls_san: Vec<String>,
+    /// Region this server serves from, for the geoLatency allocation policy (e.g. `eu-west-1`).
+    #[arg(long, env = "DPS_REGION")]
+    pub region: Option<String>,
+    /// Seconds instance configuration and enrollment groups may be served from memory.
+    #[arg(long, env = "DPS_CACHE_TTL", default_value_t = 5)]
+    pub cache_ttl: u64,
+    /// Seconds a request may take before it is answered with 503.
+    #[arg(long, env = "DPS_REQUEST_TIMEOUT", default_value_t = 30)]
+    pub request_timeout: u64,
+    /// Most simultaneous connections; further clients wait in the listen backlog.
+    #[arg(long, env = "DPS_MAX_CONNECTIONS", default_value_t = 1024)]
+    pub max_connections: usize,
+    /// Seconds to let in-flight requests finish after SIGINT/SIGTERM.
+    #[arg(long, env = "DPS_SHUTDOWN_GRACE", default_value_t = 10)]
+    pub shutdown_grace: u64,
+    /// Print the startup information as one JSON line on stdout instead of the banner (for scripts).
+    #[arg(long)]
+    pub print_json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum InstanceCommand {
+    /// Create an instance with a generated ID scope and an owner policy.
+    Create {
+        /// Unique instance name.
+        #[arg(long)]
+        name: String,
+        /// Service host name that routes service API calls to it.
+        #[arg(long)]
+        host: String,
+    },
+    /// List instances: ID scope, name, service host name.
+    List,
+    /// Show one instance and its owner connection string.
+    Show {
+        /// Instance name.
+        name: String,
+        /// Print JSON.
+        #[arg(long, conflicts_with = "env")]
+        json: bool,
+        /// Print shell variable assignments (`eval "$(dps instance show default --env)"`).
+        #[arg(long)]
+        env: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum HubCommand {
+    /// Link a hub to an instance (or update its weight and location).
+    Link {
+        /// Instance name.
+        #[arg(long, default_value = "default")]
+        instance: String,
+        /// Hub host name.
+        #[arg(long)]
+        host: String,
+        /// Allocation weight, 1 to 1000.
+        #[arg(long, default_value_t = 1)]
+        weight: u32,
+        /// Hub region, for the geoLatency policy.
+        #[arg(long)]
+        location: Option<String>,
+    },
+    /// Unlink a hub from an instance.
+    Unlink {
+        /// Instance name.
+        #[arg(long, default_value = "default")]
+        instance: String,
+        /// Hub host name.
+        #[arg(long)]
+        host: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// A service API token, from a connection string or from an instance in the data dir.
+    Service {
+        /// `HostName=...;SharedAccessKeyName=...;SharedAccessKey=...` (works while the server runs).
+        #[arg(long, env = "DPS_CONNECTION_STRING", hide_env_values = true)]
+        connection_string: Option<String>,
+        /// Instance name, read from the data dir (only while the server is stopped).
+        #[arg(long, conflicts_with = "connection_string")]
+        instance: Option<String>,
+        /// Lifetime in seconds.
+        #[arg(long, default_value_t = 3600)]
+        ttl: i64,
+    },
+    /// A device API token for symmetric-key attestation.
+    Device {
+        /// ID scope.
+        #[arg(long, env = "DPS_ID_SCOPE")]
+        scope: String,
+        /// Registration ID.
+        #[arg(long)]
+        registration_id: String,
+        /// The device's key (base64).
+        #[arg(long, required_unless_present = "group_key", conflicts_with = "group_key")]
+        key: Option<String>,
+        /// An enrollment group's key (base64): the device key is derived from it.
+        #[arg(long)]
+        group_key: Option<String>,
+        /// Lifetime in seconds.
+        #[arg(long, default_value_t = 3600)]
+        ttl: i64,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_subcommand_means_serve_with_defaults() {
+        let cli = Cli::try_parse_from(["dps"]).unwrap();
+        assert!(cli.command.is_none());
+        assert_eq!(cli.serve.listen.to_string(), "127.0.0.1:8443");
+        assert_eq!(cli.global.data_dir, PathBuf::from(".dps-data"));
+    }
+
+    #[test]
+    fn global_options_follow_subcommands() {
+        let cli = Cli::try_parse_from(["dps", "instance", "list", "--data-dir", "/tmp/x"]).unwrap();
+        assert!(matches!(cli.command, Some(Command::Instance(InstanceCommand::List))));
+        assert_eq!(cli.global.data_dir, PathBuf::from("/tmp/x"));
+    }
+
+    #[test]
+    fn tls_cert_needs_its_key() {
+        assert!(Cli::try_parse_from(["dps", "serve", "--tls-cert", "a.pem"]).is_err());
+    }
+
+    #[test]
+    fn device_token_needs_one_key() {
+        assert!(Cli::try_parse_from(["dps", "token", "device", "--scope", "s", "--registration-id", "r"]).is_err());
+        assert!(
+            Cli::try_parse_from(["dps", "token", "device", "--scope", "s", "--registration-id", "r", "--key", "k"])
+                .is_ok()
+        );
+    }
+}
