@@ -1,0 +1,359 @@
+//! Device API use cases through `Dps::register`, `registration_status` and `operation_status`, with real SAS
+//! tokens over the in-memory store.
+
+mod support;
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+
+use dps_core::model::{OperationKind, RegistrationStatus, Substatus};
+use dps_core::service::today;
+use dps_core::{Error, Settings, sas};
+use serde_json::json;
+use support::*;
+
+#[tokio::test]
+async fn individual_enrollment_registers_with_primary_and_secondary_keys() {
+    let f = Fixture::new(hubs(1)).await;
+    f.enroll(individual("dev-1", json!({ "deviceId": "my-device" }))).await;
+    let (primary, secondary) = f.keys("dev-1").await;
+
+    let first = f.register("dev-1", &primary).await.expect("primary key");
+    assert_eq!(first.status, RegistrationStatus::Assigned);
+    assert_eq!(first.assigned_hub.as_deref(), Some("hub-1.example.net"));
+    assert_eq!(first.device_id.as_deref(), Some("my-device"));
+    assert_eq!(first.substatus, Some(Substatus::InitialAssignment));
+    assert_eq!(first.enrollment_group_id, None);
+
+    let again = f.register("dev-1", &secondary).await.expect("secondary key");
+    assert_eq!(again.assigned_hub, first.assigned_hub);
+
+    let status = f.dps.registration_status(f.status("dev-1", &secondary, None)).await.unwrap();
+    assert_eq!(status, again, "the status lookup answers the latest record");
+    let op = f.dps.operation_status(f.status("dev-1", &primary, Some(&again.operation_id))).await.unwrap();
+    assert_eq!(op, again);
+    let stale_op = f.dps.operation_status(f.status("dev-1", &primary, Some(&first.operation_id))).await;
+    assert!(matches!(stale_op, Err(Error::NotFound(_))), "{stale_op:?}");
+    let other_key = f.dps.registration_status(f.status("dev-1", &random_key(), None)).await;
+    assert!(matches!(other_key, Err(Error::Unauthorized(_))), "status needs the device's key: {other_key:?}");
+}
+
+#[tokio::test]
+async fn group_devices_register_with_derived_keys_but_not_the_group_key() {
+    let f = Fixture::new(hubs(2)).await;
+    f.enroll_group(group("group-1", json!({}))).await;
+    let (primary, secondary) = f.group_keys("group-1").await;
+
+    let record = f.register_in_group("sensor-7", &primary).await.expect("derived from the primary key");
+    assert_eq!(record.status, RegistrationStatus::Assigned);
+    assert_eq!(record.enrollment_group_id.as_deref(), Some("group-1"));
+    assert_eq!(record.device_id.as_deref(), Some("sensor-7"));
+    f.register_in_group("sensor-8", &secondary).await.expect("derived from the secondary key");
+
+    let with_group_key = f.register("sensor-9", &primary).await;
+    assert!(matches!(with_group_key, Err(Error::Unauthorized(_))), "the group key itself: {with_group_key:?}");
+    let derived_for_other = sas::derive_device_key(&primary, "sensor-7").unwrap();
+    let stolen = f.register("sensor-9", &derived_for_other).await;
+    assert!(matches!(stolen, Err(Error::Unauthorized(_))), "another device's derived key: {stolen:?}");
+    assert!(f.store.get_registration(f.scope(), "sensor-9").await.unwrap().is_none(), "no record for refusals");
+}
+
+#[tokio::test]
+async fn bad_tokens_are_refused() {
+    let f = Fixture::new(hubs(1)).await;
+    f.enroll(individual("dev-1", json!({}))).await;
+    let (key, _) = f.keys("dev-1").await;
+    let scope = f.scope().to_string();
+    let unauthorized = |r: &dps_core::Result<_>| matches!(r, Err(Error::Unauthorized(_)));
+
+    let mut expired = register_request(&scope, "dev-1", &key);
+    expired.authorization = Some(device_token(&scope, "dev-1", &key, dps_core::service::now().unix_timestamp() - 1));
+    assert!(unauthorized(&f.dps.register(expired).await), "expired");
+
+    let forged = register_request(&scope, "dev-1", &random_key());
+    assert!(unauthorized(&f.dps.register(forged).await), "signed with a key nobody enrolled");
+
+    let mut tampered = register_request(&scope, "dev-1", &key);
+    let header = tampered.authorization.take().unwrap();
+    let moved_expiry: Vec<String> = header
+        .split('&')
+        .map(|part| match part.strip_prefix("se=") {
+            Some(se) => format!("se={}", se.parse::<i64>().unwrap() + 10),
+            None => part.to_string(),
+        })
+        .collect();
+    assert_ne!(moved_expiry.join("&"), header);
+    tampered.authorization = Some(moved_expiry.join("&"));
+    assert!(unauthorized(&f.dps.register(tampered).await), "expiry changed after signing");
+
+    let mut wrong_resource = register_request(&scope, "dev-1", &key);
+    wrong_resource.authorization = Some(device_token(&scope, "dev-2", &key, later()));
+    assert!(unauthorized(&f.dps.register(wrong_resource).await), "token for another registration");
+
+    let mut wrong_scope = register_request(&scope, "dev-1", &key);
+    wrong_scope.authorization = Some(device_token("0ne99999999", "dev-1", &key, later()));
+    assert!(unauthorized(&f.dps.register(wrong_scope).await), "token for another scope");
+
+    let mut missing = register_request(&scope, "dev-1", &key);
+    missing.authorization = None;
+    assert!(unauthorized(&f.dps.register(missing).await), "no token");
+
+    let unknown_scope = f.dps.register(register_request("0ne99999999", "dev-1", &key)).await;
+    assert!(matches!(unknown_scope, Err(Error::NotFound(_))), "{unknown_scope:?}");
+
+    // The same registration ID enrolled in a second instance: each instance only accepts its own key.
+    let other = add_instance(&f.dps, "dps-two", "dps-two.example.net", hubs(1)).await;
+    let other_token = service_token(&other.service_host_name, &other.authorization_policies[0].primary_key, OWNER);
+    let other_caller = f.dps.authenticate_service(&other.service_host_name, Some(&other_token)).await.unwrap();
+    let e = serde_json::from_value(individual("dev-1", json!({}))).unwrap();
+    f.dps.put_enrollment(&other_caller, "dev-1", e, None).await.unwrap();
+    let cross = f.dps.register(register_request(&other.id_scope, "dev-1", &key)).await;
+    assert!(unauthorized(&cross), "instance one's key at instance two: {cross:?}");
+
+    assert!(f.store.get_registration(&scope, "dev-1").await.unwrap().is_none(), "nothing was recorded");
+    f.register("dev-1", &key).await.expect("and the right token still works");
+}
+
+#[tokio::test]
+async fn disabled_individual_enrollment_overrides_an_enabled_group() {
+    let f = Fixture::new(hubs(1)).await;
+    f.enroll_group(group("group-1", json!({}))).await;
+    f.enroll(individual("dev-1", json!({ "provisioningStatus": "disabled" }))).await;
+    let (group_key, _) = f.group_keys("group-1").await;
+
+    let record = f.register_in_group("dev-1", &group_key).await.expect("answered with a record");
+    assert_eq!(record.status, RegistrationStatus::Disabled);
+    assert_eq!(record.assigned_hub, None);
+    let neighbour = f.register_in_group("dev-2", &group_key).await.unwrap();
+    assert_eq!(neighbour.status, RegistrationStatus::Assigned, "the rest of the group is unaffected");
+}
+
+#[tokio::test]
+async fn disabled_group_refuses_its_devices() {
+    let f = Fixture::new(hubs(1)).await;
+    f.enroll_group(group("group-1", json!({ "provisioningStatus": "disabled" }))).await;
+    let (group_key, _) = f.group_keys("group-1").await;
+    let record = f.register_in_group("dev-1", &group_key).await.unwrap();
+    assert_eq!(record.status, RegistrationStatus::Disabled);
+    assert_eq!(record.assigned_hub, None);
+}
+
+#[tokio::test]
+async fn hashed_allocation_is_stable_and_metered() {
+    let f = Fixture::new(hubs(5)).await;
+    f.enroll_group(group("group-1", json!({}))).await;
+    let (key, _) = f.group_keys("group-1").await;
+    let mut used = HashSet::new();
+    for i in 0..30 {
+        let id = format!("dev-{i}");
+        let first = f.register_in_group(&id, &key).await.unwrap().assigned_hub.unwrap();
+        for _ in 0..2 {
+            let again = f.register_in_group(&id, &key).await.unwrap();
+            assert_eq!(again.assigned_hub.as_deref(), Some(first.as_str()), "same device, same hub");
+            assert_eq!(again.substatus, Some(Substatus::InitialAssignment));
+        }
+        used.insert(first);
+    }
+    assert!(used.len() >= 3, "30 devices spread over 5 hubs: {used:?}");
+
+    let day = today();
+    let counts: BTreeMap<OperationKind, u64> =
+        f.dps.operations(&f.owner().await, &day, &day).await.unwrap().into_iter().map(|c| (c.kind, c.count)).collect();
+    assert_eq!(counts.get(&OperationKind::Registration), Some(&30));
+    assert_eq!(counts.get(&OperationKind::ReRegistration), Some(&60));
+}
+
+#[tokio::test]
+async fn allocation_weights_shape_the_spread() {
+    let f = Fixture::new(vec![hub("light.example.net", 1, true, None), hub("heavy.example.net", 9, true, None)]).await;
+    f.enroll_group(group("group-1", json!({}))).await;
+    let (key, _) = f.group_keys("group-1").await;
+    let mut heavy = 0;
+    for i in 0..300 {
+        if f.register_in_group(&format!("d{i}"), &key).await.unwrap().assigned_hub.unwrap() == "heavy.example.net" {
+            heavy += 1;
+        }
+    }
+    assert!((240..=290).contains(&heavy), "about 90% of 300 on the weight-9 hub, got {heavy}");
+}
+
+#[tokio::test]
+async fn static_policy_uses_the_named_hub() {
+    let f = Fixture::new(hubs(3)).await;
+    let body = json!({ "allocationPolicy": "static", "iotHubHostName": "hub-2.example.net" });
+    f.enroll(individual("dev-1", body)).await;
+    let (key, _) = f.keys("dev-1").await;
+    for _ in 0..2 {
+        assert_eq!(f.register("dev-1", &key).await.unwrap().assigned_hub.as_deref(), Some("hub-2.example.net"));
+    }
+    let unnamed: dps_core::model::IndividualEnrollment =
+        serde_json::from_value(individual("dev-2", json!({ "allocationPolicy": "static" }))).unwrap();
+    let refused = f.dps.put_enrollment(&f.owner().await, "dev-2", unnamed, None).await;
+    assert!(matches!(refused, Err(Error::Invalid(_))), "static needs a hub: {refused:?}");
+}
+
+#[tokio::test]
+async fn geo_latency_picks_the_hub_nearest_the_serving_region() {
+    let linked = vec![
+        hub("us.example.net", 1, true, Some("us-east-1")),
+        hub("eu.example.net", 1, true, Some("eu-west-1")),
+        hub("ap.example.net", 1, true, Some("ap-southeast-1")),
+    ];
+    let settings = Settings { serving_region: Some("eu-west-2".into()), ..Settings::default() };
+    let f = Fixture::with_settings(linked, settings).await;
+    f.enroll_group(group("group-1", json!({ "allocationPolicy": "geoLatency" }))).await;
+    let (key, _) = f.group_keys("group-1").await;
+    for i in 0..20 {
+        let hub = f.register_in_group(&format!("d{i}"), &key).await.unwrap().assigned_hub.unwrap();
+        assert_eq!(hub, "eu.example.net");
+    }
+    // The same data served from Virginia.
+    let us = dps_core::Dps::new(
+        f.store.clone(),
+        Settings { serving_region: Some("us-east-1".into()), ..Settings::default() },
+    );
+    let record = us.register(register_request(f.scope(), "d-us", &sas::derive_device_key(&key, "d-us").unwrap()));
+    assert_eq!(record.await.unwrap().assigned_hub.as_deref(), Some("us.example.net"));
+}
+
+#[tokio::test]
+async fn enrollment_hub_list_limits_the_candidates() {
+    let f = Fixture::new(hubs(4)).await;
+    let subset = json!({ "iotHubs": ["hub-2.example.net", "HUB-3.example.net"] });
+    f.enroll_group(group("group-1", subset)).await;
+    let (key, _) = f.group_keys("group-1").await;
+    let mut used = HashSet::new();
+    for i in 0..40 {
+        used.insert(f.register_in_group(&format!("d{i}"), &key).await.unwrap().assigned_hub.unwrap());
+    }
+    let want: HashSet<String> = ["hub-2.example.net".to_string(), "hub-3.example.net".into()].into();
+    assert_eq!(used, want, "only, and both of, the named hubs");
+
+    let unlinked = serde_json::from_value(group("group-2", json!({ "iotHubs": ["nowhere.example.net"] }))).unwrap();
+    let refused = f.dps.put_group(&f.owner().await, "group-2", unlinked, None).await;
+    assert!(matches!(refused, Err(Error::Invalid(_))), "hubs must be linked: {refused:?}");
+}
+
+#[tokio::test]
+async fn hubs_outside_the_allocation_policy_are_used_only_when_named() {
+    let mut linked = hubs(2);
+    linked.push(hub("reserved.example.net", 1000, false, None));
+    let f = Fixture::new(linked).await;
+    f.enroll_group(group("group-1", json!({}))).await;
+    f.enroll_group(group("group-2", json!({ "iotHubs": ["reserved.example.net"] }))).await;
+    let (key1, _) = f.group_keys("group-1").await;
+    let (key2, _) = f.group_keys("group-2").await;
+    for i in 0..40 {
+        let hub = f.register_in_group(&format!("a{i}"), &key1).await.unwrap().assigned_hub.unwrap();
+        assert_ne!(hub, "reserved.example.net", "not picked automatically, whatever its weight");
+    }
+    let named = f.register_in_group("b1", &key2).await.unwrap();
+    assert_eq!(named.assigned_hub.as_deref(), Some("reserved.example.net"));
+}
+
+/// Register `dev-1` (group `group-1` with `reprovision`) on hub-1, then make hub-2 the only automatic choice.
+async fn moved_hub_set(reprovision: serde_json::Value) -> (Fixture, String) {
+    let f = Fixture::new(vec![hub("hub-1.example.net", 1, true, None)]).await;
+    f.enroll_group(group("group-1", json!({ "reprovisionPolicy": reprovision }))).await;
+    let (key, _) = f.group_keys("group-1").await;
+    let first = f.register_in_group("dev-1", &key).await.unwrap();
+    assert_eq!(first.assigned_hub.as_deref(), Some("hub-1.example.net"));
+    f.link(vec![hub("hub-1.example.net", 1, false, None), hub("hub-2.example.net", 1, true, None)]).await;
+    (f, key)
+}
+
+#[tokio::test]
+async fn reprovision_without_hub_update_keeps_the_hub() {
+    let (f, key) = moved_hub_set(json!({ "updateHubAssignment": false, "migrateDeviceData": true })).await;
+    let again = f.register_in_group("dev-1", &key).await.unwrap();
+    assert_eq!(again.assigned_hub.as_deref(), Some("hub-1.example.net"));
+    assert_eq!(again.substatus, Some(Substatus::InitialAssignment));
+    let newcomer = f.register_in_group("dev-2", &key).await.unwrap();
+    assert_eq!(newcomer.assigned_hub.as_deref(), Some("hub-2.example.net"), "new devices see the new hub set");
+}
+
+#[tokio::test]
+async fn reprovision_with_migration_moves_the_device_and_its_data() {
+    let (f, key) = moved_hub_set(json!({ "updateHubAssignment": true, "migrateDeviceData": true })).await;
+    let again = f.register_in_group("dev-1", &key).await.unwrap();
+    assert_eq!(again.assigned_hub.as_deref(), Some("hub-2.example.net"));
+    assert_eq!(again.substatus, Some(Substatus::DeviceDataMigrated));
+}
+
+#[tokio::test]
+async fn reprovision_with_reset_moves_the_device_without_its_data() {
+    let (f, key) = moved_hub_set(json!({ "updateHubAssignment": true, "migrateDeviceData": false })).await;
+    let again = f.register_in_group("dev-1", &key).await.unwrap();
+    assert_eq!(again.assigned_hub.as_deref(), Some("hub-2.example.net"));
+    assert_eq!(again.substatus, Some(Substatus::DeviceDataReset));
+}
+
+#[tokio::test]
+async fn custom_policy_is_refused_without_an_allocator() {
+    let f = Fixture::new(hubs(1)).await;
+    let body = individual(
+        "dev-1",
+        json!({
+            "allocationPolicy": "custom",
+            "customAllocationDefinition": { "webhookUrl": "https://alloc.example.net/api", "apiVersion": "2021-10-01" }
+        }),
+    );
+    let e = serde_json::from_value(body).unwrap();
+    let refused = f.dps.put_enrollment(&f.owner().await, "dev-1", e, None).await;
+    assert!(matches!(refused, Err(Error::Invalid(_))), "{refused:?}");
+    assert!(f.store.get_enrollment(f.scope(), "dev-1").await.unwrap().is_none(), "nothing written");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_registrations_of_one_device_leave_one_consistent_record() {
+    let f = Arc::new(Fixture::new(hubs(3)).await);
+    f.enroll_group(group("group-1", json!({}))).await;
+    let (key, _) = f.group_keys("group-1").await;
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let (f, key) = (f.clone(), key.clone());
+        tasks.push(tokio::spawn(async move { f.register_in_group("busy-device", &key).await }));
+    }
+    let mut written = Vec::new();
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(record) => written.push(record),
+            Err(e) => assert!(matches!(e, Error::Conflict(_)), "only contention may fail a registration: {e:?}"),
+        }
+    }
+    assert!(!written.is_empty(), "at least one registration completes");
+    let stored = f.store.get_registration(f.scope(), "busy-device").await.unwrap().unwrap();
+    let last = written.iter().find(|r| r.etag == stored.etag).expect("the stored etag is one a caller was given");
+    assert_eq!(last, &stored, "that caller was answered with exactly the stored record");
+    let hubs: HashSet<_> = written.iter().map(|r| r.assigned_hub.clone()).collect();
+    assert_eq!(hubs.len(), 1, "every answer names the same hub");
+
+    let day = today();
+    let counts: BTreeMap<OperationKind, u64> =
+        f.store.operations(f.scope(), &day, &day).await.unwrap().into_iter().map(|c| (c.kind, c.count)).collect();
+    assert_eq!(counts.get(&OperationKind::Registration), Some(&1), "one first registration");
+    let re = counts.get(&OperationKind::ReRegistration).copied().unwrap_or(0);
+    assert_eq!(re, written.len() as u64 - 1, "one re-registration per other completed write");
+}
+
+#[tokio::test]
+async fn a_deleted_record_makes_the_next_registration_a_first_one() {
+    let f = Fixture::new(hubs(1)).await;
+    f.enroll(individual("dev-1", json!({}))).await;
+    let (key, _) = f.keys("dev-1").await;
+    f.register("dev-1", &key).await.unwrap();
+    f.dps.delete_registration(&f.owner().await, "DEV-1", None).await.unwrap();
+    let again = f.register("dev-1", &key).await.unwrap();
+    assert_eq!(again.substatus, Some(Substatus::InitialAssignment));
+    let day = today();
+    let registrations: u64 = f
+        .store
+        .operations(f.scope(), &day, &day)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|c| c.kind == OperationKind::Registration)
+        .map(|c| c.count)
+        .sum();
+    assert_eq!(registrations, 2);
+}

@@ -1,0 +1,192 @@
+//! Shared fixtures for the use-case tests: a service over the in-memory store, an instance with linked hubs,
+//! and real SAS tokens for devices and service callers.
+#![allow(dead_code)]
+
+use std::sync::Arc;
+
+use dps_core::memory::MemoryStore;
+use dps_core::model::{EnrollmentGroup, IndividualEnrollment, Instance, LinkedHub, RegistrationRecord};
+use dps_core::service::{NewInstance, RegisterRequest, StatusRequest, now};
+use dps_core::store::Store;
+use dps_core::{Caller, Dps, Result, Settings, sas};
+use serde_json::{Value, json};
+
+/// Name of the all-rights policy of a new instance.
+pub const OWNER: &str = "provisioningserviceowner";
+
+/// A service, its store and one instance.
+pub struct Fixture {
+    pub dps: Dps,
+    pub store: Arc<dyn Store>,
+    pub instance: Instance,
+}
+
+/// A linked hub.
+pub fn hub(host: &str, weight: u32, apply: bool, location: Option<&str>) -> LinkedHub {
+    LinkedHub {
+        host_name: host.into(),
+        allocation_weight: weight,
+        apply_allocation_policy: apply,
+        location: location.map(Into::into),
+    }
+}
+
+/// Hubs `hub-1.example.net` .. `hub-n.example.net`, weight 1, all applying the policy.
+pub fn hubs(n: usize) -> Vec<LinkedHub> {
+    (1..=n).map(|i| hub(&format!("hub-{i}.example.net"), 1, true, None)).collect()
+}
+
+/// Expiry one hour ahead.
+pub fn later() -> i64 {
+    now().unix_timestamp() + 3600
+}
+
+impl Fixture {
+    /// A fresh store and service with one instance linked to `linked`.
+    pub async fn new(linked: Vec<LinkedHub>) -> Self {
+        Self::with_settings(linked, Settings::default()).await
+    }
+
+    /// As [`Fixture::new`], with deployment settings.
+    pub async fn with_settings(linked: Vec<LinkedHub>, settings: Settings) -> Self {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let dps = Dps::new(store.clone(), settings);
+        let instance = add_instance(&dps, "dps-one", "dps-one.example.net", linked).await;
+        Self { dps, store, instance }
+    }
+
+    /// The instance's ID scope.
+    pub fn scope(&self) -> &str {
+        &self.instance.id_scope
+    }
+
+    /// The owner policy's primary key.
+    pub fn owner_key(&self) -> String {
+        self.instance.authorization_policies.iter().find(|p| p.key_name == OWNER).unwrap().primary_key.clone()
+    }
+
+    /// A service caller authenticated with the owner policy.
+    pub async fn owner(&self) -> Caller {
+        let token = service_token(&self.instance.service_host_name, &self.owner_key(), OWNER);
+        self.dps.authenticate_service(&self.instance.service_host_name, Some(&token)).await.expect("owner token")
+    }
+
+    /// Replace the linked hubs as the operator.
+    pub async fn link(&self, linked: Vec<LinkedHub>) {
+        self.dps
+            .update_instance_as_operator(self.scope(), move |i| {
+                i.linked_hubs = linked;
+                Ok(())
+            })
+            .await
+            .expect("link hubs");
+    }
+
+    /// Create or replace an individual enrollment from its wire form.
+    pub async fn enroll(&self, body: Value) -> IndividualEnrollment {
+        let e: IndividualEnrollment = serde_json::from_value(body).expect("enrollment JSON");
+        let id = e.registration_id.clone();
+        self.dps.put_enrollment(&self.owner().await, &id, e, None).await.expect("put enrollment")
+    }
+
+    /// Create or replace an enrollment group from its wire form.
+    pub async fn enroll_group(&self, body: Value) -> EnrollmentGroup {
+        let g: EnrollmentGroup = serde_json::from_value(body).expect("group JSON");
+        let id = g.enrollment_group_id.clone();
+        self.dps.put_group(&self.owner().await, &id, g, None).await.expect("put group")
+    }
+
+    /// The individual enrollment's (primary, secondary) keys, read through the attestation call.
+    pub async fn keys(&self, registration_id: &str) -> (String, String) {
+        let a = self.dps.enrollment_attestation(&self.owner().await, registration_id).await.unwrap();
+        let k = a.symmetric_key.unwrap();
+        (k.primary_key.unwrap(), k.secondary_key.unwrap())
+    }
+
+    /// The group's (primary, secondary) keys.
+    pub async fn group_keys(&self, group_id: &str) -> (String, String) {
+        let a = self.dps.group_attestation(&self.owner().await, group_id).await.unwrap();
+        let k = a.symmetric_key.unwrap();
+        (k.primary_key.unwrap(), k.secondary_key.unwrap())
+    }
+
+    /// Register `registration_id` signing with `key` (a device key, base64).
+    pub async fn register(&self, registration_id: &str, key: &str) -> Result<RegistrationRecord> {
+        self.dps.register(register_request(self.scope(), registration_id, key)).await
+    }
+
+    /// Register a group device with its derived key.
+    pub async fn register_in_group(&self, registration_id: &str, group_key: &str) -> Result<RegistrationRecord> {
+        self.register(registration_id, &sas::derive_device_key(group_key, registration_id).unwrap()).await
+    }
+
+    /// A status request signed with `key`.
+    pub fn status(&self, registration_id: &str, key: &str, operation_id: Option<&str>) -> StatusRequest {
+        StatusRequest {
+            id_scope: self.scope().to_string(),
+            registration_id: registration_id.to_string(),
+            operation_id: operation_id.map(str::to_string),
+            authorization: Some(device_token(self.scope(), registration_id, key, later())),
+        }
+    }
+}
+
+/// Create an instance on `dps` and link `linked` to it.
+pub async fn add_instance(dps: &Dps, name: &str, host: &str, linked: Vec<LinkedHub>) -> Instance {
+    let created = dps
+        .create_instance(NewInstance { name: name.into(), service_host_name: host.into(), id_scope: None })
+        .await
+        .expect("create instance");
+    dps.update_instance_as_operator(&created.id_scope, move |i| {
+        i.linked_hubs = linked;
+        Ok(())
+    })
+    .await
+    .expect("link hubs")
+}
+
+/// A device token for `{scope}/registrations/{id}`.
+pub fn device_token(scope: &str, registration_id: &str, key: &str, expiry: i64) -> String {
+    sas::token(&format!("{scope}/registrations/{registration_id}"), key, expiry, Some("registration")).unwrap()
+}
+
+/// A service token for `host` signed by the policy `key_name`.
+pub fn service_token(host: &str, key: &str, key_name: &str) -> String {
+    sas::token(host, key, later(), Some(key_name)).unwrap()
+}
+
+/// A register request as the device API builds it.
+pub fn register_request(scope: &str, registration_id: &str, key: &str) -> RegisterRequest {
+    RegisterRequest {
+        id_scope: scope.to_string(),
+        registration_id: registration_id.to_string(),
+        body_registration_id: Some(registration_id.to_string()),
+        payload: None,
+        authorization: Some(device_token(scope, registration_id, key, later())),
+        api_version: "2021-06-01".into(),
+    }
+}
+
+/// A symmetric-key individual enrollment body with generated keys, plus `extra` fields.
+pub fn individual(id: &str, extra: Value) -> Value {
+    merge(json!({ "registrationId": id, "attestation": { "type": "symmetricKey" } }), extra)
+}
+
+/// A symmetric-key group body with generated keys, plus `extra` fields.
+pub fn group(id: &str, extra: Value) -> Value {
+    merge(json!({ "enrollmentGroupId": id, "attestation": { "type": "symmetricKey" } }), extra)
+}
+
+fn merge(mut base: Value, extra: Value) -> Value {
+    if let Value::Object(fields) = extra {
+        for (k, v) in fields {
+            base[k] = v;
+        }
+    }
+    base
+}
+
+/// A fresh base64 key.
+pub fn random_key() -> String {
+    sas::generate_key()
+}
