@@ -1,1 +1,63 @@
-//! placeholder
+//! HTTP surface of the device provisioning service: the Azure DPS device API and service API (plus our
+//! `/config` extension) as axum routers. Each router carries every layer it needs (tracking ID, body limit,
+//! Azure error bodies), so a binary only serves it: axum over TLS locally, `lambda_http::run` on Lambda.
+
+mod config;
+mod device;
+pub mod error;
+pub mod extract;
+pub mod layers;
+mod service;
+pub mod wire;
+
+use axum::Router;
+use axum::extract::Request;
+use dps_core::Dps;
+use tower::ServiceExt;
+
+pub use error::ApiError;
+pub use extract::{API_VERSIONS, MAX_BODY_BYTES, MAX_JSON_DEPTH, service_host};
+pub use layers::{REQUEST_ID_HEADER, TrackingId};
+
+/// The device API only: `/{idScope}/registrations/{registrationId}[/register | /operations/{operationId}]`.
+pub fn device_router(dps: Dps) -> Router {
+    layers::wrap(device::routes(dps), device::normalise)
+}
+
+/// The service API only: `/enrollments`, `/enrollmentGroups`, `/registrations`, and our `/config` extension.
+/// The instance is the one whose service host name is the request's host (see [`service_host`]).
+pub fn service_router(dps: Dps) -> Router {
+    layers::wrap(service::routes(dps), service::normalise)
+}
+
+/// Both APIs on one listener: paths whose first segment is a service API collection go to the service
+/// router, everything else to the device router (whose first segment is an ID scope).
+pub fn app(dps: Dps) -> Router {
+    let device = device_router(dps.clone());
+    let service = service_router(dps);
+    let dispatch = tower::service_fn(move |req: Request| -> layers::Dispatch {
+        let target = if is_service_path(req.uri().path()) { service.clone() } else { device.clone() };
+        Box::pin(async move { target.oneshot(req).await })
+    });
+    Router::new().fallback_service(dispatch)
+}
+
+fn is_service_path(path: &str) -> bool {
+    let first = path.trim_start_matches('/').split('/').next().unwrap_or_default();
+    service::COLLECTIONS.iter().any(|c| c.eq_ignore_ascii_case(first))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dispatch_by_first_segment() {
+        assert!(is_service_path("/enrollments/x"));
+        assert!(is_service_path("/enrollmentgroups/x/attestationmechanism"));
+        assert!(is_service_path("/Registrations/x"));
+        assert!(is_service_path("/config"));
+        assert!(!is_service_path("/0ne0000000A/registrations/x/register"));
+        assert!(!is_service_path("/"));
+    }
+}

@@ -1,0 +1,207 @@
+//! Our extension of the service API: instance configuration under `/config` (ServiceConfig right).
+//! Documented in docs/service-api-extensions.md. `api-version` is optional here, checked when sent.
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use dps_core::Dps;
+use dps_core::model::{AccessPolicy, LinkedHub, Right};
+use dps_core::service::InstanceConfig;
+use serde::{Deserialize, Serialize};
+
+use crate::error::ApiError;
+use crate::extract::{Authed, JsonBody, OptionalApiVersion, Segments, if_match, json, query_param};
+
+/// The /config route table (state supplied by the service router).
+pub(crate) fn routes() -> Router<Dps> {
+    Router::new()
+        .route("/config", get(get_config).put(put_config))
+        .route("/config/linkedHubs", get(list_linked_hubs))
+        .route("/config/linkedHubs/{host_name}", get(get_linked_hub).put(put_linked_hub).delete(delete_linked_hub))
+        .route("/config/authorizationPolicies", get(list_policies))
+        .route("/config/authorizationPolicies/{key_name}", get(get_policy).put(put_policy).delete(delete_policy))
+        .route("/config/operations", get(operations))
+}
+
+async fn get_config(
+    State(dps): State<Dps>,
+    _: OptionalApiVersion,
+    Authed(caller): Authed,
+) -> Result<Response, ApiError> {
+    Ok(json(StatusCode::OK, &dps.get_config(&caller).await?))
+}
+
+async fn put_config(
+    State(dps): State<Dps>,
+    _: OptionalApiVersion,
+    Authed(caller): Authed,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<InstanceConfig>,
+) -> Result<Response, ApiError> {
+    let body = body.ok_or_else(|| ApiError::malformed_body("A configuration body is required"))?;
+    Ok(json(StatusCode::OK, &dps.put_config(&caller, body, if_match(&headers)).await?))
+}
+
+async fn list_linked_hubs(
+    State(dps): State<Dps>,
+    _: OptionalApiVersion,
+    Authed(caller): Authed,
+) -> Result<Response, ApiError> {
+    Ok(json(StatusCode::OK, &dps.get_config(&caller).await?.linked_hubs))
+}
+
+async fn get_linked_hub(
+    State(dps): State<Dps>,
+    _: OptionalApiVersion,
+    Authed(caller): Authed,
+    Segments(host_name): Segments<String>,
+) -> Result<Response, ApiError> {
+    let hub = dps
+        .get_config(&caller)
+        .await?
+        .linked_hubs
+        .into_iter()
+        .find(|h| h.host_name.eq_ignore_ascii_case(&host_name))
+        .ok_or_else(|| ApiError::from(dps_core::Error::not_found("Linked hub not found")))?;
+    Ok(json(StatusCode::OK, &hub))
+}
+
+/// A linked hub as PUT: the host name comes from the path (the body's, if sent, must agree).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct LinkedHubBody {
+    #[serde(default)]
+    host_name: Option<String>,
+    #[serde(default)]
+    allocation_weight: Option<u32>,
+    #[serde(default)]
+    apply_allocation_policy: Option<bool>,
+    #[serde(default)]
+    location: Option<String>,
+}
+
+async fn put_linked_hub(
+    State(dps): State<Dps>,
+    _: OptionalApiVersion,
+    Authed(caller): Authed,
+    Segments(host_name): Segments<String>,
+    JsonBody(body): JsonBody<LinkedHubBody>,
+) -> Result<Response, ApiError> {
+    let body = body.ok_or_else(|| ApiError::malformed_body("A linked hub body is required"))?;
+    if body.host_name.as_ref().is_some_and(|h| !h.eq_ignore_ascii_case(&host_name)) {
+        return Err(ApiError::invalid("The hostName in the body does not match the path"));
+    }
+    let hub = LinkedHub {
+        host_name: host_name.to_ascii_lowercase(),
+        allocation_weight: body.allocation_weight.unwrap_or(1),
+        apply_allocation_policy: body.apply_allocation_policy.unwrap_or(true),
+        location: body.location,
+    };
+    Ok(json(StatusCode::OK, &dps.put_linked_hub(&caller, hub).await?))
+}
+
+async fn delete_linked_hub(
+    State(dps): State<Dps>,
+    _: OptionalApiVersion,
+    Authed(caller): Authed,
+    Segments(host_name): Segments<String>,
+) -> Result<Response, ApiError> {
+    dps.delete_linked_hub(&caller, &host_name).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// A policy as listed: name and rights, never keys.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct PolicySummary {
+    key_name: String,
+    rights: Vec<Right>,
+}
+
+async fn list_policies(
+    State(dps): State<Dps>,
+    _: OptionalApiVersion,
+    Authed(caller): Authed,
+) -> Result<Response, ApiError> {
+    let policies: Vec<PolicySummary> = dps
+        .list_access_policies(&caller)
+        .await?
+        .into_iter()
+        .map(|p| PolicySummary { key_name: p.key_name, rights: p.rights })
+        .collect();
+    Ok(json(StatusCode::OK, &policies))
+}
+
+async fn get_policy(
+    State(dps): State<Dps>,
+    _: OptionalApiVersion,
+    Authed(caller): Authed,
+    Segments(key_name): Segments<String>,
+) -> Result<Response, ApiError> {
+    Ok(json(StatusCode::OK, &dps.get_access_policy(&caller, &key_name).await?))
+}
+
+/// A policy as PUT: rights, and optionally the keys (generated, or kept when replacing, if absent).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PolicyBody {
+    #[serde(default)]
+    key_name: Option<String>,
+    rights: Vec<Right>,
+    #[serde(default)]
+    primary_key: Option<String>,
+    #[serde(default)]
+    secondary_key: Option<String>,
+}
+
+async fn put_policy(
+    State(dps): State<Dps>,
+    _: OptionalApiVersion,
+    Authed(caller): Authed,
+    Segments(key_name): Segments<String>,
+    JsonBody(body): JsonBody<PolicyBody>,
+) -> Result<Response, ApiError> {
+    let body = body.ok_or_else(|| ApiError::malformed_body("A policy body is required"))?;
+    if body.key_name.as_ref().is_some_and(|k| !k.eq_ignore_ascii_case(&key_name)) {
+        return Err(ApiError::invalid("The keyName in the body does not match the path"));
+    }
+    let policy = AccessPolicy {
+        key_name,
+        primary_key: body.primary_key.unwrap_or_default(),
+        secondary_key: body.secondary_key.unwrap_or_default(),
+        rights: body.rights,
+    };
+    Ok(json(StatusCode::OK, &dps.put_access_policy(&caller, policy).await?))
+}
+
+async fn delete_policy(
+    State(dps): State<Dps>,
+    _: OptionalApiVersion,
+    Authed(caller): Authed,
+    Segments(key_name): Segments<String>,
+) -> Result<Response, ApiError> {
+    dps.delete_access_policy(&caller, &key_name).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn operations(
+    State(dps): State<Dps>,
+    _: OptionalApiVersion,
+    Authed(caller): Authed,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let (parts, _) = req.into_parts();
+    let (from, to) = day_range(&parts);
+    Ok(json(StatusCode::OK, &dps.operations(&caller, &from, &to).await?))
+}
+
+/// `from` and `to` (`YYYY-MM-DD`), each defaulting to today (UTC).
+fn day_range(parts: &Parts) -> (String, String) {
+    let today = dps_core::service::today();
+    let from = query_param(parts, "from").unwrap_or_else(|| today.clone());
+    let to = query_param(parts, "to").unwrap_or(today);
+    (from, to)
+}

@@ -1,0 +1,131 @@
+//! The device (runtime) API: register, operation status lookup, registration status lookup.
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::header::{AUTHORIZATION, RETRY_AFTER};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::Response;
+use axum::routing::{get, post, put};
+use dps_core::Dps;
+use dps_core::model::{RegistrationRecord, RegistrationStatus};
+use dps_core::service::{RegisterRequest, StatusRequest};
+
+use crate::error::ApiError;
+use crate::extract::{ApiVersion, JsonBody, Segments, header_str, json};
+use crate::layers::{canon, no_route};
+use crate::wire::{DeviceRegistration, DeviceRegistrationResult, RegistrationOperationStatus};
+
+/// Seconds a device is told to wait before polling an operation still `assigning`.
+const POLL_AFTER_SECS: u32 = 2;
+
+/// The device API route table (without layers).
+pub(crate) fn routes(dps: Dps) -> Router {
+    Router::new()
+        .route("/{id_scope}/registrations/{registration_id}/register", put(register))
+        .route("/{id_scope}/registrations/{registration_id}/operations/{operation_id}", get(operation_status))
+        .route("/{id_scope}/registrations/{registration_id}", post(registration_status))
+        .fallback(no_route)
+        .with_state(dps)
+}
+
+/// Canonical spelling of the device API's literal path segments.
+pub(crate) fn normalise(segments: &[&str]) -> Vec<String> {
+    segments
+        .iter()
+        .enumerate()
+        .map(|(i, s)| match i {
+            1 => canon(s, &["registrations"]),
+            3 => canon(s, &["register", "operations"]),
+            _ => s.to_string(),
+        })
+        .collect()
+}
+
+async fn register(
+    State(dps): State<Dps>,
+    ApiVersion(api_version): ApiVersion,
+    Segments((id_scope, registration_id)): Segments<(String, String)>,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<DeviceRegistration>,
+) -> Result<Response, ApiError> {
+    let body = body.unwrap_or_default();
+    check_csr(&body, &api_version)?;
+    let record = dps
+        .register(RegisterRequest {
+            id_scope,
+            registration_id,
+            body_registration_id: body.registration_id,
+            payload: body.payload,
+            authorization: header_str(&headers, AUTHORIZATION.as_str()).map(str::to_string),
+            api_version,
+        })
+        .await?;
+    // Clients (iot-identity-service) accept only 202 here, whatever the outcome.
+    Ok(operation_answer(&record, StatusCode::ACCEPTED))
+}
+
+async fn operation_status(
+    State(dps): State<Dps>,
+    _: ApiVersion,
+    Segments((id_scope, registration_id, operation_id)): Segments<(String, String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    // The Node SDK sends "{}" with this GET; the body is never read.
+    let record = dps
+        .operation_status(StatusRequest {
+            id_scope,
+            registration_id,
+            operation_id: Some(operation_id),
+            authorization: header_str(&headers, AUTHORIZATION.as_str()).map(str::to_string),
+        })
+        .await?;
+    let status = if record.status == RegistrationStatus::Assigning { StatusCode::ACCEPTED } else { StatusCode::OK };
+    Ok(operation_answer(&record, status))
+}
+
+async fn registration_status(
+    State(dps): State<Dps>,
+    _: ApiVersion,
+    Segments((id_scope, registration_id)): Segments<(String, String)>,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<DeviceRegistration>,
+) -> Result<Response, ApiError> {
+    let body = body.unwrap_or_default();
+    if body.csr.is_some() {
+        return Err(ApiError::invalid("A csr is not accepted by the registration status lookup"));
+    }
+    if let Some(id) = &body.registration_id
+        && !id.eq_ignore_ascii_case(&registration_id)
+    {
+        return Err(ApiError::invalid("Body registrationId does not match the path"));
+    }
+    let record = dps
+        .registration_status(StatusRequest {
+            id_scope,
+            registration_id,
+            operation_id: None,
+            authorization: header_str(&headers, AUTHORIZATION.as_str()).map(str::to_string),
+        })
+        .await?;
+    Ok(json(StatusCode::OK, &DeviceRegistrationResult::from(&record)))
+}
+
+/// `RegistrationOperationStatus`, with `Retry-After` only while the registration is still being assigned.
+fn operation_answer(record: &RegistrationRecord, status: StatusCode) -> Response {
+    let mut response = json(status, &RegistrationOperationStatus::from(record));
+    if record.status == RegistrationStatus::Assigning {
+        response.headers_mut().insert(RETRY_AFTER, HeaderValue::from(POLL_AFTER_SECS));
+    }
+    response
+}
+
+/// Certificate issuance (`csr`) exists from 2025-07-01-preview on, and is not implemented here yet.
+fn check_csr(body: &DeviceRegistration, api_version: &str) -> Result<(), ApiError> {
+    match &body.csr {
+        None => Ok(()),
+        Some(_) if api_version < "2025-07-01" => {
+            Err(ApiError::invalid(format!("csr is not part of api-version {api_version}")))
+        }
+        Some(_) => Err(ApiError::invalid("Certificate issuance (csr) is not supported by this service")),
+    }
+}

@@ -1,0 +1,264 @@
+//! Request extractors and response helpers shared by the routes: bounded JSON bodies, `api-version`, path
+//! segments, the service caller, and JSON answers.
+
+use axum::body::Body;
+use axum::extract::{FromRequest, FromRequestParts, Path, Request};
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, HOST};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use dps_core::{Caller, Dps};
+use percent_encoding::percent_decode_str;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::ApiError;
+
+/// Largest request body accepted (Azure's 96 KB message limit).
+pub const MAX_BODY_BYTES: usize = 96 * 1024;
+/// Deepest JSON nesting accepted in a body.
+pub const MAX_JSON_DEPTH: usize = 32;
+/// Content type of every JSON answer.
+pub const JSON_CONTENT_TYPE: &str = "application/json; charset=utf-8";
+
+/// api-versions the Azure routes accept (device and service API).
+pub const API_VERSIONS: &[&str] = &[
+    "2017-08-31-preview",
+    "2017-11-15",
+    "2018-04-01",
+    "2018-09-01-preview",
+    "2018-11-01",
+    "2019-01-15",
+    "2019-03-31",
+    "2021-06-01",
+    "2021-10-01",
+    "2025-07-01-preview",
+    "2026-04-01",
+];
+
+/// A JSON body: `None` when the body is empty. Checks size, content type, depth, then shape.
+pub struct JsonBody<T>(pub Option<T>);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, _state: &S) -> Result<Self, ApiError> {
+        let (parts, body) = req.into_parts();
+        let bytes = read_body(body).await?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(JsonBody(None));
+        }
+        if !is_json_content_type(&parts.headers) {
+            return Err(ApiError::media_type());
+        }
+        if json_depth_exceeds(&bytes, MAX_JSON_DEPTH) {
+            return Err(ApiError::too_deep(MAX_JSON_DEPTH));
+        }
+        serde_json::from_slice(&bytes).map(|v| JsonBody(Some(v))).map_err(|e| body_error(&e))
+    }
+}
+
+/// Parse an already-checked JSON value into `T`, with the same error row as a body.
+pub fn from_value<T: DeserializeOwned>(value: serde_json::Value, what: &str) -> Result<T, ApiError> {
+    serde_json::from_value(value).map_err(|e| ApiError::malformed_body(format!("Invalid {what}: {e}")))
+}
+
+fn body_error(e: &serde_json::Error) -> ApiError {
+    use serde_json::error::Category;
+    match e.classify() {
+        Category::Data => ApiError::malformed_body(format!("Invalid request body: {e}")),
+        _ => ApiError::malformed_body(format!(
+            "The request body is not valid JSON (line {}, column {})",
+            e.line(),
+            e.column()
+        )),
+    }
+}
+
+async fn read_body(body: Body) -> Result<bytes::Bytes, ApiError> {
+    axum::body::to_bytes(body, MAX_BODY_BYTES).await.map_err(|e| {
+        let inner = e.into_inner();
+        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(inner.as_ref());
+        while let Some(err) = source {
+            if err.is::<http_body_util::LengthLimitError>() {
+                return ApiError::too_large(MAX_BODY_BYTES);
+            }
+            source = err.source();
+        }
+        ApiError::malformed_body("The request body could not be read")
+    })
+}
+
+/// `application/json`, with any parameters (charset).
+fn is_json_content_type(headers: &HeaderMap) -> bool {
+    headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"))
+}
+
+/// Whether JSON text nests arrays/objects deeper than `limit` (checked before parsing, so a hostile body
+/// never reaches the recursive parser).
+pub fn json_depth_exceeds(bytes: &[u8], limit: usize) -> bool {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for &b in bytes {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                if depth > limit {
+                    return true;
+                }
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
+}
+
+/// The value of a query parameter, percent-decoded (`+` as space).
+pub fn query_param(parts: &Parts, name: &str) -> Option<String> {
+    query_param_of(parts.uri.query()?, name)
+}
+
+fn query_param_of(query: &str, name: &str) -> Option<String> {
+    query.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (k == name).then(|| percent_decode_str(&v.replace('+', " ")).decode_utf8_lossy().into_owned())
+    })
+}
+
+/// The `api-version` of an Azure route: required, one of [`API_VERSIONS`].
+pub struct ApiVersion(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for ApiVersion {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
+        match query_param(parts, "api-version") {
+            None => Err(ApiError::api_version("The api-version query parameter is required")),
+            Some(v) if API_VERSIONS.contains(&v.as_str()) => Ok(ApiVersion(v)),
+            Some(v) => Err(ApiError::api_version(format!(
+                "Unsupported api-version '{}'; supported: {}",
+                dps_core::ids::printable(&v),
+                API_VERSIONS.join(", ")
+            ))),
+        }
+    }
+}
+
+/// Our extension's `api-version`: optional, but checked when present.
+pub struct OptionalApiVersion;
+
+impl<S: Send + Sync> FromRequestParts<S> for OptionalApiVersion {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        if query_param(parts, "api-version").is_some() {
+            ApiVersion::from_request_parts(parts, state).await?;
+        }
+        Ok(OptionalApiVersion)
+    }
+}
+
+/// Percent-decoded path parameters, with failures in the error table.
+pub struct Segments<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for Segments<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Path(t)| Segments(t))
+            .map_err(|_| ApiError::invalid("A path segment is not valid UTF-8 once percent-decoded"))
+    }
+}
+
+/// The host a service API request was sent to, which picks the instance. The one place that decides it
+/// (the `Host` header, else the URI authority as HTTP/2 carries it); the port is ignored by the core.
+pub fn service_host(parts: &Parts) -> Option<String> {
+    parts
+        .headers
+        .get(HOST)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+        .or_else(|| parts.uri.authority().map(|a| a.as_str().to_string()))
+        .filter(|h| !h.is_empty())
+}
+
+/// An authenticated service API caller (SAS token of one of the instance's policies).
+pub struct Authed(pub Caller);
+
+impl FromRequestParts<Dps> for Authed {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, dps: &Dps) -> Result<Self, ApiError> {
+        let host = service_host(parts).ok_or_else(|| ApiError::invalid("The Host header is required"))?;
+        let authorization = header_str(&parts.headers, AUTHORIZATION.as_str());
+        let caller = dps.authenticate_service(&host, authorization).await?;
+        tracing::Span::current().record("scope", caller.instance.id_scope.as_str());
+        Ok(Authed(caller))
+    }
+}
+
+/// A header's value as text, if present and visible ASCII.
+pub fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// The `If-Match` header, if any (empty counts as absent).
+pub fn if_match(headers: &HeaderMap) -> Option<&str> {
+    header_str(headers, "if-match").map(str::trim).filter(|v| !v.is_empty())
+}
+
+/// A JSON answer with our content type.
+pub fn json<T: Serialize>(status: StatusCode, value: &T) -> Response {
+    match serde_json::to_vec(value) {
+        Ok(body) => {
+            let mut response = (status, body).into_response();
+            response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(JSON_CONTENT_TYPE));
+            response
+        }
+        Err(e) => ApiError::internal(format!("serialising the answer: {e}")).into_response(),
+    }
+}
+
+/// Add a header whose value we built (always valid visible ASCII; silently skipped otherwise).
+pub fn set_header(response: &mut Response, name: &'static str, value: &str) {
+    if let Ok(v) = HeaderValue::from_str(value) {
+        response.headers_mut().insert(HeaderName::from_static(name), v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn depth_is_counted_outside_strings() {
+        assert!(!json_depth_exceeds(br#"{"a":[1,{"b":2}]}"#, 3));
+        assert!(json_depth_exceeds(br#"{"a":[1,{"b":[]}]}"#, 3));
+        assert!(!json_depth_exceeds(br#"{"a":"[[[[[[[[\"[[[["}"#, 1));
+        assert!(json_depth_exceeds("[".repeat(33).as_bytes(), 32));
+        assert!(!json_depth_exceeds("[".repeat(32).as_bytes(), 32));
+    }
+
+    #[test]
+    fn query_parameters_are_decoded() {
+        assert_eq!(query_param_of("a=1&api-version=2021-10-01", "api-version").as_deref(), Some("2021-10-01"));
+        assert_eq!(query_param_of("from=2026%2D01%2D01", "from").as_deref(), Some("2026-01-01"));
+        assert_eq!(query_param_of("x=1", "api-version"), None);
+    }
+}

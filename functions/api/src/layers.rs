@@ -1,0 +1,150 @@
+//! What wraps every route: the tracking ID, the Azure error envelope, the body limit, and the path
+//! normalisation that lets clients spell collection names in any case (and add a trailing slash).
+
+use std::convert::Infallible;
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::Request;
+use axum::http::header::{ALLOW, CONTENT_TYPE, RETRY_AFTER};
+use axum::http::{HeaderValue, Uri};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use time::OffsetDateTime;
+use tower::ServiceBuilder;
+use tower_http::limit::RequestBodyLimitLayer;
+use tracing::Instrument;
+
+use crate::error::ApiError;
+use crate::extract::{JSON_CONTENT_TYPE, MAX_BODY_BYTES, json, set_header};
+
+/// Response header carrying the tracking ID (Azure's name).
+pub const REQUEST_ID_HEADER: &str = "x-ms-request-id";
+
+/// The tracking ID of a request, in its extensions (for handlers that want to quote it).
+#[derive(Debug, Clone)]
+pub struct TrackingId(pub String);
+
+/// Wrap a router of routes with path normalisation and every layer a binary needs.
+pub(crate) fn wrap(routes: Router, normalise: fn(&[&str]) -> Vec<String>) -> Router {
+    let routes = ServiceBuilder::new().map_request(move |req: Request| normalise_path(req, normalise)).service(routes);
+    Router::new()
+        .fallback_service(routes)
+        .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
+        .layer(middleware::from_fn(envelope))
+}
+
+/// Rewrite the literal segments of the path to their canonical spelling and drop a trailing slash, so that
+/// routing is case-insensitive on names and case-preserving on IDs.
+fn normalise_path(mut req: Request, normalise: fn(&[&str]) -> Vec<String>) -> Request {
+    let path = req.uri().path();
+    let trimmed = if path.len() > 1 { path.strip_suffix('/').unwrap_or(path) } else { path };
+    let segments: Vec<&str> = trimmed.split('/').skip(1).collect();
+    let canonical = format!("/{}", normalise(&segments).join("/"));
+    if canonical != path {
+        let path_and_query = match req.uri().query() {
+            Some(q) => format!("{canonical}?{q}"),
+            None => canonical,
+        };
+        let mut parts = req.uri().clone().into_parts();
+        if let Ok(pq) = path_and_query.parse() {
+            parts.path_and_query = Some(pq);
+            if let Ok(uri) = Uri::from_parts(parts) {
+                *req.uri_mut() = uri;
+            }
+        }
+    }
+    req
+}
+
+/// Canonical spelling of `segment` if it is `word` in any case.
+pub(crate) fn canon(segment: &str, words: &[&'static str]) -> String {
+    words.iter().find(|w| w.eq_ignore_ascii_case(segment)).map_or_else(|| segment.to_string(), |w| w.to_string())
+}
+
+/// Tracking ID, span, log line, and the Azure body for every error answer (ours or the router's).
+async fn envelope(mut req: Request, next: Next) -> Response {
+    let tracking_id = uuid::Uuid::new_v4().to_string();
+    req.extensions_mut().insert(TrackingId(tracking_id.clone()));
+    let span = tracing::info_span!(
+        "request",
+        tracking_id = %tracking_id,
+        method = %req.method(),
+        path = %req.uri().path(),
+        scope = tracing::field::Empty,
+    );
+    async move {
+        let started = Instant::now();
+        let mut response = next.run(req).await;
+        let status = response.status();
+        if status.is_client_error() || status.is_server_error() {
+            response = error_response(response, &tracking_id);
+        }
+        set_header(&mut response, REQUEST_ID_HEADER, &tracking_id);
+        tracing::info!(status = status.as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "answered");
+        response
+    }
+    .instrument(span)
+    .await
+}
+
+/// Azure's ProvisioningServiceErrorDetails.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ErrorBody<'a> {
+    error_code: u32,
+    tracking_id: &'a str,
+    message: &'a str,
+    timestamp_utc: String,
+}
+
+fn error_response(response: Response, tracking_id: &str) -> Response {
+    let error =
+        response.extensions().get::<ApiError>().cloned().unwrap_or_else(|| ApiError::for_status(response.status()));
+    if let Some(detail) = &error.detail {
+        tracing::error!(code = error.code(), detail = %detail, "request failed");
+    } else {
+        tracing::info!(code = error.code(), message = %error.message, "request refused");
+    }
+    let timestamp_utc =
+        OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
+    let body = ErrorBody { error_code: error.code(), tracking_id, message: &error.message, timestamp_utc };
+    let mut answer = json(error.status, &body);
+    if let Some(allow) = response.headers().get(ALLOW) {
+        answer.headers_mut().insert(ALLOW, allow.clone());
+    }
+    if let Some(secs) = error.retry_after {
+        answer.headers_mut().insert(RETRY_AFTER, HeaderValue::from(secs));
+    }
+    answer.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(JSON_CONTENT_TYPE));
+    set_header(&mut answer, "x-ms-error-code", &error.code().to_string());
+    answer
+}
+
+/// Fallback of every route table: 404 in the error table.
+pub(crate) async fn no_route() -> Response {
+    ApiError::no_route().into_response()
+}
+
+/// A service that can stand as a router's fallback (used by [`crate::app`]).
+pub(crate) type Dispatch =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Response, Infallible>> + Send + 'static>>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn identity(segments: &[&str]) -> Vec<String> {
+        segments.iter().map(|s| canon(s, &["enrollmentGroups"])).collect()
+    }
+
+    #[test]
+    fn paths_are_normalised_keeping_the_query() {
+        let req = Request::builder().uri("/enrollmentgroups/g1/?api-version=1").body(Default::default()).unwrap();
+        let req = normalise_path(req, identity);
+        assert_eq!(req.uri().to_string(), "/enrollmentGroups/g1?api-version=1");
+        let req = Request::builder().uri("/").body(Default::default()).unwrap();
+        assert_eq!(normalise_path(req, identity).uri().path(), "/");
+    }
+}

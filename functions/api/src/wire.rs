@@ -1,0 +1,176 @@
+//! Azure wire shapes that differ from the core's entities: what devices and service clients read about a
+//! registration, and the bulk operation envelope.
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use dps_core::model::{AttestationType, RegistrationRecord, RegistrationStatus, Substatus, Timestamp};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+/// The body a device sends to register or look up its status (`DeviceRegistration`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeviceRegistration {
+    /// Must equal the path's registration ID when present.
+    #[serde(default)]
+    pub registration_id: Option<String>,
+    /// TPM attestation data (the TPM flow is not implemented; a TPM device gets 401).
+    #[serde(default)]
+    pub tpm: Option<Value>,
+    /// Passed to custom allocation.
+    #[serde(default)]
+    pub payload: Option<Value>,
+    /// Certificate signing request (2025-07-01-preview+; not supported yet).
+    #[serde(default)]
+    pub csr: Option<String>,
+}
+
+/// `DeviceRegistrationResult`: what a device reads about its registration.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeviceRegistrationResult {
+    registration_id: String,
+    #[serde(with = "time::serde::rfc3339")]
+    created_date_time_utc: Timestamp,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    assigned_hub: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    device_id: Option<String>,
+    status: RegistrationStatus,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    substatus: Option<Substatus>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error_code: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error_message: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    last_updated_date_time_utc: Timestamp,
+    /// Base64 of the quoted etag, as Azure shows it to devices.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    etag: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    payload: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    symmetric_key: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    x509: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tpm: Option<Value>,
+}
+
+impl From<&RegistrationRecord> for DeviceRegistrationResult {
+    fn from(r: &RegistrationRecord) -> Self {
+        // The attestation part names the admitting group, if any; nothing else of the record's internals.
+        let part = match &r.enrollment_group_id {
+            Some(group) => json!({ "enrollmentGroupId": group }),
+            None => json!({}),
+        };
+        let (mut symmetric_key, mut x509, mut tpm) = (None, None, None);
+        match r.attestation_type {
+            AttestationType::SymmetricKey => symmetric_key = Some(part),
+            AttestationType::X509 => x509 = Some(part),
+            AttestationType::Tpm => tpm = Some(json!({})),
+            AttestationType::None => {}
+        }
+        Self {
+            registration_id: r.registration_id.clone(),
+            created_date_time_utc: r.created_date_time_utc,
+            assigned_hub: r.assigned_hub.clone(),
+            device_id: r.device_id.clone(),
+            status: r.status,
+            substatus: r.substatus,
+            error_code: r.error_code,
+            error_message: r.error_message.clone(),
+            last_updated_date_time_utc: r.last_updated_date_time_utc,
+            etag: r.etag.as_ref().map(|e| B64.encode(e.as_bytes())),
+            payload: r.payload.clone(),
+            symmetric_key,
+            x509,
+            tpm,
+        }
+    }
+}
+
+/// `RegistrationOperationStatus`: the answer to register and to the operation status lookup.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RegistrationOperationStatus {
+    operation_id: String,
+    status: RegistrationStatus,
+    registration_state: DeviceRegistrationResult,
+}
+
+impl From<&RegistrationRecord> for RegistrationOperationStatus {
+    fn from(r: &RegistrationRecord) -> Self {
+        Self { operation_id: r.operation_id.clone(), status: r.status, registration_state: r.into() }
+    }
+}
+
+/// `DeviceRegistrationState`: the service API's view of a registration record (etag as stored, usable as
+/// `If-Match`; no attestation part).
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeviceRegistrationState {
+    registration_id: String,
+    #[serde(with = "time::serde::rfc3339")]
+    created_date_time_utc: Timestamp,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    assigned_hub: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    device_id: Option<String>,
+    status: RegistrationStatus,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    substatus: Option<Substatus>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error_code: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error_message: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    last_updated_date_time_utc: Timestamp,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    etag: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    payload: Option<Value>,
+}
+
+impl From<RegistrationRecord> for DeviceRegistrationState {
+    fn from(r: RegistrationRecord) -> Self {
+        Self {
+            registration_id: r.registration_id,
+            created_date_time_utc: r.created_date_time_utc,
+            assigned_hub: r.assigned_hub,
+            device_id: r.device_id,
+            status: r.status,
+            substatus: r.substatus,
+            error_code: r.error_code,
+            error_message: r.error_message,
+            last_updated_date_time_utc: r.last_updated_date_time_utc,
+            etag: r.etag,
+            payload: r.payload,
+        }
+    }
+}
+
+/// `BulkEnrollmentOperation` (individual `enrollments` or `enrollmentGroups`; items parsed per kind).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BulkRequest {
+    /// create, update, updateIfMatchETag or delete.
+    pub mode: dps_core::service::BulkMode,
+    /// Individual enrollments.
+    #[serde(default)]
+    pub enrollments: Option<Vec<Value>>,
+    /// Enrollment groups.
+    #[serde(default)]
+    pub enrollment_groups: Option<Vec<Value>>,
+}
+
+/// `BulkEnrollmentOperationResult`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BulkResult {
+    /// True when no item failed.
+    pub is_successful: bool,
+    /// The failed items.
+    pub errors: Vec<Value>,
+}
