@@ -1,0 +1,270 @@
+//! `PolicyAllocator`: the core's custom allocation port (WebAssembly policy or webhook, by definition) and its
+//! policy registry port (upload, list, get, delete, dry run).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use dps_core::allocator::{AllocationFailure, AllocationResponse, CustomAllocator};
+use dps_core::model::{CustomAllocationDefinition, Instance};
+use dps_core::policy::{DryRun, PolicyInfo, PolicyRegistry, PolicyTrace};
+use dps_core::{Error, Result};
+use serde_json::Value;
+
+use crate::codes::{self, failure};
+use crate::limits::Limits;
+use crate::sandbox::{Compiled, ModuleError, Sandbox};
+use crate::storage::ModuleStorage;
+use crate::webhook::{WebhookSettings, Webhooks};
+
+/// Settings of the allocator.
+#[derive(Debug, Clone)]
+pub struct PolicySettings {
+    /// Sandbox limits.
+    pub limits: Limits,
+    /// Webhook timeouts and bounds.
+    pub webhooks: WebhookSettings,
+    /// How long a policy's name -> module mapping may be served from memory (other warm functions see an
+    /// upload or delete after at most this long; the function that made the change sees it at once).
+    pub metadata_ttl: Duration,
+}
+
+impl Default for PolicySettings {
+    fn default() -> Self {
+        Self { limits: Limits::default(), webhooks: WebhookSettings::default(), metadata_ttl: Duration::from_secs(5) }
+    }
+}
+
+/// Custom allocation by WebAssembly policies and webhooks, and the registry of policies.
+pub struct PolicyAllocator {
+    sandbox: Arc<Sandbox>,
+    storage: Arc<dyn ModuleStorage>,
+    webhooks: Webhooks,
+    metadata_ttl: Duration,
+    metadata: Mutex<HashMap<(String, String), (Instant, Option<PolicyInfo>)>>,
+}
+
+impl PolicyAllocator {
+    /// An allocator over `storage`: builds the engine (and its epoch ticker) and the webhook clients.
+    pub fn new(storage: Arc<dyn ModuleStorage>, settings: PolicySettings) -> Result<Self> {
+        let sandbox = Sandbox::new(settings.limits).map_err(|e| Error::internal(format!("wasm engine: {e}")))?;
+        let webhooks =
+            Webhooks::new(settings.webhooks).map_err(|e| Error::internal(format!("webhook client: {e}")))?;
+        Ok(Self {
+            sandbox: Arc::new(sandbox),
+            storage,
+            webhooks,
+            metadata_ttl: settings.metadata_ttl,
+            metadata: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The sandbox (for measurements and tests).
+    pub fn sandbox(&self) -> &Arc<Sandbox> {
+        &self.sandbox
+    }
+
+    async fn policy_info(&self, scope: &str, name: &str) -> Result<Option<PolicyInfo>> {
+        let key = (scope.to_string(), name.to_ascii_lowercase());
+        if let Some((at, info)) = self.metadata.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+            if at.elapsed() < self.metadata_ttl {
+                return Ok(info.clone());
+            }
+        }
+        let info = self.storage.get_policy(scope, name).await?;
+        self.remember(scope, name, info.clone());
+        Ok(info)
+    }
+
+    fn remember(&self, scope: &str, name: &str, info: Option<PolicyInfo>) {
+        let key = (scope.to_string(), name.to_ascii_lowercase());
+        self.metadata.lock().unwrap_or_else(|e| e.into_inner()).insert(key, (Instant::now(), info));
+    }
+
+    /// The compiled module of a policy: from the cache, else loaded from storage and compiled.
+    async fn compiled(&self, info: &PolicyInfo) -> Result<Arc<Compiled>, AllocationFailure> {
+        if let Some(hit) = self.sandbox.cached(&info.sha256) {
+            return Ok(hit);
+        }
+        let host = |why: String| failure(codes::POLICY_HOST, format!("Custom allocation policy could not be loaded: {why}"));
+        let bytes = self
+            .storage
+            .get_module(&info.sha256)
+            .await
+            .map_err(|e| host(e.to_string()))?
+            .ok_or_else(|| host(format!("module {} is missing from storage", info.sha256)))?;
+        let sandbox = self.sandbox.clone();
+        tokio::task::spawn_blocking(move || sandbox.compile(&bytes))
+            .await
+            .map_err(|e| host(e.to_string()))?
+            .map_err(|e| host(e.to_string()))
+    }
+
+    /// Evaluate the named policy on `request`: the decision (hub checked against `linkedHubs`) and the trace.
+    async fn evaluate(
+        &self,
+        instance: &Instance,
+        name: &str,
+        request: &Value,
+    ) -> (Result<AllocationResponse, AllocationFailure>, PolicyTrace) {
+        let trace = PolicyTrace { fuel_limit: self.sandbox.limits().fuel, ..PolicyTrace::default() };
+        let info = match self.policy_info(&instance.id_scope, name).await {
+            Ok(Some(info)) => info,
+            Ok(None) => {
+                let message = format!("Custom allocation policy '{name}' is not uploaded to this instance");
+                return (Err(failure(codes::POLICY_NOT_FOUND, message)), trace);
+            }
+            Err(e) => return (Err(failure(codes::POLICY_HOST, format!("Policy storage failed: {e}"))), trace),
+        };
+        let compiled = match self.compiled(&info).await {
+            Ok(c) => c,
+            Err(f) => return (Err(f), trace),
+        };
+        let input = match serde_json::to_vec(request) {
+            Ok(input) => input,
+            Err(e) => return (Err(failure(codes::POLICY_HOST, format!("Cannot encode the request: {e}"))), trace),
+        };
+        let sandbox = self.sandbox.clone();
+        let run = match tokio::task::spawn_blocking(move || sandbox.run(&compiled, &input)).await {
+            Ok(run) => run,
+            Err(e) => return (Err(failure(codes::POLICY_HOST, format!("The sandbox failed: {e}"))), trace),
+        };
+        let decision = run.output.and_then(|bytes| interpret(&bytes)).and_then(|r| check_hub(r, request));
+        (decision, run.trace)
+    }
+}
+
+/// Turn a policy's answer into a response or a rejection.
+fn interpret(bytes: &[u8]) -> Result<AllocationResponse, AllocationFailure> {
+    let bad = |why: String| failure(codes::POLICY_BAD_OUTPUT, format!("Custom allocation policy answered with {why}"));
+    let value: Value = serde_json::from_slice(bytes).map_err(|e| bad(format!("invalid JSON ({e})")))?;
+    if let Some(rejection) = value.get("rejection") {
+        let message = rejection.get("message").and_then(Value::as_str).unwrap_or("no reason given");
+        let message: String = message.chars().filter(|c| !c.is_control()).take(512).collect();
+        return Err(failure(codes::POLICY_REJECTED, format!("Custom allocation policy rejected the device: {message}")));
+    }
+    crate::webhook::parse_response(bytes).map_err(bad)
+}
+
+/// The chosen hub must be one of the request's `linkedHubs`.
+pub(crate) fn check_hub(response: AllocationResponse, request: &Value) -> Result<AllocationResponse, AllocationFailure> {
+    let linked = request.get("linkedHubs").and_then(Value::as_array);
+    let ok = linked.is_some_and(|hubs| {
+        hubs.iter().filter_map(Value::as_str).any(|h| h.eq_ignore_ascii_case(&response.iot_hub_host_name))
+    });
+    if ok {
+        Ok(response)
+    } else {
+        let hub: String = response.iot_hub_host_name.chars().filter(|c| !c.is_control()).take(253).collect();
+        Err(failure(
+            codes::HUB_NOT_LINKED,
+            format!("Custom allocation chose hub '{hub}', which is not one of the linked hubs offered"),
+        ))
+    }
+}
+
+#[async_trait]
+impl CustomAllocator for PolicyAllocator {
+    async fn check_definition(&self, instance: &Instance, definition: &CustomAllocationDefinition) -> Result<()> {
+        if let Some(name) = &definition.policy_name {
+            if self.storage.get_policy(&instance.id_scope, name).await?.is_none() {
+                return Err(Error::invalid(format!("No policy named '{name}' is uploaded to this instance")));
+            }
+        }
+        if let Some(url) = &definition.webhook_url {
+            self.webhooks.check_url(instance, url).map_err(|f| Error::invalid(f.message))?;
+        }
+        Ok(())
+    }
+
+    async fn allocate(
+        &self,
+        instance: &Instance,
+        definition: &CustomAllocationDefinition,
+        request: &Value,
+    ) -> Result<AllocationResponse, AllocationFailure> {
+        if let Some(name) = &definition.policy_name {
+            let (decision, trace) = self.evaluate(instance, name, request).await;
+            tracing::debug!(
+                scope = %instance.id_scope,
+                policy = %name,
+                fuel = trace.fuel_consumed,
+                micros = trace.duration_micros,
+                logs = ?trace.logs,
+                ok = decision.is_ok(),
+                "custom allocation policy"
+            );
+            return decision;
+        }
+        if let Some(url) = &definition.webhook_url {
+            let response = self.webhooks.call(instance, url, request).await?;
+            return check_hub(response, request);
+        }
+        Err(failure(codes::WEBHOOK_STATUS, "Custom allocation has no definition (webhook or policy)"))
+    }
+}
+
+#[async_trait]
+impl PolicyRegistry for PolicyAllocator {
+    async fn upload(&self, instance: &Instance, name: &str, module: Vec<u8>) -> Result<PolicyInfo> {
+        let sandbox = self.sandbox.clone();
+        let (compiled, module) = tokio::task::spawn_blocking(move || (sandbox.compile(&module), module))
+            .await
+            .map_err(|e| Error::internal(format!("compile task: {e}")))?;
+        let compiled = compiled.map_err(|e| match e {
+            ModuleError::TooLarge { .. } => Error::PayloadTooLarge(e.to_string()),
+            ModuleError::Invalid(_) => Error::invalid(e.to_string()),
+        })?;
+        self.storage.put_module(&compiled.sha256, &module).await?;
+        let info = PolicyInfo {
+            name: name.to_string(),
+            sha256: compiled.sha256.clone(),
+            size: compiled.size,
+            abi_version: compiled.abi_version,
+            exports: compiled.exports.clone(),
+            imports: compiled.imports.clone(),
+            uploaded_date_time_utc: time::OffsetDateTime::now_utc(),
+        };
+        self.storage.put_policy(&instance.id_scope, &info).await?;
+        self.remember(&instance.id_scope, name, Some(info.clone()));
+        Ok(info)
+    }
+
+    async fn list(&self, instance: &Instance) -> Result<Vec<PolicyInfo>> {
+        self.storage.list_policies(&instance.id_scope).await
+    }
+
+    async fn get(&self, instance: &Instance, name: &str) -> Result<Option<PolicyInfo>> {
+        self.storage.get_policy(&instance.id_scope, name).await
+    }
+
+    async fn delete(&self, instance: &Instance, name: &str) -> Result<bool> {
+        let deleted = self.storage.delete_policy(&instance.id_scope, name).await?;
+        self.remember(&instance.id_scope, name, None);
+        Ok(deleted)
+    }
+
+    async fn dry_run(&self, instance: &Instance, name: &str, request: Value) -> Result<DryRun> {
+        if self.storage.get_policy(&instance.id_scope, name).await?.is_none() {
+            return Err(Error::not_found(format!("No policy named '{name}'")));
+        }
+        let (decision, trace) = self.evaluate(instance, name, &request).await;
+        Ok(match decision {
+            Ok(allocation) => DryRun {
+                status: "assigned".into(),
+                allocation: Some(allocation),
+                error_code: None,
+                error_message: None,
+                trace,
+            },
+            Err(f) => DryRun {
+                status: "failed".into(),
+                allocation: None,
+                error_code: Some(f.code),
+                error_message: Some(f.message),
+                trace,
+            },
+        })
+    }
+}
