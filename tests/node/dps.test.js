@@ -1,0 +1,310 @@
+// End-to-end: the official Azure IoT Node.js SDKs (service client, device client over HTTP with symmetric keys)
+// against the real `dps` binary over TLS on 127.0.0.1:443. Run with `node --test tests/node/`.
+'use strict';
+
+const assert = require('node:assert/strict');
+const crypto = require('node:crypto');
+const { after, before, describe, test } = require('node:test');
+
+const { ProvisioningServiceClient } = require('azure-iot-provisioning-service');
+const { ProvisioningDeviceClient } = require('azure-iot-provisioning-device');
+const { Http: DeviceHttp } = require('azure-iot-provisioning-device-http');
+const { SymmetricKeySecurityClient } = require('azure-iot-security-symmetric-key');
+
+const h = require('./harness');
+
+const HUB_A = 'hub-a.example.net';
+const HUB_B = 'hub-b.example.net';
+const API = 'api-version=2021-10-01';
+
+const newKey = () => crypto.randomBytes(32).toString('base64');
+const symmetricKey = (primaryKey = newKey(), secondaryKey = newKey()) => ({
+  type: 'symmetricKey',
+  symmetricKey: { primaryKey, secondaryKey },
+});
+
+/** The HTTP status behind an SDK error. */
+const statusOf = (err) => err && err.response && err.response.statusCode;
+
+/** Register a device with the SDK's HTTP transport and a symmetric key; resolves with the registration result. */
+function registerDevice(server, registrationId, key, payload) {
+  const security = new SymmetricKeySecurityClient(registrationId, key);
+  const client = ProvisioningDeviceClient.create('localhost', server.info.idScope, new DeviceHttp(), security);
+  if (payload) client.setProvisioningPayload(payload);
+  return new Promise((resolve, reject) => client.register((err, result) => (err ? reject(err) : resolve(result))));
+}
+
+/** Every page of a query, read with the callback form of next() (the promise form drops the continuation). */
+async function allPages(query) {
+  const pages = [];
+  while (query.hasMoreResults) {
+    const { result } = await h.callback((done) => query.next(done));
+    pages.push(result);
+    assert.ok(pages.length <= 20, 'the query must end');
+  }
+  return pages;
+}
+
+describe('dps with the Azure IoT Node.js SDKs', () => {
+  let data;
+  let server;
+  let service;
+  let connectionString;
+
+  before(async () => {
+    const bin = h.dpsBinary();
+    data = h.tempDataDir();
+    // One hub through the CLI (operator path, server stopped), the other through the service API below.
+    h.dpsCommand(bin, data.dir, ['hub', 'link', '--instance', 'default', '--host', HUB_A, '--location', 'westeurope']);
+    const shown = JSON.parse(h.dpsCommand(bin, data.dir, ['instance', 'show', 'default', '--json']));
+    server = await h.startServer(bin, data.dir);
+    assert.equal(server.info.idScope, shown.idScope);
+    connectionString = shown.connectionString;
+    assert.equal(server.info.connectionString, connectionString);
+    service = ProvisioningServiceClient.fromConnectionString(connectionString);
+  });
+
+  after(async () => {
+    if (server) await server.stop('SIGKILL');
+    if (data) data.cleanup();
+  });
+
+  test('links a second hub through the service API configuration extension', async () => {
+    const auth = { Authorization: h.serviceToken(connectionString) };
+    const put = await h.request('PUT', `/config/linkedHubs/${HUB_B}?${API}`, {
+      headers: auth,
+      body: { allocationWeight: 2, location: 'eastus' },
+    });
+    assert.equal(put.status, 200, JSON.stringify(put.body));
+    assert.equal(put.body.hostName, HUB_B);
+    const config = await h.request('GET', `/config?${API}`, { headers: auth });
+    assert.equal(config.status, 200);
+    assert.deepEqual(config.body.linkedHubs.map((hub) => hub.hostName).sort(), [HUB_A, HUB_B]);
+
+    const anonymous = await h.request('GET', `/config?${API}`);
+    assert.equal(anonymous.status, 401);
+  });
+
+  test('individual enrollment: create, get, update with etag, 412 on a stale etag, delete', async () => {
+    const id = 'e2e-individual-1';
+    const created = (
+      await h.callback((done) =>
+        service.createOrUpdateIndividualEnrollment(
+          { registrationId: id, deviceId: 'e2e-device-1', attestation: { type: 'symmetricKey' } },
+          done,
+        ),
+      )
+    ).result;
+    assert.equal(created.registrationId, id);
+    assert.equal(created.deviceId, 'e2e-device-1');
+    assert.equal(created.provisioningStatus, 'enabled');
+    assert.ok(created.etag, 'a created enrollment has an etag');
+
+    // Keys are generated when none are given, and only the attestation mechanism call reveals them.
+    const got = (await h.callback((done) => service.getIndividualEnrollment(id, done))).result;
+    assert.equal(got.etag, created.etag);
+    assert.ok(!got.attestation.symmetricKey || !got.attestation.symmetricKey.primaryKey, 'GET hides keys');
+    const mechanism = (await h.callback((done) => service.getIndividualEnrollmentAttestationMechanism(id, done)))
+      .result;
+    assert.equal(Buffer.from(mechanism.symmetricKey.primaryKey, 'base64').length, 64);
+
+    // The SDK sends the object back whole (read-only fields included) with If-Match: its etag.
+    got.initialTwin = { tags: { site: 'lab' }, properties: { desired: { interval: 30 } } };
+    const updated = (await h.callback((done) => service.createOrUpdateIndividualEnrollment(got, done))).result;
+    assert.notEqual(updated.etag, created.etag, 'an update changes the etag');
+    assert.deepEqual(updated.initialTwin.tags, { site: 'lab' });
+
+    const stale = { ...got, etag: created.etag, provisioningStatus: 'disabled' };
+    await assert.rejects(
+      h.callback((done) => service.createOrUpdateIndividualEnrollment(stale, done)),
+      (err) => statusOf(err) === 412,
+    );
+    await assert.rejects(
+      h.callback((done) => service.deleteIndividualEnrollment(id, created.etag, done)),
+      (err) => statusOf(err) === 412,
+    );
+    const unchanged = (await h.callback((done) => service.getIndividualEnrollment(id, done))).result;
+    assert.equal(unchanged.provisioningStatus, 'enabled', 'a refused update changes nothing');
+
+    await h.callback((done) => service.deleteIndividualEnrollment(id, updated.etag, done));
+    await assert.rejects(
+      h.callback((done) => service.getIndividualEnrollment(id, done)),
+      (err) => statusOf(err) === 404,
+    );
+  });
+
+  test('individual enrollments: bulk create, query two per page, bulk delete', async () => {
+    const ids = ['e2e-bulk-1', 'e2e-bulk-2', 'e2e-bulk-3', 'e2e-bulk-4', 'e2e-bulk-5'];
+    const enrollments = ids.map((registrationId) => ({ registrationId, attestation: symmetricKey() }));
+    const created = (
+      await h.callback((done) => service.runBulkEnrollmentOperation({ mode: 'create', enrollments }, done))
+    ).result;
+    assert.equal(created.isSuccessful, true, JSON.stringify(created));
+
+    const again = (
+      await h.callback((done) =>
+        service.runBulkEnrollmentOperation({ mode: 'create', enrollments: enrollments.slice(0, 1) }, done),
+      )
+    ).result;
+    assert.equal(again.isSuccessful, false, 'creating an existing enrollment is reported');
+    assert.equal(again.errors[0].registrationId, ids[0]);
+
+    const pages = await allPages(service.createIndividualEnrollmentQuery({ query: '*' }, 2));
+    assert.deepEqual(
+      pages.map((page) => page.length),
+      [2, 2, 1],
+    );
+    assert.deepEqual(
+      pages.flat().map((e) => e.registrationId),
+      ids,
+    );
+
+    const deleted = (
+      await h.callback((done) => service.runBulkEnrollmentOperation({ mode: 'delete', enrollments }, done))
+    ).result;
+    assert.equal(deleted.isSuccessful, true, JSON.stringify(deleted));
+    const empty = await allPages(service.createIndividualEnrollmentQuery({ query: '*' }, 2));
+    assert.deepEqual(empty.flat(), []);
+  });
+
+  test('enrollment groups: create, get, update with etag, 412, query two per page, delete', async () => {
+    const ids = ['e2e-group-1', 'e2e-group-2', 'e2e-group-3', 'e2e-group-4', 'e2e-group-5'];
+    const created = [];
+    for (const enrollmentGroupId of ids) {
+      const { result } = await h.callback((done) =>
+        service.createOrUpdateEnrollmentGroup({ enrollmentGroupId, attestation: symmetricKey() }, done),
+      );
+      assert.equal(result.enrollmentGroupId, enrollmentGroupId);
+      assert.ok(result.etag);
+      created.push(result);
+    }
+
+    const got = (await h.callback((done) => service.getEnrollmentGroup(ids[0], done))).result;
+    assert.equal(got.etag, created[0].etag);
+    got.provisioningStatus = 'disabled';
+    const updated = (await h.callback((done) => service.createOrUpdateEnrollmentGroup(got, done))).result;
+    assert.equal(updated.provisioningStatus, 'disabled');
+    assert.notEqual(updated.etag, created[0].etag);
+    await assert.rejects(
+      h.callback((done) => service.createOrUpdateEnrollmentGroup({ ...got, etag: created[0].etag }, done)),
+      (err) => statusOf(err) === 412,
+    );
+
+    const pages = await allPages(service.createEnrollmentGroupQuery({ query: '*' }, 2));
+    assert.deepEqual(
+      pages.map((page) => page.length),
+      [2, 2, 1],
+    );
+    assert.deepEqual(
+      pages.flat().map((g) => g.enrollmentGroupId),
+      ids,
+    );
+
+    await assert.rejects(
+      h.callback((done) => service.deleteEnrollmentGroup(ids[0], created[0].etag, done)),
+      (err) => statusOf(err) === 412,
+    );
+    await h.callback((done) => service.deleteEnrollmentGroup(ids[0], updated.etag, done));
+    for (const id of ids.slice(1)) {
+      await h.callback((done) => service.deleteEnrollmentGroup(id, done));
+    }
+    await assert.rejects(
+      h.callback((done) => service.getEnrollmentGroup(ids[2], done)),
+      (err) => statusOf(err) === 404,
+    );
+  });
+
+  test('a device with an individual key provisions, and its record can be read and deleted', async () => {
+    const registrationId = 'e2e-sensor-ind';
+    const key = newKey();
+    await h.callback((done) =>
+      service.createOrUpdateIndividualEnrollment(
+        { registrationId, deviceId: 'sensor-ind', attestation: symmetricKey(key) },
+        done,
+      ),
+    );
+
+    await assert.rejects(registerDevice(server, registrationId, newKey()), 'a wrong key is refused');
+
+    const result = await registerDevice(server, registrationId, key, { firmware: '1.2.3' });
+    assert.equal(result.status, 'assigned');
+    assert.equal(result.deviceId, 'sensor-ind');
+    assert.equal(result.registrationId, registrationId);
+    assert.ok([HUB_A, HUB_B].includes(result.assignedHub), `assigned to a linked hub, got ${result.assignedHub}`);
+
+    const record = (await h.callback((done) => service.getDeviceRegistrationState(registrationId, done))).result;
+    assert.equal(record.status, 'assigned');
+    assert.equal(record.assignedHub, result.assignedHub);
+    assert.equal(record.deviceId, 'sensor-ind');
+    assert.ok(record.etag);
+
+    // Registering again keeps the device on a linked hub and writes a new version of the record.
+    const again = await registerDevice(server, registrationId, key);
+    assert.equal(again.status, 'assigned');
+    const record2 = (await h.callback((done) => service.getDeviceRegistrationState(registrationId, done))).result;
+    assert.notEqual(record2.etag, record.etag);
+
+    await assert.rejects(
+      h.callback((done) => service.deleteDeviceRegistrationState(registrationId, record.etag, done)),
+      (err) => statusOf(err) === 412,
+    );
+    await h.callback((done) => service.deleteDeviceRegistrationState(registrationId, record2.etag, done));
+    await assert.rejects(
+      h.callback((done) => service.getDeviceRegistrationState(registrationId, done)),
+      (err) => statusOf(err) === 404,
+    );
+    await h.callback((done) => service.deleteIndividualEnrollment(registrationId, done));
+  });
+
+  test('devices with keys derived from a group key provision through the group', async () => {
+    const groupId = 'e2e-sk-group';
+    const groupKey = crypto.randomBytes(64).toString('base64');
+    await h.callback((done) =>
+      service.createOrUpdateEnrollmentGroup({ enrollmentGroupId: groupId, attestation: symmetricKey(groupKey) }, done),
+    );
+
+    const devices = ['e2e-group-dev-1', 'e2e-group-dev-2', 'e2e-group-dev-3'];
+    for (const registrationId of devices) {
+      const result = await registerDevice(server, registrationId, h.deriveDeviceKey(groupKey, registrationId), {
+        model: 'thermostat',
+      });
+      assert.equal(result.status, 'assigned');
+      assert.equal(result.deviceId, registrationId, 'group devices take their registration ID as device ID');
+      assert.ok([HUB_A, HUB_B].includes(result.assignedHub));
+    }
+    await assert.rejects(registerDevice(server, 'e2e-group-dev-x', groupKey), 'the group key itself is not a device key');
+
+    const pages = await allPages(service.createEnrollmentGroupDeviceRegistrationStateQuery({ query: '*' }, groupId, 2));
+    assert.deepEqual(
+      pages
+        .flat()
+        .map((r) => r.registrationId)
+        .sort(),
+      devices,
+    );
+
+    const record = (await h.callback((done) => service.getDeviceRegistrationState(devices[0], done))).result;
+    assert.equal(record.status, 'assigned');
+    await h.callback((done) => service.deleteDeviceRegistrationState(devices[0], done));
+    await assert.rejects(
+      h.callback((done) => service.getDeviceRegistrationState(devices[0], done)),
+      (err) => statusOf(err) === 404,
+    );
+    await h.callback((done) => service.deleteEnrollmentGroup(groupId, done));
+  });
+
+  test('the server stops cleanly on SIGTERM', async () => {
+    const { code, signal } = await server.stop('SIGTERM');
+    assert.equal(signal, null, 'dps handles SIGTERM itself');
+    assert.equal(code, 0);
+    const messages = server.logs.map((line) => {
+      try {
+        return JSON.parse(line).message;
+      } catch {
+        return line;
+      }
+    });
+    assert.ok(messages.includes('stopped'), `logs end with "stopped":\n${server.logs.slice(-5).join('\n')}`);
+    await assert.rejects(h.request('GET', `/config?${API}`), 'nothing listens any more');
+  });
+});
