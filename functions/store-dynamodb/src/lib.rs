@@ -1,1 +1,287 @@
-//! placeholder
+//! DynamoDB adapter of the storage port: one table, per-entity partition keys, one overloaded GSI for
+//! listings, sharded counters, conditional writes and transactions. docs/dynamodb.md describes the layout.
+
+mod config;
+mod counters;
+mod devices;
+mod enrollments;
+mod errors;
+mod instances;
+mod item;
+pub mod layout;
+mod listing;
+mod table;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::operation::delete_item::DeleteItemError;
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::types::{ReturnValuesOnConditionCheckFailure, TransactWriteItem};
+use dps_core::model::{
+    EnrollmentGroup, IndividualEnrollment, Instance, OperationCount, OperationKind, RegistrationRecord,
+};
+use dps_core::store::{DeviceContext, Page, PageRequest, Precondition, Store};
+use dps_core::{Error, Result};
+
+pub use config::{ConfigError, DynamoConfig, http_client, retry_config};
+pub use errors::THROTTLED_RETRY_AFTER_SECS;
+pub use table::create_table;
+
+use crate::errors::Cancellation;
+use crate::item::{Item, condition_failed, delete_condition, put_condition};
+use crate::layout::ItemKey;
+
+/// Attempts at a transaction cancelled only by throttling or a concurrent transaction (the SDK does not
+/// retry those cancellations itself).
+const TRANSACTION_ATTEMPTS: u32 = 3;
+
+/// The storage port over one DynamoDB table.
+#[derive(Clone, Debug)]
+pub struct DynamoStore {
+    client: Client,
+    table: Arc<str>,
+    counter_retention: Option<Duration>,
+}
+
+impl DynamoStore {
+    /// A store over `table`, reached with `client` (its retry and timeout settings apply to every call).
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        Self { client, table: Arc::from(table.into()), counter_retention: None }
+    }
+
+    /// Let daily operation counters expire (DynamoDB TTL) this long after their day; by default they are kept.
+    pub fn with_counter_retention(mut self, retention: Option<Duration>) -> Self {
+        self.counter_retention = retention;
+        self
+    }
+
+    /// The table this store uses.
+    pub fn table_name(&self) -> &str {
+        &self.table
+    }
+
+    /// The SDK client this store uses.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Strongly consistent read of one item.
+    async fn get_item(&self, key: &ItemKey) -> Result<Option<Item>> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&*self.table)
+            .set_key(Some(item::key_of(key)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| errors::sdk("GetItem", e))?;
+        Ok(out.item)
+    }
+
+    /// Put a whole item under `precondition`.
+    async fn put_item(&self, item: Item, precondition: &Precondition, what: &str) -> Result<()> {
+        let mut request = self.client.put_item().table_name(&*self.table).set_item(Some(item));
+        if let Some(condition) = put_condition(precondition) {
+            request = request
+                .condition_expression(condition.expression)
+                .set_expression_attribute_names(Some(condition.names))
+                .set_expression_attribute_values(condition.values)
+                .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+        }
+        match request.send().await {
+            Ok(_) => Ok(()),
+            Err(err) => match err.as_service_error() {
+                Some(PutItemError::ConditionalCheckFailedException(failed)) => {
+                    Err(condition_failed(precondition, what, failed.item().is_some()))
+                }
+                _ => Err(errors::sdk("PutItem", err)),
+            },
+        }
+    }
+
+    /// Delete an item that must exist (with the etag of `precondition`, if any).
+    async fn delete_item(&self, key: &ItemKey, precondition: &Precondition, what: &str) -> Result<()> {
+        if *precondition == Precondition::NotExists {
+            let exists = self.get_item(key).await?.is_some();
+            return Err(condition_failed(precondition, what, exists));
+        }
+        let condition = delete_condition(precondition);
+        let result = self
+            .client
+            .delete_item()
+            .table_name(&*self.table)
+            .set_key(Some(item::key_of(key)))
+            .condition_expression(condition.expression)
+            .set_expression_attribute_names(Some(condition.names))
+            .set_expression_attribute_values(condition.values)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(err) => match err.as_service_error() {
+                Some(DeleteItemError::ConditionalCheckFailedException(failed)) => {
+                    Err(condition_failed(precondition, what, failed.item().is_some()))
+                }
+                _ => Err(errors::sdk("DeleteItem", err)),
+            },
+        }
+    }
+
+    /// Run a transaction. A condition failure comes back as the index of the failed item and that item's old
+    /// state (ALL_OLD); cancellations by throttling or by a concurrent transaction are retried with backoff.
+    async fn transact(&self, items: Vec<TransactWriteItem>) -> Result<(), TransactFailure> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let result = self.client.transact_write_items().set_transact_items(Some(items.clone())).send().await;
+            let err = match result {
+                Ok(_) => return Ok(()),
+                Err(err) => err,
+            };
+            let cancelled = match err.as_service_error() {
+                Some(TransactWriteItemsError::TransactionCanceledException(c)) => c,
+                _ => return Err(TransactFailure::Error(errors::sdk("TransactWriteItems", err))),
+            };
+            let reasons = cancelled.cancellation_reasons();
+            let retry = match errors::classify(reasons) {
+                Cancellation::Condition(index) => {
+                    let old = reasons[index].item().cloned();
+                    return Err(TransactFailure::Condition { index, old });
+                }
+                Cancellation::Throttled => errors::throttled(),
+                Cancellation::Conflict => Error::Conflict("A concurrent change won; retry".into()),
+                Cancellation::Other => {
+                    let codes: Vec<_> = reasons.iter().map(|r| r.code().unwrap_or("None")).collect();
+                    tracing::error!(?codes, "DynamoDB transaction cancelled");
+                    return Err(TransactFailure::Error(Error::internal(format!("transaction cancelled: {codes:?}"))));
+                }
+            };
+            if attempt >= TRANSACTION_ATTEMPTS {
+                tracing::warn!(attempt, error = %retry, "DynamoDB transaction still cancelled after retries");
+                return Err(TransactFailure::Error(retry));
+            }
+            let backoff = 25u64 << attempt;
+            tokio::time::sleep(Duration::from_millis(backoff / 2 + rand::random_range(0..=backoff / 2))).await;
+        }
+    }
+}
+
+/// Why a transaction did not commit.
+#[derive(Debug)]
+enum TransactFailure {
+    /// The item at `index` failed its condition; `old` is its previous state (None: it did not exist).
+    Condition { index: usize, old: Option<Item> },
+    /// Anything else, already mapped.
+    Error(Error),
+}
+
+#[async_trait]
+impl Store for DynamoStore {
+    async fn create_instance(&self, instance: Instance) -> Result<Instance> {
+        instances::create(self, instance).await
+    }
+
+    async fn update_instance(&self, instance: Instance, precondition: Precondition) -> Result<Instance> {
+        instances::update(self, instance, precondition).await
+    }
+
+    async fn instance_by_scope(&self, id_scope: &str) -> Result<Option<Instance>> {
+        instances::by_scope(self, id_scope).await
+    }
+
+    async fn instance_by_host(&self, host_name: &str) -> Result<Option<Instance>> {
+        instances::by_host(self, host_name).await
+    }
+
+    async fn list_instances(&self) -> Result<Vec<Instance>> {
+        instances::list(self).await
+    }
+
+    async fn get_enrollment(&self, scope: &str, registration_id: &str) -> Result<Option<IndividualEnrollment>> {
+        enrollments::get_enrollment(self, scope, registration_id).await
+    }
+
+    async fn put_enrollment(
+        &self,
+        scope: &str,
+        enrollment: IndividualEnrollment,
+        precondition: Precondition,
+    ) -> Result<IndividualEnrollment> {
+        enrollments::put_enrollment(self, scope, enrollment, precondition).await
+    }
+
+    async fn delete_enrollment(&self, scope: &str, registration_id: &str, precondition: Precondition) -> Result<()> {
+        enrollments::delete_enrollment(self, scope, registration_id, precondition).await
+    }
+
+    async fn query_enrollments(&self, scope: &str, page: PageRequest) -> Result<Page<IndividualEnrollment>> {
+        listing::query(self, layout::enrollment_index_pks(scope), page).await
+    }
+
+    async fn get_group(&self, scope: &str, group_id: &str) -> Result<Option<EnrollmentGroup>> {
+        enrollments::get_group(self, scope, group_id).await
+    }
+
+    async fn put_group(
+        &self,
+        scope: &str,
+        group: EnrollmentGroup,
+        precondition: Precondition,
+    ) -> Result<EnrollmentGroup> {
+        enrollments::put_group(self, scope, group, precondition).await
+    }
+
+    async fn delete_group(&self, scope: &str, group_id: &str, precondition: Precondition) -> Result<()> {
+        enrollments::delete_group(self, scope, group_id, precondition).await
+    }
+
+    async fn query_groups(&self, scope: &str, page: PageRequest) -> Result<Page<EnrollmentGroup>> {
+        listing::query(self, vec![layout::group_index_pk(scope)], page).await
+    }
+
+    async fn device_context(&self, scope: &str, registration_id: &str) -> Result<DeviceContext> {
+        devices::context(self, scope, registration_id).await
+    }
+
+    async fn get_registration(&self, scope: &str, registration_id: &str) -> Result<Option<RegistrationRecord>> {
+        devices::get_registration(self, scope, registration_id).await
+    }
+
+    async fn put_registration(
+        &self,
+        scope: &str,
+        record: RegistrationRecord,
+        precondition: Precondition,
+        meter: Option<OperationCount>,
+    ) -> Result<RegistrationRecord> {
+        devices::put_registration(self, scope, record, precondition, meter).await
+    }
+
+    async fn delete_registration(&self, scope: &str, registration_id: &str, precondition: Precondition) -> Result<()> {
+        let key = layout::registration(scope, registration_id);
+        self.delete_item(&key, &precondition, &format!("Registration '{registration_id}'")).await
+    }
+
+    async fn query_registrations(
+        &self,
+        scope: &str,
+        group_id: &str,
+        page: PageRequest,
+    ) -> Result<Page<RegistrationRecord>> {
+        listing::query(self, layout::registration_index_pks(scope, group_id), page).await
+    }
+
+    async fn add_operations(&self, scope: &str, date: &str, kind: OperationKind, count: u64) -> Result<()> {
+        counters::add(self, scope, date, kind, count).await
+    }
+
+    async fn operations(&self, scope: &str, from: &str, to: &str) -> Result<Vec<OperationCount>> {
+        counters::read(self, scope, from, to).await
+    }
+}

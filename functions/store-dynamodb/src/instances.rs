@@ -1,0 +1,140 @@
+//! Instances. Each has its own partition; its name and service host name are reserved by two more items
+//! written in the same transaction, and the host item holds a copy of the instance so that the service API
+//! finds an instance by host in one read.
+
+use aws_sdk_dynamodb::types::{Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem};
+use dps_core::model::Instance;
+use dps_core::store::{Precondition, key, new_etag};
+use dps_core::{Error, Result};
+
+use crate::item::{self, Condition, Item, condition_failed, put_condition};
+use crate::layout;
+use crate::{DynamoStore, TransactFailure, errors};
+
+pub(crate) async fn create(store: &DynamoStore, mut instance: Instance) -> Result<Instance> {
+    let etag = new_etag();
+    instance.etag = Some(etag.clone());
+    let scope = instance.id_scope.clone();
+    let mut name_item = item::key_of(&layout::instance_name(&instance.name));
+    name_item.insert(layout::TYPE.into(), item::s("instanceName"));
+    name_item.insert(layout::SCOPE.into(), item::s(key(&scope)));
+    let new = put_condition(&Precondition::NotExists);
+    let items = vec![
+        put(store, instance_item(&instance, &etag)?, new.clone())?,
+        put(store, name_item, new.clone())?,
+        put(store, host_item(&instance, &etag)?, new)?,
+    ];
+    match store.transact(items).await {
+        Ok(()) => Ok(instance),
+        Err(TransactFailure::Condition { index, .. }) => Err(Error::Conflict(match index {
+            0 => format!("An instance with ID scope '{scope}' already exists"),
+            1 => format!("An instance named '{}' already exists", instance.name),
+            _ => format!("An instance with service host name '{}' already exists", instance.service_host_name),
+        })),
+        Err(TransactFailure::Error(err)) => Err(err),
+    }
+}
+
+pub(crate) async fn update(
+    store: &DynamoStore,
+    mut instance: Instance,
+    precondition: Precondition,
+) -> Result<Instance> {
+    let scope = instance.id_scope.clone();
+    let what = format!("Instance '{scope}'");
+    if precondition == Precondition::NotExists {
+        let exists = store.get_item(&layout::instance(&scope)).await?.is_some();
+        return Err(condition_failed(&precondition, &what, exists));
+    }
+    let etag = new_etag();
+    instance.etag = Some(etag.clone());
+    // The name and host name are immutable: the stored ones must be the ones written.
+    let mut guard = Condition::must_exist()
+        .and(Condition::equals(layout::NAME_KEY, &key(&instance.name)))
+        .and(Condition::equals(layout::HOST_KEY, &key(&instance.service_host_name)));
+    if let Some(version) = put_condition(&precondition) {
+        guard = guard.and(version);
+    }
+    let host_guard = Condition::must_exist().and(Condition::equals(layout::SCOPE, &key(&scope)));
+    let items = vec![
+        put(store, instance_item(&instance, &etag)?, Some(guard))?,
+        put(store, host_item(&instance, &etag)?, Some(host_guard))?,
+    ];
+    match store.transact(items).await {
+        Ok(()) => Ok(instance),
+        Err(TransactFailure::Condition { old: None, .. }) => Err(Error::not_found(format!("{what} not found"))),
+        Err(TransactFailure::Condition { old: Some(old), .. }) => {
+            let same = |attribute: &str, value: &str| item::get_s(&old, attribute) == Some(key(value).as_str());
+            if !same(layout::NAME_KEY, &instance.name) || !same(layout::HOST_KEY, &instance.service_host_name) {
+                Err(Error::invalid("The name and service host name of an instance cannot change"))
+            } else {
+                Err(condition_failed(&precondition, &what, true))
+            }
+        }
+        Err(TransactFailure::Error(err)) => Err(err),
+    }
+}
+
+pub(crate) async fn by_scope(store: &DynamoStore, scope: &str) -> Result<Option<Instance>> {
+    store.get_item(&layout::instance(scope)).await?.map(|i| item::decode(&i)).transpose()
+}
+
+pub(crate) async fn by_host(store: &DynamoStore, host: &str) -> Result<Option<Instance>> {
+    store.get_item(&layout::instance_host(host)).await?.map(|i| item::decode(&i)).transpose()
+}
+
+/// Every instance, through the index (instances are few: one index partition holds them all).
+pub(crate) async fn list(store: &DynamoStore) -> Result<Vec<Instance>> {
+    let mut instances = Vec::new();
+    let mut start = None;
+    loop {
+        let out = store
+            .client
+            .query()
+            .table_name(&*store.table)
+            .index_name(layout::GSI1)
+            .key_condition_expression("#pk = :pk")
+            .expression_attribute_names("#pk", layout::GSI1PK)
+            .expression_attribute_values(":pk", item::s(layout::INSTANCES_INDEX_PK))
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .map_err(|e| errors::sdk("Query", e))?;
+        for found in out.items() {
+            instances.push(item::decode(found)?);
+        }
+        match out.last_evaluated_key {
+            Some(key) if !key.is_empty() => start = Some(key),
+            _ => return Ok(instances),
+        }
+    }
+}
+
+fn instance_item(instance: &Instance, etag: &str) -> Result<Item> {
+    let scope = &instance.id_scope;
+    let mut item =
+        item::entity_item(&layout::instance(scope), "instance", Some(&layout::instance_index(scope)), etag, instance)?;
+    item.insert(layout::NAME_KEY.into(), item::s(key(&instance.name)));
+    item.insert(layout::HOST_KEY.into(), item::s(key(&instance.service_host_name)));
+    Ok(item)
+}
+
+fn host_item(instance: &Instance, etag: &str) -> Result<Item> {
+    let mut item =
+        item::entity_item(&layout::instance_host(&instance.service_host_name), "instanceHost", None, etag, instance)?;
+    item.insert(layout::SCOPE.into(), item::s(key(&instance.id_scope)));
+    Ok(item)
+}
+
+fn put(store: &DynamoStore, item: Item, condition: Option<Condition>) -> Result<TransactWriteItem> {
+    let mut put = Put::builder().table_name(&*store.table).set_item(Some(item));
+    if let Some(condition) = condition {
+        put = put
+            .condition_expression(condition.expression)
+            .set_expression_attribute_names(Some(condition.names))
+            .set_expression_attribute_values(condition.values)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+    }
+    let put = put.build().map_err(|e| Error::internal(format!("building a transaction item: {e}")))?;
+    Ok(TransactWriteItem::builder().put(put).build())
+}

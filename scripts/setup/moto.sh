@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs moto's server mode (a local DynamoDB API server) into .venv at the repository root.
+# Idempotent and quiet: does nothing when moto_server is already there. The DynamoDB store's tests start
+# `moto_server` themselves (see functions/store-dynamodb/tests/support/moto.rs); nothing is left running.
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+venv="$root/.venv"
+
+if [[ -x "$venv/bin/moto_server" ]]; then
+    echo "moto.sh: moto_server already installed in $venv"
+    exit 0
+fi
+
+if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
+    echo "moto.sh: python3-venv missing, installing it with apt-get"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+fi
+
+if [[ ! -x "$venv/bin/python" ]]; then
+    python3 -m venv "$venv"
+    echo "moto.sh: created $venv"
+fi
+
+"$venv/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip
+"$venv/bin/python" -m pip install --quiet --disable-pip-version-check 'moto[server]>=5,<6'
+echo "moto.sh: installed $("$venv/bin/python" -m pip show moto | awk '/^Version/ {print "moto " $2}') into $venv"
