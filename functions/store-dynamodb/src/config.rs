@@ -93,10 +93,10 @@ impl DynamoConfig {
             });
         }
         let endpoint_url = get(ENDPOINT_VAR);
-        if let Some(url) = &endpoint_url {
-            if !(url.starts_with("http://") || url.starts_with("https://")) {
-                return Err(ConfigError::Invalid { name: ENDPOINT_VAR, value: url.clone(), why: "not an http(s) URL" });
-            }
+        if let Some(url) = &endpoint_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return Err(ConfigError::Invalid { name: ENDPOINT_VAR, value: url.clone(), why: "not an http(s) URL" });
         }
         let number = |name: &'static str, min: u32| -> Result<Option<u32>, ConfigError> {
             get(name)

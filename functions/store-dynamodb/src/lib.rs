@@ -1,7 +1,7 @@
 //! DynamoDB adapter of the storage port: one table, per-entity partition keys, one overloaded GSI for
 //! listings, sharded counters, conditional writes and transactions. docs/dynamodb.md describes the layout.
 
-mod config;
+pub mod config;
 mod counters;
 mod devices;
 mod enrollments;

@@ -32,12 +32,11 @@ pub(crate) async fn query<T: DeserializeOwned>(
     let mut bound: Option<String> = None;
     let mut merged: Vec<(String, Item)> = Vec::new();
     for (items, truncated) in results {
-        if truncated {
-            if let Some(last) = items.last().and_then(|i| item::get_s(i, layout::GSI1SK)) {
-                if bound.as_deref().is_none_or(|b| last < b) {
-                    bound = Some(last.to_string());
-                }
-            }
+        if truncated
+            && let Some(last) = items.last().and_then(|i| item::get_s(i, layout::GSI1SK))
+            && bound.as_deref().is_none_or(|b| last < b)
+        {
+            bound = Some(last.to_string());
         }
         merged.extend(items.into_iter().filter_map(|i| Some((item::get_s(&i, layout::GSI1SK)?.to_string(), i))));
     }

@@ -1,0 +1,126 @@
+//! Shared fixture of the DynamoDB tests: one moto server per test binary, a fresh table per store, an
+//! interceptor that counts DynamoDB calls, and an HTTP client that injects faults.
+#![allow(dead_code)] // each test binary uses its own part of the fixture
+
+mod faults;
+mod moto;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use aws_config::timeout::TimeoutConfig;
+use aws_config::{BehaviorVersion, Region};
+use aws_credential_types::Credentials;
+use aws_sdk_dynamodb::config::Builder;
+use aws_smithy_runtime_api::box_error::BoxError;
+use aws_smithy_runtime_api::client::interceptors::Intercept;
+use aws_smithy_runtime_api::client::interceptors::context::{
+    BeforeSerializationInterceptorContextRef, BeforeTransmitInterceptorContextRef,
+};
+use aws_smithy_runtime_api::client::orchestrator::Metadata;
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+use aws_smithy_types::config_bag::ConfigBag;
+use dps_store_dynamodb::{DynamoStore, create_table, http_client, retry_config};
+
+pub use faults::{Fault, FaultPlan};
+pub use moto::moto_endpoint;
+
+/// Attempts per call in these tests (the production default).
+pub const MAX_ATTEMPTS: u32 = dps_store_dynamodb::config::DEFAULT_MAX_ATTEMPTS;
+
+/// An SDK configuration for the moto server: dummy credentials and region, the store's HTTP client, retry
+/// settings, and timeouts loose enough for a loaded test machine.
+pub fn sdk_config() -> Builder {
+    aws_sdk_dynamodb::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new("testing", "testing", None, None, "tests"))
+        .endpoint_url(moto_endpoint())
+        .http_client(http_client())
+        .retry_config(retry_config(MAX_ATTEMPTS))
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(10))
+                .operation_attempt_timeout(Duration::from_secs(30))
+                .build(),
+        )
+}
+
+/// A store over a new table (a unique name per call) reached with `config`.
+pub async fn store_with(config: Builder) -> DynamoStore {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let table = format!("dps-test-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+    let client = aws_sdk_dynamodb::Client::from_conf(config.build());
+    create_table(&client, &table).await.expect("create the test table on moto");
+    DynamoStore::new(client, table)
+}
+
+/// A store over a new table.
+pub async fn store() -> DynamoStore {
+    store_with(sdk_config()).await
+}
+
+/// DynamoDB operations seen by the SDK, per call (`operations`) and per HTTP attempt (`attempts`).
+#[derive(Debug, Clone, Default)]
+pub struct CallLog {
+    operations: Arc<Mutex<Vec<String>>>,
+    attempts: Arc<Mutex<Vec<String>>>,
+}
+
+impl CallLog {
+    /// Operation names since the last reset, in call order.
+    pub fn operations(&self) -> Vec<String> {
+        self.operations.lock().unwrap().clone()
+    }
+
+    /// Operation names of every HTTP attempt (retries included) since the last reset.
+    pub fn attempts(&self) -> Vec<String> {
+        self.attempts.lock().unwrap().clone()
+    }
+
+    /// Forget what was seen.
+    pub fn reset(&self) {
+        self.operations.lock().unwrap().clear();
+        self.attempts.lock().unwrap().clear();
+    }
+
+    fn name(cfg: &ConfigBag) -> String {
+        cfg.load::<Metadata>().map_or_else(|| "?".to_string(), |m| m.name().to_string())
+    }
+}
+
+impl Intercept for CallLog {
+    fn name(&self) -> &'static str {
+        "CallLog"
+    }
+
+    fn read_before_execution(
+        &self,
+        _context: &BeforeSerializationInterceptorContextRef<'_>,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        self.operations.lock().unwrap().push(Self::name(cfg));
+        Ok(())
+    }
+
+    fn read_before_transmit(
+        &self,
+        _context: &BeforeTransmitInterceptorContextRef<'_>,
+        _components: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        self.attempts.lock().unwrap().push(Self::name(cfg));
+        Ok(())
+    }
+}
+
+/// A store whose calls are logged and whose HTTP attempts go through `plan`.
+pub async fn instrumented_store() -> (DynamoStore, CallLog, FaultPlan) {
+    let log = CallLog::default();
+    let plan = FaultPlan::default();
+    let config = sdk_config().interceptor(log.clone()).http_client(plan.client(http_client()));
+    let store = store_with(config).await;
+    log.reset();
+    (store, log, plan)
+}
