@@ -7,6 +7,7 @@ use anyhow::{Context, bail};
 use dps_core::model::Instance;
 use dps_core::service::NewInstance;
 use dps_core::{Dps, Settings};
+use dps_policy::{DirStorage, PolicyAllocator, PolicySettings};
 use dps_store_embedded::EmbeddedStore;
 
 /// Name of the instance created on first run.
@@ -30,7 +31,12 @@ pub fn open(data_dir: &Path, settings: Settings) -> anyhow::Result<Dps> {
             anyhow::anyhow!("cannot open the data dir {}: {text}", data_dir.display())
         }
     })?;
-    Ok(Dps::new(Arc::new(store), settings))
+    // Custom allocation (WebAssembly policies and webhooks); modules live in the data dir, stored by content hash.
+    let policies =
+        PolicyAllocator::new(Arc::new(DirStorage::new(data_dir.join("policies"))), PolicySettings::default())
+            .context("starting the custom allocation sandbox")?;
+    let policies = Arc::new(policies);
+    Ok(Dps::new(Arc::new(store), settings).with_allocator(policies.clone()).with_policies(policies))
 }
 
 /// Create the `default` instance when the data dir has no instance yet. Returns every instance.
