@@ -1,0 +1,7 @@
+//! HTTP tests through the routers (`oneshot`) on a real embedded store.
+
+mod common;
+mod config;
+mod device;
+mod errors;
+mod service;
