@@ -77,7 +77,16 @@ impl EmbeddedStore {
     pub fn open(dir: impl AsRef<Path>) -> Result<Self> {
         let dir = dir.as_ref();
         std::fs::create_dir_all(dir).map_err(|e| internal(format!("cannot create {}: {e}", dir.display())))?;
-        let db = Database::create(dir.join(FILE_NAME)).map_err(internal)?;
+        Self::init(Database::create(dir.join(FILE_NAME)).map_err(internal)?)
+    }
+
+    /// A store on redb's in-memory backend: the same transactions without a file (benchmarks, tests).
+    pub fn in_memory() -> Result<Self> {
+        let backend = redb::backends::InMemoryBackend::new();
+        Self::init(Database::builder().create_with_backend(backend).map_err(internal)?)
+    }
+
+    fn init(db: Database) -> Result<Self> {
         // Create every table once, so that reads never meet a missing table.
         let txn = db.begin_write().map_err(internal)?;
         {
