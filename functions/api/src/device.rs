@@ -48,6 +48,7 @@ async fn register(
     headers: HeaderMap,
     JsonBody(body): JsonBody<DeviceRegistration>,
 ) -> Result<Response, ApiError> {
+    tracing::Span::current().record("scope", id_scope.as_str());
     let body = body.unwrap_or_default();
     check_csr(&body, &api_version)?;
     let record = dps
@@ -71,6 +72,7 @@ async fn operation_status(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     // The Node SDK sends "{}" with this GET; the body is never read.
+    tracing::Span::current().record("scope", id_scope.as_str());
     let record = dps
         .operation_status(StatusRequest {
             id_scope,
@@ -90,6 +92,7 @@ async fn registration_status(
     headers: HeaderMap,
     JsonBody(body): JsonBody<DeviceRegistration>,
 ) -> Result<Response, ApiError> {
+    tracing::Span::current().record("scope", id_scope.as_str());
     let body = body.unwrap_or_default();
     if body.csr.is_some() {
         return Err(ApiError::invalid("A csr is not accepted by the registration status lookup"));

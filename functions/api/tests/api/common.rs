@@ -77,11 +77,12 @@ pub struct Call {
     pub uri: String,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+    pub content_length: bool,
 }
 
 impl Call {
     pub fn new(method: Method, uri: impl Into<String>) -> Self {
-        Self { method, uri: uri.into(), headers: Vec::new(), body: Vec::new() }
+        Self { method, uri: uri.into(), headers: Vec::new(), body: Vec::new(), content_length: true }
     }
     pub fn header(mut self, name: &str, value: impl Into<String>) -> Self {
         self.headers.push((name.to_string(), value.into()));
@@ -97,13 +98,20 @@ impl Call {
         }
         self
     }
+    /// Send the body without a Content-Length (as a chunked client would).
+    pub fn without_length(mut self) -> Self {
+        self.content_length = false;
+        self
+    }
     pub async fn send(self, router: &Router) -> Answer {
         let mut req = Request::builder().method(self.method).uri(self.uri);
         for (k, v) in &self.headers {
             req = req.header(k, v);
         }
-        let len = self.body.len();
-        let req = req.header("content-length", len).body(Body::from(self.body)).unwrap();
+        if self.content_length {
+            req = req.header("content-length", self.body.len());
+        }
+        let req = req.body(Body::from(self.body)).unwrap();
         let res = router.clone().oneshot(req).await.unwrap();
         let status = res.status();
         let headers = res.headers().clone();

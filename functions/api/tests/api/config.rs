@@ -145,7 +145,7 @@ async fn operations_are_counted_per_day() {
         |kind: &str| rows.iter().find(|r| r["kind"] == kind && r["date"] == today.as_str()).map(|r| r["count"].clone());
     assert_eq!(count("registration"), Some(json!(1)));
     assert!(count("serviceOperation").is_some());
-    let got = h.send(h.service(&h.a, Method::GET, &format!("/config/operations?from=2000-01-01&to=2000-01-02"))).await;
+    let got = h.send(h.service(&h.a, Method::GET, "/config/operations?from=2000-01-01&to=2000-01-02")).await;
     got.assert_ok(200);
     assert_eq!(got.body, json!([]));
     h.send(h.service(&h.a, Method::GET, "/config/operations?from=yesterday")).await.assert_error(400, 400004);

@@ -34,6 +34,11 @@ async fn oversized_bodies_are_413_even_before_reading() {
     let big = vec![b' '; dps_api::MAX_BODY_BYTES + 1];
     let got = h.send(h.service(&h.a, Method::PUT, "/enrollments/dev-1").raw(big, "application/json")).await;
     got.assert_error(413, 413001);
+    let big = vec![b' '; dps_api::MAX_BODY_BYTES + 1];
+    let got =
+        h.send(h.service(&h.a, Method::PUT, "/enrollments/dev-1").raw(big, "application/json").without_length()).await;
+    got.assert_error(413, 413001);
+    h.send(h.service(&h.a, Method::GET, "/enrollments/dev-1")).await.assert_error(404, 404001);
     let deep = format!("{}{}", "[".repeat(33), "]".repeat(33));
     let got = h.send(h.service(&h.a, Method::PUT, "/enrollments/dev-1").raw(deep, "application/json")).await;
     got.assert_error(400, 400003);
