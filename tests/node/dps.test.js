@@ -4,6 +4,8 @@
 
 const assert = require('node:assert/strict');
 const crypto = require('node:crypto');
+const { EventEmitter, once } = require('node:events');
+const http = require('node:http');
 const { after, before, describe, test } = require('node:test');
 
 const { ProvisioningServiceClient } = require('azure-iot-provisioning-service');
@@ -45,6 +47,35 @@ async function allPages(query) {
   return pages;
 }
 
+/**
+ * An Azure-style custom allocation webhook on 127.0.0.1 (plain HTTP: allowed for instances that allow private
+ * webhook targets). It assigns `hub`, echoes the device's payload back, and holds each answer for `delayMs`.
+ */
+async function startWebhook(hub) {
+  const hook = { requests: [], delayMs: 0, received: new EventEmitter() };
+  hook.server = http.createServer((req, res) => {
+    const chunks = [];
+    req.on('data', (c) => chunks.push(c));
+    req.on('end', () => {
+      const body = JSON.parse(Buffer.concat(chunks).toString('utf8'));
+      hook.requests.push({ headers: req.headers, body });
+      hook.received.emit('request', body);
+      const answer = {
+        iotHubHostName: hub,
+        initialTwin: { tags: { allocatedBy: 'webhook' } },
+        payload: { echo: body.deviceRuntimeContext.payload || null, linkedHubs: body.linkedHubs },
+      };
+      setTimeout(() => {
+        res.writeHead(200, { 'Content-Type': 'application/json' });
+        res.end(JSON.stringify(answer));
+      }, hook.delayMs);
+    });
+  });
+  await new Promise((resolve) => hook.server.listen(0, '127.0.0.1', resolve));
+  hook.url = `http://127.0.0.1:${hook.server.address().port}/allocate`;
+  return hook;
+}
+
 describe('dps with the Azure IoT Node.js SDKs', () => {
   let data;
   let server;
@@ -64,8 +95,11 @@ describe('dps with the Azure IoT Node.js SDKs', () => {
     service = ProvisioningServiceClient.fromConnectionString(connectionString);
   });
 
+  let webhook;
+
   after(async () => {
     if (server) await server.stop('SIGKILL');
+    if (webhook) webhook.server.close();
     if (data) data.cleanup();
   });
 
@@ -293,8 +327,64 @@ describe('dps with the Azure IoT Node.js SDKs', () => {
     await h.callback((done) => service.deleteEnrollmentGroup(groupId, done));
   });
 
-  test('the server stops cleanly on SIGTERM', async () => {
-    const { code, signal } = await server.stop('SIGTERM');
+  test('custom allocation through a webhook receives the device payload and returns one to the device', async () => {
+    webhook = await startWebhook(HUB_B);
+    const auth = { Authorization: h.serviceToken(connectionString) };
+    const config = await h.request('GET', `/config?${API}`, { headers: auth });
+    const put = await h.request('PUT', `/config?${API}`, {
+      headers: { ...auth, 'If-Match': config.body.etag },
+      body: { ...config.body, allowPrivateWebhookTargets: true },
+    });
+    assert.equal(put.status, 200, JSON.stringify(put.body));
+
+    const registrationId = 'e2e-custom-1';
+    const key = newKey();
+    await h.callback((done) =>
+      service.createOrUpdateIndividualEnrollment(
+        {
+          registrationId,
+          attestation: symmetricKey(key),
+          allocationPolicy: 'custom',
+          customAllocationDefinition: { webhookUrl: webhook.url, apiVersion: '2021-10-01' },
+        },
+        done,
+      ),
+    );
+    const result = await registerDevice(server, registrationId, key, { model: 'pump', fw: 7 });
+    assert.equal(result.status, 'assigned');
+    assert.equal(result.assignedHub, HUB_B, 'the webhook chose the hub');
+    assert.deepEqual(result.payload.echo, { model: 'pump', fw: 7 }, 'the device payload reached the webhook');
+    assert.deepEqual([...result.payload.linkedHubs].sort(), [HUB_A, HUB_B]);
+
+    const request = webhook.requests.at(-1).body;
+    assert.equal(request.deviceRuntimeContext.registrationId, registrationId);
+    assert.equal(request.individualEnrollment.registrationId, registrationId);
+    assert.deepEqual(request.individualEnrollment.attestation.symmetricKey || {}, {}, 'no secrets sent to webhooks');
+  });
+
+  test('SIGTERM lets the registration in flight finish, then the server exits cleanly', async () => {
+    const registrationId = 'e2e-custom-inflight';
+    const key = newKey();
+    await h.callback((done) =>
+      service.createOrUpdateIndividualEnrollment(
+        {
+          registrationId,
+          attestation: symmetricKey(key),
+          allocationPolicy: 'custom',
+          customAllocationDefinition: { webhookUrl: webhook.url, apiVersion: '2021-10-01' },
+        },
+        done,
+      ),
+    );
+    webhook.delayMs = 1500;
+    const inFlight = registerDevice(server, registrationId, key);
+    await once(webhook.received, 'request');
+    const stopped = server.stop('SIGTERM');
+
+    const result = await inFlight;
+    assert.equal(result.status, 'assigned', 'the request in flight was answered');
+    assert.equal(result.assignedHub, HUB_B);
+    const { code, signal } = await stopped;
     assert.equal(signal, null, 'dps handles SIGTERM itself');
     assert.equal(code, 0);
     const messages = server.logs.map((line) => {
