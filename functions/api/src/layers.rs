@@ -2,6 +2,10 @@
 //! normalisation that lets clients spell collection names in any case (and add a trailing slash).
 
 use std::convert::Infallible;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 use axum::Router;
@@ -76,7 +80,11 @@ async fn envelope(mut req: Request, next: Next) -> Response {
     );
     async move {
         let started = Instant::now();
-        let mut response = next.run(req).await;
+        // A panic anywhere below answers 500 with the Azure body instead of dropping the connection.
+        let mut response = match CatchUnwind(Box::pin(next.run(req))).await {
+            Ok(response) => response,
+            Err(_) => ApiError::internal("a handler panicked").into_response(),
+        };
         let status = response.status();
         if status.is_client_error() || status.is_server_error() {
             response = error_response(response, &tracking_id);
@@ -87,6 +95,22 @@ async fn envelope(mut req: Request, next: Next) -> Response {
     }
     .instrument(span)
     .await
+}
+
+/// A future that turns a panic while polling into an error (the panic hook has already logged it).
+struct CatchUnwind<F>(Pin<Box<F>>);
+
+impl<F: Future> Future for CatchUnwind<F> {
+    type Output = Result<F::Output, ()>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let inner = self.0.as_mut();
+        match std::panic::catch_unwind(AssertUnwindSafe(|| inner.poll(cx))) {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(value)) => Poll::Ready(Ok(value)),
+            Err(_) => Poll::Ready(Err(())),
+        }
+    }
 }
 
 /// Azure's ProvisioningServiceErrorDetails.
@@ -128,8 +152,7 @@ pub(crate) async fn no_route() -> Response {
 }
 
 /// A service that can stand as a router's fallback (used by [`crate::app`]).
-pub(crate) type Dispatch =
-    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Response, Infallible>> + Send + 'static>>;
+pub(crate) type Dispatch = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send + 'static>>;
 
 #[cfg(test)]
 mod tests {
@@ -137,6 +160,25 @@ mod tests {
 
     fn identity(segments: &[&str]) -> Vec<String> {
         segments.iter().map(|s| canon(s, &["enrollmentGroups"])).collect()
+    }
+
+    #[tokio::test]
+    async fn a_panicking_route_answers_500_with_the_azure_body() {
+        use tower::ServiceExt;
+        async fn boom() -> Response {
+            panic!("boom: secret detail")
+        }
+        let router =
+            wrap(Router::new().route("/boom", axum::routing::get(boom)), |s| s.iter().map(|s| s.to_string()).collect());
+        let req = Request::builder().uri("/boom").body(axum::body::Body::empty()).unwrap();
+        let res = router.oneshot(req).await.unwrap();
+        assert_eq!(res.status(), axum::http::StatusCode::INTERNAL_SERVER_ERROR);
+        let id = res.headers()[REQUEST_ID_HEADER].to_str().unwrap().to_string();
+        let body = axum::body::to_bytes(res.into_body(), usize::MAX).await.unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["errorCode"], 500_001);
+        assert_eq!(body["trackingId"], id.as_str());
+        assert!(!body["message"].as_str().unwrap().contains("secret"));
     }
 
     #[test]
