@@ -204,3 +204,23 @@ async fn the_device_router_alone_serves_only_the_device_api() {
     h.device(&h.a, Method::PUT, "/register", "dev-1", &key).send(&device).await.assert_ok(202);
     h.service(&h.a, Method::GET, "/enrollments/dev-1").send(&device).await.assert_error(404, 404000);
 }
+
+#[tokio::test]
+async fn path_segments_are_percent_decoded() {
+    let h = Harness::new().await;
+    let key = h.enroll(&h.a, "line:7.dev-1").await;
+    let token = device_token(&h.a.scope, "line:7.dev-1", &key, in_an_hour());
+    let got = h
+        .send(
+            Call::new(
+                Method::PUT,
+                format!("/{}/registrations/line%3A7.dev-1/register?api-version={DEVICE_V}", h.a.scope),
+            )
+            .header("authorization", token),
+        )
+        .await;
+    got.assert_ok(202);
+    assert_eq!(got.body["registrationState"]["registrationId"], "line:7.dev-1");
+    let got = h.send(h.service(&h.a, Method::GET, "/registrations/line%3a7.dev-1")).await;
+    got.assert_ok(200);
+}

@@ -56,3 +56,60 @@ async fn the_service_router_alone_serves_only_the_service_api() {
         .await;
     got.assert_error(404, 404000);
 }
+
+#[tokio::test]
+async fn refused_updates_leave_the_stored_enrollment_unchanged() {
+    let h = Harness::new().await;
+    let body = json!({ "registrationId": "dev-1", "attestation": { "type": "symmetricKey" }, "deviceId": "before" });
+    let created = h.send(h.service(&h.a, Method::PUT, "/enrollments/dev-1").json(&body)).await;
+    created.assert_ok(200);
+    let etag = created.body["etag"].clone();
+    let put = || h.service(&h.a, Method::PUT, "/enrollments/dev-1");
+    let changed = json!({ "registrationId": "dev-1", "attestation": { "type": "symmetricKey" }, "deviceId": "after" });
+    let changed_text = serde_json::to_string(&changed).unwrap();
+    h.send(put().raw("{\"registrationId\":\"dev-1\",", "application/json")).await.assert_error(400, 400002);
+    h.send(put().raw(changed_text.clone(), "text/json")).await.assert_error(415, 415001);
+    h.send(put().raw(changed_text.clone(), "")).await.assert_error(415, 415001);
+    let deep = format!(
+        "{{\"registrationId\":\"dev-1\",\"initialTwin\":{}{}}}",
+        "{\"a\":".repeat(40),
+        "1".to_string() + &"}".repeat(40)
+    );
+    h.send(put().raw(deep, "application/json")).await.assert_error(400, 400003);
+    let mut big = changed.clone();
+    big["optionalDeviceInformation"] = json!({ "blob": "x".repeat(97 * 1024) });
+    h.send(put().json(&big)).await.assert_error(413, 413001);
+    h.send(put().header("if-match", "\"not-the-etag\"").json(&changed)).await.assert_error(412, 412001);
+    h.send(put().json(&json!({ "registrationId": "dev-1", "attestation": { "type": "symmetricKey", "symmetricKey": { "primaryKey": "c2hvcnQ=" } } })))
+        .await
+        .assert_error(400, 400004);
+    h.send(
+        Call::new(Method::PUT, "/enrollments/dev-1?api-version=2021-10-01")
+            .header("host", h.a.host.clone())
+            .json(&changed),
+    )
+    .await
+    .assert_error(401, 401002);
+    let got = h.send(h.service(&h.a, Method::GET, "/enrollments/dev-1")).await;
+    assert_eq!(got.body["deviceId"], "before");
+    assert_eq!(got.body["etag"], etag);
+}
+
+#[tokio::test]
+async fn group_if_match_is_enforced() {
+    let h = Harness::new().await;
+    h.enroll_group(&h.a, "fleet").await;
+    let body = json!({ "enrollmentGroupId": "fleet", "attestation": { "type": "symmetricKey" }, "provisioningStatus": "disabled" });
+    h.send(h.service(&h.a, Method::PUT, "/enrollmentGroups/fleet").header("if-match", "\"old\"").json(&body))
+        .await
+        .assert_error(412, 412001);
+    h.send(h.service(&h.a, Method::DELETE, "/enrollmentGroups/fleet").header("if-match", "\"old\""))
+        .await
+        .assert_error(412, 412001);
+    let got = h.send(h.service(&h.a, Method::GET, "/enrollmentGroups/fleet")).await;
+    assert_eq!(got.body["provisioningStatus"], "enabled");
+    let etag = got.body["etag"].as_str().unwrap().to_string();
+    h.send(h.service(&h.a, Method::PUT, "/enrollmentGroups/fleet").header("if-match", etag).json(&body))
+        .await
+        .assert_ok(200);
+}
