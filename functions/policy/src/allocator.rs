@@ -36,21 +36,23 @@ impl Default for PolicySettings {
     }
 }
 
+/// (ID scope, lowercase policy name).
+type MetadataKey = (String, String);
+
 /// Custom allocation by WebAssembly policies and webhooks, and the registry of policies.
 pub struct PolicyAllocator {
     sandbox: Arc<Sandbox>,
     storage: Arc<dyn ModuleStorage>,
     webhooks: Webhooks,
     metadata_ttl: Duration,
-    metadata: Mutex<HashMap<(String, String), (Instant, Option<PolicyInfo>)>>,
+    metadata: Mutex<HashMap<MetadataKey, (Instant, Option<PolicyInfo>)>>,
 }
 
 impl PolicyAllocator {
     /// An allocator over `storage`: builds the engine (and its epoch ticker) and the webhook clients.
     pub fn new(storage: Arc<dyn ModuleStorage>, settings: PolicySettings) -> Result<Self> {
         let sandbox = Sandbox::new(settings.limits).map_err(|e| Error::internal(format!("wasm engine: {e}")))?;
-        let webhooks =
-            Webhooks::new(settings.webhooks).map_err(|e| Error::internal(format!("webhook client: {e}")))?;
+        let webhooks = Webhooks::new(settings.webhooks).map_err(|e| Error::internal(format!("webhook client: {e}")))?;
         Ok(Self {
             sandbox: Arc::new(sandbox),
             storage,
@@ -67,10 +69,10 @@ impl PolicyAllocator {
 
     async fn policy_info(&self, scope: &str, name: &str) -> Result<Option<PolicyInfo>> {
         let key = (scope.to_string(), name.to_ascii_lowercase());
-        if let Some((at, info)) = self.metadata.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
-            if at.elapsed() < self.metadata_ttl {
-                return Ok(info.clone());
-            }
+        if let Some((at, info)) = self.metadata.lock().unwrap_or_else(|e| e.into_inner()).get(&key)
+            && at.elapsed() < self.metadata_ttl
+        {
+            return Ok(info.clone());
         }
         let info = self.storage.get_policy(scope, name).await?;
         self.remember(scope, name, info.clone());
@@ -87,7 +89,8 @@ impl PolicyAllocator {
         if let Some(hit) = self.sandbox.cached(&info.sha256) {
             return Ok(hit);
         }
-        let host = |why: String| failure(codes::POLICY_HOST, format!("Custom allocation policy could not be loaded: {why}"));
+        let host =
+            |why: String| failure(codes::POLICY_HOST, format!("Custom allocation policy could not be loaded: {why}"));
         let bytes = self
             .storage
             .get_module(&info.sha256)
@@ -142,13 +145,19 @@ fn interpret(bytes: &[u8]) -> Result<AllocationResponse, AllocationFailure> {
     if let Some(rejection) = value.get("rejection") {
         let message = rejection.get("message").and_then(Value::as_str).unwrap_or("no reason given");
         let message: String = message.chars().filter(|c| !c.is_control()).take(512).collect();
-        return Err(failure(codes::POLICY_REJECTED, format!("Custom allocation policy rejected the device: {message}")));
+        return Err(failure(
+            codes::POLICY_REJECTED,
+            format!("Custom allocation policy rejected the device: {message}"),
+        ));
     }
     crate::webhook::parse_response(bytes).map_err(bad)
 }
 
 /// The chosen hub must be one of the request's `linkedHubs`.
-pub(crate) fn check_hub(response: AllocationResponse, request: &Value) -> Result<AllocationResponse, AllocationFailure> {
+pub(crate) fn check_hub(
+    response: AllocationResponse,
+    request: &Value,
+) -> Result<AllocationResponse, AllocationFailure> {
     let linked = request.get("linkedHubs").and_then(Value::as_array);
     let ok = linked.is_some_and(|hubs| {
         hubs.iter().filter_map(Value::as_str).any(|h| h.eq_ignore_ascii_case(&response.iot_hub_host_name))
@@ -167,10 +176,10 @@ pub(crate) fn check_hub(response: AllocationResponse, request: &Value) -> Result
 #[async_trait]
 impl CustomAllocator for PolicyAllocator {
     async fn check_definition(&self, instance: &Instance, definition: &CustomAllocationDefinition) -> Result<()> {
-        if let Some(name) = &definition.policy_name {
-            if self.storage.get_policy(&instance.id_scope, name).await?.is_none() {
-                return Err(Error::invalid(format!("No policy named '{name}' is uploaded to this instance")));
-            }
+        if let Some(name) = &definition.policy_name
+            && self.storage.get_policy(&instance.id_scope, name).await?.is_none()
+        {
+            return Err(Error::invalid(format!("No policy named '{name}' is uploaded to this instance")));
         }
         if let Some(url) = &definition.webhook_url {
             self.webhooks.check_url(instance, url).map_err(|f| Error::invalid(f.message))?;

@@ -12,9 +12,9 @@
 mod allocator;
 pub mod codes;
 mod limits;
-pub mod sandbox;
 #[cfg(feature = "s3")]
 pub mod s3;
+pub mod sandbox;
 pub mod storage;
 pub mod webhook;
 

@@ -144,10 +144,10 @@ impl Sandbox {
         }
         let compiled = Arc::new(self.validate(bytes, sha256)?);
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        if cache.order.len() >= CACHE_ENTRIES {
-            if let Some(old) = cache.order.pop_front() {
-                cache.modules.remove(&old);
-            }
+        if cache.order.len() >= CACHE_ENTRIES
+            && let Some(old) = cache.order.pop_front()
+        {
+            cache.modules.remove(&old);
         }
         cache.order.push_back(compiled.sha256.clone());
         cache.modules.insert(compiled.sha256.clone(), compiled.clone());
@@ -226,6 +226,12 @@ impl Sandbox {
         let version = instance.get_typed_func::<(), i32>(&mut store, "dps_abi_version").map_err(fail)?;
         let version = version.call(&mut store, ()).map_err(fail)?;
         Ok(u32::try_from(version).unwrap_or(0))
+    }
+
+    /// Create a limited store and instantiate the module, nothing else (to measure instantiation).
+    pub fn instantiate_only(&self, compiled: &Compiled) -> wasmtime::Result<()> {
+        let mut store = limited_store(&self.engine, &self.limits)?;
+        compiled.pre.instantiate(&mut store).map(drop)
     }
 
     /// Run the policy on `input` under the limits: instantiate, copy the request in, call, copy the answer out.
@@ -321,10 +327,9 @@ fn classify(error: &wasmtime::Error, limits: &Limits, logs: &[String]) -> Alloca
         return failure(code, format!("Custom allocation policy failed: {guest}"));
     }
     match error.downcast_ref::<Trap>() {
-        Some(Trap::OutOfFuel) => failure(
-            codes::POLICY_FUEL,
-            format!("Custom allocation policy ran out of fuel ({} units)", limits.fuel),
-        ),
+        Some(Trap::OutOfFuel) => {
+            failure(codes::POLICY_FUEL, format!("Custom allocation policy ran out of fuel ({} units)", limits.fuel))
+        }
         Some(Trap::Interrupt) => failure(
             codes::POLICY_DEADLINE,
             format!("Custom allocation policy exceeded its deadline of {} ms", limits.deadline.as_millis()),

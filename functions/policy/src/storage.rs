@@ -131,7 +131,7 @@ impl ModuleStorage for DirStorage {
                 all.push(decode_info(&bytes)?);
             }
         }
-        all.sort_by(|a, b| a.name.to_ascii_lowercase().cmp(&b.name.to_ascii_lowercase()));
+        all.sort_by_key(|a| a.name.to_ascii_lowercase());
         Ok(all)
     }
 

@@ -52,7 +52,7 @@ pub struct Webhooks {
 
 /// Marks a DNS answer refused because it contains a forbidden address.
 #[derive(Debug, thiserror::Error)]
-#[error("{host} resolves to {addr}, a private, loopback or link-local address")]
+#[error("{host} ({addr})")]
 struct ForbiddenTarget {
     host: String,
     addr: IpAddr,
@@ -95,7 +95,8 @@ impl Webhooks {
     /// Check a webhook URL as an enrollment is written: parsable, https (http only for instances that allow
     /// private targets), no credentials, and not a literal forbidden address.
     pub fn check_url(&self, instance: &Instance, url: &str) -> Result<Url, AllocationFailure> {
-        let bad = |why: &str| failure(codes::WEBHOOK_BAD_URL, format!("Custom allocation webhook URL is invalid: {why}"));
+        let bad =
+            |why: &str| failure(codes::WEBHOOK_BAD_URL, format!("Custom allocation webhook URL is invalid: {why}"));
         let url = Url::parse(url).map_err(|_| bad("not an absolute URL"))?;
         match url.scheme() {
             "https" => {}
@@ -108,7 +109,7 @@ impl Webhooks {
         let host = url.host_str().ok_or_else(|| bad("it has no host"))?;
         if !instance.allow_private_webhook_targets {
             let literal = host.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>().ok();
-            if literal.is_some_and(forbidden) || host.eq_ignore_ascii_case("localhost") {
+            if literal.is_some_and(forbidden) {
                 return Err(forbidden_target(host));
             }
         }
@@ -170,7 +171,10 @@ impl Webhooks {
         }
         if error.is_timeout() {
             let secs = self.settings.total_timeout.as_secs_f32();
-            return failure(codes::WEBHOOK_TIMEOUT, format!("Custom allocation webhook did not answer within {secs} s"));
+            return failure(
+                codes::WEBHOOK_TIMEOUT,
+                format!("Custom allocation webhook did not answer within {secs} s"),
+            );
         }
         failure(codes::WEBHOOK_UNREACHABLE, "Custom allocation webhook could not be reached")
     }

@@ -19,7 +19,9 @@ impl Dps {
 
     fn policy_registry(&self, caller: &Caller) -> Result<&Arc<dyn PolicyRegistry>> {
         caller.require(Right::ServiceConfig)?;
-        self.policies.as_ref().ok_or_else(|| Error::invalid("WebAssembly policies are not available in this deployment"))
+        self.policies
+            .as_ref()
+            .ok_or_else(|| Error::invalid("WebAssembly policies are not available in this deployment"))
     }
 
     /// Upload (create or replace) a policy module.
@@ -65,8 +67,7 @@ impl Dps {
         let Some(object) = request.as_object_mut() else {
             return Err(Error::invalid("A dry run takes an AllocationRequest JSON object"));
         };
-        if !object.get("deviceRuntimeContext").is_some_and(|c| c.get("registrationId").is_some_and(Value::is_string))
-        {
+        if !object.get("deviceRuntimeContext").is_some_and(|c| c.get("registrationId").is_some_and(Value::is_string)) {
             return Err(Error::invalid("The AllocationRequest needs deviceRuntimeContext.registrationId"));
         }
         if !object.contains_key("linkedHubs") {

@@ -1,0 +1,9 @@
+//! Custom allocation tests: example policies, adversarial fixtures, upload validation, dry run, storage,
+//! webhooks against a local server, and (ignored) measurements. One binary; fixtures under ../../../policies.
+
+mod support;
+
+mod measure;
+mod registry;
+mod wasm;
+mod webhook;

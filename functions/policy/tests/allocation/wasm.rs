@@ -1,0 +1,250 @@
+//! WebAssembly policies: the example policies decide as documented; every adversarial fixture fails only its
+//! own call, with its exact code and message, while good calls run alongside.
+
+use std::time::Duration;
+
+use dps_policy::Limits;
+use dps_policy::codes::*;
+use serde_json::json;
+
+use crate::support::*;
+
+#[tokio::test]
+async fn route_by_payload_routes_by_region_and_explains_rejections() {
+    let h = Harness::new();
+    h.upload("by-region", example("route_by_payload")).await;
+
+    let eu = h.run("by-region", &request("dev-1", Some(json!({ "region": "EU" })), &HUBS)).await.unwrap();
+    assert_eq!(eu.iot_hub_host_name, "hub-eu.example.net");
+    assert_eq!(eu.payload, Some(json!({ "routedBy": "region", "region": "eu" })));
+    let us = h.run("by-region", &request("dev-2", Some(json!({ "region": "us" })), &HUBS)).await.unwrap();
+    assert_eq!(us.iot_hub_host_name, "hub-us.example.net");
+
+    assert_failure(
+        h.run("by-region", &request("dev-3", None, &HUBS)).await,
+        POLICY_REJECTED,
+        "Custom allocation policy rejected the device: payload.region is required (a string such as \"eu\")",
+    );
+    assert_failure(
+        h.run("by-region", &request("dev-4", Some(json!({ "region": "mars" })), &HUBS)).await,
+        POLICY_REJECTED,
+        "Custom allocation policy rejected the device: no linked hub serves region 'mars'",
+    );
+}
+
+#[tokio::test]
+async fn tenant_prefix_maps_tenants_to_hubs_with_initial_twin() {
+    let h = Harness::new();
+    h.upload("tenants", example("tenant_prefix")).await;
+
+    let acme = h.run("tenants", &request("ACME-sensor-17", None, &HUBS)).await.unwrap();
+    assert_eq!(acme.iot_hub_host_name, "acme-hub.example.net");
+    assert_eq!(
+        acme.initial_twin,
+        Some(json!({ "tags": { "tenant": "acme" }, "properties": { "desired": { "telemetryIntervalSecs": 60 } } }))
+    );
+    let globex = h.run("tenants", &request("globex-9", None, &HUBS)).await.unwrap();
+    assert_eq!(globex.iot_hub_host_name, "globex-hub.example.net");
+    assert_eq!(globex.initial_twin.unwrap()["tags"]["tenant"], "globex");
+
+    assert_failure(
+        h.run("tenants", &request("initech-1", None, &HUBS)).await,
+        POLICY_REJECTED,
+        "Custom allocation policy rejected the device: registration ID 'initech-1' belongs to no known tenant",
+    );
+    // The tenant's hub is not offered (e.g. the enrollment's iotHubs exclude it): rejected, not misrouted.
+    assert_failure(
+        h.run("tenants", &request("acme-1", None, &["hub-a.example.net"])).await,
+        POLICY_REJECTED,
+        "Custom allocation policy rejected the device: tenant 'acme' has no linked hub",
+    );
+}
+
+#[tokio::test]
+async fn weighted_capacity_is_stable_weighted_and_echoes_the_payload() {
+    let h = Harness::new();
+    h.upload("weighted", example("weighted_capacity")).await;
+    let hubs = ["big-large.example.net", "tiny-small.example.net", "hub-a.example.net"];
+
+    let payload = json!({ "model": "x1", "fw": "1.2.3" });
+    let first = h.run("weighted", &request("device-0", Some(payload.clone()), &hubs)).await.unwrap();
+    let again = h.run("weighted", &request("device-0", Some(payload.clone()), &hubs)).await.unwrap();
+    assert_eq!(first, again, "same device, same hubs: same decision");
+    let echoed = first.payload.unwrap();
+    assert_eq!(echoed["echo"], payload);
+    assert_eq!(echoed["totalWeight"], 8);
+
+    let mut counts = std::collections::HashMap::new();
+    for i in 0..400 {
+        let r = h.run("weighted", &request(&format!("device-{i}"), None, &hubs)).await.unwrap();
+        *counts.entry(r.iot_hub_host_name).or_insert(0u32) += 1;
+    }
+    // Weights 5 : 2 : 1 of 400 devices: 250 / 100 / 50 expected; allow wide slack for the hash.
+    let large = counts["big-large.example.net"];
+    let small = counts["tiny-small.example.net"];
+    assert!((190..=310).contains(&large), "large hub got {large} of 400: {counts:?}");
+    assert!((20..=90).contains(&small), "small hub got {small} of 400: {counts:?}");
+}
+
+/// Run a fixture while good calls of another policy run concurrently; all good calls must succeed.
+async fn adversarial(
+    h: &Harness,
+    fixture_name: &str,
+) -> Result<dps_core::allocator::AllocationResponse, dps_core::allocator::AllocationFailure> {
+    h.upload(fixture_name, fixture(fixture_name)).await;
+    let bad = {
+        let allocator = h.allocator.clone();
+        let name = fixture_name.to_string();
+        tokio::spawn(async move {
+            use dps_core::allocator::CustomAllocator;
+            allocator.allocate(&instance(false), &policy(&name), &request("victim", None, &HUBS)).await
+        })
+    };
+    let mut good = Vec::new();
+    for i in 0..8 {
+        let allocator = h.allocator.clone();
+        good.push(tokio::spawn(async move {
+            use dps_core::allocator::CustomAllocator;
+            allocator.allocate(&instance(false), &policy("good"), &request(&format!("ok-{i}"), None, &HUBS)).await
+        }));
+    }
+    for g in good {
+        let r = g.await.unwrap().expect("a good call next to an adversarial one succeeds");
+        assert_eq!(r.iot_hub_host_name, "hub-a.example.net");
+    }
+    bad.await.unwrap()
+}
+
+async fn harness_with_good(limits: Limits) -> Harness {
+    let h = Harness::with_limits(limits);
+    h.upload("good", fixture("first-hub")).await;
+    h
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn infinite_loop_runs_out_of_fuel() {
+    let h = harness_with_good(Limits::default()).await;
+    assert_failure(
+        adversarial(&h, "infinite-loop").await,
+        POLICY_FUEL,
+        "Custom allocation policy ran out of fuel (20000000 units)",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn infinite_loop_with_plenty_of_fuel_hits_the_deadline() {
+    let limits = Limits { fuel: u64::MAX / 2, deadline: Duration::from_millis(50), ..Limits::default() };
+    let h = harness_with_good(limits).await;
+    assert_failure(
+        adversarial(&h, "infinite-loop").await,
+        POLICY_DEADLINE,
+        "Custom allocation policy exceeded its deadline of 50 ms",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_bomb_hits_the_memory_limit() {
+    let h = harness_with_good(Limits::default()).await;
+    assert_failure(
+        adversarial(&h, "memory-bomb").await,
+        POLICY_MEMORY,
+        "Custom allocation policy exceeded its memory limit of 16777216 bytes",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deep_recursion_exhausts_the_stack() {
+    let h = harness_with_good(Limits::default()).await;
+    assert_failure(
+        adversarial(&h, "deep-recursion").await,
+        POLICY_TRAP,
+        "Custom allocation policy trapped: call stack exhausted",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trap_fails_the_registration() {
+    let h = harness_with_good(Limits::default()).await;
+    assert_failure(
+        adversarial(&h, "trap").await,
+        POLICY_TRAP,
+        "Custom allocation policy trapped: wasm trap: integer divide by zero",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn huge_output_is_refused_unread() {
+    let h = harness_with_good(Limits::default()).await;
+    assert_failure(
+        adversarial(&h, "huge-output").await,
+        POLICY_OUTPUT_TOO_LARGE,
+        "Custom allocation policy failed: its answer of 2097152 bytes exceeds the 65536-byte output limit",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_json_output_fails() {
+    let h = harness_with_good(Limits::default()).await;
+    assert_failure(
+        adversarial(&h, "invalid-json").await,
+        POLICY_BAD_OUTPUT,
+        "Custom allocation policy answered with invalid JSON (expected ident at line 1 column 2)",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hub_outside_linked_hubs_fails() {
+    let h = harness_with_good(Limits::default()).await;
+    assert_failure(
+        adversarial(&h, "outside-hubs").await,
+        HUB_NOT_LINKED,
+        "Custom allocation chose hub 'evil-hub.example.net', which is not one of the linked hubs offered",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejection_carries_the_policy_message() {
+    let h = harness_with_good(Limits::default()).await;
+    assert_failure(
+        adversarial(&h, "reject").await,
+        POLICY_REJECTED,
+        "Custom allocation policy rejected the device: device not welcome",
+    );
+}
+
+#[tokio::test]
+async fn deleted_or_unknown_policy_fails_with_a_clear_code() {
+    let h = harness_with_good(Limits::default()).await;
+    assert_failure(
+        h.run("nope", &request("d", None, &HUBS)).await,
+        POLICY_NOT_FOUND,
+        "Custom allocation policy 'nope' is not uploaded to this instance",
+    );
+    use dps_core::policy::PolicyRegistry;
+    assert!(h.allocator.delete(&instance(false), "good").await.unwrap());
+    assert_failure(
+        h.run("good", &request("d", None, &HUBS)).await,
+        POLICY_NOT_FOUND,
+        "Custom allocation policy 'good' is not uploaded to this instance",
+    );
+    // Uploading it again brings the enrollments that name it back.
+    h.upload("good", fixture("first-hub")).await;
+    assert!(h.run("good", &request("d", None, &HUBS)).await.is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_concurrent_calls_share_one_compiled_module() {
+    let h = Harness::new();
+    h.upload("tenants", example("tenant_prefix")).await;
+    let mut calls = Vec::new();
+    for i in 0..64 {
+        let allocator = h.allocator.clone();
+        calls.push(tokio::spawn(async move {
+            use dps_core::allocator::CustomAllocator;
+            allocator.allocate(&instance(false), &policy("tenants"), &request(&format!("acme-{i}"), None, &HUBS)).await
+        }));
+    }
+    for c in calls {
+        assert_eq!(c.await.unwrap().unwrap().iot_hub_host_name, "acme-hub.example.net");
+    }
+}
