@@ -7,6 +7,24 @@ use dps_core::model::{AttestationType, RegistrationRecord, RegistrationStatus, S
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+/// Timestamps as Azure writes them: UTC with seven fractional digits (`2019-12-27T19:51:41.6630592Z`), which
+/// every client parses (some .NET and Python parsers stop at seven digits).
+mod azure_time {
+    use serde::Serializer;
+    use time::OffsetDateTime;
+
+    pub fn serialize<S: Serializer>(at: &OffsetDateTime, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&super::azure_timestamp(*at))
+    }
+}
+
+/// A timestamp in Azure's form (UTC, seven fractional digits).
+pub fn azure_timestamp(at: Timestamp) -> String {
+    let format =
+        time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:7]Z");
+    at.to_offset(time::UtcOffset::UTC).format(&format).unwrap_or_default()
+}
+
 /// The body a device sends to register or look up its status (`DeviceRegistration`).
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -30,7 +48,7 @@ pub struct DeviceRegistration {
 #[serde(rename_all = "camelCase")]
 pub struct DeviceRegistrationResult {
     registration_id: String,
-    #[serde(with = "time::serde::rfc3339")]
+    #[serde(with = "azure_time")]
     created_date_time_utc: Timestamp,
     #[serde(skip_serializing_if = "Option::is_none")]
     assigned_hub: Option<String>,
@@ -43,7 +61,7 @@ pub struct DeviceRegistrationResult {
     error_code: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error_message: Option<String>,
-    #[serde(with = "time::serde::rfc3339")]
+    #[serde(with = "azure_time")]
     last_updated_date_time_utc: Timestamp,
     /// Base64 of the quoted etag, as Azure shows it to devices.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -112,7 +130,7 @@ impl From<&RegistrationRecord> for RegistrationOperationStatus {
 #[serde(rename_all = "camelCase")]
 pub struct DeviceRegistrationState {
     registration_id: String,
-    #[serde(with = "time::serde::rfc3339")]
+    #[serde(with = "azure_time")]
     created_date_time_utc: Timestamp,
     #[serde(skip_serializing_if = "Option::is_none")]
     assigned_hub: Option<String>,
@@ -125,7 +143,7 @@ pub struct DeviceRegistrationState {
     error_code: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error_message: Option<String>,
-    #[serde(with = "time::serde::rfc3339")]
+    #[serde(with = "azure_time")]
     last_updated_date_time_utc: Timestamp,
     #[serde(skip_serializing_if = "Option::is_none")]
     etag: Option<String>,
@@ -148,6 +166,19 @@ impl From<RegistrationRecord> for DeviceRegistrationState {
             etag: r.etag,
             payload: r.payload,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_have_seven_fractional_digits_in_utc() {
+        let at = time::macros::datetime!(2019-12-27 20:51:41.663059234 +01:00);
+        let mut out = Vec::new();
+        azure_time::serialize(&at, &mut serde_json::Serializer::new(&mut out)).unwrap();
+        assert_eq!(String::from_utf8(out).unwrap(), "\"2019-12-27T19:51:41.6630592Z\"");
     }
 }
 
