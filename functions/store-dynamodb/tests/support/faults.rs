@@ -19,15 +19,24 @@ pub enum Fault {
     Throttle,
     /// 500 InternalServerError (transient, retried by the SDK).
     ServerError,
+    /// 400 TransactionCanceledException whose reasons say the second item was throttled (not retried by the
+    /// SDK; the store retries such cancellations itself).
+    TransactionThrottled,
 }
 
 impl Fault {
     fn response(self) -> HttpResponse {
-        let (status, code) = match self {
-            Fault::Throttle => (400, "ProvisionedThroughputExceededException"),
-            Fault::ServerError => (500, "InternalServerError"),
+        let (status, code, extra) = match self {
+            Fault::Throttle => (400, "ProvisionedThroughputExceededException", ""),
+            Fault::ServerError => (500, "InternalServerError", ""),
+            Fault::TransactionThrottled => (
+                400,
+                "TransactionCanceledException",
+                r#","CancellationReasons":[{"Code":"None"},{"Code":"ThrottlingError","Message":"injected"}]"#,
+            ),
         };
-        let body = format!(r#"{{"__type":"com.amazonaws.dynamodb.v20120810#{code}","message":"injected fault"}}"#);
+        let body =
+            format!(r#"{{"__type":"com.amazonaws.dynamodb.v20120810#{code}","message":"injected fault"{extra}}}"#);
         let mut response = HttpResponse::new(StatusCode::try_from(status).unwrap(), SdkBody::from(body));
         response.headers_mut().insert("content-type", "application/x-amz-json-1.0");
         response.headers_mut().insert("x-amzn-requestid", "injected");

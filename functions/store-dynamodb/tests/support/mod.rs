@@ -1,7 +1,8 @@
 //! Shared fixture of the DynamoDB tests: one moto server per test binary, a fresh table per store, an
 //! interceptor that counts DynamoDB calls, and an HTTP client that injects faults.
-#![allow(dead_code)] // each test binary uses its own part of the fixture
+#![allow(dead_code, unused_imports)] // each test binary uses its own part of the fixture
 
+mod dps;
 mod faults;
 mod moto;
 
@@ -15,14 +16,12 @@ use aws_credential_types::Credentials;
 use aws_sdk_dynamodb::config::Builder;
 use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::interceptors::Intercept;
-use aws_smithy_runtime_api::client::interceptors::context::{
-    BeforeSerializationInterceptorContextRef, BeforeTransmitInterceptorContextRef,
-};
-use aws_smithy_runtime_api::client::orchestrator::Metadata;
+use aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextRef;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
-use aws_smithy_types::config_bag::ConfigBag;
+use aws_smithy_types::config_bag::{ConfigBag, Storable, StoreReplace};
 use dps_store_dynamodb::{DynamoStore, create_table, http_client, retry_config};
 
+pub use dps::DpsEnv;
 pub use faults::{Fault, FaultPlan};
 pub use moto::moto_endpoint;
 
@@ -84,10 +83,14 @@ impl CallLog {
         self.operations.lock().unwrap().clear();
         self.attempts.lock().unwrap().clear();
     }
+}
 
-    fn name(cfg: &ConfigBag) -> String {
-        cfg.load::<Metadata>().map_or_else(|| "?".to_string(), |m| m.name().to_string())
-    }
+/// Marks an operation whose first attempt was seen (the config bag lives as long as one operation).
+#[derive(Debug)]
+struct Seen;
+
+impl Storable for Seen {
+    type Storer = StoreReplace<Self>;
 }
 
 impl Intercept for CallLog {
@@ -95,22 +98,20 @@ impl Intercept for CallLog {
         "CallLog"
     }
 
-    fn read_before_execution(
-        &self,
-        _context: &BeforeSerializationInterceptorContextRef<'_>,
-        cfg: &mut ConfigBag,
-    ) -> Result<(), BoxError> {
-        self.operations.lock().unwrap().push(Self::name(cfg));
-        Ok(())
-    }
-
     fn read_before_transmit(
         &self,
-        _context: &BeforeTransmitInterceptorContextRef<'_>,
+        context: &BeforeTransmitInterceptorContextRef<'_>,
         _components: &RuntimeComponents,
         cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
-        self.attempts.lock().unwrap().push(Self::name(cfg));
+        // `X-Amz-Target: DynamoDB_20120810.PutItem`
+        let target = context.request().headers().get("x-amz-target").unwrap_or("?");
+        let name = target.rsplit('.').next().unwrap_or(target).to_string();
+        if cfg.load::<Seen>().is_none() {
+            cfg.interceptor_state().store_put(Seen);
+            self.operations.lock().unwrap().push(name.clone());
+        }
+        self.attempts.lock().unwrap().push(name);
         Ok(())
     }
 }

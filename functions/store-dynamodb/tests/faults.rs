@@ -1,0 +1,122 @@
+//! Faults: a registration interrupted between its DynamoDB calls leaves consistent records and a retry by the
+//! device succeeds; throttling surfaces as `Error::Throttled` only after the retries are exhausted.
+//! Faults are injected at the HTTP layer (see support/faults.rs): the failed attempts never reach the server.
+
+mod support;
+
+use dps_core::Error;
+use dps_core::model::RegistrationStatus;
+use dps_core::store::Store;
+use support::{DpsEnv, Fault, MAX_ATTEMPTS};
+
+const ATTEMPTS: usize = MAX_ATTEMPTS as usize;
+
+/// A device enrolled, with instance and groups warm in the cache (another device registered).
+async fn warm_env() -> (DpsEnv, String) {
+    let env = DpsEnv::new().await;
+    let warm_key = env.enroll("warm-up").await;
+    let key = env.enroll("dev-1").await;
+    env.register("warm-up", &warm_key).await.unwrap();
+    env.log.reset();
+    (env, key)
+}
+
+#[tokio::test]
+async fn registration_interrupted_before_its_read_leaves_nothing_and_a_retry_succeeds() {
+    let (env, key) = warm_env().await;
+    env.faults.fail(1, ATTEMPTS, Fault::ServerError);
+    let failed = env.register("dev-1", &key).await;
+    assert!(matches!(failed, Err(Error::Unavailable(_))), "{failed:?}");
+    assert_eq!(env.log.attempts(), vec!["Query".to_string(); ATTEMPTS], "the read was retried, then given up");
+
+    assert_eq!(env.store.get_registration(&env.scope, "dev-1").await.unwrap(), None);
+    assert_eq!(env.counted().await, (1, 0), "only the warm-up device is counted");
+    let retried = env.register("dev-1", &key).await.expect("the device's retry");
+    assert_eq!(retried.status, RegistrationStatus::Assigned);
+    assert_eq!(env.counted().await, (2, 0));
+}
+
+#[tokio::test]
+async fn registration_interrupted_before_its_write_leaves_nothing_and_a_retry_succeeds() {
+    let (env, key) = warm_env().await;
+    // Attempt 1 is the device context read; the write's attempts all fail.
+    env.faults.fail(2, ATTEMPTS, Fault::ServerError);
+    let failed = env.register("dev-1", &key).await;
+    assert!(matches!(failed, Err(Error::Unavailable(_))), "{failed:?}");
+    let mut expected = vec!["Query".to_string()];
+    expected.extend(vec!["TransactWriteItems".to_string(); ATTEMPTS]);
+    assert_eq!(env.log.attempts(), expected);
+
+    assert_eq!(env.store.get_registration(&env.scope, "dev-1").await.unwrap(), None, "no record");
+    assert_eq!(env.counted().await, (1, 0), "not counted: the count is in the write that failed");
+    let retried = env.register("dev-1", &key).await.expect("the device's retry");
+    assert_eq!(retried.status, RegistrationStatus::Assigned);
+    assert_eq!(env.store.get_registration(&env.scope, "dev-1").await.unwrap(), Some(retried));
+    assert_eq!(env.counted().await, (2, 0), "counted once");
+}
+
+#[tokio::test]
+async fn interrupted_reregistration_keeps_the_previous_record() {
+    let (env, key) = warm_env().await;
+    let first = env.register("dev-1", &key).await.unwrap();
+    env.log.reset();
+    env.faults.fail(2, ATTEMPTS, Fault::ServerError);
+    assert!(matches!(env.register("dev-1", &key).await, Err(Error::Unavailable(_))));
+    let stored = env.store.get_registration(&env.scope, "dev-1").await.unwrap();
+    assert_eq!(stored, Some(first.clone()), "the previous record, with its etag, is untouched");
+    assert_eq!(env.counted().await, (2, 0));
+
+    let again = env.register("dev-1", &key).await.expect("the device's retry");
+    assert_ne!(again.etag, first.etag);
+    assert_eq!(again.operation_id, env.status("dev-1", &key, None).await.unwrap().operation_id);
+    assert_eq!(env.counted().await, (2, 1), "one re-registration");
+}
+
+#[tokio::test]
+async fn transient_faults_within_the_retry_budget_are_invisible() {
+    let (env, key) = warm_env().await;
+    env.faults.fail(1, ATTEMPTS - 1, Fault::ServerError);
+    env.faults.fail(ATTEMPTS + 1, ATTEMPTS - 1, Fault::Throttle);
+    let record = env.register("dev-1", &key).await.expect("retried to success");
+    assert_eq!(record.status, RegistrationStatus::Assigned);
+    assert_eq!(env.log.operations(), ["Query", "TransactWriteItems"], "still two calls");
+    assert_eq!(env.log.attempts().len(), 2 * ATTEMPTS, "each call took all its attempts");
+    assert_eq!(env.counted().await, (2, 0), "counted once");
+}
+
+#[tokio::test]
+async fn throttling_surfaces_only_after_retries_are_exhausted() {
+    let (env, key) = warm_env().await;
+    env.faults.fail_all(Fault::Throttle);
+    let throttled = env.store.get_enrollment(&env.scope, "dev-1").await;
+    assert!(matches!(throttled, Err(Error::Throttled { retry_after_secs: 1, .. })), "{throttled:?}");
+    assert_eq!(env.log.attempts(), vec!["GetItem".to_string(); ATTEMPTS], "one call, every attempt throttled");
+
+    env.log.reset();
+    let register = env.register("dev-1", &key).await;
+    assert!(matches!(register, Err(Error::Throttled { .. })), "a throttled registration: {register:?}");
+    assert_eq!(env.log.attempts().len(), ATTEMPTS);
+
+    env.faults.heal();
+    env.faults.fail(1, ATTEMPTS - 1, Fault::Throttle);
+    env.log.reset();
+    assert!(env.store.get_enrollment(&env.scope, "dev-1").await.unwrap().is_some(), "the last attempt got through");
+    assert_eq!(env.log.attempts().len(), ATTEMPTS);
+}
+
+#[tokio::test]
+async fn throttled_transactions_are_retried_then_surface_as_throttled() {
+    let (env, key) = warm_env().await;
+    // Attempt 1 reads; every attempt of the transaction is cancelled as throttled.
+    env.faults.fail(2, 100, Fault::TransactionThrottled);
+    let register = env.register("dev-1", &key).await;
+    assert!(matches!(register, Err(Error::Throttled { .. })), "{register:?}");
+    let writes = env.log.attempts().iter().filter(|o| *o == "TransactWriteItems").count();
+    assert_eq!(writes, 3, "the store retries a throttled cancellation (TRANSACTION_ATTEMPTS)");
+    env.faults.heal();
+    assert_eq!(env.store.get_registration(&env.scope, "dev-1").await.unwrap(), None);
+    env.faults.fail(2, 2, Fault::TransactionThrottled);
+    env.log.reset();
+    env.register("dev-1", &key).await.expect("a cancellation within the retry budget is invisible");
+    assert_eq!(env.counted().await, (2, 0));
+}
