@@ -110,7 +110,7 @@ async fn query_enrollments(
     let page = page_request(&headers)?;
     let max = page.max_items;
     let got = dps.query_enrollments(&caller, &query_text(body), page).await?;
-    Ok(page_answer(got, "Enrollment", max))
+    Ok(page_answer(got, "enrollment", max))
 }
 
 async fn bulk_enrollments(
@@ -180,7 +180,7 @@ async fn query_groups(
     let page = page_request(&headers)?;
     let max = page.max_items;
     let got = dps.query_groups(&caller, &query_text(body), page).await?;
-    Ok(page_answer(got, "EnrollmentGroup", max))
+    Ok(page_answer(got, "enrollmentGroup", max))
 }
 
 async fn bulk_groups(
@@ -235,7 +235,7 @@ async fn query_registrations(
         items: got.items.into_iter().map(DeviceRegistrationState::from).collect::<Vec<_>>(),
         continuation: got.continuation,
     };
-    Ok(page_answer(got, "DeviceRegistration", max))
+    Ok(page_answer(got, "deviceRegistration", max))
 }
 
 // ---- shared pieces ----
@@ -265,7 +265,8 @@ fn page_request(headers: &HeaderMap) -> Result<PageRequest, ApiError> {
     Ok(PageRequest { max_items, continuation: continuation.map(str::to_string) })
 }
 
-/// A JSON array page; `x-ms-continuation` only when there is a next page (an empty one makes clients loop).
+/// A JSON array page; `x-ms-item-type` as the SDKs' enums spell it (`enrollment`, `enrollmentGroup`,
+/// `deviceRegistration`); `x-ms-continuation` only when there is a next page (an empty one makes clients loop).
 fn page_answer<T: Serialize>(page: Page<T>, item_type: &str, max_items: usize) -> Response {
     let mut response = json(StatusCode::OK, &page.items);
     if let Some(next) = page.continuation.filter(|c| !c.is_empty()) {

@@ -97,7 +97,7 @@ async fn groups_are_matched_case_insensitively_like_the_node_sdk_sends_them() {
     let got = h.send(h.service(&h.a, Method::POST, "/enrollmentGroups/query").json(&json!({ "query": "*" }))).await;
     got.assert_ok(200);
     assert_eq!(got.body.as_array().unwrap().len(), 1);
-    assert_eq!(got.header("x-ms-item-type"), Some("EnrollmentGroup"));
+    assert_eq!(got.header("x-ms-item-type"), Some("enrollmentGroup"));
     h.send(h.service(&h.a, Method::DELETE, "/enrollmentgroups/fleet")).await.assert_ok(204);
     h.send(h.service(&h.a, Method::GET, "/enrollmentGroups/fleet")).await.assert_error(404, 404001);
 }
@@ -124,7 +124,7 @@ async fn queries_page_with_continuation_headers() {
         let got = h.send(call).await;
         got.assert_ok(200);
         pages += 1;
-        assert_eq!(got.header("x-ms-item-type"), Some("Enrollment"));
+        assert_eq!(got.header("x-ms-item-type"), Some("enrollment"));
         assert_eq!(got.header("x-ms-max-item-count"), Some("2"));
         for item in got.body.as_array().unwrap() {
             assert_eq!(item["attestation"]["symmetricKey"], json!({}), "no keys in queries");
@@ -224,7 +224,7 @@ async fn registration_records_read_delete_and_query_per_group() {
         .await;
     got.assert_ok(200);
     assert_eq!(got.body.as_array().unwrap().len(), 2);
-    assert_eq!(got.header("x-ms-item-type"), Some("DeviceRegistration"));
+    assert_eq!(got.header("x-ms-item-type"), Some("deviceRegistration"));
     let next = got.header("x-ms-continuation").unwrap().to_string();
     let got = h
         .send(
