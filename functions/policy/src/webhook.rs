@@ -193,6 +193,11 @@ fn forbidden_target(what: &str) -> AllocationFailure {
 /// Parse an AllocationResponse (JSON object with a non-empty `iotHubHostName`); the error says what is wrong.
 pub(crate) fn parse_response(bytes: &[u8]) -> Result<AllocationResponse, String> {
     let value: Value = serde_json::from_slice(bytes).map_err(|e| format!("invalid JSON ({e})"))?;
+    response_from_value(value)
+}
+
+/// Check an AllocationResponse already parsed as JSON.
+pub(crate) fn response_from_value(value: Value) -> Result<AllocationResponse, String> {
     if !value.is_object() {
         return Err("JSON that is not an object".into());
     }
