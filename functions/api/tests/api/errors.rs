@@ -113,3 +113,24 @@ async fn group_if_match_is_enforced() {
         .await
         .assert_ok(200);
 }
+
+#[tokio::test]
+async fn a_service_request_without_a_host_is_refused() {
+    let h = Harness::new().await;
+    let got = h
+        .send(
+            Call::new(Method::GET, "/enrollments/dev-1?api-version=2021-10-01")
+                .header("authorization", owner_token(&h.a)),
+        )
+        .await;
+    got.assert_error(400, 400004);
+    // HTTP/2 carries the host in the URI authority instead of a Host header.
+    let got = h
+        .send(
+            Call::new(Method::GET, format!("https://{}/config?api-version=2021-10-01", h.a.host))
+                .header("authorization", owner_token(&h.a)),
+        )
+        .await;
+    got.assert_ok(200);
+    assert_eq!(got.body["idScope"], h.a.scope);
+}
