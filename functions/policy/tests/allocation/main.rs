@@ -5,5 +5,6 @@ mod support;
 
 mod measure;
 mod registry;
+mod service;
 mod wasm;
 mod webhook;

@@ -1,0 +1,175 @@
+//! Through the core service: `Dps::with_allocator` + `with_policies` over the in-memory store, a group with a
+//! policy, and real device registrations (SAS with derived keys) whose records carry the decision.
+
+use std::sync::Arc;
+
+use dps_core::memory::MemoryStore;
+use dps_core::model::{EnrollmentGroup, LinkedHub, RegistrationStatus, Right};
+use dps_core::service::{NewInstance, RegisterRequest, now};
+use dps_core::{Caller, Dps, Error, Settings, sas};
+use dps_policy::codes::*;
+use serde_json::{Value, json};
+
+use crate::support::*;
+
+struct Service {
+    dps: Dps,
+    caller: Caller,
+    scope: String,
+    _harness: Harness,
+}
+
+async fn service() -> Service {
+    let harness = Harness::new();
+    let allocator = harness.allocator.clone();
+    let dps = Dps::new(Arc::new(MemoryStore::new()), Settings::default())
+        .with_allocator(allocator.clone())
+        .with_policies(allocator);
+    let created = dps
+        .create_instance(NewInstance {
+            name: "e2e".into(),
+            service_host_name: "e2e.example.net".into(),
+            id_scope: None,
+        })
+        .await
+        .unwrap();
+    let scope = created.id_scope.clone();
+    dps.update_instance_as_operator(&scope, |i| {
+        i.linked_hubs = HUBS
+            .iter()
+            .map(|h| LinkedHub {
+                host_name: h.to_string(),
+                allocation_weight: 1,
+                apply_allocation_policy: true,
+                location: None,
+            })
+            .collect();
+        Ok(())
+    })
+    .await
+    .unwrap();
+    let owner = &created.authorization_policies[0];
+    let token = sas::token(
+        &created.service_host_name,
+        &owner.primary_key,
+        now().unix_timestamp() + 3600,
+        Some(&owner.key_name),
+    )
+    .unwrap();
+    let caller = dps.authenticate_service(&created.service_host_name, Some(&token)).await.unwrap();
+    Service { dps, caller, scope, _harness: harness }
+}
+
+impl Service {
+    async fn group(&self, id: &str, policy_name: &str) -> Result<EnrollmentGroup, Error> {
+        let group: EnrollmentGroup = serde_json::from_value(json!({
+            "enrollmentGroupId": id,
+            "attestation": { "type": "symmetricKey" },
+            "allocationPolicy": "custom",
+            "customAllocationDefinition": { "policyName": policy_name },
+        }))
+        .unwrap();
+        self.dps.put_group(&self.caller, id, group, None).await
+    }
+
+    async fn register(
+        &self,
+        group: &str,
+        registration_id: &str,
+        payload: Option<Value>,
+    ) -> dps_core::model::RegistrationRecord {
+        let keys = self.dps.group_attestation(&self.caller, group).await.unwrap().symmetric_key.unwrap();
+        let device_key = sas::derive_device_key(&keys.primary_key.unwrap(), registration_id).unwrap();
+        let resource = format!("{}/registrations/{registration_id}", self.scope);
+        let token = sas::token(&resource, &device_key, now().unix_timestamp() + 3600, Some("registration")).unwrap();
+        self.dps
+            .register(RegisterRequest {
+                id_scope: self.scope.clone(),
+                registration_id: registration_id.into(),
+                body_registration_id: Some(registration_id.into()),
+                payload,
+                authorization: Some(token),
+                api_version: "2021-06-01".into(),
+            })
+            .await
+            .unwrap()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registrations_are_allocated_by_the_uploaded_policy() {
+    let s = service();
+    let s = s.await;
+    // An enrollment may only name an uploaded policy.
+    assert_eq!(
+        s.group("regional", "by-region").await.unwrap_err(),
+        Error::invalid("No policy named 'by-region' is uploaded to this instance")
+    );
+    let info = s.dps.upload_policy(&s.caller, "by-region", example("route_by_payload")).await.unwrap();
+    assert_eq!(s.dps.get_policy(&s.caller, "BY-REGION").await.unwrap(), info);
+    s.group("regional", "by-region").await.unwrap();
+
+    let record = s.register("regional", "dev-eu-1", Some(json!({ "region": "eu" }))).await;
+    assert_eq!(record.status, RegistrationStatus::Assigned);
+    assert_eq!(record.assigned_hub.as_deref(), Some("hub-eu.example.net"));
+    assert_eq!(record.payload, Some(json!({ "routedBy": "region", "region": "eu" })));
+
+    let refused = s.register("regional", "dev-x", None).await;
+    assert_eq!(refused.status, RegistrationStatus::Failed);
+    assert_eq!(refused.error_code, Some(POLICY_REJECTED));
+
+    // Dry run through the service, with the instance's linked hubs filled in.
+    let sample = json!({ "deviceRuntimeContext": { "registrationId": "probe", "payload": { "region": "us" } } });
+    let run = s.dps.dry_run_policy(&s.caller, "by-region", sample).await.unwrap();
+    assert_eq!(run.allocation.unwrap().iot_hub_host_name, "hub-us.example.net");
+
+    // Deleting the policy fails later registrations of its enrollments with a clear error, until re-uploaded.
+    s.dps.delete_policy(&s.caller, "by-region").await.unwrap();
+    let orphan = s.register("regional", "dev-eu-2", Some(json!({ "region": "eu" }))).await;
+    assert_eq!(orphan.status, RegistrationStatus::Failed);
+    assert_eq!(orphan.error_code, Some(POLICY_NOT_FOUND));
+    assert_eq!(
+        orphan.error_message.as_deref(),
+        Some("Custom allocation policy 'by-region' is not uploaded to this instance")
+    );
+    assert!(matches!(s.dps.get_policy(&s.caller, "by-region").await, Err(Error::NotFound(_))));
+    s.dps.upload_policy(&s.caller, "by-region", example("route_by_payload")).await.unwrap();
+    let back = s.register("regional", "dev-eu-2", Some(json!({ "region": "eu" }))).await;
+    assert_eq!(back.status, RegistrationStatus::Assigned);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_adversarial_policy_fails_only_its_own_devices() {
+    let s = service().await;
+    s.dps.upload_policy(&s.caller, "tenants", example("tenant_prefix")).await.unwrap();
+    s.dps.upload_policy(&s.caller, "spin", fixture("infinite-loop")).await.unwrap();
+    s.group("tenants", "tenants").await.unwrap();
+    s.group("spinning", "spin").await.unwrap();
+    let (bad, good) = tokio::join!(s.register("spinning", "victim-1", None), async {
+        let mut records = Vec::new();
+        for i in 0..10 {
+            records.push(s.register("tenants", &format!("acme-{i}"), None).await);
+        }
+        records
+    });
+    assert_eq!(bad.status, RegistrationStatus::Failed);
+    assert_eq!(bad.error_code, Some(POLICY_FUEL));
+    for r in good {
+        assert_eq!(r.status, RegistrationStatus::Assigned, "{r:?}");
+        assert_eq!(r.assigned_hub.as_deref(), Some("acme-hub.example.net"));
+    }
+}
+
+#[tokio::test]
+async fn policy_calls_need_the_service_config_right() {
+    let s = service().await;
+    let mut reader = s.caller.clone();
+    reader.rights = vec![Right::EnrollmentRead];
+    assert!(matches!(s.dps.upload_policy(&reader, "p", fixture("first-hub")).await, Err(Error::Unauthorized(_))));
+    assert!(matches!(s.dps.list_policies(&reader).await, Err(Error::Unauthorized(_))));
+    assert_eq!(
+        s.dps.upload_policy(&s.caller, "bad name!", fixture("first-hub")).await.unwrap_err(),
+        Error::invalid("Invalid policy name 'bad name!'")
+    );
+    assert!(s.dps.list_policies(&s.caller).await.unwrap().is_empty());
+}
