@@ -6,6 +6,7 @@ use std::time::Duration;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_credential_types::Credentials;
 use aws_sdk_dynamodb::Client;
 use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
 use aws_smithy_runtime_api::client::http::SharedHttpClient;
@@ -20,6 +21,12 @@ pub const ENDPOINT_VAR: &str = "DPS_DYNAMODB_ENDPOINT";
 pub const REGION_VAR: &str = "AWS_REGION";
 /// Attempts per DynamoDB call, first one included (standard retry mode, exponential backoff with jitter).
 pub const MAX_ATTEMPTS_VAR: &str = "DPS_DYNAMODB_MAX_ATTEMPTS";
+/// Static credentials (with `AWS_SECRET_ACCESS_KEY` and optionally `AWS_SESSION_TOKEN`); Lambda sets them.
+pub const ACCESS_KEY_VAR: &str = "AWS_ACCESS_KEY_ID";
+/// See [`ACCESS_KEY_VAR`].
+pub const SECRET_KEY_VAR: &str = "AWS_SECRET_ACCESS_KEY";
+/// See [`ACCESS_KEY_VAR`].
+pub const SESSION_TOKEN_VAR: &str = "AWS_SESSION_TOKEN";
 /// Days daily operation counters are kept after their day (DynamoDB TTL); absent: kept for ever.
 pub const COUNTER_RETENTION_VAR: &str = "DPS_COUNTER_RETENTION_DAYS";
 
@@ -67,6 +74,25 @@ pub struct DynamoConfig {
     pub max_attempts: u32,
     /// How long operation counters are kept after their day.
     pub counter_retention: Option<Duration>,
+    /// Credentials read with the rest; `None` leaves them to the SDK's default chain (profile, IMDS, ECS...).
+    pub credentials: Option<StaticCredentials>,
+}
+
+/// Access key, secret and session token.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StaticCredentials {
+    /// Access key ID.
+    pub access_key_id: String,
+    /// Secret access key.
+    pub secret_access_key: String,
+    /// Session token of temporary credentials.
+    pub session_token: Option<String>,
+}
+
+impl std::fmt::Debug for StaticCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StaticCredentials").field("access_key_id", &self.access_key_id).finish_non_exhaustive()
+    }
 }
 
 impl DynamoConfig {
@@ -78,6 +104,7 @@ impl DynamoConfig {
             region: None,
             max_attempts: DEFAULT_MAX_ATTEMPTS,
             counter_retention: None,
+            credentials: None,
         }
     }
 
@@ -112,11 +139,17 @@ impl DynamoConfig {
             region: get(REGION_VAR),
             max_attempts: number(MAX_ATTEMPTS_VAR, 1)?.unwrap_or(DEFAULT_MAX_ATTEMPTS),
             counter_retention: number(COUNTER_RETENTION_VAR, 1)?.map(|d| Duration::from_secs(u64::from(d) * 86_400)),
+            credentials: match (get(ACCESS_KEY_VAR), get(SECRET_KEY_VAR)) {
+                (Some(access_key_id), Some(secret_access_key)) => {
+                    Some(StaticCredentials { access_key_id, secret_access_key, session_token: get(SESSION_TOKEN_VAR) })
+                }
+                _ => None,
+            },
         })
     }
 
-    /// The SDK configuration: credentials and region from the usual AWS chain (environment variables on
-    /// Lambda), with this store's HTTP client, retry and timeout settings and the endpoint override.
+    /// The SDK configuration: credentials from the lookup when it has them (Lambda's environment does), else
+    /// from the SDK's default chain; region from the lookup or the chain; with this store's HTTP client, retry and timeout settings and the endpoint override.
     pub async fn sdk_config(&self) -> SdkConfig {
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
             .http_client(http_client())
@@ -127,6 +160,11 @@ impl DynamoConfig {
         }
         if let Some(endpoint) = &self.endpoint_url {
             loader = loader.endpoint_url(endpoint);
+        }
+        if let Some(c) = &self.credentials {
+            let credentials =
+                Credentials::new(&c.access_key_id, &c.secret_access_key, c.session_token.clone(), None, "dps-config");
+            loader = loader.credentials_provider(credentials);
         }
         loader.load().await
     }
@@ -187,8 +225,13 @@ mod tests {
             (REGION_VAR, "eu-west-1"),
             (MAX_ATTEMPTS_VAR, "6"),
             (COUNTER_RETENTION_VAR, "400"),
+            (ACCESS_KEY_VAR, "AKID"),
+            (SECRET_KEY_VAR, "secret"),
         ])
         .unwrap();
+        let credentials = config.credentials.clone().expect("credentials");
+        assert_eq!((credentials.access_key_id.as_str(), credentials.session_token.as_deref()), ("AKID", None));
+        assert!(!format!("{credentials:?}").contains("secret"), "secrets stay out of logs");
         assert_eq!(config.table_name, "dps");
         assert_eq!(config.endpoint_url.as_deref(), Some("http://127.0.0.1:5000"));
         assert_eq!(config.region.as_deref(), Some("eu-west-1"));

@@ -44,6 +44,9 @@ where
                 tracing::warn!(op, code, "DynamoDB throttled the request after retries");
                 return throttled();
             }
+            if code == "ValidationException" && message.contains("Item size") {
+                return Error::PayloadTooLarge("The entity is larger than the store accepts (400 KB)".into());
+            }
             if matches!(code, "InternalServerError" | "ServiceUnavailable" | "ServiceUnavailableException") {
                 tracing::warn!(op, code, message, "DynamoDB transient failure after retries");
                 return unavailable();

@@ -27,7 +27,7 @@ use dps_core::model::{
 use dps_core::store::{DeviceContext, Page, PageRequest, Precondition, Store};
 use dps_core::{Error, Result};
 
-pub use config::{ConfigError, DynamoConfig, http_client, retry_config};
+pub use config::{ConfigError, DynamoConfig, StaticCredentials, http_client, retry_config, timeout_config};
 pub use errors::THROTTLED_RETRY_AFTER_SECS;
 pub use table::create_table;
 

@@ -1,0 +1,242 @@
+//! What is particular to the DynamoDB adapter, against moto: the table definition, the item layout, paging
+//! across index shards, instance immutability, counter TTL, oversized items, and configuration from a lookup.
+
+mod support;
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_sdk_dynamodb::types::{KeyType, ProjectionType, TimeToLiveStatus};
+use dps_core::model::{IndividualEnrollment, OperationCount, OperationKind, RegistrationRecord};
+use dps_core::store::{PageRequest, Precondition, Store};
+use dps_core::{Error, Result};
+use dps_store_dynamodb::layout::{GSI1, GSI1PK, GSI1SK, PK, SK, TTL};
+use dps_store_dynamodb::{DynamoConfig, DynamoStore, create_table};
+use serde_json::json;
+
+fn enrollment(id: &str) -> IndividualEnrollment {
+    serde_json::from_value(json!({
+        "registrationId": id,
+        "attestation": { "type": "symmetricKey", "symmetricKey": { "primaryKey": "cHJpbWFyeS1rZXktMTIzNDU2" } },
+    }))
+    .unwrap()
+}
+
+fn record(id: &str, group: Option<&str>) -> RegistrationRecord {
+    serde_json::from_value(json!({
+        "registrationId": id,
+        "status": "assigned",
+        "assignedHub": "hub-1.example.net",
+        "createdDateTimeUtc": "2024-05-01T12:00:00Z",
+        "lastUpdatedDateTimeUtc": "2024-05-01T12:00:00Z",
+        "enrollmentGroupId": group,
+        "attestationType": "symmetricKey",
+        "operationId": format!("op-{id}"),
+    }))
+    .unwrap()
+}
+
+fn scope() -> String {
+    dps_core::ids::new_id_scope()
+}
+
+/// Every item of the table, as (pk, sk) → attribute names.
+async fn raw_items(store: &DynamoStore) -> HashMap<(String, String), HashMap<String, String>> {
+    let out = store.client().scan().table_name(store.table_name()).send().await.unwrap();
+    let text = |v: &aws_sdk_dynamodb::types::AttributeValue| {
+        v.as_s().cloned().or_else(|_| v.as_n().cloned()).unwrap_or_else(|_| format!("{v:?}"))
+    };
+    out.items()
+        .iter()
+        .map(|item| {
+            let key = (text(&item[PK]), text(&item[SK]));
+            (key, item.iter().map(|(k, v)| (k.clone(), text(v))).collect())
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn table_has_the_documented_keys_index_and_ttl() {
+    let store = support::store().await;
+    create_table(store.client(), store.table_name()).await.expect("creating an existing table is a no-op");
+    let described = store.client().describe_table().table_name(store.table_name()).send().await.unwrap();
+    let table = described.table().unwrap();
+    let keys: Vec<(&str, KeyType)> =
+        table.key_schema().iter().map(|k| (k.attribute_name(), k.key_type().clone())).collect();
+    assert_eq!(keys, [(PK, KeyType::Hash), (SK, KeyType::Range)]);
+    let mut attributes: Vec<&str> = table.attribute_definitions().iter().map(|a| a.attribute_name()).collect();
+    attributes.sort();
+    assert_eq!(attributes, ["gsi1pk", "gsi1sk", "pk", "sk"]);
+    let indexes = table.global_secondary_indexes();
+    assert_eq!(indexes.len(), 1);
+    assert_eq!(indexes[0].index_name(), Some(GSI1));
+    let index_keys: Vec<(&str, KeyType)> =
+        indexes[0].key_schema().iter().map(|k| (k.attribute_name(), k.key_type().clone())).collect();
+    assert_eq!(index_keys, [(GSI1PK, KeyType::Hash), (GSI1SK, KeyType::Range)]);
+    assert_eq!(indexes[0].projection().and_then(|p| p.projection_type()), Some(&ProjectionType::All));
+    let ttl = store.client().describe_time_to_live().table_name(store.table_name()).send().await.unwrap();
+    let ttl = ttl.time_to_live_description().unwrap();
+    assert_eq!(ttl.attribute_name(), Some(TTL));
+    assert_eq!(ttl.time_to_live_status(), Some(&TimeToLiveStatus::Enabled));
+}
+
+/// The layout of docs/dynamodb.md, item by item: one partition per device, group and instance; sparse index
+/// keys; reservations for instance names and host names.
+#[tokio::test]
+async fn items_follow_the_documented_layout() {
+    let store = support::store().await;
+    let s = scope();
+    let sl = s.to_ascii_lowercase();
+    let instance: dps_core::model::Instance = serde_json::from_value(json!({
+        "name": "Plant-1", "idScope": s, "serviceHostName": "Plant-1.Example.net",
+    }))
+    .unwrap();
+    store.create_instance(instance).await.unwrap();
+    store.put_enrollment(&s, enrollment("Dev-A"), Precondition::NotExists).await.unwrap();
+    store.put_registration(&s, record("Dev-A", None), Precondition::NotExists, None).await.unwrap();
+    let group: dps_core::model::EnrollmentGroup = serde_json::from_value(json!({
+        "enrollmentGroupId": "Line-1",
+        "attestation": { "type": "symmetricKey", "symmetricKey": {} },
+    }))
+    .unwrap();
+    store.put_group(&s, group, Precondition::NotExists).await.unwrap();
+    let meter = OperationCount { date: "2024-05-01".into(), kind: OperationKind::Registration, count: 1 };
+    store.put_registration(&s, record("Sensor-1", Some("Line-1")), Precondition::NotExists, Some(meter)).await.unwrap();
+
+    let items = raw_items(&store).await;
+    let get = |pk: &str, sk: &str| {
+        items
+            .get(&(pk.to_string(), sk.to_string()))
+            .unwrap_or_else(|| panic!("no item {pk} / {sk}: {:?}", items.keys()))
+    };
+    let inst = get(&format!("inst#{sl}"), "instance");
+    assert_eq!((inst["gsi1pk"].as_str(), inst["gsi1sk"].as_str()), ("instances", sl.as_str()));
+    assert_eq!(get("iname#plant-1", "instanceName")["scope"], sl);
+    let host = get("ihost#plant-1.example.net", "instanceHost");
+    assert_eq!((host["scope"].as_str(), host["etag"].as_str()), (sl.as_str(), inst["etag"].as_str()), "a copy");
+    assert!(!host.contains_key("gsi1pk"), "host copies are not listed");
+
+    let enrolled = get(&format!("{sl}#dev#dev-a"), "enrollment");
+    assert!(enrolled["gsi1pk"].starts_with(&format!("{sl}#enrollments#")));
+    assert_eq!(enrolled["gsi1sk"], "dev-a");
+    let solo = get(&format!("{sl}#dev#dev-a"), "registration");
+    assert!(!solo.contains_key("gsi1pk"), "records of individual enrollments are not indexed");
+    let grouped = get(&format!("{sl}#dev#sensor-1"), "registration");
+    assert!(grouped["gsi1pk"].starts_with(&format!("{sl}#grp#line-1#registrations#")));
+    let group_item = get(&format!("{sl}#grp#line-1"), "group");
+    assert_eq!(
+        (group_item["gsi1pk"].as_str(), group_item["gsi1sk"].as_str()),
+        (format!("{sl}#groups").as_str(), "line-1")
+    );
+    let counters: Vec<_> = items.keys().filter(|(pk, _)| pk.starts_with(&format!("{sl}#ops#"))).collect();
+    assert_eq!(counters.len(), 1);
+    assert_eq!(counters[0].1, "2024-05-01#registration");
+    assert!(items.values().all(|i| !i.contains_key(TTL)), "nothing expires by default");
+}
+
+#[tokio::test]
+async fn paging_across_index_shards_is_ordered_and_complete() {
+    let store = Arc::new(support::store().await);
+    let s = scope();
+    let mut expected = BTreeSet::new();
+    let mut writes = Vec::new();
+    for i in 0..57 {
+        let id = format!("Sensor-{i:03}");
+        expected.insert(id.to_ascii_lowercase());
+        let (store, s) = (store.clone(), s.clone());
+        writes.push(tokio::spawn(async move {
+            store.put_registration(&s, record(&id, Some("line-1")), Precondition::NotExists, None).await
+        }));
+    }
+    for w in writes {
+        w.await.unwrap().unwrap();
+    }
+    let expected: Vec<String> = expected.into_iter().collect();
+    for max_items in [1, 5, 8, 56, 57, 1000] {
+        let mut seen = Vec::new();
+        let mut page = PageRequest { max_items, continuation: None };
+        let mut pages = 0;
+        loop {
+            let got = store.query_registrations(&s, "line-1", page.clone()).await.unwrap();
+            pages += 1;
+            assert!(got.items.len() <= max_items);
+            seen.extend(got.items.iter().map(|r| r.registration_id.to_ascii_lowercase()));
+            match got.continuation {
+                Some(next) => page.continuation = Some(next),
+                None => break,
+            }
+        }
+        assert_eq!(seen, expected, "pages of {max_items}");
+        assert_eq!(pages, expected.len().div_ceil(max_items).max(1), "no empty trailing page for {max_items}");
+    }
+    let bad = store
+        .query_registrations(&s, "line-1", PageRequest { max_items: 5, continuation: Some("%%not-a-token".into()) })
+        .await;
+    assert!(matches!(bad, Err(Error::Invalid(_))), "{bad:?}");
+}
+
+#[tokio::test]
+async fn instance_name_and_host_name_cannot_change() {
+    let store = support::store().await;
+    let s = scope();
+    let instance: dps_core::model::Instance = serde_json::from_value(json!({
+        "name": format!("n-{s}"), "idScope": s, "serviceHostName": format!("{s}.example.net"),
+    }))
+    .unwrap();
+    let created = store.create_instance(instance).await.unwrap();
+    let renamed = dps_core::model::Instance { name: "other".into(), ..created.clone() };
+    let result: Result<_> = store.update_instance(renamed, Precondition::None).await;
+    assert!(matches!(result, Err(Error::Invalid(_))), "{result:?}");
+    let moved = dps_core::model::Instance { service_host_name: "elsewhere.example.net".into(), ..created.clone() };
+    let result = store.update_instance(moved, Precondition::Matches(created.etag.clone().unwrap())).await;
+    assert!(matches!(result, Err(Error::Invalid(_))), "{result:?}");
+    assert_eq!(store.instance_by_host("elsewhere.example.net").await.unwrap(), None);
+    assert_eq!(store.instance_by_scope(&s).await.unwrap(), Some(created.clone()), "unchanged");
+    let updated = store.update_instance(created.clone(), Precondition::None).await.unwrap();
+    assert_ne!(updated.etag, created.etag);
+}
+
+#[tokio::test]
+async fn counters_expire_when_a_retention_is_set() {
+    let store = support::store().await.with_counter_retention(Some(Duration::from_secs(400 * 86_400)));
+    let s = scope();
+    store.add_operations(&s, "2030-01-01", OperationKind::ServiceOperation, 2).await.unwrap();
+    let meter = OperationCount { date: "2030-01-01".into(), kind: OperationKind::Registration, count: 1 };
+    store.put_registration(&s, record("dev-1", None), Precondition::NotExists, Some(meter)).await.unwrap();
+    let items = raw_items(&store).await;
+    let counters: Vec<_> = items.iter().filter(|((pk, _), _)| pk.contains("#ops#")).collect();
+    assert_eq!(counters.len(), 2);
+    // End of 2030-01-01 UTC plus 400 days.
+    let expected = (1_893_542_400u64 + 400 * 86_400).to_string();
+    assert!(counters.iter().all(|(_, item)| item.get(TTL) == Some(&expected)), "{counters:?}");
+    assert!(items.iter().filter(|((pk, _), _)| !pk.contains("#ops#")).all(|(_, i)| !i.contains_key(TTL)));
+}
+
+#[tokio::test]
+async fn oversized_entities_are_refused_as_too_large() {
+    let store = support::store().await;
+    let mut big = enrollment("dev-1");
+    big.spec.initial_twin = Some(json!({ "tags": { "blob": "x".repeat(420_000) } }));
+    let result = store.put_enrollment(&scope(), big, Precondition::None).await;
+    assert!(matches!(result, Err(Error::PayloadTooLarge(_))), "{result:?}");
+}
+
+#[tokio::test]
+async fn config_from_a_lookup_reaches_the_table() {
+    let table = format!("dps-config-{}", std::process::id());
+    let vars = HashMap::from([
+        ("DPS_TABLE_NAME", table.clone()),
+        ("DPS_DYNAMODB_ENDPOINT", support::moto_endpoint()),
+        ("AWS_REGION", "eu-west-1".to_string()),
+        ("AWS_ACCESS_KEY_ID", "testing".to_string()),
+        ("AWS_SECRET_ACCESS_KEY", "testing".to_string()),
+    ]);
+    let config = DynamoConfig::from_env(|k| vars.get(k).cloned()).unwrap();
+    let store = config.connect().await;
+    assert_eq!(store.table_name(), table);
+    create_table(store.client(), &table).await.unwrap();
+    let s = scope();
+    let written = store.put_enrollment(&s, enrollment("dev-1"), Precondition::NotExists).await.unwrap();
+    assert_eq!(store.get_enrollment(&s, "DEV-1").await.unwrap(), Some(written));
+}
