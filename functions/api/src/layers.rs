@@ -62,7 +62,7 @@ fn normalise_path(mut req: Request, normalise: fn(&[&str]) -> Vec<String>) -> Re
     req
 }
 
-/// Canonical spelling of `segment` if it is `word` in any case.
+/// The canonical spelling of `segment` if it is one of `words` in any case, else `segment` unchanged.
 pub(crate) fn canon(segment: &str, words: &[&'static str]) -> String {
     words.iter().find(|w| w.eq_ignore_ascii_case(segment)).map_or_else(|| segment.to_string(), |w| w.to_string())
 }
