@@ -1,0 +1,131 @@
+//! In-process cost of a first-time registration through `Dps::register` (group device, derived key, unique
+//! registration IDs), on the embedded store in a temporary directory and on its in-memory backend, and how it
+//! scales with the number of enrollment groups in the instance (1, 100, 1000; the device's group sorts last).
+//!
+//! `cargo bench -p dps-core --bench register`. Token signing by the "device" happens outside the timed part.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use criterion::{BatchSize, BenchmarkId, Criterion, criterion_group, criterion_main};
+use dps_core::model::{EnrollmentGroup, LinkedHub, RegistrationStatus};
+use dps_core::service::{NewInstance, RegisterRequest, now};
+use dps_core::store::{Precondition, Store};
+use dps_core::{Dps, Settings, sas};
+use dps_store_embedded::EmbeddedStore;
+use tokio::runtime::Runtime;
+
+struct Bench {
+    runtime: Runtime,
+    dps: Dps,
+    scope: String,
+    group_key: String,
+    next: AtomicU64,
+    _dir: Option<tempfile::TempDir>,
+}
+
+fn group(id: &str) -> EnrollmentGroup {
+    serde_json::from_value(serde_json::json!({
+        "enrollmentGroupId": id,
+        "attestation": { "type": "symmetricKey", "symmetricKey": {
+            "primaryKey": sas::generate_key(), "secondaryKey": sas::generate_key() } }
+    }))
+    .unwrap()
+}
+
+impl Bench {
+    fn new(store: Arc<dyn Store>, dir: Option<tempfile::TempDir>, groups: usize) -> Self {
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        let dps = Dps::new(store.clone(), Settings::default());
+        let (scope, group_key) = runtime.block_on(async {
+            let instance = dps
+                .create_instance(NewInstance {
+                    name: "bench".into(),
+                    service_host_name: "bench.example.net".into(),
+                    id_scope: None,
+                })
+                .await
+                .unwrap();
+            dps.update_instance_as_operator(&instance.id_scope, |i| {
+                i.linked_hubs = (1..=3)
+                    .map(|n| LinkedHub {
+                        host_name: format!("hub-{n}.example.net"),
+                        allocation_weight: 1,
+                        apply_allocation_policy: true,
+                        location: None,
+                    })
+                    .collect();
+                Ok(())
+            })
+            .await
+            .unwrap();
+            for n in 0..groups.saturating_sub(1) {
+                store.put_group(&instance.id_scope, group(&format!("group-{n:05}")), Precondition::None).await.unwrap();
+            }
+            let target = store.put_group(&instance.id_scope, group("zz-target"), Precondition::None).await.unwrap();
+            (instance.id_scope, target.spec.attestation.symmetric_key.unwrap().primary_key.unwrap())
+        });
+        Self { runtime, dps, scope, group_key, next: AtomicU64::new(0), _dir: dir }
+    }
+
+    fn file(groups: usize) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
+        Self::new(store, Some(dir), groups)
+    }
+
+    fn in_memory(groups: usize) -> Self {
+        Self::new(Arc::new(EmbeddedStore::in_memory().unwrap()), None, groups)
+    }
+
+    /// A register request of a device never seen before (signed outside the measurement).
+    fn request(&self) -> RegisterRequest {
+        let id = format!("device-{:08}", self.next.fetch_add(1, Ordering::Relaxed));
+        let key = sas::derive_device_key(&self.group_key, &id).unwrap();
+        let resource = format!("{}/registrations/{id}", self.scope);
+        let token = sas::token(&resource, &key, now().unix_timestamp() + 3600, Some("registration")).unwrap();
+        RegisterRequest {
+            id_scope: self.scope.clone(),
+            registration_id: id.clone(),
+            body_registration_id: Some(id),
+            payload: None,
+            authorization: Some(token),
+            api_version: "2021-06-01".into(),
+        }
+    }
+
+    fn register(&self, req: RegisterRequest) {
+        let record = self.runtime.block_on(self.dps.register(req)).unwrap();
+        assert_eq!(record.status, RegistrationStatus::Assigned);
+    }
+}
+
+fn first_time_registration(c: &mut Criterion) {
+    let mut g = c.benchmark_group("register_first_time");
+    g.sample_size(30).measurement_time(Duration::from_secs(6));
+    for (name, bench) in [("embedded_file", Bench::file(1)), ("embedded_in_memory", Bench::in_memory(1))] {
+        g.bench_function(name, |b| {
+            b.iter_batched(|| bench.request(), |req| bench.register(req), BatchSize::SmallInput)
+        });
+    }
+    g.finish();
+}
+
+fn group_count_scaling(c: &mut Criterion) {
+    let mut g = c.benchmark_group("register_by_group_count");
+    g.sample_size(30).measurement_time(Duration::from_secs(6));
+    for groups in [1, 100, 1000] {
+        for (backend, bench) in
+            [("embedded_file", Bench::file(groups)), ("embedded_in_memory", Bench::in_memory(groups))]
+        {
+            g.bench_with_input(BenchmarkId::new(backend, groups), &groups, |b, _| {
+                b.iter_batched(|| bench.request(), |req| bench.register(req), BatchSize::SmallInput)
+            });
+        }
+    }
+    g.finish();
+}
+
+criterion_group!(benches, first_time_registration, group_count_scaling);
+criterion_main!(benches);
