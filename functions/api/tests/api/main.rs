@@ -4,5 +4,4 @@ mod common;
 mod config;
 mod device;
 mod errors;
-mod logs;
 mod service;

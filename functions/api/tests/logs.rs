@@ -1,4 +1,10 @@
 //! What reaches the logs: the tracking ID of every request, never a key or a SAS signature.
+//! Its own test binary, so that the capturing subscriber is the process-wide one (a thread-local default races
+//! with other tests over tracing's per-callsite interest cache).
+
+#[allow(dead_code)]
+#[path = "api/common.rs"]
+mod common;
 
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
@@ -10,7 +16,7 @@ use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
 use tracing::{Event, Metadata, Subscriber};
 
-use crate::common::*;
+use common::*;
 
 /// A subscriber that writes every span field and event field into one string.
 #[derive(Clone, Default)]
@@ -57,7 +63,7 @@ impl Subscriber for Capture {
 #[tokio::test]
 async fn logs_carry_tracking_ids_and_no_secrets() {
     let capture = Capture::default();
-    let _guard = tracing::subscriber::set_default(capture.clone());
+    tracing::subscriber::set_global_default(capture.clone()).expect("the only subscriber of this binary");
     let h = Harness::new().await;
     let key = h.enroll(&h.a, "dev-1").await;
     let group_key = h.enroll_group(&h.a, "fleet").await;
