@@ -1,0 +1,116 @@
+//! The custom policy through the allocator port: what the allocator is asked, and how its answers and failures
+//! become registration records.
+
+mod support;
+
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use dps_core::allocator::{AllocationFailure, AllocationResponse, CustomAllocator};
+use dps_core::memory::MemoryStore;
+use dps_core::model::{CustomAllocationDefinition, Instance, RegistrationStatus};
+use dps_core::{Dps, Settings};
+use serde_json::{Value, json};
+use support::*;
+
+/// Answers with a scripted response and remembers the requests.
+#[derive(Default)]
+struct Scripted {
+    answer: Mutex<Option<Result<AllocationResponse, AllocationFailure>>>,
+    requests: Mutex<Vec<Value>>,
+}
+
+#[async_trait]
+impl CustomAllocator for Scripted {
+    async fn allocate(
+        &self,
+        _instance: &Instance,
+        _definition: &CustomAllocationDefinition,
+        request: &Value,
+    ) -> Result<AllocationResponse, AllocationFailure> {
+        self.requests.lock().unwrap().push(request.clone());
+        self.answer.lock().unwrap().clone().expect("a scripted answer")
+    }
+}
+
+impl Scripted {
+    fn answer(&self, answer: Result<AllocationResponse, AllocationFailure>) {
+        *self.answer.lock().unwrap() = Some(answer);
+    }
+    fn last_request(&self) -> Value {
+        self.requests.lock().unwrap().last().cloned().expect("the allocator was called")
+    }
+}
+
+fn hub_answer(hub: &str, payload: Option<Value>) -> Result<AllocationResponse, AllocationFailure> {
+    Ok(AllocationResponse { iot_hub_host_name: hub.into(), initial_twin: None, payload })
+}
+
+async fn fixture(reprovision: Value) -> (Fixture, Arc<Scripted>, String) {
+    let allocator = Arc::new(Scripted::default());
+    let store: Arc<dyn dps_core::store::Store> = Arc::new(MemoryStore::new());
+    let dps = Dps::new(store.clone(), Settings::default()).with_allocator(allocator.clone());
+    let instance = add_instance(&dps, "dps-custom", "dps-custom.example.net", hubs(3)).await;
+    let f = Fixture { dps, store, instance };
+    f.enroll_group(group(
+        "group-1",
+        json!({
+            "allocationPolicy": "custom",
+            "customAllocationDefinition": { "webhookUrl": "https://alloc.example.net/api", "apiVersion": "2021-10-01" },
+            "iotHubs": ["hub-1.example.net", "hub-2.example.net"],
+            "reprovisionPolicy": reprovision
+        }),
+    ))
+    .await;
+    let (key, _) = f.group_keys("group-1").await;
+    (f, allocator, key)
+}
+
+#[tokio::test]
+async fn the_allocator_decides_and_its_payload_reaches_the_device() {
+    let (f, allocator, key) = fixture(json!({})).await;
+    allocator.answer(hub_answer("hub-2.example.net", Some(json!({ "firmware": "2.1" }))));
+    let mut req = register_request(f.scope(), "dev-1", &dps_core::sas::derive_device_key(&key, "dev-1").unwrap());
+    req.payload = Some(json!({ "model": "thermostat" }));
+    let record = f.dps.register(req).await.unwrap();
+    assert_eq!(record.status, RegistrationStatus::Assigned);
+    assert_eq!(record.assigned_hub.as_deref(), Some("hub-2.example.net"));
+    assert_eq!(record.payload, Some(json!({ "firmware": "2.1" })));
+
+    let request = allocator.last_request();
+    assert_eq!(request["deviceRuntimeContext"]["registrationId"], "dev-1");
+    assert_eq!(request["deviceRuntimeContext"]["payload"], json!({ "model": "thermostat" }));
+    assert_eq!(request["linkedHubs"], json!(["hub-1.example.net", "hub-2.example.net"]), "only the candidates");
+    assert_eq!(request["enrollmentGroup"]["enrollmentGroupId"], "group-1");
+    let text = request.to_string();
+    assert!(!text.contains(&key), "the group key is never sent to the allocator");
+    assert_eq!(request["enrollmentGroup"]["attestation"]["symmetricKey"], json!({}));
+}
+
+#[tokio::test]
+async fn an_allocator_answer_outside_the_offer_fails_the_registration() {
+    let (f, allocator, key) = fixture(json!({})).await;
+    allocator.answer(hub_answer("hub-3.example.net", None));
+    let record = f.register_in_group("dev-1", &key).await.unwrap();
+    assert_eq!(record.status, RegistrationStatus::Failed);
+    assert_eq!(record.error_code, Some(400_207));
+    assert_eq!(record.assigned_hub, None);
+
+    allocator.answer(Err(AllocationFailure { code: 400_240, message: "no capacity".into() }));
+    let record = f.register_in_group("dev-2", &key).await.unwrap();
+    assert_eq!(record.status, RegistrationStatus::Failed);
+    assert_eq!((record.error_code, record.error_message.as_deref()), (Some(400_240), Some("no capacity")));
+}
+
+#[tokio::test]
+async fn a_sticky_device_is_offered_only_its_current_hub() {
+    let (f, allocator, key) = fixture(json!({ "updateHubAssignment": false })).await;
+    allocator.answer(hub_answer("hub-1.example.net", None));
+    f.register_in_group("dev-1", &key).await.unwrap();
+    allocator.answer(hub_answer("hub-1.example.net", None));
+    let again = f.register_in_group("dev-1", &key).await.unwrap();
+    assert_eq!(again.assigned_hub.as_deref(), Some("hub-1.example.net"));
+    let request = allocator.last_request();
+    assert_eq!(request["linkedHubs"], json!(["hub-1.example.net"]));
+    assert_eq!(request["deviceRuntimeContext"]["currentIotHubHostName"], "hub-1.example.net");
+}
