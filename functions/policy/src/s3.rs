@@ -26,17 +26,33 @@ impl S3Storage {
     /// A client from the environment's AWS configuration with rustls (ring); `endpoint_url` (e.g. a local S3
     /// emulator) switches to path-style addressing.
     pub async fn from_env(bucket: impl Into<String>, endpoint_url: Option<String>) -> Self {
-        let http = aws_smithy_http_client::Builder::new()
-            .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
-                aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
-            ))
-            .build_https();
-        let shared = aws_config::defaults(aws_config::BehaviorVersion::latest()).http_client(http).load().await;
+        let shared =
+            aws_config::defaults(aws_config::BehaviorVersion::latest()).http_client(http_client()).load().await;
         let mut config = aws_sdk_s3::config::Builder::from(&shared);
         if let Some(url) = endpoint_url {
             config = config.endpoint_url(url).force_path_style(true);
         }
         Self::new(Client::from_conf(config.build()), bucket)
+    }
+
+    /// Storage against an S3-compatible emulator (e.g. moto) at `endpoint`: static dummy credentials,
+    /// `us-east-1`, path-style addressing.
+    pub fn for_emulator(endpoint: &str, bucket: impl Into<String>) -> Self {
+        let config = aws_sdk_s3::config::Builder::new()
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .region(aws_sdk_s3::config::Region::new("us-east-1"))
+            .credentials_provider(aws_sdk_s3::config::Credentials::new("test", "test", None, None, "emulator"))
+            .http_client(http_client())
+            .endpoint_url(endpoint)
+            .force_path_style(true)
+            .build();
+        Self::new(Client::from_conf(config), bucket)
+    }
+
+    /// Create the bucket (for emulators and first-run setup; the SAM template creates it on AWS).
+    pub async fn create_bucket(&self) -> Result<()> {
+        self.client.create_bucket().bucket(&self.bucket).send().await.map_err(|e| unavailable(&self.bucket, &e))?;
+        Ok(())
     }
 
     async fn read(&self, key: &str) -> Result<Option<Vec<u8>>> {
@@ -63,6 +79,15 @@ impl S3Storage {
             .map_err(|e| unavailable(key, &e))?;
         Ok(())
     }
+}
+
+/// HTTPS client with rustls and ring (no aws-lc), as the DynamoDB store uses.
+fn http_client() -> aws_sdk_s3::config::SharedHttpClient {
+    aws_smithy_http_client::Builder::new()
+        .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
+            aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
+        ))
+        .build_https()
 }
 
 fn unavailable(key: &str, e: &dyn std::fmt::Display) -> Error {

@@ -5,6 +5,8 @@ mod support;
 
 mod measure;
 mod registry;
+#[cfg(feature = "s3")]
+mod s3;
 mod service;
 mod wasm;
 mod webhook;

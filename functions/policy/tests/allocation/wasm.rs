@@ -248,3 +248,19 @@ async fn many_concurrent_calls_share_one_compiled_module() {
         assert_eq!(c.await.unwrap().unwrap().iot_hub_host_name, "acme-hub.example.net");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rust_panic_fails_the_call_with_the_panic_message() {
+    let h = harness_with_good(Limits::default()).await;
+    h.upload("rust-panic", example("rust_panic")).await;
+    let result = h.run("rust-panic", &request("d", None, &HUBS)).await;
+    let failure = result.expect_err("a panic fails the call");
+    assert_eq!(failure.code, POLICY_TRAP);
+    assert!(
+        failure.message.starts_with("Custom allocation policy trapped: panic: ")
+            && failure.message.contains("payload.hub is always set"),
+        "{}",
+        failure.message
+    );
+    assert!(h.run("good", &request("d", None, &HUBS)).await.is_ok());
+}
