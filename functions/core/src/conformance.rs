@@ -15,7 +15,9 @@
 //! What the cases pin down, beyond the doc comment of [`crate::store`]:
 //! - page continuations are opaque, pages come in ascending storage-key order ([`key`] of the ID);
 //! - `operations` is ordered by date, then by [`OperationKind`]'s order;
-//! - ID scopes are case-insensitive like the other keys.
+//! - ID scopes are case-insensitive like the other keys, and so is the group ID of a registration query;
+//! - pages are full up to `max_items` except the last, which may be empty; a page holding the rest ends the query;
+//! - `put_registration` with a meter and `add_operations` count exactly, under any concurrency.
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt::Debug;
