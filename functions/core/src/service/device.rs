@@ -76,13 +76,13 @@ impl Dps {
     /// `assigned`, `failed` or `disabled`); errors are for requests that could not be attested or processed.
     pub async fn register(&self, req: RegisterRequest) -> Result<RegistrationRecord> {
         validate_id("registration ID", &req.registration_id)?;
-        if let Some(body_id) = &req.body_registration_id {
-            if !body_id.eq_ignore_ascii_case(&req.registration_id) {
-                return Err(Error::invalid(format!(
-                    "Body registrationId '{}' does not match the path",
-                    printable(body_id)
-                )));
-            }
+        if let Some(body_id) = &req.body_registration_id
+            && !body_id.eq_ignore_ascii_case(&req.registration_id)
+        {
+            return Err(Error::invalid(format!(
+                "Body registrationId '{}' does not match the path",
+                printable(body_id)
+            )));
         }
         let instance = self.device_instance(&req.id_scope).await?;
         let token = device_token(req.authorization.as_deref(), &instance.id_scope, &req.registration_id)?;
@@ -169,10 +169,10 @@ impl Dps {
         // A device already admitted by a group is checked against that group first.
         if let Some(group_id) = context.record.as_ref().and_then(|r| r.enrollment_group_id.as_deref()) {
             let groups = self.groups(&instance.id_scope).await?;
-            if let Some(g) = groups.iter().find(|g| g.enrollment_group_id.eq_ignore_ascii_case(group_id)) {
-                if signed_by_spec_keys(token, &g.spec, Some(registration_id)) {
-                    return Ok(Admitted::Group(g.clone()));
-                }
+            if let Some(g) = groups.iter().find(|g| g.enrollment_group_id.eq_ignore_ascii_case(group_id))
+                && signed_by_spec_keys(token, &g.spec, Some(registration_id))
+            {
+                return Ok(Admitted::Group(g.clone()));
             }
         }
         self.group_that_signed(instance, token, registration_id).await?.map(Admitted::Group).ok_or_else(denied)

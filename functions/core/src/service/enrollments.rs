@@ -391,10 +391,10 @@ impl Dps {
                 return Err(Error::invalid(format!("IoT hub '{hub}' is not linked to this provisioning service")));
             }
         }
-        if let Some(twin) = &spec.initial_twin {
-            if !twin.is_object() {
-                return Err(Error::invalid("initialTwin must be an object"));
-            }
+        if let Some(twin) = &spec.initial_twin
+            && !twin.is_object()
+        {
+            return Err(Error::invalid("initialTwin must be an object"));
         }
         match spec.allocation_policy {
             Some(AllocationPolicy::Static) => {
@@ -498,7 +498,8 @@ fn bounded(page: PageRequest) -> PageRequest {
 /// Only the query `*` (all items) is supported, as the SDKs send it.
 fn check_query(query: &str) -> Result<()> {
     let q = query.trim();
-    if q.is_empty() || q == "*" || q.eq_ignore_ascii_case("select * from enrollments") {
+    let select_all = ["select * from enrollments", "select * from enrollmentgroups", "select * from registrations"];
+    if q.is_empty() || q == "*" || select_all.iter().any(|s| q.eq_ignore_ascii_case(s)) {
         Ok(())
     } else {
         Err(Error::invalid(format!("Unsupported query '{}': only \"*\" is supported", printable(q))))
