@@ -223,10 +223,6 @@ impl Store for MemoryStore {
     ) -> Result<RegistrationRecord> {
         let mut state = self.state();
         let at = k(scope, &record.registration_id);
-        if let Some(m) = &meter {
-            *state.operations.entry((key(scope), m.date.clone(), m.kind)).or_default() += m.count;
-        }
-        let meter: Option<OperationCount> = None;
         let written = put(&mut state.registrations, at, record, &precondition, "Registration", record_etag, |r, t| {
             r.etag = Some(t)
         })?;
