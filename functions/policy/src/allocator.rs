@@ -36,6 +36,19 @@ impl Default for PolicySettings {
     }
 }
 
+/// Policy metadata entries kept in memory before the cache starts over.
+const METADATA_ENTRIES: usize = 10_000;
+
+/// Policy names: 1..=64 of letters, digits, `-`, `_`, `.` (the core's name grammar), never `.` or `..` alone.
+/// Checked here too because names become storage keys.
+fn valid_name(name: &str) -> bool {
+    dps_core::ids::validate_name("policy name", name).is_ok() && name != "." && name != ".."
+}
+
+fn invalid_name(name: &str) -> Error {
+    Error::invalid(format!("Invalid policy name '{}'", dps_core::ids::printable(name)))
+}
+
 /// (ID scope, lowercase policy name).
 type MetadataKey = (String, String);
 
@@ -68,6 +81,9 @@ impl PolicyAllocator {
     }
 
     async fn policy_info(&self, scope: &str, name: &str) -> Result<Option<PolicyInfo>> {
+        if !valid_name(name) {
+            return Ok(None);
+        }
         let key = (scope.to_string(), name.to_ascii_lowercase());
         if let Some((at, info)) = self.metadata.lock().unwrap_or_else(|e| e.into_inner()).get(&key)
             && at.elapsed() < self.metadata_ttl
@@ -81,7 +97,11 @@ impl PolicyAllocator {
 
     fn remember(&self, scope: &str, name: &str, info: Option<PolicyInfo>) {
         let key = (scope.to_string(), name.to_ascii_lowercase());
-        self.metadata.lock().unwrap_or_else(|e| e.into_inner()).insert(key, (Instant::now(), info));
+        let mut cache = self.metadata.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.len() >= METADATA_ENTRIES {
+            cache.clear();
+        }
+        cache.insert(key, (Instant::now(), info));
     }
 
     /// The compiled module of a policy: from the cache, else loaded from storage and compiled.
@@ -190,6 +210,11 @@ pub(crate) fn check_hub(
 impl CustomAllocator for PolicyAllocator {
     async fn check_definition(&self, instance: &Instance, definition: &CustomAllocationDefinition) -> Result<()> {
         if let Some(name) = &definition.policy_name
+            && !valid_name(name)
+        {
+            return Err(invalid_name(name));
+        }
+        if let Some(name) = &definition.policy_name
             && self.storage.get_policy(&instance.id_scope, name).await?.is_none()
         {
             return Err(Error::invalid(format!("No policy named '{name}' is uploaded to this instance")));
@@ -230,6 +255,9 @@ impl CustomAllocator for PolicyAllocator {
 #[async_trait]
 impl PolicyRegistry for PolicyAllocator {
     async fn upload(&self, instance: &Instance, name: &str, module: Vec<u8>) -> Result<PolicyInfo> {
+        if !valid_name(name) {
+            return Err(invalid_name(name));
+        }
         let sandbox = self.sandbox.clone();
         let (compiled, module) = tokio::task::spawn_blocking(move || (sandbox.compile(&module), module))
             .await
@@ -258,17 +286,23 @@ impl PolicyRegistry for PolicyAllocator {
     }
 
     async fn get(&self, instance: &Instance, name: &str) -> Result<Option<PolicyInfo>> {
+        if !valid_name(name) {
+            return Ok(None);
+        }
         self.storage.get_policy(&instance.id_scope, name).await
     }
 
     async fn delete(&self, instance: &Instance, name: &str) -> Result<bool> {
+        if !valid_name(name) {
+            return Ok(false);
+        }
         let deleted = self.storage.delete_policy(&instance.id_scope, name).await?;
         self.remember(&instance.id_scope, name, None);
         Ok(deleted)
     }
 
     async fn dry_run(&self, instance: &Instance, name: &str, request: Value) -> Result<DryRun> {
-        if self.storage.get_policy(&instance.id_scope, name).await?.is_none() {
+        if !valid_name(name) || self.storage.get_policy(&instance.id_scope, name).await?.is_none() {
             return Err(Error::not_found(format!("No policy named '{name}'")));
         }
         let (decision, trace) = self.evaluate(instance, name, &request).await;

@@ -168,3 +168,15 @@ async fn definitions_are_checked_when_enrollments_are_written() {
     assert!(h.allocator.check_definition(&strict, &webhook("https://10.0.0.5/alloc")).await.is_err());
     assert!(h.allocator.check_definition(&instance(true), &webhook("http://127.0.0.1:9/")).await.is_ok());
 }
+
+#[tokio::test]
+async fn names_that_are_not_names_never_reach_storage() {
+    let h = Harness::new();
+    h.upload("ok", fixture("first-hub")).await;
+    for name in ["../ok", "..", "a/b", "", "x".repeat(65).as_str()] {
+        assert!(h.allocator.upload(&instance(false), name, fixture("first-hub")).await.is_err(), "{name}");
+        assert!(h.allocator.get(&instance(false), name).await.unwrap().is_none(), "{name}");
+        assert!(h.allocator.check_definition(&instance(false), &policy(name)).await.is_err(), "{name}");
+        assert_eq!(h.run(name, &request("d", None, &HUBS)).await.unwrap_err().code, POLICY_NOT_FOUND, "{name}");
+    }
+}
