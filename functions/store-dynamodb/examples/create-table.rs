@@ -9,10 +9,23 @@
 use dps_store_dynamodb::{DynamoConfig, create_table};
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let config = DynamoConfig::from_env(|name| std::env::var(name).ok())?;
+async fn main() -> std::process::ExitCode {
+    let config = match DynamoConfig::from_env(|name| std::env::var(name).ok()) {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("create-table: {err}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
     let store = config.connect().await;
-    create_table(store.client(), store.table_name()).await?;
-    println!("table {} is ready", store.table_name());
-    Ok(())
+    match create_table(store.client(), store.table_name()).await {
+        Ok(()) => {
+            println!("table {} is ready", store.table_name());
+            std::process::ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("create-table: {err}");
+            std::process::ExitCode::FAILURE
+        }
+    }
 }
