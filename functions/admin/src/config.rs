@@ -1,0 +1,175 @@
+//! Typed configuration of a Lambda function, read once at cold start. Variable names match the single-machine
+//! binary's (`DPS_REGION`, `DPS_CACHE_TTL`) and the DynamoDB store's (`DPS_TABLE_NAME`, `DPS_DYNAMODB_*`).
+
+use std::time::Duration;
+
+use dps_store_dynamodb::DynamoConfig;
+use tracing_subscriber::EnvFilter;
+
+/// Default staleness of cached instance configuration and enrollment groups.
+pub const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(5);
+/// Longest cache TTL accepted: longer would let a revoked group key keep working for too long.
+pub const MAX_CACHE_TTL: Duration = Duration::from_secs(300);
+
+/// Environment variables read here (template.yaml sets them; `cargo lambda watch --env-vars` locally). The
+/// store's own (`DPS_TABLE_NAME`, `DPS_DYNAMODB_ENDPOINT`, `DPS_DYNAMODB_MAX_ATTEMPTS`,
+/// `DPS_COUNTER_RETENTION_DAYS`, `AWS_REGION`) are read by [`DynamoConfig::from_env`].
+pub mod vars {
+    /// Region this deployment serves from, for the lowest-latency policy (default: `AWS_REGION`).
+    pub const SERVING_REGION: &str = "DPS_REGION";
+    /// Seconds the warm function may serve instance configuration and groups from memory.
+    pub const CACHE_TTL: &str = "DPS_CACHE_TTL";
+    /// `tracing` filter, e.g. `info` or `info,dps_core=debug`.
+    pub const LOG_LEVEL: &str = "DPS_LOG_LEVEL";
+    /// S3 bucket holding custom allocation policy modules (optional until custom allocation is deployed).
+    pub const POLICY_BUCKET: &str = "DPS_POLICY_BUCKET";
+    /// Region of the AWS clients; the Lambda service sets it.
+    pub const AWS_REGION: &str = "AWS_REGION";
+}
+
+/// What a Lambda function needs to know about its deployment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FunctionConfig {
+    /// How to reach the table.
+    pub dynamo: DynamoConfig,
+    /// Region this deployment serves from.
+    pub serving_region: Option<String>,
+    /// Staleness allowed for cached configuration.
+    pub cache_ttl: Duration,
+    /// `tracing` filter directive.
+    pub log_filter: String,
+    /// Policy module bucket.
+    pub policy_bucket: Option<String>,
+}
+
+/// A configuration value that is missing or malformed.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    /// The store's part of the configuration.
+    #[error(transparent)]
+    Store(#[from] dps_store_dynamodb::ConfigError),
+    /// A variable is set to something unusable.
+    #[error("{name}: {reason}")]
+    Invalid {
+        /// The variable.
+        name: &'static str,
+        /// What is wrong with its value.
+        reason: String,
+    },
+}
+
+impl FunctionConfig {
+    /// Read the configuration from the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Read the configuration through `lookup` (tests pass a map). Empty values count as unset.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let dynamo = DynamoConfig::from_env(&lookup)?;
+        let get = |name: &str| lookup(name).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+        let serving_region = get(vars::SERVING_REGION).or_else(|| get(vars::AWS_REGION));
+        let cache_ttl = match get(vars::CACHE_TTL) {
+            None => DEFAULT_CACHE_TTL,
+            Some(raw) => {
+                let secs: u64 = raw.parse().map_err(|_| ConfigError::Invalid {
+                    name: vars::CACHE_TTL,
+                    reason: format!("'{raw}' is not a whole number of seconds"),
+                })?;
+                let ttl = Duration::from_secs(secs);
+                if ttl > MAX_CACHE_TTL {
+                    return Err(ConfigError::Invalid {
+                        name: vars::CACHE_TTL,
+                        reason: format!("at most {} seconds", MAX_CACHE_TTL.as_secs()),
+                    });
+                }
+                ttl
+            }
+        };
+        let log_filter = get(vars::LOG_LEVEL).unwrap_or_else(|| "info".into());
+        if let Err(err) = EnvFilter::try_new(&log_filter) {
+            return Err(ConfigError::Invalid { name: vars::LOG_LEVEL, reason: err.to_string() });
+        }
+        Ok(Self { dynamo, serving_region, cache_ttl, log_filter, policy_bucket: get(vars::POLICY_BUCKET) })
+    }
+
+    /// The core service's settings.
+    pub fn settings(&self) -> dps_core::Settings {
+        dps_core::Settings { serving_region: self.serving_region.clone(), cache_ttl: self.cache_ttl }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn parse(pairs: &[(&str, &str)]) -> Result<FunctionConfig, ConfigError> {
+        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        FunctionConfig::from_lookup(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn what_lambda_and_the_template_set_is_enough() {
+        let c = parse(&[("DPS_TABLE_NAME", "dps-Table-1"), ("AWS_REGION", "eu-west-1")]).unwrap();
+        assert_eq!(c.dynamo.table_name, "dps-Table-1");
+        assert_eq!(c.dynamo.region.as_deref(), Some("eu-west-1"));
+        assert_eq!(c.dynamo.endpoint_url, None, "on AWS the regional endpoint is used");
+        assert_eq!(c.serving_region.as_deref(), Some("eu-west-1"), "serving region defaults to AWS_REGION");
+        assert_eq!(c.cache_ttl, DEFAULT_CACHE_TTL);
+        assert_eq!(c.log_filter, "info");
+        assert_eq!(c.policy_bucket, None);
+        assert_eq!(c.settings().cache_ttl, DEFAULT_CACHE_TTL);
+    }
+
+    #[test]
+    fn every_variable_is_read() {
+        let c = parse(&[
+            ("DPS_TABLE_NAME", "t-1"),
+            ("AWS_REGION", "us-east-1"),
+            ("DPS_REGION", "eu-central-1"),
+            ("DPS_CACHE_TTL", "30"),
+            ("DPS_LOG_LEVEL", "info,dps_core=debug"),
+            ("DPS_DYNAMODB_ENDPOINT", "http://127.0.0.1:5000"),
+            ("DPS_POLICY_BUCKET", "policies"),
+        ])
+        .unwrap();
+        assert_eq!(c.serving_region.as_deref(), Some("eu-central-1"));
+        assert_eq!(c.cache_ttl, Duration::from_secs(30));
+        assert_eq!(c.log_filter, "info,dps_core=debug");
+        assert_eq!(c.dynamo.endpoint_url.as_deref(), Some("http://127.0.0.1:5000"));
+        assert_eq!(c.policy_bucket.as_deref(), Some("policies"));
+        assert_eq!(c.settings().serving_region.as_deref(), Some("eu-central-1"));
+    }
+
+    #[test]
+    fn the_table_is_required() {
+        assert!(matches!(parse(&[]), Err(ConfigError::Store(_))));
+        assert!(matches!(parse(&[("DPS_TABLE_NAME", "  ")]), Err(ConfigError::Store(_))));
+    }
+
+    #[test]
+    fn malformed_values_name_the_variable() {
+        let bad = [
+            ("DPS_CACHE_TTL", "five"),
+            ("DPS_CACHE_TTL", "-1"),
+            ("DPS_CACHE_TTL", "301"),
+            ("DPS_LOG_LEVEL", "info,=[["),
+        ];
+        for (name, value) in bad {
+            match parse(&[("DPS_TABLE_NAME", "table"), (name, value)]) {
+                Err(ConfigError::Invalid { name: got, .. }) => assert_eq!(got, name, "{name}={value}"),
+                other => panic!("{name}={value} gave {other:?}"),
+            }
+        }
+        let endpoint = parse(&[("DPS_TABLE_NAME", "table"), ("DPS_DYNAMODB_ENDPOINT", "localhost:8000")]);
+        assert!(matches!(endpoint, Err(ConfigError::Store(_))), "{endpoint:?}");
+    }
+
+    #[test]
+    fn zero_ttl_disables_the_cache() {
+        let c = parse(&[("DPS_TABLE_NAME", "table"), ("DPS_CACHE_TTL", "0")]).unwrap();
+        assert_eq!(c.cache_ttl, Duration::ZERO);
+    }
+}

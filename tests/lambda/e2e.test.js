@@ -1,0 +1,170 @@
+// End-to-end check of the Lambda path: both Lambda binaries run under `cargo lambda watch` (the Lambda runtime
+// API and function URL emulator) against moto's DynamoDB. Started by run.sh, which passes:
+//   DEVICE_URL, SERVICE_URL   emulator base URLs of the two functions (http://127.0.0.1:PORT)
+//   SERVICE_HOST              the instance's service host name, sent as Host on service calls
+//   CONNECTION_STRING, ID_SCOPE, HUB   from `dps-admin instance create` / `hub link`
+//
+// Device registrations go through the official Azure IoT Node.js device SDK, unmodified. The only thing
+// changed is where its socket goes: the transport is handed its own azure-iot-http-base Http object whose
+// request options carry {port, request: http.request}, so the SDK's method, path, headers, body, polling and
+// response handling are its own while the bytes go in plain HTTP to the emulator's port instead of TLS to 443.
+'use strict';
+
+const test = require('node:test');
+const assert = require('node:assert/strict');
+const crypto = require('node:crypto');
+const http = require('node:http');
+
+const { ProvisioningDeviceClient } = require('azure-iot-provisioning-device');
+const { Http: ProvisioningTransport } = require('azure-iot-provisioning-device-http');
+const { SymmetricKeySecurityClient } = require('azure-iot-security-symmetric-key');
+const { Http: HttpBase } = require('azure-iot-http-base');
+
+const env = (name) => {
+  const value = process.env[name];
+  if (!value) throw new Error(`${name} is not set (run tests/lambda/run.sh)`);
+  return value;
+};
+const DEVICE_URL = new URL(env('DEVICE_URL'));
+const SERVICE_URL = new URL(env('SERVICE_URL'));
+const SERVICE_HOST = env('SERVICE_HOST');
+const ID_SCOPE = env('ID_SCOPE');
+const HUB = env('HUB');
+const conn = Object.fromEntries(env('CONNECTION_STRING').split(';').map((kv) => {
+  const i = kv.indexOf('=');
+  return [kv.slice(0, i), kv.slice(i + 1)];
+}));
+const API = 'api-version=2021-10-01';
+const suffix = crypto.randomBytes(4).toString('hex');
+
+const newKey = () => crypto.randomBytes(32).toString('base64');
+const deriveKey = (groupKey, registrationId) =>
+  crypto.createHmac('sha256', Buffer.from(groupKey, 'base64')).update(registrationId).digest('base64');
+
+function sasToken(resource, keyName, key, ttlSeconds = 3600) {
+  const se = Math.floor(Date.now() / 1000) + ttlSeconds;
+  const sr = encodeURIComponent(resource);
+  const sig = crypto.createHmac('sha256', Buffer.from(key, 'base64')).update(`${sr}\n${se}`).digest('base64');
+  return `SharedAccessSignature sr=${sr}&sig=${encodeURIComponent(sig)}&se=${se}&skn=${keyName}`;
+}
+
+// One service API call through the emulator, with the instance's host in Host (as on the function URL).
+function service(method, path, body, { key = conn.SharedAccessKey } = {}) {
+  const payload = body === undefined ? undefined : JSON.stringify(body);
+  const headers = {
+    Host: SERVICE_HOST,
+    Accept: 'application/json',
+    Authorization: sasToken(conn.HostName, conn.SharedAccessKeyName, key),
+  };
+  if (payload !== undefined) {
+    headers['Content-Type'] = 'application/json; charset=utf-8';
+    headers['Content-Length'] = Buffer.byteLength(payload);
+  }
+  return new Promise((resolve, reject) => {
+    const req = http.request(
+      { host: SERVICE_URL.hostname, port: SERVICE_URL.port, method, path: `${path}?${API}`, headers },
+      (res) => {
+        let text = '';
+        res.setEncoding('utf8');
+        res.on('data', (c) => (text += c));
+        res.on('end', () => {
+          let json;
+          try { json = text ? JSON.parse(text) : undefined; } catch { json = undefined; }
+          resolve({ status: res.statusCode, headers: res.headers, text, json });
+        });
+      },
+    );
+    req.on('error', reject);
+    req.end(payload);
+  });
+}
+
+// The SDK's own Http object, told to use plain HTTP to the emulator's port (see the header comment).
+class EmulatorHttp extends HttpBase {
+  buildRequest(method, path, headers, host, options, done) {
+    if (typeof options === 'function') {
+      done = options;
+      options = undefined;
+    }
+    const socket = { port: Number(DEVICE_URL.port), request: http.request };
+    return super.buildRequest(method, path, headers, host, options || socket, done);
+  }
+}
+
+function register(registrationId, key) {
+  const transport = new ProvisioningTransport(new EmulatorHttp());
+  const security = new SymmetricKeySecurityClient(registrationId, key);
+  const client = ProvisioningDeviceClient.create(DEVICE_URL.hostname, ID_SCOPE, transport, security);
+  return new Promise((resolve, reject) => {
+    client.register((err, result) => (err ? reject(err) : resolve(result)));
+  });
+}
+
+test('service API: the owner connection string from dps-admin is accepted, a wrong key is not', async () => {
+  const ok = await service('POST', '/enrollments/query', { query: '*' });
+  assert.equal(ok.status, 200, ok.text);
+  assert.ok(Array.isArray(ok.json), ok.text);
+  const bad = await service('POST', '/enrollments/query', { query: '*' }, { key: newKey() });
+  assert.equal(bad.status, 401, bad.text);
+  assert.equal(typeof bad.json.errorCode, 'number', bad.text);
+  assert.ok(bad.json.trackingId, bad.text);
+});
+
+test('individual symmetric-key enrollment: the Azure SDK device registers through the device function', async () => {
+  const registrationId = `lambda-dev-${suffix}`;
+  const primaryKey = newKey();
+  const put = await service('PUT', `/enrollments/${registrationId}`, {
+    registrationId,
+    attestation: { type: 'symmetricKey', symmetricKey: { primaryKey, secondaryKey: newKey() } },
+  });
+  assert.equal(put.status, 200, put.text);
+  assert.ok(put.json.etag, put.text);
+
+  const result = await register(registrationId, primaryKey);
+  assert.equal(result.assignedHub, HUB);
+  assert.equal(result.deviceId, registrationId);
+
+  const record = await service('GET', `/registrations/${registrationId}`);
+  assert.equal(record.status, 200, record.text);
+  assert.equal(record.json.status, 'assigned');
+  assert.equal(record.json.assignedHub, HUB);
+
+  // A device that boots again gets the same answer.
+  const again = await register(registrationId, primaryKey);
+  assert.equal(again.assignedHub, HUB);
+  assert.equal(again.deviceId, registrationId);
+});
+
+test('group enrollment: a device with a derived key registers; the group lists its registration', async () => {
+  const groupId = `lambda-group-${suffix}`;
+  const groupKey = newKey();
+  const put = await service('PUT', `/enrollmentGroups/${groupId}`, {
+    enrollmentGroupId: groupId,
+    attestation: { type: 'symmetricKey', symmetricKey: { primaryKey: groupKey, secondaryKey: newKey() } },
+  });
+  assert.equal(put.status, 200, put.text);
+
+  const registrationId = `lambda-member-${suffix}`;
+  const result = await register(registrationId, deriveKey(groupKey, registrationId));
+  assert.equal(result.assignedHub, HUB);
+  assert.equal(result.deviceId, registrationId);
+
+  const listed = await service('POST', `/registrations/${groupId}/query`, { query: '*' });
+  assert.equal(listed.status, 200, listed.text);
+  assert.deepEqual(listed.json.map((r) => r.registrationId), [registrationId]);
+});
+
+test('a device with the wrong key is refused and nothing is recorded', async () => {
+  const registrationId = `lambda-stranger-${suffix}`;
+  await assert.rejects(register(registrationId, newKey()));
+  const record = await service('GET', `/registrations/${registrationId}`);
+  assert.equal(record.status, 404, record.text);
+});
+
+test('registration records can be deleted through the service function', async () => {
+  const registrationId = `lambda-dev-${suffix}`;
+  const del = await service('DELETE', `/registrations/${registrationId}`);
+  assert.equal(del.status, 204, del.text);
+  const gone = await service('GET', `/registrations/${registrationId}`);
+  assert.equal(gone.status, 404, gone.text);
+});

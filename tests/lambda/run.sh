@@ -1,0 +1,133 @@
+#!/usr/bin/env bash
+# The Lambda path, end to end (picked up by scripts/test.sh):
+#   1. template.yaml passes `sam validate --lint` and `cfn-lint`;
+#   2. the Lambda binaries and dps-admin build (debug, native target);
+#   3. both Lambda binaries run under `cargo lambda watch` (Lambda runtime API + function URL emulator, from the
+#      cargo-lambda PyPI package) against moto's DynamoDB server; dps-admin creates the table, an instance and a
+#      linked hub; e2e.test.js drives the service function over HTTP and registers devices through the device
+#      function with the official Azure IoT Node.js device SDK;
+#   4. prints each binary's cold-start init time (process start to first poll of the runtime API).
+# Everything listens on free 127.0.0.1 ports; every process started here is stopped on exit.
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+here="$root/tests/lambda"
+cd "$root"
+say() { echo "lambda/run.sh: $*"; }
+
+"$root/scripts/setup/aws-tools.sh"
+"$root/scripts/setup/moto.sh"
+venv="$root/.venv"
+export PATH="$venv/bin:$PATH" # `cargo lambda` is the venv's cargo-lambda
+
+# Dummy region and credentials: nothing here talks to AWS; moto accepts any key.
+export SAM_CLI_TELEMETRY=0 AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1
+export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_SESSION_TOKEN=testing
+unset AWS_PROFILE
+
+say "sam validate --lint"
+sam validate --lint --template "$root/template.yaml"
+say "cfn-lint"
+cfn-lint "$root/template.yaml"
+
+say "building dps-provisioning, dps-service, dps-admin"
+cargo build --quiet -p dps-provisioning -p dps-service -p dps-admin
+bin="$root/target/debug"
+
+work="$(mktemp -d)"
+groups=()
+cleanup() {
+    local status=$?
+    for pgid in "${groups[@]}"; do
+        kill -TERM -- "-$pgid" 2>/dev/null || true
+    done
+    for pgid in "${groups[@]}"; do
+        for _ in $(seq 50); do kill -0 -- "-$pgid" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL -- "-$pgid" 2>/dev/null || true
+    done
+    if [[ $status -ne 0 ]]; then
+        for log in "$work"/*.log; do
+            [[ -f "$log" ]] || continue
+            echo "---- $(basename "$log") (last 40 lines)"
+            tail -n 40 "$log"
+        done
+    fi
+    rm -rf "$work"
+    exit $status
+}
+trap cleanup EXIT
+
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+# Start a command in its own process group, so cleanup stops it and everything it spawned.
+start() {
+    local log="$1"
+    shift
+    setsid "$@" >"$work/$log" 2>&1 &
+    groups+=("$!")
+}
+wait_for() {
+    local what="$1" url="$2" tries="$3" code
+    for _ in $(seq "$tries"); do
+        code="$(curl -s -o /dev/null -w '%{http_code}' --max-time 30 "$url" || true)"
+        # 5xx is the emulator itself answering that the function is not running (yet, or any more).
+        if [[ "$code" =~ ^[234] ]]; then return 0; fi
+        sleep 1
+    done
+    say "$what did not come up at $url"
+    return 1
+}
+
+moto_port="$(free_port)"
+start moto.log moto_server -H 127.0.0.1 -p "$moto_port"
+wait_for moto "http://127.0.0.1:$moto_port/" 30
+endpoint="http://127.0.0.1:$moto_port"
+
+table="dps-lambda-e2e"
+service_host="dps-service.lambda.test"
+hub="hub-a.lambda.test"
+admin=("$bin/dps-admin" --table "$table" --endpoint-url "$endpoint")
+"${admin[@]}" table create
+created="$("${admin[@]}" --json instance create --name lambda-e2e --host "$service_host")"
+field() { python3 -c 'import json, sys; print(json.loads(sys.argv[1])[sys.argv[2]])' "$created" "$1"; }
+id_scope="$(field idScope)"
+connection_string="$(field connectionString)"
+"${admin[@]}" hub link --id-scope "$id_scope" --hub "$hub" --location us-east-1
+say "instance $id_scope (service host $service_host) with hub $hub"
+
+device_port="$(free_port)"
+service_port="$(free_port)"
+function_env="DPS_TABLE_NAME=$table,DPS_DYNAMODB_ENDPOINT=$endpoint,DPS_CACHE_TTL=1,DPS_LOG_LEVEL=info"
+# One emulator per function. `--bin` makes that binary the emulator's default function, so a request path with
+# no /lambda-url/NAME prefix reaches it unchanged, as on a real function URL: the SDK's own paths
+# (/{idScope}/registrations/...) need no rewriting. The emulator turns each HTTP request into a function URL
+# event (payload format 2.0), hands it to the binary through the Lambda runtime API, and turns the reply back.
+watch() {
+    local log="$1" port="$2" binary="$3"
+    start "$log" cargo lambda watch --quiet --ignore-changes --disable-cors \
+        --invoke-address 127.0.0.1 --invoke-port "$port" --package "$binary" --bin "$binary" \
+        --env-vars "$function_env"
+}
+watch watch-device.log "$device_port" dps-provisioning
+watch watch-service.log "$service_port" dps-service
+# The function starts at the first request (cargo run of the binary built above); wait until it answers.
+wait_for "device function" "http://127.0.0.1:$device_port/healthz" 5
+wait_for "service function" "http://127.0.0.1:$service_port/healthz" 5
+
+if [[ ! -d "$here/node_modules/azure-iot-provisioning-device" ]]; then
+    say "installing the Azure device SDK (npm ci)"
+    (cd "$here" && npm ci --no-audit --no-fund --loglevel=error)
+fi
+
+say "end-to-end through the Lambda functions"
+DEVICE_URL="http://127.0.0.1:$device_port" SERVICE_URL="http://127.0.0.1:$service_port" \
+    SERVICE_HOST="$service_host" ID_SCOPE="$id_scope" HUB="$hub" CONNECTION_STRING="$connection_string" \
+    node --test --test-concurrency=1 "$here/e2e.test.js"
+
+# Informational, never gating: init time of each binary, from process start to its first poll of the runtime
+# API (a stand-in runtime API answers nothing, so the function sits ready); the functions log their own
+# `init_micros` too.
+python3 "$here/coldstart.py" --runs 5 --env "DPS_TABLE_NAME=$table" --env "DPS_DYNAMODB_ENDPOINT=$endpoint" \
+    "$bin/dps-provisioning" "$bin/dps-service"
+say "ok"
