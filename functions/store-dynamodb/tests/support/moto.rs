@@ -2,8 +2,8 @@
 //! test binary exits (its stdin pipe closes, and the wrapper shell kills the server).
 //!
 //! moto's server answers requests on threads without locking its tables, and a cancelled transaction restores
-//! a snapshot of the whole table, undoing writes made meanwhile by other requests. DynamoDB serialises writes
-//! to an item; to keep that, the server is run with one request at a time (`threaded=False`).
+//! a snapshot of the tables it touched, which can undo writes made meanwhile by other requests. DynamoDB
+//! serialises writes to an item; to keep that, the server is run with one request at a time (`threaded=False`).
 
 use std::io::Read;
 use std::net::{TcpListener, TcpStream};
