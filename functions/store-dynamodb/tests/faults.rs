@@ -72,6 +72,23 @@ async fn interrupted_reregistration_keeps_the_previous_record() {
     assert_eq!(env.counted().await, (2, 1), "one re-registration");
 }
 
+/// The write is applied but its response is lost. On DynamoDB the SDK's retry carries the same
+/// ClientRequestToken and is answered as a success; moto ignores the token, so the retry fails its condition and
+/// `Dps::register` reads the record again and writes it once more as a re-registration. Either way the device
+/// gets an answer that matches the stored record, and its first registration is counted exactly once.
+#[tokio::test]
+async fn a_lost_write_response_leaves_a_consistent_record() {
+    let (env, key) = warm_env().await;
+    env.faults.fail(2, 1, Fault::LoseResponse);
+    let record = env.register("dev-1", &key).await.expect("the device gets its answer");
+    assert_eq!(record.status, RegistrationStatus::Assigned);
+    assert_eq!(env.store.get_registration(&env.scope, "dev-1").await.unwrap(), Some(record.clone()));
+    assert_eq!(env.status("dev-1", &key, Some(&record.operation_id)).await.unwrap(), record);
+    let (registrations, reregistrations) = env.counted().await;
+    assert_eq!(registrations, 2, "warm-up and dev-1, once each");
+    assert!(reregistrations <= 1, "at most the replay's re-registration (moto only)");
+}
+
 #[tokio::test]
 async fn transient_faults_within_the_retry_budget_are_invisible() {
     let (env, key) = warm_env().await;

@@ -19,6 +19,9 @@ pub enum Fault {
     Throttle,
     /// 500 InternalServerError (transient, retried by the SDK).
     ServerError,
+    /// The request reaches the server and is applied, but its response is lost: the client sees a 500
+    /// InternalServerError (an ambiguous failure, retried by the SDK).
+    LoseResponse,
     /// 400 TransactionCanceledException whose reasons say the second item was throttled (not retried by the
     /// SDK; the store retries such cancellations itself).
     TransactionThrottled,
@@ -28,7 +31,7 @@ impl Fault {
     fn response(self) -> HttpResponse {
         let (status, code, extra) = match self {
             Fault::Throttle => (400, "ProvisionedThroughputExceededException", ""),
-            Fault::ServerError => (500, "InternalServerError", ""),
+            Fault::ServerError | Fault::LoseResponse => (500, "InternalServerError", ""),
             Fault::TransactionThrottled => (
                 400,
                 "TransactionCanceledException",
@@ -107,6 +110,13 @@ struct FaultyConnector {
 impl HttpConnector for FaultyConnector {
     fn call(&self, request: HttpRequest) -> HttpConnectorFuture {
         match self.plan.next() {
+            Some(Fault::LoseResponse) => {
+                let sent = self.inner.call(request);
+                HttpConnectorFuture::new(async move {
+                    let _lost = sent.await;
+                    Ok(Fault::LoseResponse.response())
+                })
+            }
             Some(fault) => HttpConnectorFuture::ready(Ok(fault.response())),
             None => self.inner.call(request),
         }
