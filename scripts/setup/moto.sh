@@ -12,10 +12,10 @@ if [[ -x "$venv/bin/moto_server" ]]; then
     exit 0
 fi
 
-if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
-    echo "moto.sh: python3-venv missing, installing it with apt-get"
+if ! command -v python3 >/dev/null 2>&1 || ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
+    echo "moto.sh: python3 or its venv module is missing, installing python3-venv with apt-get"
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3 python3-venv >/dev/null
 fi
 
 if [[ ! -x "$venv/bin/python" ]]; then
