@@ -357,3 +357,36 @@ async fn a_deleted_record_makes_the_next_registration_a_first_one() {
         .sum();
     assert_eq!(registrations, 2);
 }
+
+#[tokio::test]
+async fn request_shape_is_checked_before_anything_is_written() {
+    let f = Fixture::new(hubs(1)).await;
+    f.enroll(individual("dev-1", json!({}))).await;
+    let (key, _) = f.keys("dev-1").await;
+    let mut mismatch = register_request(f.scope(), "dev-1", &key);
+    mismatch.body_registration_id = Some("dev-2".into());
+    assert!(matches!(f.dps.register(mismatch).await, Err(Error::Invalid(_))));
+    let bad_id = register_request(f.scope(), "dev 1", &key);
+    assert!(matches!(f.dps.register(bad_id).await, Err(Error::Invalid(_))));
+    assert!(f.store.get_registration(f.scope(), "dev-1").await.unwrap().is_none());
+
+    let mut lower_scope = register_request(&f.scope().to_ascii_lowercase(), "DEV-1", &key);
+    lower_scope.authorization = Some(device_token(&f.scope().to_ascii_lowercase(), "DEV-1", &key, later()));
+    let record = f.dps.register(lower_scope).await.expect("scope and registration ID in another case");
+    assert_eq!(record.registration_id, "DEV-1");
+    assert!(f.store.get_registration(f.scope(), "dev-1").await.unwrap().is_some());
+}
+
+#[tokio::test]
+async fn another_process_without_a_cache_sees_group_changes_at_once() {
+    let f = Fixture::new(hubs(1)).await;
+    let other =
+        dps_core::Dps::new(f.store.clone(), Settings { cache_ttl: std::time::Duration::ZERO, ..Settings::default() });
+    let device = |key: &str| register_request(f.scope(), "dev-1", &sas::derive_device_key(key, "dev-1").unwrap());
+    f.enroll_group(group("group-1", json!({}))).await;
+    let (key, _) = f.group_keys("group-1").await;
+    other.register(device(&key)).await.expect("a group written elsewhere admits the device");
+    f.dps.delete_group(&f.owner().await, "group-1", None).await.unwrap();
+    let gone = other.register(device(&key)).await;
+    assert!(matches!(gone, Err(Error::Unauthorized(_))), "and its deletion refuses it: {gone:?}");
+}
