@@ -137,3 +137,24 @@ async fn throttled_transactions_are_retried_then_surface_as_throttled() {
     env.register("dev-1", &key).await.expect("a cancellation within the retry budget is invisible");
     assert_eq!(env.counted().await, (2, 0));
 }
+
+/// Concurrent first registrations of one device (a device retrying impatiently): the conditional writes let
+/// one win and send the others through `Dps::register`'s re-read loop; every call is answered, the stored
+/// record is the last one written, and exactly one first registration is counted.
+#[tokio::test]
+async fn concurrent_registrations_of_one_device_all_get_answers() {
+    let (env, key) = warm_env().await;
+    let env = std::sync::Arc::new(env);
+    let mut calls = Vec::new();
+    for _ in 0..4 {
+        let (env, key) = (env.clone(), key.clone());
+        calls.push(tokio::spawn(async move { env.register("dev-1", &key).await }));
+    }
+    let mut answers = Vec::new();
+    for call in calls {
+        answers.push(call.await.unwrap().expect("every concurrent registration is answered"));
+    }
+    let stored = env.store.get_registration(&env.scope, "dev-1").await.unwrap().unwrap();
+    assert!(answers.contains(&stored), "the stored record is one of the answers");
+    assert_eq!(env.counted().await, (2, 3), "one first registration (plus the warm-up), three re-registrations");
+}
