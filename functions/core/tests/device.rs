@@ -390,3 +390,13 @@ async fn another_process_without_a_cache_sees_group_changes_at_once() {
     let gone = other.register(device(&key)).await;
     assert!(matches!(gone, Err(Error::Unauthorized(_))), "and its deletion refuses it: {gone:?}");
 }
+
+#[tokio::test]
+async fn a_sticky_device_leaves_a_hub_that_was_unlinked() {
+    let (f, key) = moved_hub_set(json!({ "updateHubAssignment": false })).await;
+    f.link(vec![hub("hub-2.example.net", 1, true, None)]).await;
+    let again = f.register_in_group("dev-1", &key).await.unwrap();
+    assert_eq!(again.status, RegistrationStatus::Assigned);
+    assert_eq!(again.assigned_hub.as_deref(), Some("hub-2.example.net"), "never a hub that is no longer linked");
+    assert_eq!(again.substatus, Some(Substatus::DeviceDataMigrated));
+}

@@ -228,7 +228,11 @@ impl Dps {
         let current_hub =
             previous.filter(|p| p.status == RegistrationStatus::Assigned).and_then(|p| p.assigned_hub.clone());
         let policy = spec.reprovision_policy.unwrap_or_default();
-        let sticky = current_hub.is_some()
+        // A hub that is no longer linked is never kept: the device is allocated afresh.
+        let still_linked = current_hub
+            .as_deref()
+            .is_some_and(|hub| instance.linked_hubs.iter().any(|h| h.host_name.eq_ignore_ascii_case(hub)));
+        let sticky = still_linked
             && (!policy.update_hub_assignment || (spec.reprovision_policy.is_none() && legacy_api(&req.api_version)));
         let allocation = self.allocate(instance, admitted, current_hub.as_deref(), sticky, &record, req).await;
         match allocation {
