@@ -62,6 +62,11 @@ pub(crate) async fn update(
     ];
     match store.transact(items).await {
         Ok(()) => Ok(instance),
+        // The instance item checks the host name too, so the host item alone failing means a damaged table.
+        Err(TransactFailure::Condition { index: 1.., .. }) => {
+            tracing::error!(scope = %scope, "instance host item missing or owned by another scope");
+            Err(Error::internal(format!("{what}: its host name item is inconsistent")))
+        }
         Err(TransactFailure::Condition { old: None, .. }) => Err(Error::not_found(format!("{what} not found"))),
         Err(TransactFailure::Condition { old: Some(old), .. }) => {
             let same = |attribute: &str, value: &str| item::get_s(&old, attribute) == Some(key(value).as_str());

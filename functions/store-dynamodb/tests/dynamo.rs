@@ -240,3 +240,15 @@ async fn config_from_a_lookup_reaches_the_table() {
     let written = store.put_enrollment(&s, enrollment("dev-1"), Precondition::NotExists).await.unwrap();
     assert_eq!(store.get_enrollment(&s, "DEV-1").await.unwrap(), Some(written));
 }
+
+#[tokio::test]
+async fn an_unreachable_endpoint_is_unavailable_after_retries() {
+    // A port nobody listens on: every attempt is refused, the SDK retries, then the domain sees Unavailable.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let log = support::CallLog::default();
+    let config = support::sdk_config().endpoint_url(format!("http://127.0.0.1:{port}")).interceptor(log.clone());
+    let store = DynamoStore::new(aws_sdk_dynamodb::Client::from_conf(config.build()), "nowhere");
+    let result = store.get_enrollment(&scope(), "dev-1").await;
+    assert!(matches!(result, Err(Error::Unavailable(_))), "{result:?}");
+    assert_eq!(log.attempts().len(), support::MAX_ATTEMPTS as usize, "retried before giving up");
+}
