@@ -25,10 +25,11 @@ export SAM_CLI_TELEMETRY=0 AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1
 export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_SESSION_TOKEN=testing
 unset AWS_PROFILE
 
-say "sam validate --lint"
-sam validate --lint --template "$root/template.yaml"
+say "sam validate --lint (with infra/samconfig.toml)"
+sam validate --lint --template "$root/template.yaml" --config-file "$root/infra/samconfig.toml"
 say "cfn-lint"
 cfn-lint "$root/template.yaml"
+"$venv/bin/python" "$here/iam_check.py"
 
 say "building dps-provisioning, dps-service, dps-admin"
 cargo build --quiet -p dps-provisioning -p dps-service -p dps-admin
@@ -89,12 +90,28 @@ service_host="dps-service.lambda.test"
 hub="hub-a.lambda.test"
 admin=("$bin/dps-admin" --table "$table" --endpoint-url "$endpoint")
 "${admin[@]}" table create
-created="$("${admin[@]}" --json instance create --name lambda-e2e --host "$service_host")"
-field() { python3 -c 'import json, sys; print(json.loads(sys.argv[1])[sys.argv[2]])' "$created" "$1"; }
-id_scope="$(field idScope)"
-connection_string="$(field connectionString)"
-"${admin[@]}" hub link --id-scope "$id_scope" --hub "$hub" --location us-east-1
-say "instance $id_scope (service host $service_host) with hub $hub"
+# The operator bootstrap exactly as documented (infra/scripts/bootstrap.sh), against a stand-in for the deployed
+# stack: moto's CloudFormation holds a stack with the outputs template.yaml declares, pointing at this table and
+# host. AWS_ENDPOINT_URL sends both `sam list stack-outputs` and dps-admin to moto.
+AWS_ENDPOINT_URL="$endpoint" "$venv/bin/python" - "$table" "$service_host" <<'PY'
+import json, sys
+import boto3
+table, service_host = sys.argv[1:3]
+outputs = {"TableName": table, "ServiceHostName": service_host, "DeviceHostName": "127.0.0.1"}
+boto3.client("cloudformation").create_stack(
+    StackName="dps-lambda-e2e",
+    TemplateBody=json.dumps({
+        "Resources": {"Placeholder": {"Type": "AWS::CloudFormation::WaitConditionHandle"}},
+        "Outputs": {key: {"Value": value} for key, value in outputs.items()},
+    }),
+)
+PY
+boot="$(AWS_ENDPOINT_URL="$endpoint" DPS_ADMIN="$bin/dps-admin" "$root/infra/scripts/bootstrap.sh" \
+    --stack dps-lambda-e2e --name lambda-e2e --hub "$hub@us-east-1")"
+echo "$boot" | grep -v '^connection string'
+id_scope="$(sed -n 's/^ID scope: *//p' <<<"$boot")"
+connection_string="$(sed -n 's/^connection string: *//p' <<<"$boot")"
+[[ -n "$id_scope" && "$connection_string" == HostName=* ]] || { say "bootstrap printed no instance"; exit 1; }
 
 device_port="$(free_port)"
 service_port="$(free_port)"

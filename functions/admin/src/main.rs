@@ -4,7 +4,7 @@
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
-use dps_core::model::LinkedHub;
+use dps_core::model::{AccessPolicy, Instance, LinkedHub};
 use dps_core::service::NewInstance;
 use dps_core::{Dps, Settings};
 use dps_store_dynamodb::DynamoConfig;
@@ -62,6 +62,18 @@ enum InstanceCommand {
         #[arg(long)]
         id_scope: Option<String>,
     },
+    /// Print an instance's connection string for one of its shared access policies.
+    ConnectionString {
+        /// ID scope of the instance.
+        #[arg(long)]
+        id_scope: String,
+        /// Policy name (default: the owner policy created with the instance).
+        #[arg(long, default_value = "provisioningserviceowner")]
+        policy: String,
+        /// Use the secondary key.
+        #[arg(long)]
+        secondary: bool,
+    },
     /// List instances (no keys).
     List,
 }
@@ -115,24 +127,21 @@ async fn main() -> Result<()> {
             let instance = dps.create_instance(new).await?;
             // A new instance has exactly one policy: the all-rights owner.
             let owner = instance.authorization_policies.first().context("the new instance has no access policy")?;
-            let connection_string = format!(
-                "HostName={};SharedAccessKeyName={};SharedAccessKey={}",
-                instance.service_host_name, owner.key_name, owner.primary_key
-            );
-            if t.json {
-                let out = serde_json::json!({
-                    "name": instance.name,
-                    "idScope": instance.id_scope,
-                    "serviceHostName": instance.service_host_name,
-                    "connectionString": connection_string,
-                });
-                println!("{out}");
-            } else {
-                println!("name:              {}", instance.name);
-                println!("ID scope:          {}", instance.id_scope);
-                println!("service host:      {}", instance.service_host_name);
-                println!("connection string: {connection_string}");
-            }
+            print_instance(&instance, owner, &owner.primary_key, t.json);
+        }
+        Command::Instance(InstanceCommand::ConnectionString { id_scope, policy, secondary }) => {
+            let instance = dps
+                .store()
+                .instance_by_scope(&id_scope)
+                .await?
+                .with_context(|| format!("no instance with ID scope {id_scope}"))?;
+            let found = instance
+                .authorization_policies
+                .iter()
+                .find(|p| p.key_name.eq_ignore_ascii_case(&policy))
+                .with_context(|| format!("instance {id_scope} has no access policy named {policy}"))?;
+            let key = if secondary { &found.secondary_key } else { &found.primary_key };
+            print_instance(&instance, found, key, t.json);
         }
         Command::Instance(InstanceCommand::List) => {
             let instances = dps.list_instances().await?;
@@ -171,4 +180,25 @@ async fn main() -> Result<()> {
         Command::Table(_) => unreachable!("handled above"),
     }
     Ok(())
+}
+
+fn print_instance(instance: &Instance, policy: &AccessPolicy, key: &str, json: bool) {
+    let connection_string = format!(
+        "HostName={};SharedAccessKeyName={};SharedAccessKey={key}",
+        instance.service_host_name, policy.key_name
+    );
+    if json {
+        let out = serde_json::json!({
+            "name": instance.name,
+            "idScope": instance.id_scope,
+            "serviceHostName": instance.service_host_name,
+            "connectionString": connection_string,
+        });
+        println!("{out}");
+    } else {
+        println!("name:              {}", instance.name);
+        println!("ID scope:          {}", instance.id_scope);
+        println!("service host:      {}", instance.service_host_name);
+        println!("connection string: {connection_string}");
+    }
 }
