@@ -9,7 +9,7 @@ use crate::error::{Error, Result};
 use crate::ids::{printable, validate_host_name, validate_id};
 use crate::model::{
     AllocationPolicy, AttestationMechanism, AttestationType, EnrollmentGroup, EnrollmentSpec, IndividualEnrollment,
-    Instance, OperationKind, RegistrationRecord, Right, SymmetricKeyAttestation,
+    Instance, RegistrationRecord, Right, SymmetricKeyAttestation,
 };
 use crate::sas::{generate_key, validate_key};
 use crate::store::{Page, PageRequest, Precondition, Store};
@@ -143,29 +143,29 @@ impl Dps {
         if_match: Option<&str>,
     ) -> Result<IndividualEnrollment> {
         caller.require(Right::EnrollmentWrite)?;
-        self.meter(caller.scope(), OperationKind::ServiceOperation).await;
-        self.put_item(&caller.instance, id, enrollment, if_match.map(|t| Precondition::Matches(t.into()))).await
+        self.metered(caller, async {
+            self.put_item(&caller.instance, id, enrollment, if_match.map(|t| Precondition::Matches(t.into()))).await
+        })
+        .await
     }
 
     /// Read an individual enrollment (keys removed).
     pub async fn get_enrollment(&self, caller: &Caller, id: &str) -> Result<IndividualEnrollment> {
         caller.require(Right::EnrollmentRead)?;
-        self.meter(caller.scope(), OperationKind::ServiceOperation).await;
-        self.get_item::<IndividualEnrollment>(caller, id).await.map(strip_secrets)
+        self.metered(caller, async { self.get_item::<IndividualEnrollment>(caller, id).await.map(strip_secrets) }).await
     }
 
     /// Delete an individual enrollment (its registration record stays).
     pub async fn delete_enrollment(&self, caller: &Caller, id: &str, if_match: Option<&str>) -> Result<()> {
         caller.require(Right::EnrollmentWrite)?;
-        self.meter(caller.scope(), OperationKind::ServiceOperation).await;
-        self.delete_item::<IndividualEnrollment>(caller, id, if_match).await
+        self.metered(caller, async { self.delete_item::<IndividualEnrollment>(caller, id, if_match).await }).await
     }
 
     /// The enrollment's attestation mechanism, keys included.
     pub async fn enrollment_attestation(&self, caller: &Caller, id: &str) -> Result<AttestationMechanism> {
         caller.require(Right::EnrollmentRead)?;
-        self.meter(caller.scope(), OperationKind::ServiceOperation).await;
-        Ok(self.get_item::<IndividualEnrollment>(caller, id).await?.spec.attestation)
+        self.metered(caller, async { Ok(self.get_item::<IndividualEnrollment>(caller, id).await?.spec.attestation) })
+            .await
     }
 
     /// A page of individual enrollments (keys removed).
@@ -176,8 +176,7 @@ impl Dps {
         page: PageRequest,
     ) -> Result<Page<IndividualEnrollment>> {
         caller.require(Right::EnrollmentRead)?;
-        self.meter(caller.scope(), OperationKind::ServiceOperation).await;
-        self.query_items(caller, query, page).await
+        self.metered(caller, async { self.query_items(caller, query, page).await }).await
     }
 
     /// Apply a bulk operation to individual enrollments.
@@ -188,8 +187,7 @@ impl Dps {
         items: Vec<IndividualEnrollment>,
     ) -> Result<BulkOutcome> {
         caller.require(Right::EnrollmentWrite)?;
-        self.meter(caller.scope(), OperationKind::ServiceOperation).await;
-        self.bulk(caller, mode, items).await
+        self.metered(caller, async { self.bulk(caller, mode, items).await }).await
     }
 
     /// Create or replace an enrollment group.
@@ -201,41 +199,43 @@ impl Dps {
         if_match: Option<&str>,
     ) -> Result<EnrollmentGroup> {
         caller.require(Right::EnrollmentWrite)?;
-        self.meter(caller.scope(), OperationKind::ServiceOperation).await;
-        let written =
-            self.put_item(&caller.instance, id, group, if_match.map(|t| Precondition::Matches(t.into()))).await;
-        self.cache.forget_groups(caller.scope());
-        written
+        self.metered(caller, async {
+            let written =
+                self.put_item(&caller.instance, id, group, if_match.map(|t| Precondition::Matches(t.into()))).await;
+            self.cache.forget_groups(caller.scope());
+            written
+        })
+        .await
     }
 
     /// Read an enrollment group (keys removed).
     pub async fn get_group(&self, caller: &Caller, id: &str) -> Result<EnrollmentGroup> {
         caller.require(Right::EnrollmentRead)?;
-        self.meter(caller.scope(), OperationKind::ServiceOperation).await;
-        self.get_item::<EnrollmentGroup>(caller, id).await.map(strip_group_secrets)
+        self.metered(caller, async { self.get_item::<EnrollmentGroup>(caller, id).await.map(strip_group_secrets) })
+            .await
     }
 
     /// Delete an enrollment group (registration records of its devices stay).
     pub async fn delete_group(&self, caller: &Caller, id: &str, if_match: Option<&str>) -> Result<()> {
         caller.require(Right::EnrollmentWrite)?;
-        self.meter(caller.scope(), OperationKind::ServiceOperation).await;
-        let deleted = self.delete_item::<EnrollmentGroup>(caller, id, if_match).await;
-        self.cache.forget_groups(caller.scope());
-        deleted
+        self.metered(caller, async {
+            let deleted = self.delete_item::<EnrollmentGroup>(caller, id, if_match).await;
+            self.cache.forget_groups(caller.scope());
+            deleted
+        })
+        .await
     }
 
     /// The group's attestation mechanism, keys included.
     pub async fn group_attestation(&self, caller: &Caller, id: &str) -> Result<AttestationMechanism> {
         caller.require(Right::EnrollmentRead)?;
-        self.meter(caller.scope(), OperationKind::ServiceOperation).await;
-        Ok(self.get_item::<EnrollmentGroup>(caller, id).await?.spec.attestation)
+        self.metered(caller, async { Ok(self.get_item::<EnrollmentGroup>(caller, id).await?.spec.attestation) }).await
     }
 
     /// A page of enrollment groups (keys removed).
     pub async fn query_groups(&self, caller: &Caller, query: &str, page: PageRequest) -> Result<Page<EnrollmentGroup>> {
         caller.require(Right::EnrollmentRead)?;
-        self.meter(caller.scope(), OperationKind::ServiceOperation).await;
-        self.query_items(caller, query, page).await
+        self.metered(caller, async { self.query_items(caller, query, page).await }).await
     }
 
     /// Apply a bulk operation to enrollment groups.
@@ -246,29 +246,35 @@ impl Dps {
         items: Vec<EnrollmentGroup>,
     ) -> Result<BulkOutcome> {
         caller.require(Right::EnrollmentWrite)?;
-        self.meter(caller.scope(), OperationKind::ServiceOperation).await;
-        let outcome = self.bulk(caller, mode, items).await;
-        self.cache.forget_groups(caller.scope());
-        outcome
+        self.metered(caller, async {
+            let outcome = self.bulk(caller, mode, items).await;
+            self.cache.forget_groups(caller.scope());
+            outcome
+        })
+        .await
     }
 
     /// Read a device's registration record.
     pub async fn get_registration(&self, caller: &Caller, id: &str) -> Result<RegistrationRecord> {
         caller.require(Right::RegistrationStatusRead)?;
-        self.meter(caller.scope(), OperationKind::ServiceOperation).await;
-        validate_id("registration ID", id)?;
-        self.store
-            .get_registration(caller.scope(), id)
-            .await?
-            .ok_or_else(|| Error::not_found(format!("Registration '{id}' not found")))
+        self.metered(caller, async {
+            validate_id("registration ID", id)?;
+            self.store
+                .get_registration(caller.scope(), id)
+                .await?
+                .ok_or_else(|| Error::not_found(format!("Registration '{id}' not found")))
+        })
+        .await
     }
 
     /// Delete a device's registration record (the device may register again as new).
     pub async fn delete_registration(&self, caller: &Caller, id: &str, if_match: Option<&str>) -> Result<()> {
         caller.require(Right::RegistrationStatusWrite)?;
-        self.meter(caller.scope(), OperationKind::ServiceOperation).await;
-        validate_id("registration ID", id)?;
-        self.store.delete_registration(caller.scope(), id, Precondition::if_match(if_match)).await
+        self.metered(caller, async {
+            validate_id("registration ID", id)?;
+            self.store.delete_registration(caller.scope(), id, Precondition::if_match(if_match)).await
+        })
+        .await
     }
 
     /// A page of the registration records of one group's devices.
@@ -279,9 +285,11 @@ impl Dps {
         page: PageRequest,
     ) -> Result<Page<RegistrationRecord>> {
         caller.require(Right::RegistrationStatusRead)?;
-        self.meter(caller.scope(), OperationKind::ServiceOperation).await;
-        validate_id("enrollment group ID", group_id)?;
-        self.store.query_registrations(caller.scope(), group_id, bounded(page)).await
+        self.metered(caller, async {
+            validate_id("enrollment group ID", group_id)?;
+            self.store.query_registrations(caller.scope(), group_id, bounded(page)).await
+        })
+        .await
     }
 
     async fn get_item<T: EnrollmentKind>(&self, caller: &Caller, id: &str) -> Result<T> {

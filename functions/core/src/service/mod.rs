@@ -160,6 +160,12 @@ impl Dps {
         Ok(all)
     }
 
+    /// Run a billable service API call, counting it concurrently with the work (one round trip, not two).
+    async fn metered<T>(&self, caller: &Caller, work: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+        let (_, result) = futures::join!(self.meter(caller.scope(), OperationKind::ServiceOperation), work);
+        result
+    }
+
     /// Count billable operations; a failure is logged, never shown to the caller whose work succeeded.
     async fn meter(&self, scope: &str, kind: OperationKind) {
         let date = today();
