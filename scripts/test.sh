@@ -38,6 +38,13 @@ print_summary() {
     printf '  %s\n' "${summary[@]}"
 }
 
+# Non-login shells may not have rustup's cargo on PATH yet.
+if ! command -v cargo >/dev/null 2>&1 && [ -f "$HOME/.cargo/env" ]; then
+    # shellcheck disable=SC1091
+    . "$HOME/.cargo/env"
+fi
+command -v cargo >/dev/null 2>&1 || { echo "test.sh: cargo not found (install Rust stable with rustup)" >&2; exit 1; }
+
 # A C compiler (ring builds C and assembly) is the one build prerequisite Rust does not bring along.
 if ! command -v cc >/dev/null 2>&1; then
     say "no C compiler: installing build-essential with apt-get"
