@@ -52,6 +52,10 @@ struct Args {
     /// Concurrent connections (one request at a time on each).
     #[arg(long, default_value_t = 8)]
     concurrency: usize,
+    /// Other symmetric-key groups to create first (sorted before the measured group), to see what many groups
+    /// cost a registration.
+    #[arg(long, default_value_t = 0)]
+    extra_groups: usize,
 }
 
 const DEVICE_API: &str = "2021-06-01";
@@ -147,7 +151,16 @@ async fn main() -> anyhow::Result<()> {
         bail!("linking a hub: HTTP {status} {body}");
     }
     let run = format!("{:x}", now());
-    let group_id = format!("loadgen-{run}");
+    for i in 0..args.extra_groups {
+        let extra_id = format!("loadgen-{run}-a{i:05}");
+        let extra = json!({"enrollmentGroupId": extra_id, "attestation": {"type": "symmetricKey"}});
+        let path = format!("/enrollmentGroups/{extra_id}?api-version={SERVICE_API}");
+        let (status, body) = admin.call("PUT", &path, &service_auth, &extra).await?;
+        if status != 200 {
+            bail!("creating extra group {i}: HTTP {status} {body}");
+        }
+    }
+    let group_id = format!("loadgen-{run}-z");
     let group_key = dps_core::sas::generate_key();
     let group = json!({
         "enrollmentGroupId": group_id,
@@ -172,8 +185,8 @@ async fn main() -> anyhow::Result<()> {
             .collect::<anyhow::Result<_>>()?,
     );
     println!(
-        "loadgen: {} first-time registrations, {} connections, group {group_id}, server {}",
-        args.devices, args.concurrency, args.addr
+        "loadgen: {} first-time registrations, {} connections, group {group_id} (after {} other groups), server {}",
+        args.devices, args.concurrency, args.extra_groups, args.addr
     );
 
     let next = Arc::new(AtomicUsize::new(0));
@@ -225,7 +238,7 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "{}",
         json!({
-            "devices": latencies.len(), "concurrency": args.concurrency, "seconds": elapsed.as_secs_f64(),
+            "devices": latencies.len(), "concurrency": args.concurrency, "extraGroups": args.extra_groups, "seconds": elapsed.as_secs_f64(),
             "perSecond": rate, "p50Ms": ms(percentile(&latencies, 50.0)), "p90Ms": ms(percentile(&latencies, 90.0)),
             "p99Ms": ms(percentile(&latencies, 99.0)), "maxMs": ms(latencies.last().copied().unwrap_or_default()),
             "failed": failures,
