@@ -63,7 +63,12 @@ pub async fn run(global: &Global, args: ServeArgs) -> anyhow::Result<()> {
             listeners.push(bind("service", service_addr, dps_api::service_router(dps.clone())).await?);
         }
     }
+    // Signal handlers go in before anyone learns we are up, so an early SIGTERM is still a graceful one.
+    let signals = Signals::install();
     announce(&args, &files, &instances, &listeners)?;
+    for l in &listeners {
+        tracing::info!(listener = l.what, addr = %l.socket.local_addr()?, "listening");
+    }
 
     let limits = Arc::new(Limits {
         request_timeout: Duration::from_secs(args.request_timeout.max(1)),
@@ -76,7 +81,7 @@ pub async fn run(global: &Global, args: ServeArgs) -> anyhow::Result<()> {
         tasks.spawn(serve_listener(listener, acceptor.clone(), limits.clone(), stop_rx.clone(), grace));
     }
 
-    let signal = shutdown_signal().await;
+    let signal = signals.recv().await;
     tracing::info!(signal, "shutting down: no new connections, letting in-flight requests finish");
     let _ = stop_tx.send(true);
     while tasks.join_next().await.is_some() {}
@@ -183,19 +188,36 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|stop| *stop).await.map(drop);
 }
 
-async fn shutdown_signal() -> &'static str {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(term) => term,
-        Err(err) => {
-            tracing::warn!(error = %err, "cannot watch SIGTERM; only Ctrl-C stops the server");
-            let _ = tokio::signal::ctrl_c().await;
-            return "SIGINT";
+/// SIGINT and SIGTERM, watched from the moment of installation.
+struct Signals {
+    term: Option<tokio::signal::unix::Signal>,
+    int: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn install() -> Self {
+        use tokio::signal::unix::{SignalKind, signal};
+        let watch = |kind: SignalKind, name: &str| match signal(kind) {
+            Ok(s) => Some(s),
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot watch {name}");
+                None
+            }
+        };
+        Self { term: watch(SignalKind::terminate(), "SIGTERM"), int: watch(SignalKind::interrupt(), "SIGINT") }
+    }
+
+    async fn recv(mut self) -> &'static str {
+        async fn next(signal: &mut Option<tokio::signal::unix::Signal>) {
+            match signal {
+                Some(s) => drop(s.recv().await),
+                None => std::future::pending().await,
+            }
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => "SIGINT",
-        _ = term.recv() => "SIGTERM",
+        tokio::select! {
+            _ = next(&mut self.term) => "SIGTERM",
+            _ = next(&mut self.int) => "SIGINT",
+        }
     }
 }
 
