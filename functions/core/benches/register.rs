@@ -127,9 +127,12 @@ fn group_count_scaling(c: &mut Criterion) {
     let mut g = c.benchmark_group("register_by_group_count");
     g.sample_size(30).measurement_time(Duration::from_secs(6));
     for groups in [1, 100, 1000] {
-        for (backend, bench) in
-            [("embedded_file", Bench::file(groups)), ("embedded_in_memory", Bench::in_memory(groups))]
-        {
+        let benches = [
+            ("embedded_file", Bench::file(groups)),
+            ("embedded_in_memory", Bench::in_memory(groups)),
+            ("memory_store", Bench::memory_store(groups)),
+        ];
+        for (backend, bench) in benches {
             g.bench_with_input(BenchmarkId::new(backend, groups), &groups, |b, _| {
                 b.iter_batched(|| bench.request(), |req| bench.register(req), BatchSize::SmallInput)
             });
@@ -138,5 +141,40 @@ fn group_count_scaling(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, first_time_registration, group_count_scaling);
+/// The two store calls a first-time registration makes, alone: where the embedded store's share goes.
+fn store_calls(c: &mut Criterion) {
+    let mut g = c.benchmark_group("store_calls");
+    g.sample_size(30).measurement_time(Duration::from_secs(4));
+    let record: dps_core::model::RegistrationRecord = serde_json::from_value(serde_json::json!({
+        "registrationId": "x", "status": "assigned", "assignedHub": "hub-1.example.net",
+        "createdDateTimeUtc": "2024-05-01T12:00:00Z", "lastUpdatedDateTimeUtc": "2024-05-01T12:00:00Z",
+        "enrollmentGroupId": "zz-target", "attestationType": "symmetricKey", "operationId": "op"
+    }))
+    .unwrap();
+    for (name, bench) in [("embedded_file", Bench::file(1)), ("embedded_in_memory", Bench::in_memory(1))] {
+        let store = bench.dps.store().clone();
+        let next = AtomicU64::new(0);
+        g.bench_function(BenchmarkId::new("device_context", name), |b| {
+            b.iter(|| bench.runtime.block_on(store.device_context(&bench.scope, "nobody")).unwrap())
+        });
+        g.bench_function(BenchmarkId::new("put_registration", name), |b| {
+            b.iter_batched(
+                || {
+                    let id = format!("r-{}", next.fetch_add(1, Ordering::Relaxed));
+                    dps_core::model::RegistrationRecord { registration_id: id, ..record.clone() }
+                },
+                |r| {
+                    bench
+                        .runtime
+                        .block_on(store.put_registration(&bench.scope, r, Precondition::NotExists, None))
+                        .unwrap()
+                },
+                BatchSize::SmallInput,
+            )
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, first_time_registration, group_count_scaling, store_calls);
 criterion_main!(benches);
