@@ -11,6 +11,7 @@ use dps_core::model::{CustomAllocationDefinition, Instance};
 use dps_core::policy::{DryRun, PolicyInfo, PolicyRegistry, PolicyTrace};
 use dps_core::{Error, Result};
 use serde_json::Value;
+use tokio::sync::Semaphore;
 
 use crate::codes::{self, failure};
 use crate::limits::Limits;
@@ -25,6 +26,8 @@ pub struct PolicySettings {
     pub limits: Limits,
     /// Webhook timeouts and bounds.
     pub webhooks: WebhookSettings,
+    /// Sandbox calls at once (pooling allocator slots; 0 = on-demand allocator, unbounded). More callers wait.
+    pub pool_slots: u32,
     /// How long a policy's name -> module mapping may be served from memory (other warm functions see an
     /// upload or delete after at most this long; the function that made the change sees it at once).
     pub metadata_ttl: Duration,
@@ -32,7 +35,12 @@ pub struct PolicySettings {
 
 impl Default for PolicySettings {
     fn default() -> Self {
-        Self { limits: Limits::default(), webhooks: WebhookSettings::default(), metadata_ttl: Duration::from_secs(5) }
+        Self {
+            limits: Limits::default(),
+            webhooks: WebhookSettings::default(),
+            pool_slots: 16,
+            metadata_ttl: Duration::from_secs(5),
+        }
     }
 }
 
@@ -55,6 +63,8 @@ type MetadataKey = (String, String);
 /// Custom allocation by WebAssembly policies and webhooks, and the registry of policies.
 pub struct PolicyAllocator {
     sandbox: Arc<Sandbox>,
+    /// One permit per pool slot: sandbox work waits here rather than failing on an exhausted pool.
+    slots: Arc<Semaphore>,
     storage: Arc<dyn ModuleStorage>,
     webhooks: Webhooks,
     metadata_ttl: Duration,
@@ -64,10 +74,13 @@ pub struct PolicyAllocator {
 impl PolicyAllocator {
     /// An allocator over `storage`: builds the engine (and its epoch ticker) and the webhook clients.
     pub fn new(storage: Arc<dyn ModuleStorage>, settings: PolicySettings) -> Result<Self> {
-        let sandbox = Sandbox::new(settings.limits).map_err(|e| Error::internal(format!("wasm engine: {e}")))?;
+        let slots = settings.pool_slots;
+        let sandbox = Sandbox::new(settings.limits, slots).map_err(|e| Error::internal(format!("wasm engine: {e}")))?;
+        let permits = if slots == 0 { Semaphore::MAX_PERMITS } else { slots as usize };
         let webhooks = Webhooks::new(settings.webhooks).map_err(|e| Error::internal(format!("webhook client: {e}")))?;
         Ok(Self {
             sandbox: Arc::new(sandbox),
+            slots: Arc::new(Semaphore::new(permits)),
             storage,
             webhooks,
             metadata_ttl: settings.metadata_ttl,
@@ -117,6 +130,7 @@ impl PolicyAllocator {
             .await
             .map_err(|e| host(e.to_string()))?
             .ok_or_else(|| host(format!("module {} is missing from storage", info.sha256)))?;
+        let _slot = self.slots.acquire().await.map_err(|e| host(e.to_string()))?;
         let sandbox = self.sandbox.clone();
         tokio::task::spawn_blocking(move || sandbox.compile(&bytes))
             .await
@@ -147,6 +161,9 @@ impl PolicyAllocator {
         let input = match serde_json::to_vec(request) {
             Ok(input) => input,
             Err(e) => return (Err(failure(codes::POLICY_HOST, format!("Cannot encode the request: {e}"))), trace),
+        };
+        let Ok(_slot) = self.slots.acquire().await else {
+            return (Err(failure(codes::POLICY_HOST, "The sandbox is shutting down")), trace);
         };
         let run = match run_blocking(self.sandbox.clone(), move |sandbox| sandbox.run(&compiled, &input)).await {
             Ok(run) => run,
@@ -258,6 +275,7 @@ impl PolicyRegistry for PolicyAllocator {
         if !valid_name(name) {
             return Err(invalid_name(name));
         }
+        let _slot = self.slots.acquire().await.map_err(|e| Error::internal(e.to_string()))?;
         let sandbox = self.sandbox.clone();
         let (compiled, module) = tokio::task::spawn_blocking(move || (sandbox.compile(&module), module))
             .await

@@ -78,7 +78,7 @@ pub(crate) struct CallLimiter {
 }
 
 /// Most table elements a module may have (function references for indirect calls).
-const TABLE_ELEMENTS: usize = 20_000;
+pub(crate) const TABLE_ELEMENTS: usize = 20_000;
 
 impl ResourceLimiter for CallLimiter {
     fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {

@@ -45,7 +45,7 @@ async fn measure() {
     let h = Harness::new();
 
     // Compile (validate + compile + instantiate_pre + ABI probe) on a fresh engine, then the cached path.
-    let sandbox = Sandbox::new(Limits::default()).unwrap();
+    let sandbox = Sandbox::new(Limits::default(), 16).unwrap();
     let t = Instant::now();
     let compiled = sandbox.compile(&module).unwrap();
     let compile = t.elapsed();
@@ -91,14 +91,33 @@ async fn measure() {
         bare.push(t.elapsed());
         assert!(run.output.is_ok());
     }
+    // The same on an engine with the on-demand allocator (no pool), for comparison.
+    {
+        let label = "on-demand allocator (no pool)";
+        let pooled = Sandbox::new(Limits::default(), 0).unwrap();
+        let compiled = pooled.compile(&module).unwrap();
+        let t = Instant::now();
+        for _ in 0..1000 {
+            pooled.instantiate_only(&compiled).unwrap();
+        }
+        let inst = t.elapsed() / 1000;
+        let mut runs = Vec::with_capacity(N);
+        for _ in 0..N {
+            let t = Instant::now();
+            assert!(pooled.run(&compiled, &input).output.is_ok());
+            runs.push(t.elapsed());
+        }
+        let (m, p90, _) = stats(runs);
+        println!("{label}: instantiate {inst:?}; sandbox.run median {m:?}, p90 {p90:?}");
+    }
     let trace = h.allocator.dry_run(&strict, "tenants", req.clone()).await.unwrap().trace;
     let (wm, w90, wavg) = stats(wasm);
     let (hm, h90, havg) = stats(hook);
     let (bm, b90, _) = stats(bare);
     println!("module: tenant_prefix.wasm, {} bytes", module.len());
     println!("compile (validate+compile+pre+probe), fresh engine: {compile:?}; cached by hash: {cached:?}");
-    println!("instantiate from InstancePre (limited store): {instantiate:?}");
-    println!("sandbox.run alone: median {bm:?}, p90 {b90:?}");
+    println!("instantiate from InstancePre (limited store, pooling allocator, 16 slots): {instantiate:?}");
+    println!("sandbox.run alone (pooling): median {bm:?}, p90 {b90:?}");
     println!("allocate, wasm policy: median {wm:?}, p90 {w90:?}, mean {wavg:?}");
     println!(
         "allocate, local webhook (same logic, HTTP/1.1 keep-alive on 127.0.0.1): median {hm:?}, p90 {h90:?}, mean {havg:?}"

@@ -40,7 +40,9 @@ async fn uploads_that_break_the_abi_are_refused_with_the_reason() {
     );
     assert_eq!(
         refused(b"\0asm\x01\0\0\0garbage".to_vec()).await,
-        Error::invalid("The module is not valid WebAssembly: unexpected end-of-file (at offset 0xa)")
+        Error::invalid(
+            "The module is not valid WebAssembly within the sandbox limits: unexpected end-of-file (at offset 0xa)"
+        )
     );
 }
 
@@ -78,8 +80,8 @@ async fn oversize_and_overweight_modules_are_refused() {
     assert_eq!(
         refused(greedy).await,
         Error::invalid(
-            "The module fails to start under the call limits: memory limit of 16777216 bytes exceeded (asked for \
-             65536000)"
+            "The module is not valid WebAssembly within the sandbox limits: memory has a minimum byte size of \
+             65536000 which exceeds the limit of 0x1000000 bytes"
         )
     );
 }
