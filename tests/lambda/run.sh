@@ -33,7 +33,7 @@ cfn-lint "$root/template.yaml"
 
 say "building dps-provisioning, dps-service, dps-admin"
 cargo build --quiet -p dps-provisioning -p dps-service -p dps-admin
-bin="$root/target/debug"
+bin="${CARGO_TARGET_DIR:-$root/target}/debug"
 
 work="$(mktemp -d)"
 groups=()
@@ -93,11 +93,13 @@ admin=("$bin/dps-admin" --table "$table" --endpoint-url "$endpoint")
 # The operator bootstrap exactly as documented (infra/scripts/bootstrap.sh), against a stand-in for the deployed
 # stack: moto's CloudFormation holds a stack with the outputs template.yaml declares, pointing at this table and
 # host. AWS_ENDPOINT_URL sends both `sam list stack-outputs` and dps-admin to moto.
-AWS_ENDPOINT_URL="$endpoint" "$venv/bin/python" - "$table" "$service_host" <<'PY'
+bucket="dps-lambda-e2e-policies"
+AWS_ENDPOINT_URL="$endpoint" "$venv/bin/python" - "$table" "$service_host" "$bucket" <<'PY'
 import json, sys
 import boto3
-table, service_host = sys.argv[1:3]
-outputs = {"TableName": table, "ServiceHostName": service_host, "DeviceHostName": "127.0.0.1"}
+table, service_host, bucket = sys.argv[1:4]
+boto3.client("s3").create_bucket(Bucket=bucket)
+outputs = {"TableName": table, "ServiceHostName": service_host, "DeviceHostName": "127.0.0.1", "PolicyBucketName": bucket}
 boto3.client("cloudformation").create_stack(
     StackName="dps-lambda-e2e",
     TemplateBody=json.dumps({
@@ -115,7 +117,9 @@ connection_string="$(sed -n 's/^connection string: *//p' <<<"$boot")"
 
 device_port="$(free_port)"
 service_port="$(free_port)"
-function_env="DPS_TABLE_NAME=$table,DPS_DYNAMODB_ENDPOINT=$endpoint,DPS_CACHE_TTL=1,DPS_LOG_LEVEL=info"
+# As template.yaml sets them, plus the two endpoint overrides that point the functions at moto (DynamoDB, S3).
+function_env="DPS_TABLE_NAME=$table,DPS_DYNAMODB_ENDPOINT=$endpoint,DPS_POLICY_BUCKET=$bucket"
+function_env+=",DPS_S3_ENDPOINT=$endpoint,DPS_CACHE_TTL=1,DPS_LOG_LEVEL=info"
 # One emulator per function. `--bin` makes that binary the emulator's default function, so a request path with
 # no /lambda-url/NAME prefix reaches it unchanged, as on a real function URL: the SDK's own paths
 # (/{idScope}/registrations/...) need no rewriting. The emulator turns each HTTP request into a function URL
@@ -146,5 +150,6 @@ DEVICE_URL="http://127.0.0.1:$device_port" SERVICE_URL="http://127.0.0.1:$servic
 # API (a stand-in runtime API answers nothing, so the function sits ready); the functions log their own
 # `init_micros` too.
 python3 "$here/coldstart.py" --runs 5 --env "DPS_TABLE_NAME=$table" --env "DPS_DYNAMODB_ENDPOINT=$endpoint" \
+    --env "DPS_POLICY_BUCKET=$bucket" --env "DPS_S3_ENDPOINT=$endpoint" \
     "$bin/dps-provisioning" "$bin/dps-service"
 say "ok"

@@ -1,15 +1,24 @@
-//! The store and the service, built once per process (cold start) from the caller's AWS credentials chain
-//! (environment variables on Lambda; profiles, SSO or a credential process for operators).
+//! The store, the custom allocator and the service, built once per process (cold start) from the caller's AWS
+//! credentials chain (environment variables on Lambda; profiles, SSO or a credential process for operators).
 
 use std::sync::Arc;
 
 use dps_core::Dps;
+use dps_policy::s3::S3Storage;
+use dps_policy::{PolicyAllocator, PolicySettings};
 
 use crate::FunctionConfig;
 
-/// The provisioning service over the deployment's table, as a Lambda function runs it. The SDK client (rustls
-/// on ring, the store's retry and timeout settings) is created here and reused by every invocation.
-pub async fn dps(config: &FunctionConfig) -> Dps {
+/// The provisioning service as a Lambda function runs it: the DynamoDB store (one SDK client, rustls on ring,
+/// the store's retry and timeout settings) and, when the policy bucket is configured, custom allocation with
+/// WebAssembly modules kept in that bucket and webhooks. Every invocation of the warm function reuses it.
+pub async fn dps(config: &FunctionConfig) -> dps_core::Result<Dps> {
     let store = config.dynamo.connect().await;
-    Dps::new(Arc::new(store), config.settings())
+    let dps = Dps::new(Arc::new(store), config.settings());
+    let Some(bucket) = &config.policy_bucket else {
+        return Ok(dps);
+    };
+    let storage = S3Storage::from_env(bucket.clone(), config.s3_endpoint.clone()).await;
+    let policies = Arc::new(PolicyAllocator::new(Arc::new(storage), PolicySettings::default())?);
+    Ok(dps.with_allocator(policies.clone()).with_policies(policies))
 }

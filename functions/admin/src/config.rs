@@ -21,8 +21,10 @@ pub mod vars {
     pub const CACHE_TTL: &str = "DPS_CACHE_TTL";
     /// `tracing` filter, e.g. `info` or `info,dps_core=debug`.
     pub const LOG_LEVEL: &str = "DPS_LOG_LEVEL";
-    /// S3 bucket holding custom allocation policy modules (optional until custom allocation is deployed).
+    /// S3 bucket holding custom allocation policy modules; without it the `custom` policy is refused.
     pub const POLICY_BUCKET: &str = "DPS_POLICY_BUCKET";
+    /// S3 endpoint override for local runs (moto); never set on AWS.
+    pub const S3_ENDPOINT: &str = "DPS_S3_ENDPOINT";
     /// Region of the AWS clients; the Lambda service sets it.
     pub const AWS_REGION: &str = "AWS_REGION";
 }
@@ -40,6 +42,8 @@ pub struct FunctionConfig {
     pub log_filter: String,
     /// Policy module bucket.
     pub policy_bucket: Option<String>,
+    /// S3 endpoint override (local runs only).
+    pub s3_endpoint: Option<String>,
 }
 
 /// A configuration value that is missing or malformed.
@@ -90,7 +94,16 @@ impl FunctionConfig {
         if let Err(err) = EnvFilter::try_new(&log_filter) {
             return Err(ConfigError::Invalid { name: vars::LOG_LEVEL, reason: err.to_string() });
         }
-        Ok(Self { dynamo, serving_region, cache_ttl, log_filter, policy_bucket: get(vars::POLICY_BUCKET) })
+        let s3_endpoint = get(vars::S3_ENDPOINT);
+        if let Some(url) = &s3_endpoint
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return Err(ConfigError::Invalid {
+                name: vars::S3_ENDPOINT,
+                reason: format!("'{url}' is not an http(s) URL"),
+            });
+        }
+        Ok(Self { dynamo, serving_region, cache_ttl, log_filter, policy_bucket: get(vars::POLICY_BUCKET), s3_endpoint })
     }
 
     /// The core service's settings.
@@ -119,7 +132,8 @@ mod tests {
         assert_eq!(c.serving_region.as_deref(), Some("eu-west-1"), "serving region defaults to AWS_REGION");
         assert_eq!(c.cache_ttl, DEFAULT_CACHE_TTL);
         assert_eq!(c.log_filter, "info");
-        assert_eq!(c.policy_bucket, None);
+        assert_eq!(c.policy_bucket, None, "no bucket: custom allocation stays off");
+        assert_eq!(c.s3_endpoint, None);
         assert_eq!(c.settings().cache_ttl, DEFAULT_CACHE_TTL);
     }
 
@@ -133,6 +147,7 @@ mod tests {
             ("DPS_LOG_LEVEL", "info,dps_core=debug"),
             ("DPS_DYNAMODB_ENDPOINT", "http://127.0.0.1:5000"),
             ("DPS_POLICY_BUCKET", "policies"),
+            ("DPS_S3_ENDPOINT", "http://127.0.0.1:5000"),
         ])
         .unwrap();
         assert_eq!(c.serving_region.as_deref(), Some("eu-central-1"));
@@ -140,6 +155,7 @@ mod tests {
         assert_eq!(c.log_filter, "info,dps_core=debug");
         assert_eq!(c.dynamo.endpoint_url.as_deref(), Some("http://127.0.0.1:5000"));
         assert_eq!(c.policy_bucket.as_deref(), Some("policies"));
+        assert_eq!(c.s3_endpoint.as_deref(), Some("http://127.0.0.1:5000"));
         assert_eq!(c.settings().serving_region.as_deref(), Some("eu-central-1"));
     }
 
@@ -156,6 +172,7 @@ mod tests {
             ("DPS_CACHE_TTL", "-1"),
             ("DPS_CACHE_TTL", "301"),
             ("DPS_LOG_LEVEL", "info,=[["),
+            ("DPS_S3_ENDPOINT", "127.0.0.1:5000"),
         ];
         for (name, value) in bad {
             match parse(&[("DPS_TABLE_NAME", "table"), (name, value)]) {

@@ -11,7 +11,7 @@ async fn main() -> Result<(), lambda_http::Error> {
     let started = Instant::now();
     let config = FunctionConfig::from_env()?;
     logging::init_json(&config.log_filter);
-    let dps = aws::dps(&config).await;
+    let dps = aws::dps(&config).await?;
     let router = dps_api::device_router(dps);
     tracing::info!(
         function = "device",
