@@ -1,8 +1,10 @@
 //! In-memory cache of rarely changing configuration (instances, enrollment groups) with a short TTL.
 //! Writes made through this process invalidate it at once; writes made elsewhere (another Lambda instance)
-//! are seen after at most the TTL.
+//! are seen after at most the TTL. A load that started before an invalidation is not cached (generation check),
+//! so a slow read cannot put an old value back after a write made through this process.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -15,11 +17,31 @@ pub(crate) struct ConfigCache {
     by_scope: Mutex<HashMap<String, Entry<Instance>>>,
     host_to_scope: Mutex<HashMap<String, String>>,
     groups: Mutex<HashMap<String, Entry<Vec<EnrollmentGroup>>>>,
+    generation: AtomicU64,
 }
+
+/// The cache generation a load started in; pass it back when storing the loaded value.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Generation(u64);
 
 impl ConfigCache {
     pub(crate) fn new(ttl: Duration) -> Self {
-        Self { ttl, by_scope: Mutex::default(), host_to_scope: Mutex::default(), groups: Mutex::default() }
+        Self {
+            ttl,
+            by_scope: Mutex::default(),
+            host_to_scope: Mutex::default(),
+            groups: Mutex::default(),
+            generation: AtomicU64::new(0),
+        }
+    }
+
+    /// Call before reading from the store a value that will be cached.
+    pub(crate) fn generation(&self) -> Generation {
+        Generation(self.generation.load(Ordering::SeqCst))
+    }
+
+    fn current(&self, loaded_in: Generation) -> bool {
+        self.ttl > Duration::ZERO && self.generation.load(Ordering::SeqCst) == loaded_in.0
     }
 
     fn fresh<T>(&self, entry: Option<&Entry<T>>) -> Option<Arc<T>> {
@@ -36,8 +58,8 @@ impl ConfigCache {
         self.instance_by_scope(&scope)
     }
 
-    pub(crate) fn put_instance(&self, instance: Arc<Instance>) {
-        if self.ttl.is_zero() {
+    pub(crate) fn put_instance(&self, instance: Arc<Instance>, loaded_in: Generation) {
+        if !self.current(loaded_in) {
             return;
         }
         let scope = instance.id_scope.to_ascii_lowercase();
@@ -49,6 +71,7 @@ impl ConfigCache {
     }
 
     pub(crate) fn forget_instance(&self, scope: &str) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
         self.by_scope.lock().expect("cache lock").remove(&scope.to_ascii_lowercase());
     }
 
@@ -57,14 +80,15 @@ impl ConfigCache {
         self.fresh(map.get(&scope.to_ascii_lowercase()))
     }
 
-    pub(crate) fn put_groups(&self, scope: &str, groups: Arc<Vec<EnrollmentGroup>>) {
-        if self.ttl.is_zero() {
+    pub(crate) fn put_groups(&self, scope: &str, groups: Arc<Vec<EnrollmentGroup>>, loaded_in: Generation) {
+        if !self.current(loaded_in) {
             return;
         }
         self.groups.lock().expect("cache lock").insert(scope.to_ascii_lowercase(), (Instant::now(), groups));
     }
 
     pub(crate) fn forget_groups(&self, scope: &str) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
         self.groups.lock().expect("cache lock").remove(&scope.to_ascii_lowercase());
     }
 }

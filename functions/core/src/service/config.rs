@@ -122,7 +122,11 @@ impl Dps {
             .await?
             .ok_or_else(|| Error::not_found(format!("No instance with ID scope '{scope}'")))?;
         let etag = instance.etag.clone().unwrap_or_default();
+        let identity = (instance.id_scope.clone(), instance.name.clone(), instance.service_host_name.clone());
         change(&mut instance)?;
+        if identity != (instance.id_scope.clone(), instance.name.clone(), instance.service_host_name.clone()) {
+            return Err(Error::invalid("An instance's ID scope, name and service host name cannot change"));
+        }
         self.check_instance(&instance).await?;
         let written = self.store.update_instance(instance, Precondition::Matches(etag)).await?;
         self.cache.forget_instance(scope);

@@ -122,9 +122,10 @@ impl Dps {
         if let Some(hit) = self.cache.instance_by_scope(scope) {
             return Ok(Some(hit));
         }
+        let generation = self.cache.generation();
         let found = self.store.instance_by_scope(scope).await?.map(Arc::new);
         if let Some(instance) = &found {
-            self.cache.put_instance(instance.clone());
+            self.cache.put_instance(instance.clone(), generation);
         }
         Ok(found)
     }
@@ -133,9 +134,10 @@ impl Dps {
         if let Some(hit) = self.cache.instance_by_host(host) {
             return Ok(Some(hit));
         }
+        let generation = self.cache.generation();
         let found = self.store.instance_by_host(host).await?.map(Arc::new);
         if let Some(instance) = &found {
-            self.cache.put_instance(instance.clone());
+            self.cache.put_instance(instance.clone(), generation);
         }
         Ok(found)
     }
@@ -145,6 +147,7 @@ impl Dps {
         if let Some(hit) = self.cache.groups(scope) {
             return Ok(hit);
         }
+        let generation = self.cache.generation();
         let mut all = Vec::new();
         let mut page = PageRequest { max_items: MAX_PAGE_SIZE, continuation: None };
         loop {
@@ -156,7 +159,7 @@ impl Dps {
             }
         }
         let all = Arc::new(all);
-        self.cache.put_groups(scope, all.clone());
+        self.cache.put_groups(scope, all.clone(), generation);
         Ok(all)
     }
 
