@@ -168,3 +168,85 @@ test('registration records can be deleted through the service function', async (
   const gone = await service('GET', `/registrations/${registrationId}`);
   assert.equal(gone.status, 404, gone.text);
 });
+
+// DynamoDB calls per device operation, counted on the wire: moto's request recorder sees every call the device
+// function makes (X-Amz-Target names the operation). Budget (issue 3): a first-time registration at most two
+// sequential calls, a status poll one; "warm" = the instance is in the function's cache (another device just
+// registered). The numbers are printed as test diagnostics.
+const MOTO_URL = process.env.MOTO_URL;
+
+async function moto(path, method = 'POST') {
+  const res = await fetch(`${MOTO_URL}/moto-api/recorder/${path}`, { method });
+  assert.equal(res.status, 200, `moto recorder ${path}`);
+  return res.text();
+}
+
+async function dynamoCalls(action) {
+  await moto('start-recording');
+  try {
+    await action();
+  } finally {
+    await moto('stop-recording');
+  }
+  const lines = (await moto('download-recording', 'GET')).split('\n').filter((l) => l.trim());
+  await moto('reset-recording');
+  return lines
+    .map((l) => JSON.parse(l).headers || {})
+    .map((h) => h['X-Amz-Target'] || h['x-amz-target'] || '')
+    .filter((t) => t.startsWith('DynamoDB_'))
+    .map((t) => t.split('.')[1]);
+}
+
+// A raw device request (for the operation status GET, which the SDK skips when the PUT already says assigned).
+function device(method, path, registrationId, key, body) {
+  const resource = `${ID_SCOPE}/registrations/${registrationId}`;
+  const se = Math.floor(Date.now() / 1000) + 3600;
+  const sig = crypto.createHmac('sha256', Buffer.from(key, 'base64')).update(`${resource}\n${se}`).digest('base64');
+  const payload = JSON.stringify(body ?? {});
+  return new Promise((resolve, reject) => {
+    const req = http.request({
+      host: DEVICE_URL.hostname, port: DEVICE_URL.port, method, path: `/${ID_SCOPE}/${path}?api-version=2019-03-31`,
+      headers: {
+        Authorization: `SharedAccessSignature sr=${resource}&sig=${encodeURIComponent(sig)}&se=${se}&skn=registration`,
+        'Content-Type': 'application/json; charset=utf-8', 'Content-Length': Buffer.byteLength(payload),
+      },
+    }, (res) => {
+      let text = '';
+      res.on('data', (c) => (text += c));
+      res.on('end', () => resolve({ status: res.statusCode, json: text ? JSON.parse(text) : undefined }));
+    });
+    req.on('error', reject);
+    req.end(payload);
+  });
+}
+
+test('DynamoDB calls per device operation through the device function stay within the budget', { skip: !MOTO_URL }, async (t) => {
+  const key = newKey();
+  const ids = [`lambda-warmup-${suffix}`, `lambda-counted-${suffix}`];
+  for (const registrationId of ids) {
+    const put = await service('PUT', `/enrollments/${registrationId}`, {
+      registrationId, attestation: { type: 'symmetricKey', symmetricKey: { primaryKey: key, secondaryKey: key } },
+    });
+    assert.equal(put.status, 200, put.text);
+  }
+  const [warmup, counted] = ids;
+  await register(warmup, key);
+
+  const rows = [];
+  const first = await dynamoCalls(() => register(counted, key));
+  rows.push(['first-time registration (warm)', first]);
+  const again = await dynamoCalls(() => register(counted, key));
+  rows.push(['re-registration (warm)', again]);
+  const accepted = await device('PUT', `registrations/${counted}/register`, counted, key, { registrationId: counted });
+  assert.equal(accepted.status, 202);
+  const poll = await dynamoCalls(async () => {
+    const status = await device('GET', `registrations/${counted}/operations/${accepted.json.operationId}`, counted, key);
+    assert.equal(status.json.status, 'assigned');
+  });
+  rows.push(['operation status poll', poll]);
+
+  for (const [name, calls] of rows) t.diagnostic(`dynamodb calls: ${name}: ${calls.length} (${calls.join(', ')})`);
+  assert.ok(first.length <= 2, `first-time registration: ${first}`);
+  assert.ok(again.length <= 2, `re-registration: ${again}`);
+  assert.equal(poll.length, 1, `status poll: ${poll}`);
+});

@@ -119,7 +119,7 @@ device_port="$(free_port)"
 service_port="$(free_port)"
 # As template.yaml sets them, plus the two endpoint overrides that point the functions at moto (DynamoDB, S3).
 function_env="DPS_TABLE_NAME=$table,DPS_DYNAMODB_ENDPOINT=$endpoint,DPS_POLICY_BUCKET=$bucket"
-function_env+=",DPS_S3_ENDPOINT=$endpoint,DPS_CACHE_TTL=1,DPS_LOG_LEVEL=info"
+function_env+=",DPS_S3_ENDPOINT=$endpoint,DPS_CACHE_TTL=5,DPS_LOG_LEVEL=info"
 # One emulator per function. `--bin` makes that binary the emulator's default function, so a request path with
 # no /lambda-url/NAME prefix reaches it unchanged, as on a real function URL: the SDK's own paths
 # (/{idScope}/registrations/...) need no rewriting. The emulator turns each HTTP request into a function URL
@@ -143,7 +143,7 @@ fi
 
 say "end-to-end through the Lambda functions"
 DEVICE_URL="http://127.0.0.1:$device_port" SERVICE_URL="http://127.0.0.1:$service_port" \
-    SERVICE_HOST="$service_host" ID_SCOPE="$id_scope" HUB="$hub" CONNECTION_STRING="$connection_string" \
+    SERVICE_HOST="$service_host" ID_SCOPE="$id_scope" HUB="$hub" CONNECTION_STRING="$connection_string" MOTO_URL="$endpoint" \
     node --test --test-concurrency=1 "$here/e2e.test.js"
 
 # Informational, never gating: init time of each binary, from process start to its first poll of the runtime
