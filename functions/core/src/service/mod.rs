@@ -17,7 +17,7 @@ use crate::model::{EnrollmentGroup, Instance, OperationKind, Right};
 use crate::sas::SasToken;
 use crate::store::{PageRequest, Store};
 
-pub use config::{InstanceConfig, NewInstance};
+pub use config::{InstanceConfig, NewInstance, OWNER_POLICY};
 pub use device::{RegisterRequest, StatusRequest};
 pub use enrollments::{BulkItemResult, BulkMode, BulkOutcome, DEFAULT_PAGE_SIZE, MAX_BULK_ITEMS, MAX_PAGE_SIZE};
 
