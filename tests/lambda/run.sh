@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
-# The Lambda path, end to end (picked up by scripts/test.sh):
-#   1. template.yaml passes `sam validate --lint` and `cfn-lint`;
+# The Lambda path, end to end (picked up by scripts/test.sh; docs/aws.md explains each step):
+#   1. template.yaml passes `sam validate --lint` and `cfn-lint`, and iam_check.py (least-privilege roles);
 #   2. the Lambda binaries and dps-admin build (debug, native target);
-#   3. both Lambda binaries run under `cargo lambda watch` (Lambda runtime API + function URL emulator, from the
-#      cargo-lambda PyPI package) against moto's DynamoDB server; dps-admin creates the table, an instance and a
-#      linked hub; e2e.test.js drives the service function over HTTP and registers devices through the device
-#      function with the official Azure IoT Node.js device SDK;
-#   4. prints each binary's cold-start init time (process start to first poll of the runtime API).
+#   3. moto (DynamoDB, S3, CloudFormation) stands in for AWS: dps-admin creates the table, and
+#      infra/scripts/bootstrap.sh creates the instance and its hub from a stand-in stack's outputs, as an operator
+#      does after `sam deploy`;
+#   4. both Lambda binaries run under `cargo lambda watch` (Lambda runtime API + function URL emulator, from the
+#      cargo-lambda PyPI package); e2e.test.js drives the service function over HTTP, registers devices through
+#      the device function with the official Azure IoT Node.js device SDK, and counts DynamoDB calls per device
+#      operation;
+#   5. prints each binary's cold-start init time (process start to first poll of the runtime API).
 # Everything listens on free 127.0.0.1 ports; every process started here is stopped on exit.
 set -euo pipefail
 
