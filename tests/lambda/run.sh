@@ -84,6 +84,8 @@ wait_for() {
 }
 
 moto_port="$(free_port)"
+# The request recorder (DynamoDB call counting in e2e.test.js) writes its file here, not into the repository.
+export MOTO_RECORDER_FILEPATH="$work/moto_recording"
 start moto.log moto_server -H 127.0.0.1 -p "$moto_port"
 wait_for moto "http://127.0.0.1:$moto_port/" 30
 endpoint="http://127.0.0.1:$moto_port"
