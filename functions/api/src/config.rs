@@ -24,6 +24,23 @@ pub(crate) fn routes() -> Router<Dps> {
         .route("/config/authorizationPolicies", get(list_policies))
         .route("/config/authorizationPolicies/{key_name}", get(get_policy).put(put_policy).delete(delete_policy))
         .route("/config/operations", get(operations))
+        .route("/config/webhookSigningKey", get(webhook_signing_key))
+}
+
+/// The key that signs webhook calls (`x-dps-signature-256`), for receivers to verify them.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct WebhookSigningKey {
+    webhook_signing_key: String,
+}
+
+async fn webhook_signing_key(
+    State(dps): State<Dps>,
+    _: OptionalApiVersion,
+    Authed(caller): Authed,
+) -> Result<Response, ApiError> {
+    let webhook_signing_key = dps.webhook_signing_key(&caller).await?;
+    Ok(json(StatusCode::OK, &WebhookSigningKey { webhook_signing_key }))
 }
 
 async fn get_config(

@@ -78,13 +78,22 @@ impl ApiError {
         Self::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             sub::TOO_LARGE,
-            format!("The request body is larger than {} KB", limit / 1024),
+            if limit >= 1 << 20 && limit.is_multiple_of(1 << 20) {
+                format!("The request body is larger than {} MiB", limit >> 20)
+            } else {
+                format!("The request body is larger than {} KB", limit / 1024)
+            },
         )
     }
 
     /// 415: a body that is not `application/json`.
     pub fn media_type() -> Self {
-        Self::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, sub::MEDIA_TYPE, "The request body must be application/json")
+        Self::media_type_of("application/json")
+    }
+
+    /// 415: a body that is not of the media type `expected`.
+    pub fn media_type_of(expected: &str) -> Self {
+        Self::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, sub::MEDIA_TYPE, format!("The request body must be {expected}"))
     }
 
     /// 404: no route matches.

@@ -14,8 +14,11 @@ use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
 
-/// Largest request body accepted (Azure's 96 KB message limit).
+/// Largest request body accepted (Azure's 96 KB message limit), on every route but a policy upload.
 pub const MAX_BODY_BYTES: usize = 96 * 1024;
+/// Largest body of `PUT /policies/{name}`: the policy host's module size limit (`dps_policy::Limits::module_bytes`,
+/// 4 MiB; a test keeps the two equal). The only route with a larger limit than [`MAX_BODY_BYTES`].
+pub const MAX_POLICY_BYTES: usize = 4 << 20;
 /// Deepest JSON nesting accepted in a body.
 pub const MAX_JSON_DEPTH: usize = 32;
 /// Content type of every JSON answer.
@@ -44,7 +47,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
 
     async fn from_request(req: Request, _state: &S) -> Result<Self, ApiError> {
         let (parts, body) = req.into_parts();
-        let bytes = read_body(body).await?;
+        let bytes = read_body(body, MAX_BODY_BYTES).await?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(JsonBody(None));
         }
@@ -75,13 +78,14 @@ fn body_error(e: &serde_json::Error) -> ApiError {
     }
 }
 
-async fn read_body(body: Body) -> Result<bytes::Bytes, ApiError> {
-    axum::body::to_bytes(body, MAX_BODY_BYTES).await.map_err(|e| {
+/// The whole body, at most `limit` bytes (413 beyond).
+pub(crate) async fn read_body(body: Body, limit: usize) -> Result<bytes::Bytes, ApiError> {
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
         let inner = e.into_inner();
         let mut source: Option<&(dyn std::error::Error + 'static)> = Some(inner.as_ref());
         while let Some(err) = source {
             if err.is::<http_body_util::LengthLimitError>() {
-                return ApiError::too_large(MAX_BODY_BYTES);
+                return ApiError::too_large(limit);
             }
             source = err.source();
         }
@@ -91,11 +95,16 @@ async fn read_body(body: Body) -> Result<bytes::Bytes, ApiError> {
 
 /// `application/json`, with any parameters (charset).
 fn is_json_content_type(headers: &HeaderMap) -> bool {
+    has_content_type(headers, "application/json")
+}
+
+/// Whether the body's media type is `mime` (any case, any parameters).
+pub(crate) fn has_content_type(headers: &HeaderMap, mime: &str) -> bool {
     headers
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(';').next())
-        .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"))
+        .is_some_and(|m| m.trim().eq_ignore_ascii_case(mime))
 }
 
 /// Whether JSON text nests arrays/objects deeper than `limit` (checked before parsing, so a hostile body

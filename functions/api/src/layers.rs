@@ -9,19 +9,19 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use axum::Router;
+use axum::body::Body;
 use axum::extract::Request;
-use axum::http::header::{ALLOW, CONTENT_TYPE, RETRY_AFTER};
-use axum::http::{HeaderValue, Uri};
+use axum::http::header::{ALLOW, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
+use axum::http::{HeaderValue, Method, Uri};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use time::OffsetDateTime;
 use tower::ServiceBuilder;
-use tower_http::limit::RequestBodyLimitLayer;
 use tracing::Instrument;
 
 use crate::error::ApiError;
-use crate::extract::{JSON_CONTENT_TYPE, MAX_BODY_BYTES, json, set_header};
+use crate::extract::{JSON_CONTENT_TYPE, json, set_header};
 
 /// Response header carrying the tracking ID (Azure's name).
 pub const REQUEST_ID_HEADER: &str = "x-ms-request-id";
@@ -30,13 +30,29 @@ pub const REQUEST_ID_HEADER: &str = "x-ms-request-id";
 #[derive(Debug, Clone)]
 pub struct TrackingId(pub String);
 
+/// The body limit of a request, by method and raw path (before normalisation).
+pub(crate) type BodyLimit = fn(&Method, &str) -> usize;
+
 /// Wrap a router of routes with path normalisation and every layer a binary needs.
-pub(crate) fn wrap(routes: Router, normalise: fn(&[&str]) -> Vec<String>) -> Router {
+pub(crate) fn wrap(routes: Router, normalise: fn(&[&str]) -> Vec<String>, limit: BodyLimit) -> Router {
     let routes = ServiceBuilder::new().map_request(move |req: Request| normalise_path(req, normalise)).service(routes);
     Router::new()
         .fallback_service(routes)
-        .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
+        .layer(middleware::from_fn(move |req: Request, next: Next| limit_body(limit, req, next)))
         .layer(middleware::from_fn(envelope))
+}
+
+/// The body limit: 413 at once when `Content-Length` says more than the route's limit, else the body is read
+/// through a bound (413 when a body without a length goes past it).
+async fn limit_body(limit: BodyLimit, req: Request, next: Next) -> Response {
+    let limit = limit(req.method(), req.uri().path());
+    let declared =
+        req.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return ApiError::too_large(limit).into_response();
+    }
+    let (parts, body) = req.into_parts();
+    next.run(Request::from_parts(parts, Body::new(http_body_util::Limited::new(body, limit)))).await
 }
 
 /// Rewrite the literal segments of the path to their canonical spelling and drop a trailing slash, so that
@@ -168,8 +184,11 @@ mod tests {
         async fn boom() -> Response {
             panic!("boom: secret detail")
         }
-        let router =
-            wrap(Router::new().route("/boom", axum::routing::get(boom)), |s| s.iter().map(|s| s.to_string()).collect());
+        let router = wrap(
+            Router::new().route("/boom", axum::routing::get(boom)),
+            |s| s.iter().map(|s| s.to_string()).collect(),
+            |_, _| 1024,
+        );
         let req = Request::builder().uri("/boom").body(axum::body::Body::empty()).unwrap();
         let res = router.oneshot(req).await.unwrap();
         assert_eq!(res.status(), axum::http::StatusCode::INTERNAL_SERVER_ERROR);

@@ -1,5 +1,5 @@
 //! HTTP surface of the device provisioning service: the Azure DPS device API and service API (plus our
-//! `/config` extension) as axum routers. Each router carries every layer it needs (tracking ID, body limit,
+//! `/config` and `/policies` extensions) as axum routers. Each router carries every layer it needs (tracking ID, body limit,
 //! Azure error bodies), so a binary only serves it: axum over TLS locally, `lambda_http::run` on Lambda.
 
 mod config;
@@ -7,6 +7,7 @@ mod device;
 pub mod error;
 pub mod extract;
 pub mod layers;
+mod policies;
 mod service;
 pub mod wire;
 
@@ -16,18 +17,19 @@ use dps_core::Dps;
 use tower::ServiceExt;
 
 pub use error::ApiError;
-pub use extract::{API_VERSIONS, MAX_BODY_BYTES, MAX_JSON_DEPTH, service_host};
+pub use extract::{API_VERSIONS, MAX_BODY_BYTES, MAX_JSON_DEPTH, MAX_POLICY_BYTES, service_host};
 pub use layers::{REQUEST_ID_HEADER, TrackingId};
 
 /// The device API only: `/{idScope}/registrations/{registrationId}[/register | /operations/{operationId}]`.
 pub fn device_router(dps: Dps) -> Router {
-    layers::wrap(device::routes(dps), device::normalise)
+    layers::wrap(device::routes(dps), device::normalise, |_, _| MAX_BODY_BYTES)
 }
 
-/// The service API only: `/enrollments`, `/enrollmentGroups`, `/registrations`, and our `/config` extension.
+/// The service API only: `/enrollments`, `/enrollmentGroups`, `/registrations`, and our `/config` and
+/// `/policies` extensions.
 /// The instance is the one whose service host name is the request's host (see [`service_host`]).
 pub fn service_router(dps: Dps) -> Router {
-    layers::wrap(service::routes(dps), service::normalise)
+    layers::wrap(service::routes(dps), service::normalise, service::body_limit)
 }
 
 /// Both APIs on one listener: paths whose first segment is a service API collection go to the service
@@ -57,6 +59,8 @@ mod tests {
         assert!(is_service_path("/enrollmentgroups/x/attestationmechanism"));
         assert!(is_service_path("/Registrations/x"));
         assert!(is_service_path("/config"));
+        assert!(is_service_path("/policies/by-region/dryRun"));
+        assert!(is_service_path("/Policies"));
         assert!(!is_service_path("/0ne0000000A/registrations/x/register"));
         assert!(!is_service_path("/"));
     }

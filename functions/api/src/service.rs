@@ -2,7 +2,7 @@
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use dps_core::Dps;
@@ -13,11 +13,14 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json as json_value};
 
 use crate::error::ApiError;
-use crate::extract::{ApiVersion, Authed, JsonBody, Segments, from_value, header_str, if_match, json, set_header};
+use crate::extract::{
+    ApiVersion, Authed, JsonBody, MAX_BODY_BYTES, MAX_POLICY_BYTES, Segments, from_value, header_str, if_match, json,
+    set_header,
+};
 use crate::layers::{canon, no_route};
 use crate::wire::{BulkRequest, BulkResult, DeviceRegistrationState};
 
-/// The service API route table (without layers), including our /config extension.
+/// The service API route table (without layers), including our /config and /policies extensions.
 pub(crate) fn routes(dps: Dps) -> Router {
     Router::new()
         .route("/enrollments", post(bulk_enrollments))
@@ -31,28 +34,43 @@ pub(crate) fn routes(dps: Dps) -> Router {
         .route("/registrations/{id}", get(get_registration).delete(delete_registration))
         .route("/registrations/{id}/query", post(query_registrations))
         .merge(crate::config::routes())
+        .merge(crate::policies::routes())
         .fallback(no_route)
         .with_state(dps)
 }
 
 /// First path segments the service API owns (lower case), used by [`crate::app`] to dispatch.
-pub(crate) const COLLECTIONS: [&str; 4] = ["enrollments", "enrollmentgroups", "registrations", "config"];
+pub(crate) const COLLECTIONS: [&str; 5] = ["enrollments", "enrollmentgroups", "registrations", "config", "policies"];
 
 /// Canonical spelling of the service API's literal path segments.
 pub(crate) fn normalise(segments: &[&str]) -> Vec<String> {
-    let first = segments.first().map(|s| canon(s, &["enrollments", "enrollmentGroups", "registrations", "config"]));
-    let is_config = first.as_deref() == Some("config");
+    let first =
+        segments.first().map(|s| canon(s, &["enrollments", "enrollmentGroups", "registrations", "config", "policies"]));
+    let collection = first.as_deref().unwrap_or_default();
     segments
         .iter()
         .enumerate()
-        .map(|(i, s)| match (i, is_config) {
+        .map(|(i, s)| match (i, collection) {
             (0, _) => first.clone().unwrap_or_default(),
-            (1, false) => canon(s, &["query"]),
-            (2, false) => canon(s, &["attestationmechanism", "query"]),
-            (1, true) => canon(s, &["linkedHubs", "authorizationPolicies", "operations"]),
+            (1, "config") => canon(s, &["linkedHubs", "authorizationPolicies", "operations", "webhookSigningKey"]),
+            (2, "policies") => canon(s, &["dryRun"]),
+            (_, "config" | "policies") => s.to_string(),
+            (1, _) => canon(s, &["query"]),
+            (2, _) => canon(s, &["attestationmechanism", "query"]),
             _ => s.to_string(),
         })
         .collect()
+}
+
+/// The body limit of a service API request: [`MAX_POLICY_BYTES`] for a policy upload (`PUT /policies/{name}`,
+/// any case, trailing slash or not), [`MAX_BODY_BYTES`] everywhere else.
+pub(crate) fn body_limit(method: &Method, path: &str) -> usize {
+    let mut segments = path.trim_matches('/').split('/');
+    let is_upload = method == Method::PUT
+        && segments.next().is_some_and(|s| s.eq_ignore_ascii_case("policies"))
+        && segments.next().is_some_and(|s| !s.is_empty())
+        && segments.next().is_none();
+    if is_upload { MAX_POLICY_BYTES } else { MAX_BODY_BYTES }
 }
 
 // ---- individual enrollments ----
@@ -309,4 +327,33 @@ fn bulk_answer(outcome: BulkOutcome, id_field: &str) -> Response {
         })
         .collect();
     json(StatusCode::OK, &BulkResult { is_successful: errors.is_empty(), errors })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn canonical(path: &str) -> String {
+        let segments: Vec<&str> = path.split('/').skip(1).collect();
+        format!("/{}", normalise(&segments).join("/"))
+    }
+
+    #[test]
+    fn policy_paths_are_normalised_keeping_names() {
+        assert_eq!(canonical("/POLICIES/By-Region/dryrun"), "/policies/By-Region/dryRun");
+        assert_eq!(canonical("/Policies/query"), "/policies/query", "a policy may be called 'query'");
+        assert_eq!(canonical("/config/webhooksigningkey"), "/config/webhookSigningKey");
+        assert_eq!(canonical("/enrollmentgroups/g/attestationmechanism"), "/enrollmentGroups/g/attestationmechanism");
+    }
+
+    #[test]
+    fn only_a_policy_upload_gets_the_module_limit() {
+        assert_eq!(body_limit(&Method::PUT, "/policies/by-region"), MAX_POLICY_BYTES);
+        assert_eq!(body_limit(&Method::PUT, "/Policies/by-region/"), MAX_POLICY_BYTES);
+        assert_eq!(body_limit(&Method::POST, "/policies/by-region/dryRun"), MAX_BODY_BYTES);
+        assert_eq!(body_limit(&Method::PUT, "/policies/by-region/dryRun"), MAX_BODY_BYTES);
+        assert_eq!(body_limit(&Method::POST, "/policies/by-region"), MAX_BODY_BYTES);
+        assert_eq!(body_limit(&Method::PUT, "/policies"), MAX_BODY_BYTES);
+        assert_eq!(body_limit(&Method::PUT, "/enrollments/policies"), MAX_BODY_BYTES);
+    }
 }

@@ -29,6 +29,8 @@ pub struct Harness {
     pub app: Router,
     pub a: Tenant,
     pub b: Tenant,
+    /// Where the policy allocator (if any) keeps modules and metadata.
+    pub policy_dir: std::path::PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -127,13 +129,33 @@ pub fn in_an_hour() -> i64 {
 
 impl Harness {
     pub async fn new() -> Self {
+        Self::build(false).await
+    }
+
+    /// With WebAssembly policies: a real `PolicyAllocator` over `policy_dir`, as the `dps` binary wires it.
+    pub async fn with_policies() -> Self {
+        Self::build(true).await
+    }
+
+    async fn build(policies: bool) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let store = EmbeddedStore::open(dir.path()).unwrap();
-        let dps = Dps::new(Arc::new(store), Settings::default());
+        let policy_dir = dir.path().join("policies");
+        let mut dps = Dps::new(Arc::new(store), Settings::default());
+        if policies {
+            let allocator = Arc::new(
+                dps_policy::PolicyAllocator::new(
+                    Arc::new(dps_policy::DirStorage::new(policy_dir.clone())),
+                    dps_policy::PolicySettings::default(),
+                )
+                .unwrap(),
+            );
+            dps = dps.with_allocator(allocator.clone()).with_policies(allocator);
+        }
         let a = tenant(&dps, "alpha", "alpha.dps.test", "hub-a.example.net").await;
         let b = tenant(&dps, "beta", "beta.dps.test", "hub-b.example.net").await;
         let app = dps_api::app(dps.clone());
-        Self { dps, app, a, b, _dir: dir }
+        Self { dps, app, a, b, policy_dir, _dir: dir }
     }
 
     /// A service API call to `tenant` signed by its owner policy.

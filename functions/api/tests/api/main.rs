@@ -4,4 +4,5 @@ mod common;
 mod config;
 mod device;
 mod errors;
+mod policies;
 mod service;
