@@ -313,7 +313,7 @@ impl Dps {
     }
 
     /// Re-read the caller's instance from the store (config calls must not act on a cached copy).
-    async fn fresh_instance(&self, caller: &Caller) -> Result<std::sync::Arc<Instance>> {
+    pub(crate) async fn fresh_instance(&self, caller: &Caller) -> Result<std::sync::Arc<Instance>> {
         self.store
             .instance_by_scope(caller.scope())
             .await?

@@ -80,6 +80,19 @@ impl Dps {
     }
 }
 
+impl Dps {
+    /// The instance's webhook signing key (base64): the HMAC-SHA256 key of the `x-dps-signature-256` header on
+    /// webhook calls, which receivers need to verify them. Read from the store, never from a cached copy.
+    pub async fn webhook_signing_key(&self, caller: &Caller) -> Result<String> {
+        caller.require(Right::ServiceConfig)?;
+        self.fresh_instance(caller)
+            .await?
+            .webhook_signing_key
+            .clone()
+            .ok_or_else(|| Error::not_found("This instance has no webhook signing key; its webhook calls are unsigned"))
+    }
+}
+
 fn no_policy(name: &str) -> Error {
     Error::not_found(format!("No policy named '{}'", printable(name)))
 }
