@@ -120,10 +120,16 @@ function deriveDeviceKey(groupKey, registrationId) {
   return crypto.createHmac('sha256', Buffer.from(groupKey, 'base64')).update(registrationId, 'utf8').digest('base64');
 }
 
-/** One HTTPS request to the server as `host`, returning {status, headers, body (parsed JSON when JSON)}. */
-function request(method, urlPath, { host = 'localhost', headers = {}, body } = {}) {
+/**
+ * One HTTPS request to the server as `host`, returning {status, headers, body (parsed JSON when JSON)}. `body` is
+ * sent as JSON; `raw` (a Buffer) is sent as it is, with `contentType` (none if not given). With `expectContinue`,
+ * the body waits for `100 Continue`, so a server that refuses it by its headers (e.g. 413) answers cleanly.
+ */
+function request(method, urlPath, { host = 'localhost', headers = {}, body, raw, contentType, expectContinue } = {}) {
   const [address, port] = [listen.slice(0, listen.lastIndexOf(':')), Number(listen.slice(listen.lastIndexOf(':') + 1))];
-  const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
+  const payload =
+    raw !== undefined ? Buffer.from(raw) : body === undefined ? undefined : Buffer.from(JSON.stringify(body));
+  const type = raw !== undefined ? contentType : 'application/json';
   return new Promise((resolve, reject) => {
     const req = https.request(
       {
@@ -135,7 +141,8 @@ function request(method, urlPath, { host = 'localhost', headers = {}, body } = {
         headers: {
           Host: host,
           Accept: 'application/json',
-          ...(payload ? { 'Content-Type': 'application/json', 'Content-Length': payload.length } : {}),
+          ...(payload ? { ...(type ? { 'Content-Type': type } : {}), 'Content-Length': payload.length } : {}),
+          ...(expectContinue ? { Expect: '100-continue' } : {}),
           ...headers,
         },
       },
@@ -151,8 +158,12 @@ function request(method, urlPath, { host = 'localhost', headers = {}, body } = {
       },
     );
     req.on('error', reject);
-    if (payload) req.write(payload);
-    req.end();
+    if (payload && expectContinue) {
+      req.on('continue', () => req.end(payload));
+    } else {
+      if (payload) req.write(payload);
+      req.end();
+    }
   });
 }
 
