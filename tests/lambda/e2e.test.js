@@ -14,6 +14,8 @@ const test = require('node:test');
 const assert = require('node:assert/strict');
 const crypto = require('node:crypto');
 const http = require('node:http');
+const fs = require('node:fs');
+const path = require('node:path');
 
 const { ProvisioningDeviceClient } = require('azure-iot-provisioning-device');
 const { Http: ProvisioningTransport } = require('azure-iot-provisioning-device-http');
@@ -49,15 +51,16 @@ function sasToken(resource, keyName, key, ttlSeconds = 3600) {
 }
 
 // One service API call through the emulator, with the instance's host in Host (as on the function URL).
-function service(method, path, body, { key = conn.SharedAccessKey } = {}) {
-  const payload = body === undefined ? undefined : JSON.stringify(body);
+function service(method, path, body, { key = conn.SharedAccessKey, contentType } = {}) {
+  const raw = Buffer.isBuffer(body);
+  const payload = body === undefined ? undefined : raw ? body : JSON.stringify(body);
   const headers = {
     Host: SERVICE_HOST,
     Accept: 'application/json',
     Authorization: sasToken(conn.HostName, conn.SharedAccessKeyName, key),
   };
   if (payload !== undefined) {
-    headers['Content-Type'] = 'application/json; charset=utf-8';
+    headers['Content-Type'] = contentType || 'application/json; charset=utf-8';
     headers['Content-Length'] = Buffer.byteLength(payload);
   }
   return new Promise((resolve, reject) => {
@@ -249,4 +252,44 @@ test('DynamoDB calls per device operation through the device function stay withi
   assert.ok(first.length <= 2, `first-time registration: ${first}`);
   assert.ok(again.length <= 2, `re-registration: ${again}`);
   assert.equal(poll.length, 1, `status poll: ${poll}`);
+});
+
+// Custom allocation on the Lambda path: a WebAssembly policy (policies/examples/tenant-prefix, built by
+// scripts/setup/wasm.sh) uploaded through the service function is stored in the policy bucket (moto's S3), and
+// the device function loads it from there to place a device registering through the Azure SDK.
+// TENANT_HUB is linked by run.sh with automatic allocation off, so only the policy can pick it.
+test('custom allocation: a wasm policy uploaded through the service function places an SDK device', async () => {
+  const TENANT_HUB = env('TENANT_HUB');
+  const wasm = path.resolve(__dirname, '..', '..', 'policies', 'target', 'wasm32-unknown-unknown', 'release',
+    'tenant_prefix.wasm');
+  assert.ok(fs.existsSync(wasm), `${wasm} is missing: run scripts/setup/wasm.sh`);
+  const module = fs.readFileSync(wasm);
+  const upload = await service('PUT', '/policies/tenant-prefix', module, { contentType: 'application/wasm' });
+  assert.equal(upload.status, 200, upload.text);
+  assert.equal(upload.json.sha256, crypto.createHash('sha256').update(module).digest('hex'));
+  const listed = await service('GET', '/policies');
+  assert.equal(listed.status, 200, listed.text);
+  assert.ok(listed.json.some((p) => p.name === 'tenant-prefix'), listed.text);
+
+  const groupId = `lambda-tenants-${suffix}`;
+  const groupKey = crypto.randomBytes(64).toString('base64');
+  const put = await service('PUT', `/enrollmentGroups/${groupId}`, {
+    enrollmentGroupId: groupId,
+    attestation: { type: 'symmetricKey', symmetricKey: { primaryKey: groupKey, secondaryKey: newKey() } },
+    allocationPolicy: 'custom',
+    customAllocationDefinition: { policyName: 'tenant-prefix' },
+    iotHubs: [TENANT_HUB],
+  });
+  assert.equal(put.status, 200, put.text);
+  // The device function serves enrollment groups from memory for DPS_CACHE_TTL (5 s here, run.sh); a new group
+  // becomes visible to a warm function after at most that long, as documented.
+  await new Promise((resolve) => setTimeout(resolve, 5500));
+
+  const registrationId = `acme-boiler-${suffix}`;
+  const result = await register(registrationId, deriveKey(groupKey, registrationId));
+  assert.equal(result.assignedHub, TENANT_HUB);
+  assert.equal(result.deviceId, registrationId);
+
+  await assert.rejects(register(`initech-${suffix}`, deriveKey(groupKey, `initech-${suffix}`)),
+    'the policy rejects devices of unknown tenants');
 });

@@ -119,6 +119,9 @@ echo "$boot" | grep -v '^connection string'
 id_scope="$(sed -n 's/^ID scope: *//p' <<<"$boot")"
 connection_string="$(sed -n 's/^connection string: *//p' <<<"$boot")"
 [[ -n "$id_scope" && "$connection_string" == HostName=* ]] || { say "bootstrap printed no instance"; exit 1; }
+# A hub only a custom allocation policy picks (the tenant-prefix example routes acme-* devices to it).
+tenant_hub="acme-hub.lambda.test"
+"${admin[@]}" hub link --id-scope "$id_scope" --hub "$tenant_hub" --no-auto-allocation
 
 device_port="$(free_port)"
 service_port="$(free_port)"
@@ -148,7 +151,7 @@ fi
 
 say "end-to-end through the Lambda functions"
 DEVICE_URL="http://127.0.0.1:$device_port" SERVICE_URL="http://127.0.0.1:$service_port" \
-    SERVICE_HOST="$service_host" ID_SCOPE="$id_scope" HUB="$hub" CONNECTION_STRING="$connection_string" MOTO_URL="$endpoint" \
+    SERVICE_HOST="$service_host" ID_SCOPE="$id_scope" HUB="$hub" CONNECTION_STRING="$connection_string" MOTO_URL="$endpoint" TENANT_HUB="$tenant_hub" \
     node --test --test-concurrency=1 "$here/e2e.test.js"
 
 # Informational, never gating: init time of each binary, from process start to its first poll of the runtime
