@@ -216,7 +216,7 @@ impl FromRequestParts<Dps> for Authed {
     async fn from_request_parts(parts: &mut Parts, dps: &Dps) -> Result<Self, ApiError> {
         let host = service_host(parts).ok_or_else(|| ApiError::invalid("The Host header is required"))?;
         let authorization = header_str(&parts.headers, AUTHORIZATION.as_str());
-        let caller = dps.authenticate_service(&host, authorization).await?;
+        let caller = dps.authenticate_service(&host, parts.uri.path(), authorization).await?;
         tracing::Span::current().record("scope", caller.instance.id_scope.as_str());
         Ok(Authed(caller))
     }

@@ -18,10 +18,23 @@ use support::*;
 struct Scripted {
     answer: Mutex<Option<Result<AllocationResponse, AllocationFailure>>>,
     requests: Mutex<Vec<Value>>,
+    /// Refuse every definition, as the policy allocator does once the named policy is deleted.
+    refuse_definitions: std::sync::atomic::AtomicBool,
 }
 
 #[async_trait]
 impl CustomAllocator for Scripted {
+    async fn check_definition(
+        &self,
+        _instance: &Instance,
+        _definition: &CustomAllocationDefinition,
+    ) -> Result<(), dps_core::Error> {
+        if self.refuse_definitions.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(dps_core::Error::invalid("No policy named 'p' is uploaded"));
+        }
+        Ok(())
+    }
+
     async fn allocate(
         &self,
         _instance: &Instance,
@@ -113,4 +126,42 @@ async fn a_sticky_device_is_offered_only_its_current_hub() {
     let request = allocator.last_request();
     assert_eq!(request["linkedHubs"], json!(["hub-1.example.net"]));
     assert_eq!(request["deviceRuntimeContext"]["currentIotHubHostName"], "hub-1.example.net");
+}
+
+#[tokio::test]
+async fn a_deleted_policy_never_blocks_unrelated_changes() {
+    let (f, allocator, _) = fixture(json!({})).await;
+    let owner = f.owner().await;
+    let mut config = f.dps.get_config(&owner).await.unwrap();
+    config.allocation_policy = dps_core::model::AllocationPolicy::Custom;
+    config.custom_allocation_definition = Some(CustomAllocationDefinition {
+        webhook_url: Some("https://alloc.example.net/api".into()),
+        api_version: Some("2021-10-01".into()),
+        policy_name: None,
+    });
+    f.dps.put_config(&owner, config, None).await.unwrap();
+    // The definitions now name something that is gone.
+    allocator.refuse_definitions.store(true, std::sync::atomic::Ordering::SeqCst);
+
+    // Disabling the group that names it still works...
+    let mut g = f.dps.get_group(&owner, "group-1").await.unwrap();
+    g.spec.provisioning_status = dps_core::model::ProvisioningStatus::Disabled;
+    let written = f.dps.put_group(&owner, "group-1", g, None).await.unwrap();
+    assert_eq!(written.spec.provisioning_status, dps_core::model::ProvisioningStatus::Disabled);
+    // ...and so do key rotation and hub changes on the instance whose default names it.
+    let policy = dps_core::model::AccessPolicy {
+        key_name: "reader".into(),
+        primary_key: String::new(),
+        secondary_key: String::new(),
+        rights: vec![dps_core::model::Right::EnrollmentRead],
+    };
+    f.dps.put_access_policy(&owner, policy).await.unwrap();
+    f.dps.delete_access_policy(&owner, "reader").await.unwrap();
+    f.dps.put_linked_hub(&owner, hub("hub-9.example.net", 1, true, None)).await.unwrap();
+
+    // A change that names the missing definition anew is still refused.
+    let mut g = f.dps.get_group(&owner, "group-1").await.unwrap();
+    g.spec.custom_allocation_definition.as_mut().unwrap().webhook_url = Some("https://other.example.net/api".into());
+    let refused = f.dps.put_group(&owner, "group-1", g, None).await;
+    assert!(matches!(refused, Err(dps_core::Error::Invalid(_))), "{refused:?}");
 }

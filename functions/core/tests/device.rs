@@ -104,7 +104,7 @@ async fn bad_tokens_are_refused() {
     // The same registration ID enrolled in a second instance: each instance only accepts its own key.
     let other = add_instance(&f.dps, "dps-two", "dps-two.example.net", hubs(1)).await;
     let other_token = service_token(&other.service_host_name, &other.authorization_policies[0].primary_key, OWNER);
-    let other_caller = f.dps.authenticate_service(&other.service_host_name, Some(&other_token)).await.unwrap();
+    let other_caller = f.dps.authenticate_service(&other.service_host_name, "/", Some(&other_token)).await.unwrap();
     let e = serde_json::from_value(individual("dev-1", json!({}))).unwrap();
     f.dps.put_enrollment(&other_caller, "dev-1", e, None).await.unwrap();
     let cross = f.dps.register(register_request(&other.id_scope, "dev-1", &key)).await;
@@ -318,7 +318,10 @@ async fn concurrent_registrations_of_one_device_leave_one_consistent_record() {
     for t in tasks {
         match t.await.unwrap() {
             Ok(record) => written.push(record),
-            Err(e) => assert!(matches!(e, Error::Conflict(_)), "only contention may fail a registration: {e:?}"),
+            Err(e) => assert!(
+                matches!(e, Error::Throttled { .. }),
+                "only contention may fail a registration, as a 429: {e:?}"
+            ),
         }
     }
     assert!(!written.is_empty(), "at least one registration completes");
@@ -399,4 +402,49 @@ async fn a_sticky_device_leaves_a_hub_that_was_unlinked() {
     assert_eq!(again.status, RegistrationStatus::Assigned);
     assert_eq!(again.assigned_hub.as_deref(), Some("hub-2.example.net"), "never a hub that is no longer linked");
     assert_eq!(again.substatus, Some(Substatus::DeviceDataMigrated));
+}
+
+#[tokio::test]
+async fn a_sticky_device_keeps_its_hub_across_a_disabled_registration() {
+    let (f, key) = moved_hub_set(json!({ "updateHubAssignment": false, "migrateDeviceData": true })).await;
+    let owner = f.owner().await;
+    let mut g = f.dps.get_group(&owner, "group-1").await.unwrap();
+    g.spec.provisioning_status = dps_core::model::ProvisioningStatus::Disabled;
+    let g = f.dps.put_group(&owner, "group-1", g, None).await.unwrap();
+    let disabled = f.register_in_group("dev-1", &key).await.unwrap();
+    assert_eq!(disabled.status, RegistrationStatus::Disabled);
+    let mut g = g;
+    g.spec.provisioning_status = dps_core::model::ProvisioningStatus::Enabled;
+    f.dps.put_group(&owner, "group-1", g, None).await.unwrap();
+    let again = f.register_in_group("dev-1", &key).await.unwrap();
+    assert_eq!(again.status, RegistrationStatus::Assigned);
+    assert_eq!(again.assigned_hub.as_deref(), Some("hub-1.example.net"), "never reprovision means never moved");
+}
+
+#[tokio::test]
+async fn if_match_on_a_missing_enrollment_is_a_failed_precondition() {
+    let f = Fixture::new(hubs(1)).await;
+    let e = serde_json::from_value(individual("ghost-1", json!({}))).unwrap();
+    let put = f.dps.put_enrollment(&f.owner().await, "ghost-1", e, Some("\"some-etag\"")).await;
+    assert!(matches!(put, Err(Error::PreconditionFailed(_))), "{put:?}");
+    assert!(f.store.get_enrollment(f.scope(), "ghost-1").await.unwrap().is_none(), "nothing written");
+}
+
+#[tokio::test]
+async fn a_token_for_one_path_does_not_open_the_others() {
+    let f = Fixture::new(hubs(1)).await;
+    let host = f.instance.service_host_name.clone();
+    let narrow = dps_core::sas::token(
+        &format!("{host}/registrations"),
+        &f.owner_key(),
+        later(),
+        Some("provisioningserviceowner"),
+    )
+    .unwrap();
+    let inside = f.dps.authenticate_service(&host, "/registrations/dev-1", Some(&narrow)).await;
+    assert!(inside.is_ok(), "{inside:?}");
+    for path in ["/enrollments/dev-1", "/config/authorizationPolicies", "/registrationsx/a"] {
+        let outside = f.dps.authenticate_service(&host, path, Some(&narrow)).await;
+        assert!(matches!(outside, Err(Error::Unauthorized(_))), "{path}: {outside:?}");
+    }
 }

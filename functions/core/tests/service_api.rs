@@ -30,7 +30,7 @@ async fn service_tokens_must_be_signed_by_a_policy_of_the_instance_for_its_host(
     let owner = f.instance.authorization_policies[0].clone();
     let auth = |host: String, token: Option<String>| {
         let dps = f.dps.clone();
-        async move { dps.authenticate_service(&host, token.as_deref()).await }
+        async move { dps.authenticate_service(&host, "/", token.as_deref()).await }
     };
 
     let caller = auth(host.clone(), Some(service_token(&host, &owner.primary_key, OWNER))).await.unwrap();
@@ -72,7 +72,7 @@ async fn rights_are_enforced_per_policy() {
     assert!(sas::validate_key(&reader.primary_key).is_ok(), "missing keys are generated");
     let host = f.instance.service_host_name.clone();
     let token = service_token(&host, &reader.secondary_key, "reader");
-    let caller = f.dps.authenticate_service(&host, Some(&token)).await.unwrap();
+    let caller = f.dps.authenticate_service(&host, "/", Some(&token)).await.unwrap();
 
     f.dps.get_enrollment(&caller, "dev-1").await.expect("EnrollmentRead allows reads");
     f.dps.query_enrollments(&caller, "*", page(10, None)).await.expect("and queries");
@@ -90,7 +90,8 @@ async fn rights_are_enforced_per_policy() {
     assert!(f.store.get_enrollment(f.scope(), "dev-1").await.unwrap().is_some(), "nothing was deleted");
 
     f.dps.delete_access_policy(&owner, "reader").await.unwrap();
-    let revoked = f.dps.authenticate_service(&host, Some(&service_token(&host, &reader.primary_key, "reader"))).await;
+    let revoked =
+        f.dps.authenticate_service(&host, "/", Some(&service_token(&host, &reader.primary_key, "reader"))).await;
     assert!(matches!(revoked, Err(Error::Unauthorized(_))), "a deleted policy's tokens stop working: {revoked:?}");
     let last = f.dps.delete_access_policy(&owner, OWNER).await;
     assert!(matches!(last, Err(Error::Conflict(_))), "the last ServiceConfig policy stays: {last:?}");

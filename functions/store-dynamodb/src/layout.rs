@@ -37,7 +37,7 @@ pub const ENROLLMENT_SHARDS: u32 = 4;
 /// device writes here, so a factory line booting a million devices spreads over these.
 pub const REGISTRATION_SHARDS: u32 = 8;
 /// Counter items per scope and day and kind; increments pick one at random, reads sum them.
-pub const COUNTER_SHARDS: u32 = 8;
+pub const COUNTER_SHARDS: u32 = 32;
 
 /// Key of one item.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -122,12 +122,14 @@ impl Dps {
             .await?
             .ok_or_else(|| Error::not_found(format!("No instance with ID scope '{scope}'")))?;
         let etag = instance.etag.clone().unwrap_or_default();
-        let identity = (instance.id_scope.clone(), instance.name.clone(), instance.service_host_name.clone());
+        let before = instance.clone();
         change(&mut instance)?;
-        if identity != (instance.id_scope.clone(), instance.name.clone(), instance.service_host_name.clone()) {
+        if (&before.id_scope, &before.name, &before.service_host_name)
+            != (&instance.id_scope, &instance.name, &instance.service_host_name)
+        {
             return Err(Error::invalid("An instance's ID scope, name and service host name cannot change"));
         }
-        self.check_instance(&instance).await?;
+        self.check_instance(&before, &instance).await?;
         let written = self.store.update_instance(instance, Precondition::Matches(etag)).await?;
         self.cache.forget_instance(scope);
         Ok(written)
@@ -286,7 +288,9 @@ impl Dps {
         }
     }
 
-    async fn check_instance(&self, instance: &Instance) -> Result<()> {
+    /// Validate a changed instance. The custom allocation default is checked only when it changes, so that an
+    /// unrelated change (revoking a key, linking a hub) never fails because a policy was deleted since.
+    async fn check_instance(&self, before: &Instance, instance: &Instance) -> Result<()> {
         if instance.linked_hubs.len() > MAX_LINKED_HUBS {
             return Err(Error::invalid(format!("At most {MAX_LINKED_HUBS} linked hubs")));
         }
@@ -303,10 +307,13 @@ impl Dps {
         if !instance.authorization_policies.iter().any(|p| p.rights.contains(&Right::ServiceConfig)) {
             return Err(Error::Conflict("At least one access policy must keep the ServiceConfig right".into()));
         }
+        let unchanged = before.allocation_policy == instance.allocation_policy
+            && before.custom_allocation_definition == instance.custom_allocation_definition;
         match (instance.allocation_policy, &instance.custom_allocation_definition) {
             (AllocationPolicy::Custom, None) => {
                 Err(Error::invalid("The custom default policy needs a customAllocationDefinition"))
             }
+            _ if unchanged => Ok(()),
             (_, Some(d)) => self.check_custom_definition(instance, d).await,
             _ => Ok(()),
         }
@@ -327,13 +334,14 @@ impl Dps {
         if_match: Option<&str>,
         change: impl FnOnce(&mut Instance) -> Result<()>,
     ) -> Result<Instance> {
-        let mut instance = (*self.fresh_instance(caller).await?).clone();
+        let before = self.fresh_instance(caller).await?;
+        let mut instance = (*before).clone();
         let current = instance.etag.clone().unwrap_or_default();
         if let Some(tag) = if_match {
             Precondition::Matches(tag.into()).check("Instance configuration", Some(&current))?;
         }
         change(&mut instance)?;
-        self.check_instance(&instance).await?;
+        self.check_instance(&before, &instance).await?;
         let written = self.store.update_instance(instance, Precondition::Matches(current)).await?;
         self.cache.forget_instance(caller.scope());
         Ok(written)

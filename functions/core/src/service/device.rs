@@ -116,7 +116,11 @@ impl Dps {
                 Err(other) => return Err(other),
             }
         }
-        Err(Error::Conflict("Too many concurrent registrations of this device; retry".into()))
+        // Devices treat 4xx below 429 as fatal: contention is transient, so say when to come back.
+        Err(Error::Throttled {
+            message: "Too many concurrent registrations of this device; retry later".into(),
+            retry_after_secs: 1,
+        })
     }
 
     /// Answer an operation status GET: the record of the registration the operation wrote.
@@ -225,8 +229,8 @@ impl Dps {
             record.substatus = previous.and_then(|p| p.substatus);
             return record;
         }
-        let current_hub =
-            previous.filter(|p| p.status == RegistrationStatus::Assigned).and_then(|p| p.assigned_hub.clone());
+        // The hub the device was last assigned to, even if a disabled or failed registration came since.
+        let current_hub = previous.and_then(|p| p.assigned_hub.clone());
         let policy = spec.reprovision_policy.unwrap_or_default();
         // A hub that is no longer linked is never kept: the device is allocated afresh.
         let still_linked = current_hub

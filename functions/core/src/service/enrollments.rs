@@ -338,7 +338,21 @@ impl Dps {
         for _ in 0..3 {
             let existing = T::get(store, scope, path_id).await?;
             if let Some(pre) = &precondition {
-                pre.check(T::WHAT, existing.as_ref().and_then(|e| e.spec().etag.as_deref()))?;
+                // An If-Match on an absent entity is a failed precondition (412), as HTTP has it.
+                pre.check(T::WHAT, existing.as_ref().and_then(|e| e.spec().etag.as_deref())).map_err(|e| match e {
+                    Error::NotFound(_) => Error::PreconditionFailed(format!("{}: etag does not match", T::WHAT)),
+                    other => other,
+                })?;
+            }
+            // A custom allocation definition is checked (e.g. that its policy exists) only when it changes, so an
+            // enrollment naming a since-deleted policy can still be disabled or edited otherwise.
+            let old_spec = existing.as_ref().map(|e| e.spec());
+            let custom_changed = old_spec.is_none_or(|o| {
+                o.allocation_policy != item.spec().allocation_policy
+                    || o.custom_allocation_definition != item.spec().custom_allocation_definition
+            });
+            if custom_changed {
+                self.check_custom(instance, item.spec()).await?;
             }
             let mut candidate = item.clone();
             let now = now();
@@ -414,16 +428,26 @@ impl Dps {
                 }
             }
             Some(AllocationPolicy::Custom) => {
-                let definition = spec
-                    .custom_allocation_definition
-                    .as_ref()
-                    .or(instance.custom_allocation_definition.as_ref())
-                    .ok_or_else(|| Error::invalid("The custom policy requires a customAllocationDefinition"))?;
-                self.check_custom_definition(instance, definition).await?;
+                if spec.custom_allocation_definition.is_none() && instance.custom_allocation_definition.is_none() {
+                    return Err(Error::invalid("The custom policy requires a customAllocationDefinition"));
+                }
             }
             _ => {}
         }
         Ok(())
+    }
+
+    /// Check the custom allocation definition an enrollment would use (with the allocator: policy exists, ...).
+    async fn check_custom(&self, instance: &Instance, spec: &EnrollmentSpec) -> Result<()> {
+        if spec.allocation_policy != Some(AllocationPolicy::Custom) {
+            return Ok(());
+        }
+        let definition = spec
+            .custom_allocation_definition
+            .as_ref()
+            .or(instance.custom_allocation_definition.as_ref())
+            .ok_or_else(|| Error::invalid("The custom policy requires a customAllocationDefinition"))?;
+        self.check_custom_definition(instance, definition).await
     }
 
     async fn bulk<T: EnrollmentKind>(&self, caller: &Caller, mode: BulkMode, items: Vec<T>) -> Result<BulkOutcome> {

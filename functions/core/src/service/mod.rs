@@ -92,7 +92,9 @@ impl Dps {
 
     /// Authenticate a service API request: the instance is found by `host` (the Host header, port ignored),
     /// the token must be signed by one of its policies and cover that host.
-    pub async fn authenticate_service(&self, host: &str, authorization: Option<&str>) -> Result<Caller> {
+    /// `path` is the request path: a token whose resource names a path (`host/enrollments`) covers only requests
+    /// under it, matched by whole segments.
+    pub async fn authenticate_service(&self, host: &str, path: &str, authorization: Option<&str>) -> Result<Caller> {
         let host_name = strip_port(host).to_ascii_lowercase();
         let instance = self.instance_by_host(&host_name).await?.ok_or_else(|| {
             Error::not_found(format!(
@@ -103,7 +105,7 @@ impl Dps {
         let header = authorization.ok_or_else(|| Error::unauthorized("Missing Authorization header"))?;
         let token = SasToken::parse(header)?;
         token.check_expiry(now().unix_timestamp())?;
-        if !service_resource_covers(&token.resource, &instance.service_host_name) {
+        if !service_resource_covers(&token.resource, &instance.service_host_name, path) {
             return Err(Error::unauthorized("SAS token resource does not match this service"));
         }
         let key_name = token.key_name.clone().ok_or_else(|| Error::unauthorized("SAS token has no skn"))?;
@@ -199,12 +201,22 @@ fn strip_port(host: &str) -> &str {
     }
 }
 
-/// Whether a service token's (decoded) resource covers the instance host: `host[:port][/path]`, matched
-/// case-insensitively by whole segments.
-fn service_resource_covers(resource: &str, host_name: &str) -> bool {
+/// Whether a service token's (decoded) resource covers the request: `host[:port][/path]`, the host compared
+/// case-insensitively, the path a whole-segment prefix of the (percent-decoded) request path.
+fn service_resource_covers(resource: &str, host_name: &str, request_path: &str) -> bool {
     let resource = resource.trim_start_matches("https://").trim_start_matches("http://");
-    let authority = resource.split('/').next().unwrap_or_default();
-    strip_port(authority).eq_ignore_ascii_case(host_name)
+    let (authority, prefix) = resource.split_once('/').unwrap_or((resource, ""));
+    if !strip_port(authority).eq_ignore_ascii_case(host_name) {
+        return false;
+    }
+    let segments = |p: &str| -> Vec<String> {
+        p.split('/')
+            .filter(|s| !s.is_empty())
+            .map(|s| percent_encoding::percent_decode_str(s).decode_utf8_lossy().to_ascii_lowercase())
+            .collect()
+    };
+    let (prefix, path) = (segments(prefix), segments(request_path));
+    prefix.len() <= path.len() && prefix.iter().zip(&path).all(|(a, b)| a == b)
 }
 
 #[cfg(test)]
@@ -220,9 +232,19 @@ mod tests {
 
     #[test]
     fn service_resource_matching() {
-        assert!(service_resource_covers("mydps.example.net", "mydps.example.net"));
-        assert!(service_resource_covers("MyDps.Example.net:443/enrollments", "mydps.example.net"));
-        assert!(!service_resource_covers("mydps.example.net.evil", "mydps.example.net"));
-        assert!(!service_resource_covers("other.example.net", "mydps.example.net"));
+        let host = "mydps.example.net";
+        assert!(service_resource_covers("mydps.example.net", host, "/enrollments/a"));
+        assert!(service_resource_covers("MyDps.Example.net:443/enrollments", host, "/enrollments/a"));
+        assert!(service_resource_covers("mydps.example.net/enrollments/", host, "/Enrollments"));
+        assert!(!service_resource_covers("mydps.example.net/enrollments", host, "/enrollmentGroups/a"));
+        assert!(!service_resource_covers("mydps.example.net/enroll", host, "/enrollments/a"));
+        assert!(!service_resource_covers(
+            "mydps.example.net/registrations/dev-1",
+            host,
+            "/config/authorizationPolicies"
+        ));
+        assert!(service_resource_covers("mydps.example.net/registrations/dev%2D1", host, "/registrations/dev-1"));
+        assert!(!service_resource_covers("mydps.example.net.evil", host, "/"));
+        assert!(!service_resource_covers("other.example.net", host, "/"));
     }
 }

@@ -68,7 +68,7 @@ impl Fixture {
     /// A service caller authenticated with the owner policy.
     pub async fn owner(&self) -> Caller {
         let token = service_token(&self.instance.service_host_name, &self.owner_key(), OWNER);
-        self.dps.authenticate_service(&self.instance.service_host_name, Some(&token)).await.expect("owner token")
+        self.dps.authenticate_service(&self.instance.service_host_name, "/", Some(&token)).await.expect("owner token")
     }
 
     /// Replace the linked hubs as the operator.

@@ -56,7 +56,7 @@ async fn service() -> Service {
         Some(&owner.key_name),
     )
     .unwrap();
-    let caller = dps.authenticate_service(&created.service_host_name, Some(&token)).await.unwrap();
+    let caller = dps.authenticate_service(&created.service_host_name, "/", Some(&token)).await.unwrap();
     Service { dps, caller, scope, _harness: harness }
 }
 

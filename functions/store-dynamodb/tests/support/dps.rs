@@ -58,7 +58,7 @@ impl DpsEnv {
         .expect("link a hub");
         let owner = &instance.authorization_policies[0];
         let token = sas::token(&host, &owner.primary_key, later(), Some(&owner.key_name)).unwrap();
-        let caller = dps.authenticate_service(&host, Some(&token)).await.expect("service caller");
+        let caller = dps.authenticate_service(&host, "/", Some(&token)).await.expect("service caller");
         log.reset();
         Self { dps, store, log, faults, scope: instance.id_scope, caller }
     }
