@@ -170,17 +170,25 @@ async fn handle(
     }
 }
 
+/// The deadline answer, in the same shape as the router's errors: a tracking ID in the body, the
+/// `x-ms-request-id` header and the log line, and the error table's code for `Unavailable`.
 fn timed_out() -> Response {
-    tracing::warn!("request timed out");
+    let tracking_id = uuid::Uuid::new_v4().to_string();
+    tracing::warn!(tracking_id = %tracking_id, status = 503, "request timed out");
     let now =
         time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
     let body = json!({
-        "errorCode": 503000,
-        "trackingId": "",
+        "errorCode": 503001,
+        "trackingId": tracking_id,
         "message": "The request took too long; retry later",
         "timestampUtc": now,
     });
-    (http::StatusCode::SERVICE_UNAVAILABLE, [(http::header::RETRY_AFTER, "1")], axum::Json(body)).into_response()
+    let headers = [
+        (http::header::RETRY_AFTER, "1".to_string()),
+        (http::HeaderName::from_static(dps_api::REQUEST_ID_HEADER), tracking_id.clone()),
+        (http::HeaderName::from_static("x-ms-error-code"), "503001".to_string()),
+    ];
+    (http::StatusCode::SERVICE_UNAVAILABLE, headers, axum::Json(body)).into_response()
 }
 
 async fn stopped(stop: &mut watch::Receiver<bool>) {
