@@ -427,10 +427,10 @@ impl Dps {
                     ));
                 }
             }
-            Some(AllocationPolicy::Custom) => {
-                if spec.custom_allocation_definition.is_none() && instance.custom_allocation_definition.is_none() {
-                    return Err(Error::invalid("The custom policy requires a customAllocationDefinition"));
-                }
+            Some(AllocationPolicy::Custom)
+                if spec.custom_allocation_definition.is_none() && instance.custom_allocation_definition.is_none() =>
+            {
+                return Err(Error::invalid("The custom policy requires a customAllocationDefinition"));
             }
             _ => {}
         }
