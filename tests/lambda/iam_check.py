@@ -49,7 +49,7 @@ def main():
 
     device, service = res["DeviceFunctionRole"], res["ServiceFunctionRole"]
     check(grants(device, "dynamodb:") == DEVICE_TABLE, f"device table actions: {sorted(grants(device, 'dynamodb:'))}")
-    check(grants(device, "s3:") == {"s3:GetObject"}, f"device s3 actions: {sorted(grants(device, 's3:'))}")
+    check(grants(device, "s3:") == {"s3:GetObject", "s3:ListBucket"}, f"device s3 actions: {sorted(grants(device, 's3:'))}")
     check(grants(service, "dynamodb:") == SERVICE_TABLE, f"service table actions: {sorted(grants(service, 'dynamodb:'))}")
     check(grants(service, "s3:") <= {"s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:ListBucket"}, "service s3")
 
