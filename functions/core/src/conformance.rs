@@ -216,6 +216,7 @@ fn sample_record(registration_id: &str, group: Option<&str>) -> RegistrationReco
         attestation_type: AttestationType::SymmetricKey,
         operation_id: unique("op"),
         initial_hub: Some("hub-1.example.net".into()),
+        initial_twin: Some(json!({ "tags": { "stored": true } })),
     }
 }
 

@@ -289,6 +289,11 @@ pub struct RegistrationRecord {
     /// Hub of the first assignment (to recognise a return to it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub initial_hub: Option<String>,
+    /// The initial twin this registration gives the device in its hub, by Azure's rules (first assignment, or a
+    /// move without data migration; the custom allocator's twin, else the enrollment's). `None` when the device
+    /// keeps its data. Recorded for the hub registry connector, which is not built yet: no hub receives it today.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initial_twin: Option<Value>,
 }
 
 /// A right granted by a shared access policy.

@@ -165,3 +165,50 @@ async fn a_deleted_policy_never_blocks_unrelated_changes() {
     let refused = f.dps.put_group(&owner, "group-1", g, None).await;
     assert!(matches!(refused, Err(dps_core::Error::Invalid(_))), "{refused:?}");
 }
+
+#[tokio::test]
+async fn the_initial_twin_follows_azure_rules() {
+    let (f, allocator, key) = fixture(json!({ "updateHubAssignment": true, "migrateDeviceData": true })).await;
+    let owner = f.owner().await;
+    let mut g = f.dps.get_group(&owner, "group-1").await.unwrap();
+    g.spec.initial_twin = Some(json!({ "tags": { "from": "enrollment" } }));
+    f.dps.put_group(&owner, "group-1", g, None).await.unwrap();
+
+    // First assignment: the allocator's twin wins over the enrollment's.
+    let twin = json!({ "tags": { "from": "allocator" }, "properties": { "desired": { "rate": 5 } } });
+    allocator.answer(Ok(AllocationResponse {
+        iot_hub_host_name: "hub-1.example.net".into(),
+        initial_twin: Some(twin.clone()),
+        payload: None,
+    }));
+    assert_eq!(f.register_in_group("dev-1", &key).await.unwrap().initial_twin, Some(twin));
+    // No twin from the allocator: the enrollment's.
+    allocator.answer(hub_answer("hub-1.example.net", None));
+    let other = f.register_in_group("dev-2", &key).await.unwrap();
+    assert_eq!(other.initial_twin, Some(json!({ "tags": { "from": "enrollment" } })));
+    // Re-registration that migrates the device's data (here, even to another hub): no initial twin.
+    allocator.answer(Ok(AllocationResponse {
+        iot_hub_host_name: "hub-2.example.net".into(),
+        initial_twin: Some(json!({ "tags": { "ignored": true } })),
+        payload: None,
+    }));
+    let moved = f.register_in_group("dev-1", &key).await.unwrap();
+    assert_eq!(moved.assigned_hub.as_deref(), Some("hub-2.example.net"));
+    assert_eq!(moved.initial_twin, None, "migrated data is kept, the initial twin is ignored");
+}
+
+#[tokio::test]
+async fn a_reset_move_applies_the_initial_twin_again() {
+    let (f, allocator, key) = fixture(json!({ "updateHubAssignment": true, "migrateDeviceData": false })).await;
+    allocator.answer(hub_answer("hub-1.example.net", None));
+    f.register_in_group("dev-1", &key).await.unwrap();
+    let twin = json!({ "tags": { "reset": true } });
+    allocator.answer(Ok(AllocationResponse {
+        iot_hub_host_name: "hub-2.example.net".into(),
+        initial_twin: Some(twin.clone()),
+        payload: None,
+    }));
+    let moved = f.register_in_group("dev-1", &key).await.unwrap();
+    assert_eq!(moved.substatus, Some(dps_core::model::Substatus::DeviceDataReset));
+    assert_eq!(moved.initial_twin, Some(twin));
+}

@@ -222,6 +222,7 @@ impl Dps {
             attestation_type: AttestationType::SymmetricKey,
             operation_id: new_operation_id(),
             initial_hub: previous.and_then(|p| p.initial_hub.clone()),
+            initial_twin: None,
         };
         if spec.provisioning_status == ProvisioningStatus::Disabled {
             record.status = RegistrationStatus::Disabled;
@@ -242,6 +243,12 @@ impl Dps {
         match allocation {
             Ok(response) => {
                 let hub = response.iot_hub_host_name;
+                // Azure's rule: the initial twin (the allocator's, else the enrollment's) applies on the first
+                // assignment, and on a move to another hub when device data is not migrated.
+                let moved = current_hub.as_deref().is_some_and(|c| !c.eq_ignore_ascii_case(&hub));
+                if current_hub.is_none() || (moved && !policy.migrate_device_data) {
+                    record.initial_twin = response.initial_twin.or_else(|| spec.initial_twin.clone());
+                }
                 record.status = RegistrationStatus::Assigned;
                 record.substatus = Some(substatus(previous, current_hub.as_deref(), &hub, policy));
                 record.initial_hub.get_or_insert_with(|| hub.clone());
