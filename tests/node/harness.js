@@ -45,7 +45,8 @@ function dpsCommand(bin, dataDir, args) {
  * The generated CA is then trusted for every HTTPS request of this process (see trustCa).
  */
 async function startServer(bin, dataDir) {
-  const child = spawn(bin, ['serve', '--data-dir', dataDir, '--listen', listen, '--print-json', '--log-format', 'json'], {
+  const child = spawn(bin, ['serve', '--data-dir', dataDir, '--listen', listen, '--print-json', '--log-format', 'json',
+    '--allow-private-webhook-targets'], {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'info' },
   });

@@ -10,7 +10,7 @@ use crate::cli::{Global, HubCommand, InstanceCommand, TokenCommand};
 use crate::store;
 
 fn open(global: &Global) -> anyhow::Result<Dps> {
-    store::open(&global.data_dir, Settings::default())
+    store::open(&global.data_dir, Settings::default(), false)
 }
 
 pub async fn instance(global: &Global, cmd: InstanceCommand) -> anyhow::Result<()> {

@@ -91,6 +91,10 @@ pub struct ServeArgs {
     /// Print the startup information as one JSON line on stdout instead of the banner (for scripts).
     #[arg(long)]
     pub print_json: bool,
+    /// Let instances that opt in (`allowPrivateWebhookTargets`) call webhooks on private, loopback and link-local
+    /// addresses (and over plain http). Off by default: without it no instance can reach this machine's network.
+    #[arg(long, env = "DPS_ALLOW_PRIVATE_WEBHOOK_TARGETS")]
+    pub allow_private_webhook_targets: bool,
 }
 
 #[derive(Debug, Subcommand)]

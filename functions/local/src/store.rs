@@ -17,7 +17,8 @@ const OWNER_POLICY: &str = "provisioningserviceowner";
 
 /// Open the data dir's store. The embedded database admits one process: while `dps serve` runs, the operator
 /// commands are refused with a message saying so.
-pub fn open(data_dir: &Path, settings: Settings) -> anyhow::Result<Dps> {
+/// `permit_private_webhooks`: the deployment-level switch for webhooks on private addresses (see `--help`).
+pub fn open(data_dir: &Path, settings: Settings, permit_private_webhooks: bool) -> anyhow::Result<Dps> {
     create_private_dir(data_dir)?;
     let store = EmbeddedStore::open(data_dir).map_err(|err| {
         let text = err.to_string();
@@ -32,9 +33,10 @@ pub fn open(data_dir: &Path, settings: Settings) -> anyhow::Result<Dps> {
         }
     })?;
     // Custom allocation (WebAssembly policies and webhooks); modules live in the data dir, stored by content hash.
-    let policies =
-        PolicyAllocator::new(Arc::new(DirStorage::new(data_dir.join("policies"))), PolicySettings::default())
-            .context("starting the custom allocation sandbox")?;
+    let mut policy_settings = PolicySettings::default();
+    policy_settings.webhooks.permit_private_targets = permit_private_webhooks;
+    let policies = PolicyAllocator::new(Arc::new(DirStorage::new(data_dir.join("policies"))), policy_settings)
+        .context("starting the custom allocation sandbox")?;
     let policies = Arc::new(policies);
     Ok(Dps::new(Arc::new(store), settings).with_allocator(policies.clone()).with_policies(policies))
 }
@@ -102,7 +104,7 @@ mod tests {
     #[tokio::test]
     async fn first_open_creates_one_default_instance_and_a_second_process_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let dps = open(dir.path(), Settings::default()).unwrap();
+        let dps = open(dir.path(), Settings::default(), false).unwrap();
         let first = ensure_default_instance(&dps, "localhost").await.unwrap();
         let again = ensure_default_instance(&dps, "localhost").await.unwrap();
         assert_eq!(first.len(), 1);
@@ -110,7 +112,8 @@ mod tests {
         let conn = connection_string(&first[0]).unwrap();
         assert!(conn.starts_with("HostName=localhost;SharedAccessKeyName=provisioningserviceowner;SharedAccessKey="));
 
-        let err = open(dir.path(), Settings::default()).err().expect("second open must fail while the first holds it");
+        let err =
+            open(dir.path(), Settings::default(), false).err().expect("second open must fail while the first holds it");
         assert!(err.to_string().contains("in use"), "{err}");
     }
 }

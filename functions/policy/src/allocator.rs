@@ -124,12 +124,21 @@ impl PolicyAllocator {
         }
         let host =
             |why: String| failure(codes::POLICY_HOST, format!("Custom allocation policy could not be loaded: {why}"));
+        if info.sha256.len() != 64 || !info.sha256.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+            return Err(host("its metadata names no valid module hash".into()));
+        }
         let bytes = self
             .storage
             .get_module(&info.sha256)
             .await
             .map_err(|e| host(e.to_string()))?
             .ok_or_else(|| host(format!("module {} is missing from storage", info.sha256)))?;
+        // Storage is addressed by content: what comes back must be what was uploaded (a tampered or corrupted
+        // object never runs, and never poisons the cache under another hash).
+        if crate::sandbox::sha256_hex(&bytes) != info.sha256 {
+            tracing::error!(sha256 = %info.sha256, "stored policy module does not match its hash");
+            return Err(host(format!("module {} in storage does not match its hash", info.sha256)));
+        }
         let _slot = self.slots.acquire().await.map_err(|e| host(e.to_string()))?;
         let sandbox = self.sandbox.clone();
         tokio::task::spawn_blocking(move || sandbox.compile(&bytes))

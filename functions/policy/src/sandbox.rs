@@ -113,7 +113,8 @@ impl Sandbox {
         let mut config = Config::new();
         if pool_slots > 0 {
             let mut pool = wasmtime::PoolingAllocationConfig::new();
-            pool.total_memories(pool_slots).total_tables(pool_slots).total_core_instances(pool_slots);
+            // Up to two tables per module: the pool holds two per slot, so a slot never waits on a table.
+            pool.total_memories(pool_slots).total_tables(2 * pool_slots).total_core_instances(pool_slots);
             pool.max_memory_size(limits.memory_bytes).max_tables_per_module(2).table_elements(TABLE_ELEMENTS);
             config.memory_reservation(2 * limits.memory_bytes as u64);
             config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));

@@ -30,6 +30,10 @@ pub struct WebhookSettings {
     pub total_timeout: Duration,
     /// Largest response body read, in bytes.
     pub max_response_bytes: usize,
+    /// Whether this deployment lets instances reach private, loopback and link-local targets at all. An instance's
+    /// `allowPrivateWebhookTargets` takes effect only when this is on: the instance owner alone cannot switch off
+    /// the guard that protects the deployment's own network. Off by default.
+    pub permit_private_targets: bool,
 }
 
 impl Default for WebhookSettings {
@@ -38,6 +42,7 @@ impl Default for WebhookSettings {
             connect_timeout: Duration::from_secs(2),
             total_timeout: Duration::from_secs(5),
             max_response_bytes: 64 << 10,
+            permit_private_targets: false,
         }
     }
 }
@@ -92,6 +97,11 @@ impl Webhooks {
         })
     }
 
+    /// Private targets (and plain http) for this instance: the deployment permits them and the instance opts in.
+    fn private_allowed(&self, instance: &Instance) -> bool {
+        self.settings.permit_private_targets && instance.allow_private_webhook_targets
+    }
+
     /// Check a webhook URL as an enrollment is written: parsable, https (http only for instances that allow
     /// private targets), no credentials, and not a literal forbidden address.
     pub fn check_url(&self, instance: &Instance, url: &str) -> Result<Url, AllocationFailure> {
@@ -100,14 +110,14 @@ impl Webhooks {
         let url = Url::parse(url).map_err(|_| bad("not an absolute URL"))?;
         match url.scheme() {
             "https" => {}
-            "http" if instance.allow_private_webhook_targets => {}
+            "http" if self.private_allowed(instance) => {}
             _ => return Err(bad("it must use https")),
         }
         if !url.username().is_empty() || url.password().is_some() {
             return Err(bad("it must not carry credentials (Azure Functions keys go in the query)"));
         }
         let host = url.host_str().ok_or_else(|| bad("it has no host"))?;
-        if !instance.allow_private_webhook_targets {
+        if !self.private_allowed(instance) {
             let literal = host.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>().ok();
             if literal.is_some_and(forbidden) {
                 return Err(forbidden_target(host));
@@ -126,7 +136,7 @@ impl Webhooks {
         let url = self.check_url(instance, url)?;
         let body = serde_json::to_vec(request)
             .map_err(|e| failure(codes::WEBHOOK_BAD_RESPONSE, format!("Cannot encode the request: {e}")))?;
-        let client = if instance.allow_private_webhook_targets { &self.any_target } else { &self.public_only };
+        let client = if self.private_allowed(instance) { &self.any_target } else { &self.public_only };
         let mut call = client
             .post(url)
             .header("content-type", "application/json; charset=utf-8")
@@ -185,7 +195,7 @@ fn forbidden_target(what: &str) -> AllocationFailure {
         codes::WEBHOOK_FORBIDDEN_TARGET,
         format!(
             "Custom allocation webhook target is not allowed: {what} is a private, loopback or link-local \
-             address (the instance does not allow private webhook targets)"
+             address (private webhook targets are not allowed here)"
         ),
     )
 }

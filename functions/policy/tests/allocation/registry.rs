@@ -121,6 +121,23 @@ async fn metadata_is_listed_and_survives_a_cold_start() {
 }
 
 #[tokio::test]
+async fn a_tampered_stored_module_never_runs() {
+    let h = Harness::new();
+    let info = h.allocator.upload(&instance(false), "tenants", example("tenant_prefix")).await.unwrap();
+    // Replace the stored bytes by another valid policy: the content no longer matches its address.
+    let path = h.dir.path().join("policies/modules").join(format!("{}.wasm", info.sha256));
+    std::fs::write(&path, fixture("first-hub")).unwrap();
+    let cold =
+        PolicyAllocator::new(Arc::new(DirStorage::new(h.dir.path().join("policies"))), PolicySettings::default())
+            .unwrap();
+    let r = cold.allocate(&instance(false), &policy("tenants"), &request("acme-1", None, &HUBS)).await;
+    let failure = r.unwrap_err();
+    assert_eq!(failure.code, dps_policy::codes::POLICY_HOST);
+    assert!(failure.message.contains("does not match its hash"), "{}", failure.message);
+    assert!(cold.sandbox().cached(&info.sha256).is_none(), "nothing cached under the policy's hash");
+}
+
+#[tokio::test]
 async fn dry_run_returns_the_decision_and_a_trace() {
     let h = Harness::new();
     h.upload("by-region", example("route_by_payload")).await;

@@ -97,8 +97,12 @@ pub struct Harness {
 }
 
 impl Harness {
+    /// A deployment that permits private webhook targets (the local webhook server of these tests); each
+    /// instance still decides for itself.
     pub fn new() -> Self {
-        Self::with(PolicySettings::default())
+        let mut settings = PolicySettings::default();
+        settings.webhooks.permit_private_targets = true;
+        Self::with(settings)
     }
 
     pub fn with_limits(limits: Limits) -> Self {

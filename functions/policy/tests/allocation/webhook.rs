@@ -43,7 +43,9 @@ async fn call(
     url: &str,
     allow_private: bool,
 ) -> Result<AllocationResponse, AllocationFailure> {
-    let h = Harness::with(PolicySettings { webhooks: settings, ..PolicySettings::default() });
+    // These tests play a deployment that permits private targets (their webhook server is on loopback).
+    let webhooks = WebhookSettings { permit_private_targets: true, ..settings };
+    let h = Harness::with(PolicySettings { webhooks, ..PolicySettings::default() });
     h.allocator
         .allocate(&instance(allow_private), &webhook(url), &request("dev-1", Some(json!({ "x": 1 })), &HUBS))
         .await
@@ -141,14 +143,14 @@ async fn private_targets_are_refused_unless_the_instance_allows_them() {
         call(WebhookSettings::default(), &format!("https://127.0.0.1:{port}/"), false).await,
         WEBHOOK_FORBIDDEN_TARGET,
         "Custom allocation webhook target is not allowed: 127.0.0.1 is a private, loopback or link-local address \
-         (the instance does not allow private webhook targets)",
+         (private webhook targets are not allowed here)",
     );
     // A name that resolves to loopback: refused on the resolved address.
     assert_failure(
         call(WebhookSettings::default(), &format!("https://localhost:{port}/"), false).await,
         WEBHOOK_FORBIDDEN_TARGET,
         "Custom allocation webhook target is not allowed: localhost (127.0.0.1) is a private, loopback or \
-         link-local address (the instance does not allow private webhook targets)",
+         link-local address (private webhook targets are not allowed here)",
     );
     // Link-local (cloud metadata) and IPv6 loopback.
     for url in ["https://169.254.169.254/latest/meta-data", "https://[::1]:1/"] {
@@ -163,6 +165,17 @@ async fn private_targets_are_refused_unless_the_instance_allows_them() {
     );
     // Allowed explicitly: the same server answers.
     assert!(call(WebhookSettings::default(), &format!("http://localhost:{port}/"), true).await.is_ok());
+}
+
+#[tokio::test]
+async fn an_instance_cannot_open_private_targets_unless_the_deployment_permits_them() {
+    let addr = serve(Router::new().route("/", post(echo))).await;
+    let h = Harness::with(PolicySettings::default());
+    for url in [format!("http://localhost:{}/", addr.port()), format!("https://127.0.0.1:{}/", addr.port())] {
+        let r = h.allocator.allocate(&instance(true), &webhook(&url), &request("dev-1", None, &HUBS)).await;
+        let code = r.unwrap_err().code;
+        assert!(code == WEBHOOK_FORBIDDEN_TARGET || code == WEBHOOK_BAD_URL, "{url}: {code}");
+    }
 }
 
 #[tokio::test]
