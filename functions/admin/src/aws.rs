@@ -18,7 +18,17 @@ pub async fn dps(config: &FunctionConfig) -> dps_core::Result<Dps> {
     let Some(bucket) = &config.policy_bucket else {
         return Ok(dps);
     };
-    let storage = S3Storage::from_env(bucket.clone(), config.s3_endpoint.clone()).await;
-    let policies = Arc::new(PolicyAllocator::new(Arc::new(storage), PolicySettings::default())?);
+    let storage: Arc<S3Storage> = Arc::new(S3Storage::from_env(bucket.clone(), config.s3_endpoint.clone()).await);
+    // A Lambda instance serves one request at a time: a small pool is plenty. If the pooling allocator cannot
+    // reserve its address space here, fall back to on-demand instantiation rather than fail the cold start.
+    let pooled = PolicySettings { pool_slots: 2, ..PolicySettings::default() };
+    let policies = match PolicyAllocator::new(storage.clone(), pooled) {
+        Ok(policies) => policies,
+        Err(err) => {
+            tracing::warn!(error = %err, "pooling allocator unavailable; instantiating policies on demand");
+            PolicyAllocator::new(storage, PolicySettings { pool_slots: 0, ..PolicySettings::default() })?
+        }
+    };
+    let policies = Arc::new(policies);
     Ok(dps.with_allocator(policies.clone()).with_policies(policies))
 }

@@ -358,7 +358,11 @@ fn classify(error: &wasmtime::Error, limits: &Limits, logs: &[String]) -> Alloca
         Some(trap) => {
             let panic = logs.iter().rev().find(|l| l.starts_with("panic: "));
             let message = match panic {
-                Some(line) => format!("Custom allocation policy trapped: {line}"),
+                // The guest wrote this line: keep it printable and short before it reaches a device.
+                Some(line) => {
+                    let line: String = line.chars().filter(|c| !c.is_control()).take(256).collect();
+                    format!("Custom allocation policy trapped: {line}")
+                }
                 None => format!("Custom allocation policy trapped: {trap}"),
             };
             failure(codes::POLICY_TRAP, message)
