@@ -43,31 +43,13 @@ pub struct DeviceRegistration {
     pub csr: Option<String>,
 }
 
-/// `DeviceRegistrationResult`: what a device reads about its registration.
+/// `DeviceRegistrationResult`: what a device reads about its registration: the service view plus the attestation
+/// part, with the etag shown as Azure shows it to devices.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DeviceRegistrationResult {
-    registration_id: String,
-    #[serde(with = "azure_time")]
-    created_date_time_utc: Timestamp,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    assigned_hub: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    device_id: Option<String>,
-    status: RegistrationStatus,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    substatus: Option<Substatus>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    error_code: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    error_message: Option<String>,
-    #[serde(with = "azure_time")]
-    last_updated_date_time_utc: Timestamp,
-    /// Base64 of the quoted etag, as Azure shows it to devices.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    etag: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    payload: Option<Value>,
+    #[serde(flatten)]
+    state: DeviceRegistrationState,
     #[serde(skip_serializing_if = "Option::is_none")]
     symmetric_key: Option<Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -90,22 +72,10 @@ impl From<&RegistrationRecord> for DeviceRegistrationResult {
             AttestationType::Tpm => tpm = Some(json!({})),
             AttestationType::None => {}
         }
-        Self {
-            registration_id: r.registration_id.clone(),
-            created_date_time_utc: r.created_date_time_utc,
-            assigned_hub: r.assigned_hub.clone(),
-            device_id: r.device_id.clone(),
-            status: r.status,
-            substatus: r.substatus,
-            error_code: r.error_code,
-            error_message: r.error_message.clone(),
-            last_updated_date_time_utc: r.last_updated_date_time_utc,
-            etag: r.etag.as_ref().map(|e| B64.encode(e.as_bytes())),
-            payload: r.payload.clone(),
-            symmetric_key,
-            x509,
-            tpm,
-        }
+        let mut state = DeviceRegistrationState::from(r.clone());
+        // Devices see base64 of the quoted etag.
+        state.etag = state.etag.map(|e| B64.encode(e.as_bytes()));
+        Self { state, symmetric_key, x509, tpm }
     }
 }
 

@@ -152,7 +152,10 @@ impl Dps {
     /// Read an individual enrollment (keys removed).
     pub async fn get_enrollment(&self, caller: &Caller, id: &str) -> Result<IndividualEnrollment> {
         caller.require(Right::EnrollmentRead)?;
-        self.metered(caller, async { self.get_item::<IndividualEnrollment>(caller, id).await.map(strip_secrets) }).await
+        self.metered(caller, async {
+            self.get_item::<IndividualEnrollment>(caller, id).await.map(strip_secrets::<IndividualEnrollment>)
+        })
+        .await
     }
 
     /// Delete an individual enrollment (its registration record stays).
@@ -211,8 +214,10 @@ impl Dps {
     /// Read an enrollment group (keys removed).
     pub async fn get_group(&self, caller: &Caller, id: &str) -> Result<EnrollmentGroup> {
         caller.require(Right::EnrollmentRead)?;
-        self.metered(caller, async { self.get_item::<EnrollmentGroup>(caller, id).await.map(strip_group_secrets) })
-            .await
+        self.metered(caller, async {
+            self.get_item::<EnrollmentGroup>(caller, id).await.map(strip_secrets::<EnrollmentGroup>)
+        })
+        .await
     }
 
     /// Delete an enrollment group (registration records of its devices stay).
@@ -306,12 +311,8 @@ impl Dps {
 
     async fn query_items<T: EnrollmentKind>(&self, caller: &Caller, query: &str, page: PageRequest) -> Result<Page<T>> {
         check_query(query)?;
-        let mut page = T::query(self.store.as_ref(), caller.scope(), bounded(page)).await?;
-        for item in &mut page.items {
-            let spec = item.spec_mut();
-            spec.attestation = spec.attestation.without_secrets();
-        }
-        Ok(page)
+        let page = T::query(self.store.as_ref(), caller.scope(), bounded(page)).await?;
+        Ok(Page { items: page.items.into_iter().map(strip_secrets).collect(), continuation: page.continuation })
     }
 
     /// Validate and write one enrollment. `precondition` None = upsert, which still writes conditionally on
@@ -509,14 +510,11 @@ fn fill_keys(new: &mut AttestationMechanism, existing: Option<&AttestationMechan
     }
 }
 
-fn strip_secrets(mut e: IndividualEnrollment) -> IndividualEnrollment {
-    e.spec.attestation = e.spec.attestation.without_secrets();
-    e
-}
-
-fn strip_group_secrets(mut g: EnrollmentGroup) -> EnrollmentGroup {
-    g.spec.attestation = g.spec.attestation.without_secrets();
-    g
+/// An enrollment or group as reads show it: keys removed (only the attestationmechanism call returns them).
+fn strip_secrets<T: EnrollmentKind>(mut item: T) -> T {
+    let spec = item.spec_mut();
+    spec.attestation = spec.attestation.without_secrets();
+    item
 }
 
 fn bounded(page: PageRequest) -> PageRequest {

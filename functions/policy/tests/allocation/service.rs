@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use dps_core::memory::MemoryStore;
-use dps_core::model::{EnrollmentGroup, LinkedHub, RegistrationStatus, Right};
+use dps_core::model::{EnrollmentGroup, RegistrationStatus, Right};
 use dps_core::service::{NewInstance, RegisterRequest, now};
 use dps_core::{Caller, Dps, Error, Settings, sas};
 use dps_policy::codes::*;
@@ -35,15 +35,7 @@ async fn service() -> Service {
         .unwrap();
     let scope = created.id_scope.clone();
     dps.update_instance_as_operator(&scope, |i| {
-        i.linked_hubs = HUBS
-            .iter()
-            .map(|h| LinkedHub {
-                host_name: h.to_string(),
-                allocation_weight: 1,
-                apply_allocation_policy: true,
-                location: None,
-            })
-            .collect();
+        i.linked_hubs = linked_hubs();
         Ok(())
     })
     .await

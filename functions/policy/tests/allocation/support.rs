@@ -49,15 +49,7 @@ pub fn instance(allow_private: bool) -> Instance {
         "webhookSigningKey": "c2lnbmluZy1rZXktZm9yLXRlc3Rz",
     }))
     .map(|mut i| {
-        i.linked_hubs = HUBS
-            .iter()
-            .map(|h| LinkedHub {
-                host_name: h.to_string(),
-                allocation_weight: 1,
-                apply_allocation_policy: true,
-                location: None,
-            })
-            .collect();
+        i.linked_hubs = linked_hubs();
         i
     })
     .expect("instance")
@@ -135,4 +127,16 @@ pub fn assert_failure(result: Result<AllocationResponse, AllocationFailure>, cod
             assert_eq!((f.code, f.message.as_str()), (code, message));
         }
     }
+}
+
+/// The test hubs as linked hubs (weight 1, automatic allocation on).
+pub fn linked_hubs() -> Vec<LinkedHub> {
+    HUBS.iter()
+        .map(|h| LinkedHub {
+            host_name: h.to_string(),
+            allocation_weight: 1,
+            apply_allocation_policy: true,
+            location: None,
+        })
+        .collect()
 }
