@@ -77,6 +77,7 @@ async fn operation_status(
         .operation_status(StatusRequest {
             id_scope,
             registration_id,
+            body_registration_id: None,
             operation_id: Some(operation_id),
             authorization: header_str(&headers, AUTHORIZATION.as_str()).map(str::to_string),
         })
@@ -97,15 +98,11 @@ async fn registration_status(
     if body.csr.is_some() {
         return Err(ApiError::invalid("A csr is not accepted by the registration status lookup"));
     }
-    if let Some(id) = &body.registration_id
-        && !id.eq_ignore_ascii_case(&registration_id)
-    {
-        return Err(ApiError::invalid("Body registrationId does not match the path"));
-    }
     let record = dps
         .registration_status(StatusRequest {
             id_scope,
             registration_id,
+            body_registration_id: body.registration_id,
             operation_id: None,
             authorization: header_str(&headers, AUTHORIZATION.as_str()).map(str::to_string),
         })

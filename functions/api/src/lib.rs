@@ -46,7 +46,7 @@ pub fn app(dps: Dps) -> Router {
 
 fn is_service_path(path: &str) -> bool {
     let first = path.trim_start_matches('/').split('/').next().unwrap_or_default();
-    service::COLLECTIONS.iter().any(|c| c.eq_ignore_ascii_case(first))
+    service::owns(first)
 }
 
 #[cfg(test)]

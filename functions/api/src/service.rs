@@ -6,7 +6,7 @@ use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use dps_core::Dps;
-use dps_core::model::{EnrollmentGroup, IndividualEnrollment};
+use dps_core::model::{Enrollment, EnrollmentGroup, EnrollmentKind, IndividualEnrollment};
 use dps_core::service::{BulkMode, BulkOutcome, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
 use dps_core::store::{Page, PageRequest};
 use serde::{Deserialize, Serialize};
@@ -22,15 +22,10 @@ use crate::wire::{BulkRequest, BulkResult, DeviceRegistrationState};
 
 /// The service API route table (without layers), including our /config and /policies extensions.
 pub(crate) fn routes(dps: Dps) -> Router {
-    Router::new()
-        .route("/enrollments", post(bulk_enrollments))
-        .route("/enrollments/query", post(query_enrollments))
-        .route("/enrollments/{id}", put(put_enrollment).get(get_enrollment).delete(delete_enrollment))
-        .route("/enrollments/{id}/attestationmechanism", post(enrollment_attestation))
-        .route("/enrollmentGroups", post(bulk_groups))
-        .route("/enrollmentGroups/query", post(query_groups))
-        .route("/enrollmentGroups/{id}", put(put_group).get(get_group).delete(delete_group))
-        .route("/enrollmentGroups/{id}/attestationmechanism", post(group_attestation))
+    let router = Router::new();
+    let router = enrollment_routes::<IndividualEnrollment>(router);
+    let router = enrollment_routes::<EnrollmentGroup>(router);
+    router
         .route("/registrations/{id}", get(get_registration).delete(delete_registration))
         .route("/registrations/{id}/query", post(query_registrations))
         .merge(crate::config::routes())
@@ -39,13 +34,36 @@ pub(crate) fn routes(dps: Dps) -> Router {
         .with_state(dps)
 }
 
-/// First path segments the service API owns (lower case), used by [`crate::app`] to dispatch.
-pub(crate) const COLLECTIONS: [&str; 5] = ["enrollments", "enrollmentgroups", "registrations", "config", "policies"];
+/// The routes of one kind of enrollment, under its collection name (`/enrollments`, `/enrollmentGroups`).
+fn enrollment_routes<E: Enrollment>(router: Router<Dps>) -> Router<Dps> {
+    let base = format!("/{}", E::KIND.collection());
+    router
+        .route(&base, post(bulk_enrollments::<E>))
+        .route(&format!("{base}/query"), post(query_enrollments::<E>))
+        .route(
+            &format!("{base}/{{id}}"),
+            put(put_enrollment::<E>).get(get_enrollment::<E>).delete(delete_enrollment::<E>),
+        )
+        .route(&format!("{base}/{{id}}/attestationmechanism"), post(enrollment_attestation::<E>))
+}
+
+/// First path segments of the service API, as they are spelled canonically.
+const TOP_SEGMENTS: [&str; 5] = [
+    EnrollmentKind::Individual.collection(),
+    EnrollmentKind::Group.collection(),
+    "registrations",
+    "config",
+    "policies",
+];
+
+/// Whether `segment` is a first path segment the service API owns (any case), used by [`crate::app`].
+pub(crate) fn owns(segment: &str) -> bool {
+    TOP_SEGMENTS.iter().any(|c| c.eq_ignore_ascii_case(segment))
+}
 
 /// Canonical spelling of the service API's literal path segments.
 pub(crate) fn normalise(segments: &[&str]) -> Vec<String> {
-    let first =
-        segments.first().map(|s| canon(s, &["enrollments", "enrollmentGroups", "registrations", "config", "policies"]));
+    let first = segments.first().map(|s| canon(s, &TOP_SEGMENTS));
     let collection = first.as_deref().unwrap_or_default();
     segments
         .iter()
@@ -73,52 +91,50 @@ pub(crate) fn body_limit(method: &Method, path: &str) -> usize {
     if is_upload { MAX_POLICY_BYTES } else { MAX_BODY_BYTES }
 }
 
-// ---- individual enrollments ----
+// ---- enrollments, either kind ----
 
-async fn put_enrollment(
+async fn put_enrollment<E: Enrollment>(
     State(dps): State<Dps>,
     _: ApiVersion,
     Authed(caller): Authed,
     Segments(id): Segments<String>,
     headers: HeaderMap,
-    JsonBody(body): JsonBody<IndividualEnrollment>,
+    JsonBody(body): JsonBody<E>,
 ) -> Result<Response, ApiError> {
-    let body = body.ok_or_else(|| ApiError::malformed_body("An individual enrollment body is required"))?;
-    let mut written = dps.put_enrollment(&caller, &id, body, if_match(&headers)).await?;
-    written.spec.attestation = written.spec.attestation.without_secrets();
-    Ok(json(StatusCode::OK, &written))
+    let body = body.ok_or_else(|| ApiError::malformed_body(format!("{} body is required", article(E::KIND))))?;
+    Ok(json(StatusCode::OK, &dps.put_enrollment(&caller, &id, body, if_match(&headers)).await?))
 }
 
-async fn get_enrollment(
+async fn get_enrollment<E: Enrollment>(
     State(dps): State<Dps>,
     _: ApiVersion,
     Authed(caller): Authed,
     Segments(id): Segments<String>,
 ) -> Result<Response, ApiError> {
-    Ok(json(StatusCode::OK, &dps.get_enrollment(&caller, &id).await?))
+    Ok(json(StatusCode::OK, &dps.get_enrollment::<E>(&caller, &id).await?))
 }
 
-async fn delete_enrollment(
+async fn delete_enrollment<E: Enrollment>(
     State(dps): State<Dps>,
     _: ApiVersion,
     Authed(caller): Authed,
     Segments(id): Segments<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    dps.delete_enrollment(&caller, &id, if_match(&headers)).await?;
+    dps.delete_enrollment::<E>(&caller, &id, if_match(&headers)).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-async fn enrollment_attestation(
+async fn enrollment_attestation<E: Enrollment>(
     State(dps): State<Dps>,
     _: ApiVersion,
     Authed(caller): Authed,
     Segments(id): Segments<String>,
 ) -> Result<Response, ApiError> {
-    Ok(json(StatusCode::OK, &dps.enrollment_attestation(&caller, &id).await?))
+    Ok(json(StatusCode::OK, &dps.enrollment_attestation::<E>(&caller, &id).await?))
 }
 
-async fn query_enrollments(
+async fn query_enrollments<E: Enrollment>(
     State(dps): State<Dps>,
     _: ApiVersion,
     Authed(caller): Authed,
@@ -127,90 +143,29 @@ async fn query_enrollments(
 ) -> Result<Response, ApiError> {
     let page = page_request(&headers)?;
     let max = page.max_items;
-    let got = dps.query_enrollments(&caller, &query_text(body), page).await?;
-    Ok(page_answer(got, "enrollment", max))
+    let got = dps.query_enrollments::<E>(&caller, &query_text(body), page).await?;
+    Ok(page_answer(got, E::KIND.item_type(), max))
 }
 
-async fn bulk_enrollments(
+async fn bulk_enrollments<E: Enrollment>(
     State(dps): State<Dps>,
     _: ApiVersion,
     Authed(caller): Authed,
     JsonBody(body): JsonBody<BulkRequest>,
 ) -> Result<Response, ApiError> {
     let body = body.ok_or_else(|| ApiError::malformed_body("A bulk operation body is required"))?;
-    let items: Vec<IndividualEnrollment> = bulk_items(body.mode, body.enrollments, "enrollments")?;
-    let outcome = dps.bulk_enrollments(&caller, body.mode, items).await?;
-    Ok(bulk_answer(outcome, "registrationId"))
+    let mode = body.mode;
+    let items: Vec<E> = bulk_items(mode, body.items_of(E::KIND), E::KIND.collection())?;
+    let outcome = dps.bulk_enrollments(&caller, mode, items).await?;
+    Ok(bulk_answer(outcome, E::KIND.id_field()))
 }
 
-// ---- enrollment groups ----
-
-async fn put_group(
-    State(dps): State<Dps>,
-    _: ApiVersion,
-    Authed(caller): Authed,
-    Segments(id): Segments<String>,
-    headers: HeaderMap,
-    JsonBody(body): JsonBody<EnrollmentGroup>,
-) -> Result<Response, ApiError> {
-    let body = body.ok_or_else(|| ApiError::malformed_body("An enrollment group body is required"))?;
-    let mut written = dps.put_group(&caller, &id, body, if_match(&headers)).await?;
-    written.spec.attestation = written.spec.attestation.without_secrets();
-    Ok(json(StatusCode::OK, &written))
-}
-
-async fn get_group(
-    State(dps): State<Dps>,
-    _: ApiVersion,
-    Authed(caller): Authed,
-    Segments(id): Segments<String>,
-) -> Result<Response, ApiError> {
-    Ok(json(StatusCode::OK, &dps.get_group(&caller, &id).await?))
-}
-
-async fn delete_group(
-    State(dps): State<Dps>,
-    _: ApiVersion,
-    Authed(caller): Authed,
-    Segments(id): Segments<String>,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    dps.delete_group(&caller, &id, if_match(&headers)).await?;
-    Ok(StatusCode::NO_CONTENT.into_response())
-}
-
-async fn group_attestation(
-    State(dps): State<Dps>,
-    _: ApiVersion,
-    Authed(caller): Authed,
-    Segments(id): Segments<String>,
-) -> Result<Response, ApiError> {
-    Ok(json(StatusCode::OK, &dps.group_attestation(&caller, &id).await?))
-}
-
-async fn query_groups(
-    State(dps): State<Dps>,
-    _: ApiVersion,
-    Authed(caller): Authed,
-    headers: HeaderMap,
-    JsonBody(body): JsonBody<QuerySpecification>,
-) -> Result<Response, ApiError> {
-    let page = page_request(&headers)?;
-    let max = page.max_items;
-    let got = dps.query_groups(&caller, &query_text(body), page).await?;
-    Ok(page_answer(got, "enrollmentGroup", max))
-}
-
-async fn bulk_groups(
-    State(dps): State<Dps>,
-    _: ApiVersion,
-    Authed(caller): Authed,
-    JsonBody(body): JsonBody<BulkRequest>,
-) -> Result<Response, ApiError> {
-    let body = body.ok_or_else(|| ApiError::malformed_body("A bulk operation body is required"))?;
-    let items: Vec<EnrollmentGroup> = bulk_items(body.mode, body.enrollment_groups, "enrollmentGroups")?;
-    let outcome = dps.bulk_groups(&caller, body.mode, items).await?;
-    Ok(bulk_answer(outcome, "enrollmentGroupId"))
+/// "An individual enrollment" / "An enrollment group", for messages.
+fn article(kind: EnrollmentKind) -> &'static str {
+    match kind {
+        EnrollmentKind::Individual => "An individual enrollment",
+        EnrollmentKind::Group => "An enrollment group",
+    }
 }
 
 // ---- registration records ----

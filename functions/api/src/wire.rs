@@ -152,18 +152,26 @@ mod tests {
     }
 }
 
-/// `BulkEnrollmentOperation` (individual `enrollments` or `enrollmentGroups`; items parsed per kind).
+/// `BulkEnrollmentOperation`: the mode and the items under their kind's collection name (`enrollments`,
+/// `enrollmentGroups`); items are parsed per kind.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct BulkRequest {
     /// create, update, updateIfMatchETag or delete.
     pub mode: dps_core::service::BulkMode,
-    /// Individual enrollments.
-    #[serde(default)]
-    pub enrollments: Option<Vec<Value>>,
-    /// Enrollment groups.
-    #[serde(default)]
-    pub enrollment_groups: Option<Vec<Value>>,
+    /// The item arrays, by field name.
+    #[serde(flatten)]
+    pub fields: serde_json::Map<String, Value>,
+}
+
+impl BulkRequest {
+    /// The items of `kind`, if the request has an array of them.
+    pub fn items_of(mut self, kind: dps_core::model::EnrollmentKind) -> Option<Vec<Value>> {
+        match self.fields.remove(kind.collection()) {
+            Some(Value::Array(items)) => Some(items),
+            _ => None,
+        }
+    }
 }
 
 /// `BulkEnrollmentOperationResult`.

@@ -12,7 +12,7 @@ use std::time::Duration;
 use criterion::{BatchSize, BenchmarkId, Criterion, criterion_group, criterion_main};
 use dps_core::model::{EnrollmentGroup, LinkedHub, RegistrationStatus};
 use dps_core::service::{NewInstance, RegisterRequest, now};
-use dps_core::store::{Precondition, Store};
+use dps_core::store::{EnrollmentStore, Precondition, Store};
 use dps_core::{Dps, Settings, sas};
 use dps_store_embedded::EmbeddedStore;
 use tokio::runtime::Runtime;
@@ -62,9 +62,9 @@ impl Bench {
             .await
             .unwrap();
             for n in 0..groups.saturating_sub(1) {
-                store.put_group(&instance.id_scope, group(&format!("group-{n:05}")), Precondition::None).await.unwrap();
+                store.save(&instance.id_scope, group(&format!("group-{n:05}")), Precondition::None).await.unwrap();
             }
-            let target = store.put_group(&instance.id_scope, group("zz-target"), Precondition::None).await.unwrap();
+            let target = store.save(&instance.id_scope, group("zz-target"), Precondition::None).await.unwrap();
             (instance.id_scope, target.spec.attestation.symmetric_key.unwrap().primary_key.unwrap())
         });
         Self { runtime, dps, scope, group_key, next: AtomicU64::new(0), _dir: dir }

@@ -24,16 +24,15 @@ use std::fmt::Debug;
 use std::future::Future;
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use serde_json::json;
 
 use crate::error::{Error, Result};
 use crate::model::{
-    AccessPolicy, AllocationPolicy, AttestationMechanism, AttestationType, EnrollmentGroup, EnrollmentSpec,
+    AccessPolicy, AllocationPolicy, AttestationMechanism, AttestationType, Enrollment, EnrollmentGroup, EnrollmentSpec,
     IndividualEnrollment, Instance, LinkedHub, OperationCount, OperationKind, ProvisioningStatus, RegistrationRecord,
     RegistrationStatus, Right, Substatus, SymmetricKeyAttestation, Timestamp,
 };
-use crate::store::{PageRequest, Precondition, Store, key};
+use crate::store::{EnrollmentStore, PageRequest, Precondition, Store, key};
 
 #[doc(hidden)]
 pub use tokio;
@@ -250,26 +249,18 @@ fn is_not_found(e: &Error) -> bool {
     matches!(e, Error::NotFound(_))
 }
 
-fn without_etag<T: Item>(mut item: T) -> T {
-    item.set_etag(None);
+fn without_etag<T: Sample>(mut item: T) -> T {
+    item.spec_mut().etag = None;
     item
 }
 
-/// Individual enrollments and groups behave alike; their cases are written once over this.
-#[async_trait]
-trait Item: Clone + PartialEq + Debug + Send + Sync + 'static {
+/// Individual enrollments and groups behave alike; their cases are written once over [`Enrollment`], with this
+/// to make sample entities of each kind.
+trait Sample: Enrollment + PartialEq {
     fn make(id: &str, note: &str) -> Self;
-    fn id(&self) -> &str;
-    fn etag(&self) -> Option<&str>;
-    fn set_etag(&mut self, etag: Option<String>);
-    async fn put(store: &dyn Store, scope: &str, item: Self, pre: Precondition) -> Result<Self>;
-    async fn get(store: &dyn Store, scope: &str, id: &str) -> Result<Option<Self>>;
-    async fn delete(store: &dyn Store, scope: &str, id: &str, pre: Precondition) -> Result<()>;
-    async fn query(store: &dyn Store, scope: &str, page: PageRequest) -> Result<crate::store::Page<Self>>;
 }
 
-#[async_trait]
-impl Item for IndividualEnrollment {
+impl Sample for IndividualEnrollment {
     fn make(id: &str, note: &str) -> Self {
         IndividualEnrollment {
             registration_id: id.into(),
@@ -278,63 +269,20 @@ impl Item for IndividualEnrollment {
             spec: sample_spec(note),
         }
     }
-    fn id(&self) -> &str {
-        &self.registration_id
-    }
-    fn etag(&self) -> Option<&str> {
-        self.spec.etag.as_deref()
-    }
-    fn set_etag(&mut self, etag: Option<String>) {
-        self.spec.etag = etag;
-    }
-    async fn put(store: &dyn Store, scope: &str, item: Self, pre: Precondition) -> Result<Self> {
-        store.put_enrollment(scope, item, pre).await
-    }
-    async fn get(store: &dyn Store, scope: &str, id: &str) -> Result<Option<Self>> {
-        store.get_enrollment(scope, id).await
-    }
-    async fn delete(store: &dyn Store, scope: &str, id: &str, pre: Precondition) -> Result<()> {
-        store.delete_enrollment(scope, id, pre).await
-    }
-    async fn query(store: &dyn Store, scope: &str, page: PageRequest) -> Result<crate::store::Page<Self>> {
-        store.query_enrollments(scope, page).await
-    }
 }
 
-#[async_trait]
-impl Item for EnrollmentGroup {
+impl Sample for EnrollmentGroup {
     fn make(id: &str, note: &str) -> Self {
         EnrollmentGroup { enrollment_group_id: id.into(), spec: sample_spec(note) }
-    }
-    fn id(&self) -> &str {
-        &self.enrollment_group_id
-    }
-    fn etag(&self) -> Option<&str> {
-        self.spec.etag.as_deref()
-    }
-    fn set_etag(&mut self, etag: Option<String>) {
-        self.spec.etag = etag;
-    }
-    async fn put(store: &dyn Store, scope: &str, item: Self, pre: Precondition) -> Result<Self> {
-        store.put_group(scope, item, pre).await
-    }
-    async fn get(store: &dyn Store, scope: &str, id: &str) -> Result<Option<Self>> {
-        store.get_group(scope, id).await
-    }
-    async fn delete(store: &dyn Store, scope: &str, id: &str, pre: Precondition) -> Result<()> {
-        store.delete_group(scope, id, pre).await
-    }
-    async fn query(store: &dyn Store, scope: &str, page: PageRequest) -> Result<crate::store::Page<Self>> {
-        store.query_groups(scope, page).await
     }
 }
 
 /// Every item of a query, following continuations; also returns the number of pages.
-async fn query_all<T: Item>(store: &dyn Store, scope: &str, max_items: usize) -> (Vec<T>, usize) {
+async fn query_all<T: Sample>(store: &dyn Store, scope: &str, max_items: usize) -> (Vec<T>, usize) {
     let mut all = Vec::new();
     let mut page = PageRequest { max_items, continuation: None };
     for pages in 1..=10_000 {
-        let got = T::query(store, scope, page.clone()).await.expect("query");
+        let got = store.page::<T>(scope, page.clone()).await.expect("query");
         assert!(got.items.len() <= max_items, "a page of {} items for max_items {max_items}", got.items.len());
         all.extend(got.items);
         match got.continuation {
@@ -345,7 +293,7 @@ async fn query_all<T: Item>(store: &dyn Store, scope: &str, max_items: usize) ->
     panic!("the query never ended");
 }
 
-fn ids<T: Item>(items: &[T]) -> Vec<String> {
+fn ids<T: Sample>(items: &[T]) -> Vec<String> {
     items.iter().map(|i| i.id().to_string()).collect()
 }
 
@@ -446,106 +394,106 @@ pub async fn instance_list(store: Arc<dyn Store>) {
 // ---------------------------------------------------------------------------------------------------------------
 // Enrollments and groups
 
-async fn item_preconditions<T: Item>(store: Arc<dyn Store>) {
+async fn item_preconditions<T: Sample>(store: Arc<dyn Store>) {
     let (store, scope, mut seen) = (store.as_ref(), scope(), HashSet::new());
 
-    let created = T::put(store, &scope, T::make("dev-1", "a"), Precondition::NotExists).await.expect("create");
+    let created = store.save(&scope, T::make("dev-1", "a"), Precondition::NotExists).await.expect("create");
     let etag1 = fresh_etag(created.etag(), &mut seen);
     assert_eq!(without_etag(created.clone()), T::make("dev-1", "a"), "stored as given");
-    assert_eq!(T::get(store, &scope, "dev-1").await.unwrap(), Some(created.clone()), "read back whole");
+    assert_eq!(store.load::<T>(&scope, "dev-1").await.unwrap(), Some(created.clone()), "read back whole");
 
-    let again = T::put(store, &scope, T::make("dev-1", "b"), Precondition::NotExists).await;
+    let again = store.save(&scope, T::make("dev-1", "b"), Precondition::NotExists).await;
     expect_err(again, "create over an existing item", is_conflict);
 
-    let replaced = T::put(store, &scope, T::make("dev-1", "c"), Precondition::Matches(etag1.clone())).await.unwrap();
+    let replaced = store.save(&scope, T::make("dev-1", "c"), Precondition::Matches(etag1.clone())).await.unwrap();
     let etag2 = fresh_etag(replaced.etag(), &mut seen);
     assert_eq!(without_etag(replaced.clone()), T::make("dev-1", "c"));
 
-    let stale = T::put(store, &scope, T::make("dev-1", "d"), Precondition::Matches(etag1)).await;
+    let stale = store.save(&scope, T::make("dev-1", "d"), Precondition::Matches(etag1)).await;
     expect_err(stale, "write with a stale etag", is_precondition_failed);
-    assert_eq!(T::get(store, &scope, "dev-1").await.unwrap(), Some(replaced), "a refused write changes nothing");
+    assert_eq!(store.load::<T>(&scope, "dev-1").await.unwrap(), Some(replaced), "a refused write changes nothing");
 
     let bare = etag2.trim_matches('"').to_string();
-    let unquoted = T::put(store, &scope, T::make("dev-1", "e"), Precondition::Matches(bare)).await.unwrap();
+    let unquoted = store.save(&scope, T::make("dev-1", "e"), Precondition::Matches(bare)).await.unwrap();
     fresh_etag(unquoted.etag(), &mut seen);
 
-    let any = T::put(store, &scope, T::make("dev-1", "f"), Precondition::Matches("*".into())).await.unwrap();
+    let any = store.save(&scope, T::make("dev-1", "f"), Precondition::Matches("*".into())).await.unwrap();
     fresh_etag(any.etag(), &mut seen);
 
-    let upsert = T::put(store, &scope, T::make("dev-1", "g"), Precondition::None).await.unwrap();
+    let upsert = store.save(&scope, T::make("dev-1", "g"), Precondition::None).await.unwrap();
     fresh_etag(upsert.etag(), &mut seen);
-    let upsert_new = T::put(store, &scope, T::make("dev-2", "h"), Precondition::None).await.unwrap();
+    let upsert_new = store.save(&scope, T::make("dev-2", "h"), Precondition::None).await.unwrap();
     fresh_etag(upsert_new.etag(), &mut seen);
-    assert_eq!(T::get(store, &scope, "dev-2").await.unwrap(), Some(upsert_new));
+    assert_eq!(store.load::<T>(&scope, "dev-2").await.unwrap(), Some(upsert_new));
 
-    let absent = T::put(store, &scope, T::make("dev-3", "i"), Precondition::Matches("*".into())).await;
+    let absent = store.save(&scope, T::make("dev-3", "i"), Precondition::Matches("*".into())).await;
     expect_err(absent, "conditional write of an absent item", is_not_found);
-    assert_eq!(T::get(store, &scope, "dev-3").await.unwrap(), None, "nothing created");
+    assert_eq!(store.load::<T>(&scope, "dev-3").await.unwrap(), None, "nothing created");
 
     // An etag the caller echoes back in the entity body is ignored: the store sets its own.
     let mut with_body_etag = T::make("dev-1", "j");
-    with_body_etag.set_etag(Some("\"caller-chosen\"".into()));
-    let written = T::put(store, &scope, with_body_etag, Precondition::None).await.unwrap();
+    with_body_etag.spec_mut().etag = Some("\"caller-chosen\"".into());
+    let written = store.save(&scope, with_body_etag, Precondition::None).await.unwrap();
     fresh_etag(written.etag(), &mut seen);
-    assert_eq!(T::get(store, &scope, "dev-1").await.unwrap(), Some(written));
+    assert_eq!(store.load::<T>(&scope, "dev-1").await.unwrap(), Some(written));
 }
 
-async fn item_keys_are_case_insensitive<T: Item>(store: Arc<dyn Store>) {
+async fn item_keys_are_case_insensitive<T: Sample>(store: Arc<dyn Store>) {
     let (store, scope) = (store.as_ref(), scope());
-    let created = T::put(store, &scope, T::make("Dev-MiXed.1", "a"), Precondition::NotExists).await.unwrap();
+    let created = store.save(&scope, T::make("Dev-MiXed.1", "a"), Precondition::NotExists).await.unwrap();
     for spelling in ["dev-mixed.1", "DEV-MIXED.1", "Dev-MiXed.1"] {
-        let got = T::get(store, &scope, spelling).await.unwrap().expect("found whatever the case");
+        let got = store.load::<T>(&scope, spelling).await.unwrap().expect("found whatever the case");
         assert_eq!(got.id(), "Dev-MiXed.1", "the original case is kept");
         assert_eq!(got, created);
     }
-    let dup = T::put(store, &scope, T::make("DEV-mixed.1", "b"), Precondition::NotExists).await;
+    let dup = store.save(&scope, T::make("DEV-mixed.1", "b"), Precondition::NotExists).await;
     expect_err(dup, "create with another case", is_conflict);
 
     let etag = created.etag().unwrap().to_string();
-    let renamed = T::put(store, &scope, T::make("dev-MIXED.1", "c"), Precondition::Matches(etag)).await.unwrap();
+    let renamed = store.save(&scope, T::make("dev-MIXED.1", "c"), Precondition::Matches(etag)).await.unwrap();
     assert_eq!(renamed.id(), "dev-MIXED.1", "an update may change the case it is shown in");
     let (all, _) = query_all::<T>(store, &scope, 10).await;
     assert_eq!(ids(&all), vec!["dev-MIXED.1".to_string()], "still one item");
 
-    T::delete(store, &scope, "DEV-mixed.1", Precondition::None).await.expect("delete whatever the case");
-    assert_eq!(T::get(store, &scope, "dev-mixed.1").await.unwrap(), None);
+    store.remove::<T>(&scope, "DEV-mixed.1", Precondition::None).await.expect("delete whatever the case");
+    assert_eq!(store.load::<T>(&scope, "dev-mixed.1").await.unwrap(), None);
 }
 
-async fn item_delete<T: Item>(store: Arc<dyn Store>) {
+async fn item_delete<T: Sample>(store: Arc<dyn Store>) {
     let (store, scope) = (store.as_ref(), scope());
-    expect_err(T::delete(store, &scope, "nobody", Precondition::None).await, "delete absent", is_not_found);
+    expect_err(store.remove::<T>(&scope, "nobody", Precondition::None).await, "delete absent", is_not_found);
     expect_err(
-        T::delete(store, &scope, "nobody", Precondition::Matches("*".into())).await,
+        store.remove::<T>(&scope, "nobody", Precondition::Matches("*".into())).await,
         "conditional delete absent",
         is_not_found,
     );
 
-    let first = T::put(store, &scope, T::make("dev-1", "a"), Precondition::NotExists).await.unwrap();
-    let second = T::put(store, &scope, T::make("dev-1", "b"), Precondition::None).await.unwrap();
-    let stale = T::delete(store, &scope, "dev-1", Precondition::Matches(first.etag().unwrap().into())).await;
+    let first = store.save(&scope, T::make("dev-1", "a"), Precondition::NotExists).await.unwrap();
+    let second = store.save(&scope, T::make("dev-1", "b"), Precondition::None).await.unwrap();
+    let stale = store.remove::<T>(&scope, "dev-1", Precondition::Matches(first.etag().unwrap().into())).await;
     expect_err(stale, "delete with a stale etag", is_precondition_failed);
-    assert_eq!(T::get(store, &scope, "dev-1").await.unwrap(), Some(second.clone()), "still there");
+    assert_eq!(store.load::<T>(&scope, "dev-1").await.unwrap(), Some(second.clone()), "still there");
 
-    T::delete(store, &scope, "dev-1", Precondition::Matches(second.etag().unwrap().into())).await.unwrap();
-    assert_eq!(T::get(store, &scope, "dev-1").await.unwrap(), None);
-    expect_err(T::delete(store, &scope, "dev-1", Precondition::None).await, "delete twice", is_not_found);
+    store.remove::<T>(&scope, "dev-1", Precondition::Matches(second.etag().unwrap().into())).await.unwrap();
+    assert_eq!(store.load::<T>(&scope, "dev-1").await.unwrap(), None);
+    expect_err(store.remove::<T>(&scope, "dev-1", Precondition::None).await, "delete twice", is_not_found);
     let (all, _) = query_all::<T>(store, &scope, 10).await;
     assert!(all.is_empty(), "gone from queries too");
 
-    T::put(store, &scope, T::make("dev-2", "c"), Precondition::NotExists).await.unwrap();
-    T::delete(store, &scope, "dev-2", Precondition::None).await.expect("unconditional delete");
-    assert_eq!(T::get(store, &scope, "dev-2").await.unwrap(), None);
-    T::put(store, &scope, T::make("dev-2", "d"), Precondition::NotExists).await.expect("create again after delete");
+    store.save(&scope, T::make("dev-2", "c"), Precondition::NotExists).await.unwrap();
+    store.remove::<T>(&scope, "dev-2", Precondition::None).await.expect("unconditional delete");
+    assert_eq!(store.load::<T>(&scope, "dev-2").await.unwrap(), None);
+    store.save(&scope, T::make("dev-2", "d"), Precondition::NotExists).await.expect("create again after delete");
 }
 
-async fn item_paging<T: Item>(store: Arc<dyn Store>) {
+async fn item_paging<T: Sample>(store: Arc<dyn Store>) {
     let (store, scope) = (store.as_ref(), scope());
     let (empty, pages) = query_all::<T>(store, &scope, 5).await;
     assert!(empty.is_empty() && pages == 1, "an empty scope is one empty page");
 
     let names = ["m-7", "B-2", "a-1", "Z-9", "c.3", "b-10", "x:5"];
     for (i, name) in names.iter().enumerate() {
-        T::put(store, &scope, T::make(name, &i.to_string()), Precondition::NotExists).await.unwrap();
+        store.save(&scope, T::make(name, &i.to_string()), Precondition::NotExists).await.unwrap();
     }
     let mut expected: Vec<String> = names.iter().map(|s| s.to_string()).collect();
     expected.sort_by_key(|s| key(s));
@@ -558,15 +506,19 @@ async fn item_paging<T: Item>(store: Arc<dyn Store>) {
     assert_eq!(ids(&all), expected, "page size 3");
     assert!((3..=4).contains(&pages), "page size 3 over 7 items: {pages} pages");
 
-    let page = T::query(store, &scope, PageRequest { max_items: 100, continuation: None }).await.unwrap();
+    let page = store.page::<T>(&scope, PageRequest { max_items: 100, continuation: None }).await.unwrap();
     assert_eq!(ids(&page.items), expected, "one page larger than the set");
     assert_eq!(page.continuation, None, "a page that holds the rest is the last");
 
-    let first = T::query(store, &scope, PageRequest { max_items: 2, continuation: None }).await.unwrap();
+    let first = store.page::<T>(&scope, PageRequest { max_items: 2, continuation: None }).await.unwrap();
     assert_eq!(ids(&first.items), expected[..2].to_vec());
     assert!(first.continuation.is_some(), "more to come");
     for item in &first.items {
-        assert_eq!(T::get(store, &scope, item.id()).await.unwrap().as_ref(), Some(item), "queries return whole items");
+        assert_eq!(
+            store.load::<T>(&scope, item.id()).await.unwrap().as_ref(),
+            Some(item),
+            "queries return whole items"
+        );
     }
 }
 
@@ -611,31 +563,37 @@ pub async fn scopes_are_isolated(store: Arc<dyn Store>) {
     let s = store.as_ref();
     let (a, b) = (scope(), scope());
     for (scope, note) in [(&a, "a"), (&b, "b")] {
-        s.put_enrollment(scope, IndividualEnrollment::make("dev-1", note), Precondition::NotExists)
+        s.save(scope, IndividualEnrollment::make("dev-1", note), Precondition::NotExists)
             .await
             .expect("the same registration ID in another scope is a different enrollment");
-        s.put_group(scope, EnrollmentGroup::make("group-1", note), Precondition::NotExists).await.unwrap();
+        s.save(scope, EnrollmentGroup::make("group-1", note), Precondition::NotExists).await.unwrap();
         let mut record = sample_record("dev-1", Some("group-1"));
         record.device_id = Some(format!("device-{note}"));
         s.put_registration(scope, record, Precondition::NotExists, None).await.unwrap();
     }
-    s.put_enrollment(&a, IndividualEnrollment::make("only-a", "a"), Precondition::NotExists).await.unwrap();
+    s.save(&a, IndividualEnrollment::make("only-a", "a"), Precondition::NotExists).await.unwrap();
     s.add_operations(&a, "2024-05-01", OperationKind::ServiceOperation, 7).await.unwrap();
 
-    assert_eq!(s.get_enrollment(&b, "only-a").await.unwrap(), None);
-    assert_eq!(s.get_enrollment(&a, "dev-1").await.unwrap().unwrap().device_id.as_deref(), Some("device-a"));
-    assert_eq!(s.get_enrollment(&b, "dev-1").await.unwrap().unwrap().device_id.as_deref(), Some("device-b"));
+    assert_eq!(s.load::<IndividualEnrollment>(&b, "only-a").await.unwrap(), None);
+    assert_eq!(
+        s.load::<IndividualEnrollment>(&a, "dev-1").await.unwrap().unwrap().device_id.as_deref(),
+        Some("device-a")
+    );
+    assert_eq!(
+        s.load::<IndividualEnrollment>(&b, "dev-1").await.unwrap().unwrap().device_id.as_deref(),
+        Some("device-b")
+    );
     let b_context = s.device_context(&b, "dev-1").await.unwrap();
     assert_eq!(b_context.record.unwrap().device_id.as_deref(), Some("device-b"));
     let (b_all, _) = query_all::<IndividualEnrollment>(s, &b, 10).await;
     assert_eq!(ids(&b_all), vec!["dev-1".to_string()]);
     assert!(s.operations(&b, "2024-01-01", "2024-12-31").await.unwrap().iter().all(|c| c.count == 0));
 
-    s.delete_enrollment(&a, "dev-1", Precondition::None).await.unwrap();
-    s.delete_group(&a, "group-1", Precondition::None).await.unwrap();
+    s.remove::<IndividualEnrollment>(&a, "dev-1", Precondition::None).await.unwrap();
+    s.remove::<EnrollmentGroup>(&a, "group-1", Precondition::None).await.unwrap();
     s.delete_registration(&a, "dev-1", Precondition::None).await.unwrap();
-    assert!(s.get_enrollment(&b, "dev-1").await.unwrap().is_some(), "deleting in A leaves B alone");
-    assert!(s.get_group(&b, "group-1").await.unwrap().is_some());
+    assert!(s.load::<IndividualEnrollment>(&b, "dev-1").await.unwrap().is_some(), "deleting in A leaves B alone");
+    assert!(s.load::<EnrollmentGroup>(&b, "group-1").await.unwrap().is_some());
     assert!(s.get_registration(&b, "dev-1").await.unwrap().is_some());
     let b_records = s.query_registrations(&b, "group-1", PageRequest { max_items: 10, continuation: None });
     assert_eq!(b_records.await.unwrap().items.len(), 1);
@@ -738,8 +696,7 @@ pub async fn device_context_reads_both(store: Arc<dyn Store>) {
     let empty = s.device_context(&scope, "dev-1").await.unwrap();
     assert_eq!((empty.enrollment, empty.record), (None, None));
 
-    let enrollment =
-        s.put_enrollment(&scope, IndividualEnrollment::make("Dev-1", "a"), Precondition::NotExists).await.unwrap();
+    let enrollment = s.save(&scope, IndividualEnrollment::make("Dev-1", "a"), Precondition::NotExists).await.unwrap();
     let only_enrollment = s.device_context(&scope, "dev-1").await.unwrap();
     assert_eq!((only_enrollment.enrollment.as_ref(), only_enrollment.record), (Some(&enrollment), None));
 
@@ -749,7 +706,7 @@ pub async fn device_context_reads_both(store: Arc<dyn Store>) {
     assert_eq!(both.enrollment, Some(enrollment));
     assert_eq!(both.record, Some(record.clone()));
 
-    s.delete_enrollment(&scope, "dev-1", Precondition::None).await.unwrap();
+    s.remove::<IndividualEnrollment>(&scope, "dev-1", Precondition::None).await.unwrap();
     let only_record = s.device_context(&scope, "DEV-1").await.unwrap();
     assert_eq!((only_record.enrollment, only_record.record), (None, Some(record)));
 }
@@ -920,7 +877,7 @@ pub async fn race_group_create_one_winner(store: Arc<dyn Store>) {
         let (store, scope) = (store.clone(), scope.clone());
         tasks.push(tokio::spawn(async move {
             let group = EnrollmentGroup::make(if i % 2 == 0 { "Racers" } else { "racers" }, &i.to_string());
-            store.put_group(&scope, group, Precondition::NotExists).await
+            store.save(&scope, group, Precondition::NotExists).await
         }));
     }
     let mut ok = Vec::new();
@@ -931,7 +888,7 @@ pub async fn race_group_create_one_winner(store: Arc<dyn Store>) {
         }
     }
     assert_eq!(ok.len(), 1, "exactly one create wins");
-    assert_eq!(store.get_group(&scope, "RACERS").await.unwrap(), Some(ok.remove(0)));
+    assert_eq!(store.load::<EnrollmentGroup>(&scope, "RACERS").await.unwrap(), Some(ok.remove(0)));
 }
 
 /// 50 concurrent increments add up exactly.

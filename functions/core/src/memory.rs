@@ -8,9 +8,7 @@ use std::sync::{Mutex, MutexGuard};
 use async_trait::async_trait;
 
 use crate::error::{Error, Result};
-use crate::model::{
-    EnrollmentGroup, IndividualEnrollment, Instance, OperationCount, OperationKind, RegistrationRecord,
-};
+use crate::model::{AnyEnrollment, EnrollmentKind, Instance, OperationCount, OperationKind, RegistrationRecord};
 use crate::store::{DeviceContext, Page, PageRequest, Precondition, Store, key, new_etag};
 
 /// (scope key, ID key).
@@ -19,8 +17,8 @@ type Key = (String, String);
 #[derive(Default)]
 struct State {
     instances: BTreeMap<String, Instance>,
-    enrollments: BTreeMap<Key, IndividualEnrollment>,
-    groups: BTreeMap<Key, EnrollmentGroup>,
+    enrollments: BTreeMap<Key, AnyEnrollment>,
+    groups: BTreeMap<Key, AnyEnrollment>,
     registrations: BTreeMap<Key, RegistrationRecord>,
     operations: BTreeMap<(String, String, OperationKind), u64>,
 }
@@ -45,6 +43,15 @@ impl MemoryStore {
 
 fn k(scope: &str, id: &str) -> Key {
     (key(scope), key(id))
+}
+
+impl State {
+    fn enrollments(&mut self, kind: EnrollmentKind) -> &mut BTreeMap<Key, AnyEnrollment> {
+        match kind {
+            EnrollmentKind::Individual => &mut self.enrollments,
+            EnrollmentKind::Group => &mut self.groups,
+        }
+    }
 }
 
 fn put<T: Clone>(
@@ -103,11 +110,8 @@ fn page<T: Clone>(map: &BTreeMap<Key, T>, scope: &str, page: &PageRequest, keep:
     Page { items, continuation: if more { last } else { None } }
 }
 
-fn enrollment_etag(e: &IndividualEnrollment) -> Option<&str> {
-    e.spec.etag.as_deref()
-}
-fn group_etag(g: &EnrollmentGroup) -> Option<&str> {
-    g.spec.etag.as_deref()
+fn enrollment_etag(e: &AnyEnrollment) -> Option<&str> {
+    e.etag()
 }
 fn record_etag(r: &RegistrationRecord) -> Option<&str> {
     r.etag.as_deref()
@@ -153,59 +157,48 @@ impl Store for MemoryStore {
         Ok(self.state().instances.values().cloned().collect())
     }
 
-    async fn get_enrollment(&self, scope: &str, registration_id: &str) -> Result<Option<IndividualEnrollment>> {
-        Ok(self.state().enrollments.get(&k(scope, registration_id)).cloned())
+    async fn get_enrollment(&self, scope: &str, kind: EnrollmentKind, id: &str) -> Result<Option<AnyEnrollment>> {
+        Ok(self.state().enrollments(kind).get(&k(scope, id)).cloned())
     }
 
     async fn put_enrollment(
         &self,
         scope: &str,
-        enrollment: IndividualEnrollment,
+        enrollment: AnyEnrollment,
         precondition: Precondition,
-    ) -> Result<IndividualEnrollment> {
-        let at = k(scope, &enrollment.registration_id);
-        put(&mut self.state().enrollments, at, enrollment, &precondition, "Enrollment", enrollment_etag, |e, t| {
-            e.spec.etag = Some(t)
-        })
+    ) -> Result<AnyEnrollment> {
+        let (kind, at) = (enrollment.kind(), k(scope, enrollment.id()));
+        let mut state = self.state();
+        put(state.enrollments(kind), at, enrollment, &precondition, kind.what(), enrollment_etag, |e, t| e.set_etag(t))
     }
 
-    async fn delete_enrollment(&self, scope: &str, registration_id: &str, precondition: Precondition) -> Result<()> {
-        delete(&mut self.state().enrollments, k(scope, registration_id), &precondition, "Enrollment", enrollment_etag)
-    }
-
-    async fn query_enrollments(&self, scope: &str, request: PageRequest) -> Result<Page<IndividualEnrollment>> {
-        Ok(page(&self.state().enrollments, scope, &request, |_| true))
-    }
-
-    async fn get_group(&self, scope: &str, group_id: &str) -> Result<Option<EnrollmentGroup>> {
-        Ok(self.state().groups.get(&k(scope, group_id)).cloned())
-    }
-
-    async fn put_group(
+    async fn delete_enrollment(
         &self,
         scope: &str,
-        group: EnrollmentGroup,
+        kind: EnrollmentKind,
+        id: &str,
         precondition: Precondition,
-    ) -> Result<EnrollmentGroup> {
-        let at = k(scope, &group.enrollment_group_id);
-        put(&mut self.state().groups, at, group, &precondition, "Enrollment group", group_etag, |g, t| {
-            g.spec.etag = Some(t)
-        })
+    ) -> Result<()> {
+        delete(self.state().enrollments(kind), k(scope, id), &precondition, kind.what(), enrollment_etag)
     }
 
-    async fn delete_group(&self, scope: &str, group_id: &str, precondition: Precondition) -> Result<()> {
-        delete(&mut self.state().groups, k(scope, group_id), &precondition, "Enrollment group", group_etag)
-    }
-
-    async fn query_groups(&self, scope: &str, request: PageRequest) -> Result<Page<EnrollmentGroup>> {
-        Ok(page(&self.state().groups, scope, &request, |_| true))
+    async fn query_enrollments(
+        &self,
+        scope: &str,
+        kind: EnrollmentKind,
+        request: PageRequest,
+    ) -> Result<Page<AnyEnrollment>> {
+        Ok(page(self.state().enrollments(kind), scope, &request, |_| true))
     }
 
     async fn device_context(&self, scope: &str, registration_id: &str) -> Result<DeviceContext> {
         let state = self.state();
         let at = k(scope, registration_id);
         Ok(DeviceContext {
-            enrollment: state.enrollments.get(&at).cloned(),
+            enrollment: match state.enrollments.get(&at) {
+                Some(AnyEnrollment::Individual(e)) => Some(e.clone()),
+                _ => None,
+            },
             record: state.registrations.get(&at).cloned(),
         })
     }

@@ -4,6 +4,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use time::OffsetDateTime;
 
+mod enrollment;
+
+pub use enrollment::{AnyEnrollment, Enrollment, EnrollmentKind};
+
 /// A timestamp, serialised as RFC 3339 in UTC.
 pub type Timestamp = OffsetDateTime;
 

@@ -3,9 +3,8 @@
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
-use crate::allocator::AllocationResponse;
+use crate::allocator::{AllocationRequest, AllocationResponse};
 use crate::error::Result;
 use crate::model::{Instance, Timestamp};
 
@@ -79,5 +78,5 @@ pub trait PolicyRegistry: Send + Sync + 'static {
     /// Remove a policy's name; false if there was none. Registrations naming it fail until it is uploaded again.
     async fn delete(&self, instance: &Instance, name: &str) -> Result<bool>;
     /// Evaluate a policy on a sample AllocationRequest with the production limits.
-    async fn dry_run(&self, instance: &Instance, name: &str, request: Value) -> Result<DryRun>;
+    async fn dry_run(&self, instance: &Instance, name: &str, request: &AllocationRequest) -> Result<DryRun>;
 }

@@ -12,7 +12,8 @@ use async_trait::async_trait;
 
 use crate::error::Result;
 use crate::model::{
-    EnrollmentGroup, IndividualEnrollment, Instance, OperationCount, OperationKind, RegistrationRecord,
+    AnyEnrollment, Enrollment, EnrollmentKind, IndividualEnrollment, Instance, OperationCount, OperationKind,
+    RegistrationRecord,
 };
 
 /// Condition a write must meet.
@@ -116,33 +117,30 @@ pub trait Store: Send + Sync + 'static {
     /// All instances, by ID scope.
     async fn list_instances(&self) -> Result<Vec<Instance>>;
 
-    /// Read an individual enrollment.
-    async fn get_enrollment(&self, scope: &str, registration_id: &str) -> Result<Option<IndividualEnrollment>>;
-    /// Write an individual enrollment; returns it with its new etag.
+    /// Read an individual enrollment or a group.
+    async fn get_enrollment(&self, scope: &str, kind: EnrollmentKind, id: &str) -> Result<Option<AnyEnrollment>>;
+    /// Write an individual enrollment or a group; returns it with its new etag.
     async fn put_enrollment(
         &self,
         scope: &str,
-        enrollment: IndividualEnrollment,
+        enrollment: AnyEnrollment,
         precondition: Precondition,
-    ) -> Result<IndividualEnrollment>;
-    /// Delete an individual enrollment; `NotFound` if absent.
-    async fn delete_enrollment(&self, scope: &str, registration_id: &str, precondition: Precondition) -> Result<()>;
-    /// Page through individual enrollments.
-    async fn query_enrollments(&self, scope: &str, page: PageRequest) -> Result<Page<IndividualEnrollment>>;
-
-    /// Read an enrollment group.
-    async fn get_group(&self, scope: &str, group_id: &str) -> Result<Option<EnrollmentGroup>>;
-    /// Write an enrollment group; returns it with its new etag.
-    async fn put_group(
+    ) -> Result<AnyEnrollment>;
+    /// Delete an individual enrollment or a group; `NotFound` if absent.
+    async fn delete_enrollment(
         &self,
         scope: &str,
-        group: EnrollmentGroup,
+        kind: EnrollmentKind,
+        id: &str,
         precondition: Precondition,
-    ) -> Result<EnrollmentGroup>;
-    /// Delete an enrollment group; `NotFound` if absent.
-    async fn delete_group(&self, scope: &str, group_id: &str, precondition: Precondition) -> Result<()>;
-    /// Page through enrollment groups.
-    async fn query_groups(&self, scope: &str, page: PageRequest) -> Result<Page<EnrollmentGroup>>;
+    ) -> Result<()>;
+    /// Page through the individual enrollments or the groups of a scope.
+    async fn query_enrollments(
+        &self,
+        scope: &str,
+        kind: EnrollmentKind,
+        page: PageRequest,
+    ) -> Result<Page<AnyEnrollment>>;
 
     /// The device's individual enrollment and registration record, read together.
     async fn device_context(&self, scope: &str, registration_id: &str) -> Result<DeviceContext>;
@@ -171,4 +169,38 @@ pub trait Store: Send + Sync + 'static {
     async fn add_operations(&self, scope: &str, date: &str, kind: OperationKind, count: u64) -> Result<()>;
     /// Counts for days `from..=to` (`YYYY-MM-DD`), ascending by date then kind; zero counts may be omitted.
     async fn operations(&self, scope: &str, from: &str, to: &str) -> Result<Vec<OperationCount>>;
+}
+
+/// The enrollment calls of [`Store`], typed by kind: `store.load::<EnrollmentGroup>(scope, id)`.
+#[async_trait]
+pub trait EnrollmentStore {
+    /// Read one enrollment of kind `E`.
+    async fn load<E: Enrollment>(&self, scope: &str, id: &str) -> Result<Option<E>>;
+    /// Write one enrollment; returns it with its new etag.
+    async fn save<E: Enrollment>(&self, scope: &str, enrollment: E, precondition: Precondition) -> Result<E>;
+    /// Delete one enrollment of kind `E`; `NotFound` if absent.
+    async fn remove<E: Enrollment>(&self, scope: &str, id: &str, precondition: Precondition) -> Result<()>;
+    /// A page of the enrollments of kind `E`.
+    async fn page<E: Enrollment>(&self, scope: &str, page: PageRequest) -> Result<Page<E>>;
+}
+
+#[async_trait]
+impl<S: Store + ?Sized> EnrollmentStore for S {
+    async fn load<E: Enrollment>(&self, scope: &str, id: &str) -> Result<Option<E>> {
+        self.get_enrollment(scope, E::KIND, id).await?.map(AnyEnrollment::into_typed).transpose()
+    }
+
+    async fn save<E: Enrollment>(&self, scope: &str, enrollment: E, precondition: Precondition) -> Result<E> {
+        self.put_enrollment(scope, enrollment.into_any(), precondition).await?.into_typed()
+    }
+
+    async fn remove<E: Enrollment>(&self, scope: &str, id: &str, precondition: Precondition) -> Result<()> {
+        self.delete_enrollment(scope, E::KIND, id, precondition).await
+    }
+
+    async fn page<E: Enrollment>(&self, scope: &str, page: PageRequest) -> Result<Page<E>> {
+        let got = self.query_enrollments(scope, E::KIND, page).await?;
+        let items = got.items.into_iter().map(AnyEnrollment::into_typed).collect::<Result<_>>()?;
+        Ok(Page { items, continuation: got.continuation })
+    }
 }

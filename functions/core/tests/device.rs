@@ -6,8 +6,9 @@ mod support;
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
-use dps_core::model::{OperationKind, RegistrationStatus, Substatus};
+use dps_core::model::{EnrollmentGroup, IndividualEnrollment, OperationKind, RegistrationStatus, Substatus};
 use dps_core::service::today;
+use dps_core::store::EnrollmentStore;
 use dps_core::{Error, Settings, sas};
 use serde_json::json;
 use support::*;
@@ -105,7 +106,7 @@ async fn bad_tokens_are_refused() {
     let other = add_instance(&f.dps, "dps-two", "dps-two.example.net", hubs(1)).await;
     let other_token = service_token(&other.service_host_name, &other.authorization_policies[0].primary_key, OWNER);
     let other_caller = f.dps.authenticate_service(&other.service_host_name, "/", Some(&other_token)).await.unwrap();
-    let e = serde_json::from_value(individual("dev-1", json!({}))).unwrap();
+    let e: IndividualEnrollment = serde_json::from_value(individual("dev-1", json!({}))).unwrap();
     f.dps.put_enrollment(&other_caller, "dev-1", e, None).await.unwrap();
     let cross = f.dps.register(register_request(&other.id_scope, "dev-1", &key)).await;
     assert!(unauthorized(&cross), "instance one's key at instance two: {cross:?}");
@@ -229,8 +230,9 @@ async fn enrollment_hub_list_limits_the_candidates() {
     let want: HashSet<String> = ["hub-2.example.net".to_string(), "hub-3.example.net".into()].into();
     assert_eq!(used, want, "only, and both of, the named hubs");
 
-    let unlinked = serde_json::from_value(group("group-2", json!({ "iotHubs": ["nowhere.example.net"] }))).unwrap();
-    let refused = f.dps.put_group(&f.owner().await, "group-2", unlinked, None).await;
+    let unlinked: EnrollmentGroup =
+        serde_json::from_value(group("group-2", json!({ "iotHubs": ["nowhere.example.net"] }))).unwrap();
+    let refused = f.dps.put_enrollment(&f.owner().await, "group-2", unlinked, None).await;
     assert!(matches!(refused, Err(Error::Invalid(_))), "hubs must be linked: {refused:?}");
 }
 
@@ -298,10 +300,10 @@ async fn custom_policy_is_refused_without_an_allocator() {
             "customAllocationDefinition": { "webhookUrl": "https://alloc.example.net/api", "apiVersion": "2021-10-01" }
         }),
     );
-    let e = serde_json::from_value(body).unwrap();
+    let e: IndividualEnrollment = serde_json::from_value(body).unwrap();
     let refused = f.dps.put_enrollment(&f.owner().await, "dev-1", e, None).await;
     assert!(matches!(refused, Err(Error::Invalid(_))), "{refused:?}");
-    assert!(f.store.get_enrollment(f.scope(), "dev-1").await.unwrap().is_none(), "nothing written");
+    assert!(f.store.load::<IndividualEnrollment>(f.scope(), "dev-1").await.unwrap().is_none(), "nothing written");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -389,7 +391,7 @@ async fn another_process_without_a_cache_sees_group_changes_at_once() {
     f.enroll_group(group("group-1", json!({}))).await;
     let (key, _) = f.group_keys("group-1").await;
     other.register(device(&key)).await.expect("a group written elsewhere admits the device");
-    f.dps.delete_group(&f.owner().await, "group-1", None).await.unwrap();
+    f.dps.delete_enrollment::<EnrollmentGroup>(&f.owner().await, "group-1", None).await.unwrap();
     let gone = other.register(device(&key)).await;
     assert!(matches!(gone, Err(Error::Unauthorized(_))), "and its deletion refuses it: {gone:?}");
 }
@@ -408,14 +410,14 @@ async fn a_sticky_device_leaves_a_hub_that_was_unlinked() {
 async fn a_sticky_device_keeps_its_hub_across_a_disabled_registration() {
     let (f, key) = moved_hub_set(json!({ "updateHubAssignment": false, "migrateDeviceData": true })).await;
     let owner = f.owner().await;
-    let mut g = f.dps.get_group(&owner, "group-1").await.unwrap();
+    let mut g = f.dps.get_enrollment::<EnrollmentGroup>(&owner, "group-1").await.unwrap();
     g.spec.provisioning_status = dps_core::model::ProvisioningStatus::Disabled;
-    let g = f.dps.put_group(&owner, "group-1", g, None).await.unwrap();
+    let g = f.dps.put_enrollment(&owner, "group-1", g, None).await.unwrap();
     let disabled = f.register_in_group("dev-1", &key).await.unwrap();
     assert_eq!(disabled.status, RegistrationStatus::Disabled);
     let mut g = g;
     g.spec.provisioning_status = dps_core::model::ProvisioningStatus::Enabled;
-    f.dps.put_group(&owner, "group-1", g, None).await.unwrap();
+    f.dps.put_enrollment(&owner, "group-1", g, None).await.unwrap();
     let again = f.register_in_group("dev-1", &key).await.unwrap();
     assert_eq!(again.status, RegistrationStatus::Assigned);
     assert_eq!(again.assigned_hub.as_deref(), Some("hub-1.example.net"), "never reprovision means never moved");
@@ -424,10 +426,10 @@ async fn a_sticky_device_keeps_its_hub_across_a_disabled_registration() {
 #[tokio::test]
 async fn if_match_on_a_missing_enrollment_is_a_failed_precondition() {
     let f = Fixture::new(hubs(1)).await;
-    let e = serde_json::from_value(individual("ghost-1", json!({}))).unwrap();
+    let e: IndividualEnrollment = serde_json::from_value(individual("ghost-1", json!({}))).unwrap();
     let put = f.dps.put_enrollment(&f.owner().await, "ghost-1", e, Some("\"some-etag\"")).await;
     assert!(matches!(put, Err(Error::PreconditionFailed(_))), "{put:?}");
-    assert!(f.store.get_enrollment(f.scope(), "ghost-1").await.unwrap().is_none(), "nothing written");
+    assert!(f.store.load::<IndividualEnrollment>(f.scope(), "ghost-1").await.unwrap().is_none(), "nothing written");
 }
 
 #[tokio::test]

@@ -6,7 +6,7 @@ use dps_core::model::{
     AccessPolicy, AllocationPolicy, EnrollmentGroup, IndividualEnrollment, OperationKind, RegistrationStatus, Right,
 };
 use dps_core::service::{BulkMode, InstanceConfig, today};
-use dps_core::store::PageRequest;
+use dps_core::store::{EnrollmentStore, PageRequest};
 use dps_core::{Error, sas};
 use serde_json::json;
 use support::*;
@@ -74,20 +74,20 @@ async fn rights_are_enforced_per_policy() {
     let token = service_token(&host, &reader.secondary_key, "reader");
     let caller = f.dps.authenticate_service(&host, "/", Some(&token)).await.unwrap();
 
-    f.dps.get_enrollment(&caller, "dev-1").await.expect("EnrollmentRead allows reads");
-    f.dps.query_enrollments(&caller, "*", page(10, None)).await.expect("and queries");
+    f.dps.get_enrollment::<IndividualEnrollment>(&caller, "dev-1").await.expect("EnrollmentRead allows reads");
+    f.dps.query_enrollments::<IndividualEnrollment>(&caller, "*", page(10, None)).await.expect("and queries");
     let denied = |r: Result<(), Error>, what: &str| assert!(matches!(r, Err(Error::Unauthorized(_))), "{what}: {r:?}");
     denied(f.dps.put_enrollment(&caller, "dev-2", enrollment("dev-2", json!({})), None).await.map(drop), "put");
-    denied(f.dps.delete_enrollment(&caller, "dev-1", None).await, "delete");
-    denied(f.dps.put_group(&caller, "g", enrollment_group("g", json!({})), None).await.map(drop), "put group");
+    denied(f.dps.delete_enrollment::<IndividualEnrollment>(&caller, "dev-1", None).await, "delete");
+    denied(f.dps.put_enrollment(&caller, "g", enrollment_group("g", json!({})), None).await.map(drop), "put group");
     let bulk = f.dps.bulk_enrollments(&caller, BulkMode::Create, vec![enrollment("dev-3", json!({}))]).await;
     denied(bulk.map(drop), "bulk");
     denied(f.dps.get_config(&caller).await.map(drop), "config");
     denied(f.dps.get_registration(&caller, "dev-1").await.map(drop), "registration records");
     denied(f.dps.delete_registration(&caller, "dev-1", None).await, "registration delete");
     denied(f.dps.operations(&caller, &today(), &today()).await.map(drop), "operations");
-    assert!(f.store.get_enrollment(f.scope(), "dev-2").await.unwrap().is_none(), "nothing was written");
-    assert!(f.store.get_enrollment(f.scope(), "dev-1").await.unwrap().is_some(), "nothing was deleted");
+    assert!(f.store.load::<IndividualEnrollment>(f.scope(), "dev-2").await.unwrap().is_none(), "nothing was written");
+    assert!(f.store.load::<IndividualEnrollment>(f.scope(), "dev-1").await.unwrap().is_some(), "nothing was deleted");
 
     f.dps.delete_access_policy(&owner, "reader").await.unwrap();
     let revoked =
@@ -110,7 +110,7 @@ async fn enrollment_lifecycle_keeps_keys_and_honours_etags() {
     let etag1 = created.spec.etag.clone().expect("etag");
     let created_at = created.spec.created_date_time_utc.expect("creation time set");
 
-    let read = f.dps.get_enrollment(&owner, "dev-1").await.unwrap();
+    let read = f.dps.get_enrollment::<IndividualEnrollment>(&owner, "dev-1").await.unwrap();
     assert_eq!(read.registration_id, "Dev-1");
     assert_eq!(read.spec.initial_twin, Some(json!({ "tags": { "floor": 3 } })));
     let keys = read.spec.attestation.symmetric_key.clone().unwrap();
@@ -134,11 +134,14 @@ async fn enrollment_lifecycle_keeps_keys_and_honours_etags() {
     let bad_key = f.dps.put_enrollment(&owner, "dev-2", enrollment("dev-2", bad_key), None).await;
     assert!(matches!(bad_key, Err(Error::Invalid(_))), "{bad_key:?}");
 
-    let stale_delete = f.dps.delete_enrollment(&owner, "dev-1", Some(&etag1)).await;
+    let stale_delete = f.dps.delete_enrollment::<IndividualEnrollment>(&owner, "dev-1", Some(&etag1)).await;
     assert!(matches!(stale_delete, Err(Error::PreconditionFailed(_))), "{stale_delete:?}");
-    f.dps.delete_enrollment(&owner, "DEV-1", updated.spec.etag.as_deref()).await.unwrap();
-    assert!(matches!(f.dps.get_enrollment(&owner, "dev-1").await, Err(Error::NotFound(_))));
-    assert!(matches!(f.dps.delete_enrollment(&owner, "dev-1", None).await, Err(Error::NotFound(_))));
+    f.dps.delete_enrollment::<IndividualEnrollment>(&owner, "DEV-1", updated.spec.etag.as_deref()).await.unwrap();
+    assert!(matches!(f.dps.get_enrollment::<IndividualEnrollment>(&owner, "dev-1").await, Err(Error::NotFound(_))));
+    assert!(matches!(
+        f.dps.delete_enrollment::<IndividualEnrollment>(&owner, "dev-1", None).await,
+        Err(Error::NotFound(_))
+    ));
     let gone = f.register("dev-1", &primary).await;
     assert!(matches!(gone, Err(Error::Unauthorized(_))), "a deleted enrollment admits nobody: {gone:?}");
 }
@@ -151,20 +154,20 @@ async fn group_update_without_keys_keeps_device_keys_working() {
     let (key, _) = f.group_keys("group-1").await;
     f.register_in_group("dev-1", &key).await.unwrap();
 
-    let mut read = f.dps.get_group(&owner, "group-1").await.unwrap();
+    let mut read = f.dps.get_enrollment::<EnrollmentGroup>(&owner, "group-1").await.unwrap();
     assert_eq!(read.spec.attestation.symmetric_key.as_ref().unwrap().primary_key, None, "reads never return keys");
     read.spec.iot_hubs = Some(vec!["hub-2.example.net".into()]);
     let etag = read.spec.etag.clone();
-    f.dps.put_group(&owner, "group-1", read, etag.as_deref()).await.unwrap();
+    f.dps.put_enrollment(&owner, "group-1", read, etag.as_deref()).await.unwrap();
     assert_eq!(f.group_keys("group-1").await.0, key);
     let device = f.register_in_group("dev-2", &key).await.unwrap();
     assert_eq!(device.assigned_hub.as_deref(), Some("hub-2.example.net"), "the update is seen at once");
 
-    f.dps.delete_group(&owner, "group-1", None).await.unwrap();
+    f.dps.delete_enrollment::<EnrollmentGroup>(&owner, "group-1", None).await.unwrap();
     let gone = f.register_in_group("dev-3", &key).await;
     assert!(matches!(gone, Err(Error::Unauthorized(_))), "a deleted group admits nobody: {gone:?}");
     let tpm = json!({ "attestation": { "type": "tpm", "tpm": { "endorsementKey": "AAAA" } } });
-    let tpm = f.dps.put_group(&owner, "group-2", enrollment_group("group-2", tpm), None).await;
+    let tpm = f.dps.put_enrollment(&owner, "group-2", enrollment_group("group-2", tpm), None).await;
     assert!(matches!(tpm, Err(Error::Invalid(_))), "TPM groups do not exist: {tpm:?}");
 }
 
@@ -178,7 +181,11 @@ async fn queries_page_through_everything_without_keys() {
     let mut seen = Vec::new();
     let mut continuation = None;
     loop {
-        let got = f.dps.query_enrollments(&owner, "SELECT * FROM enrollments", page(2, continuation)).await.unwrap();
+        let got = f
+            .dps
+            .query_enrollments::<IndividualEnrollment>(&owner, "SELECT * FROM enrollments", page(2, continuation))
+            .await
+            .unwrap();
         assert!(got.items.len() <= 2);
         for e in got.items {
             assert_eq!(e.spec.attestation.symmetric_key.unwrap().primary_key, None, "no keys in queries");
@@ -190,11 +197,14 @@ async fn queries_page_through_everything_without_keys() {
         }
     }
     assert_eq!(seen, ["E-1", "e-2", "e-3", "e-4", "e-5"]);
-    let everything = f.dps.query_enrollments(&owner, "*", page(0, None)).await.unwrap();
+    let everything = f.dps.query_enrollments::<IndividualEnrollment>(&owner, "*", page(0, None)).await.unwrap();
     assert_eq!(everything.items.len(), 5, "page size 0 means the default");
-    let unsupported = f.dps.query_enrollments(&owner, "SELECT * FROM enrollments WHERE x = 1", page(5, None)).await;
+    let unsupported = f
+        .dps
+        .query_enrollments::<IndividualEnrollment>(&owner, "SELECT * FROM enrollments WHERE x = 1", page(5, None))
+        .await;
     assert!(matches!(unsupported, Err(Error::Invalid(_))), "{unsupported:?}");
-    let groups = f.dps.query_groups(&owner, "*", page(5, None)).await.unwrap();
+    let groups = f.dps.query_enrollments::<EnrollmentGroup>(&owner, "*", page(5, None)).await.unwrap();
     assert!(groups.items.is_empty() && groups.continuation.is_none());
 }
 
@@ -210,38 +220,48 @@ async fn bulk_operations_commit_good_items_and_report_bad_ones() {
     assert_eq!(outcome.errors[0].id, "dev-2");
     assert!(matches!(outcome.errors[0].error, Error::Conflict(_)), "{outcome:?}");
     for id in ["dev-1", "dev-3"] {
-        assert!(f.store.get_enrollment(f.scope(), id).await.unwrap().is_some(), "{id} created");
+        assert!(f.store.load::<IndividualEnrollment>(f.scope(), id).await.unwrap().is_some(), "{id} created");
     }
-    assert_eq!(f.store.get_enrollment(f.scope(), "dev-2").await.unwrap(), Some(existing.clone()), "untouched");
+    assert_eq!(
+        f.store.load::<IndividualEnrollment>(f.scope(), "dev-2").await.unwrap(),
+        Some(existing.clone()),
+        "untouched"
+    );
 
     let mut stale = enrollment("dev-2", json!({ "deviceId": "renamed" }));
     stale.spec.etag = Some("\"stale\"".into());
     let mut fresh = enrollment("dev-1", json!({ "deviceId": "renamed" }));
-    fresh.spec.etag = f.store.get_enrollment(f.scope(), "dev-1").await.unwrap().unwrap().spec.etag;
+    fresh.spec.etag = f.store.load::<IndividualEnrollment>(f.scope(), "dev-1").await.unwrap().unwrap().spec.etag;
     let outcome = f.dps.bulk_enrollments(&owner, BulkMode::UpdateIfMatchEtag, vec![stale, fresh]).await.unwrap();
     assert_eq!(outcome.errors.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(), ["dev-2"]);
     assert!(matches!(outcome.errors[0].error, Error::PreconditionFailed(_)));
-    let renamed = f.store.get_enrollment(f.scope(), "dev-1").await.unwrap().unwrap();
+    let renamed = f.store.load::<IndividualEnrollment>(f.scope(), "dev-1").await.unwrap().unwrap();
     assert_eq!(renamed.device_id.as_deref(), Some("renamed"));
 
     let upserts = vec![enrollment("dev-4", json!({})), enrollment("dev-2", json!({ "deviceId": "two" }))];
     assert!(f.dps.bulk_enrollments(&owner, BulkMode::Update, upserts).await.unwrap().errors.is_empty());
-    assert_eq!(f.store.get_enrollment(f.scope(), "dev-2").await.unwrap().unwrap().device_id.as_deref(), Some("two"));
+    assert_eq!(
+        f.store.load::<IndividualEnrollment>(f.scope(), "dev-2").await.unwrap().unwrap().device_id.as_deref(),
+        Some("two")
+    );
 
     let deletes = vec![enrollment("dev-1", json!({})), enrollment("nobody", json!({}))];
     let outcome = f.dps.bulk_enrollments(&owner, BulkMode::Delete, deletes).await.unwrap();
     assert_eq!(outcome.errors.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(), ["nobody"]);
-    assert!(f.store.get_enrollment(f.scope(), "dev-1").await.unwrap().is_none());
+    assert!(f.store.load::<IndividualEnrollment>(f.scope(), "dev-1").await.unwrap().is_none());
 
     let too_many: Vec<_> = (0..11).map(|i| enrollment(&format!("x{i}"), json!({}))).collect();
     let refused = f.dps.bulk_enrollments(&owner, BulkMode::Create, too_many).await;
     assert!(matches!(refused, Err(Error::Invalid(_))), "{refused:?}");
     let twice = vec![enrollment("y", json!({})), enrollment("Y", json!({}))];
     assert!(matches!(f.dps.bulk_enrollments(&owner, BulkMode::Create, twice).await, Err(Error::Invalid(_))));
-    assert!(f.store.get_enrollment(f.scope(), "x0").await.unwrap().is_none(), "a refused batch writes nothing");
+    assert!(
+        f.store.load::<IndividualEnrollment>(f.scope(), "x0").await.unwrap().is_none(),
+        "a refused batch writes nothing"
+    );
 
     let groups = vec![enrollment_group("g1", json!({})), enrollment_group("g2", json!({}))];
-    assert!(f.dps.bulk_groups(&owner, BulkMode::Create, groups).await.unwrap().errors.is_empty());
+    assert!(f.dps.bulk_enrollments(&owner, BulkMode::Create, groups).await.unwrap().errors.is_empty());
     let (key, _) = f.group_keys("g2").await;
     f.register_in_group("dev-g", &key).await.expect("a bulk-created group admits devices at once");
 }
@@ -285,8 +305,8 @@ async fn service_operations_are_counted_once_per_call() {
     let f = Fixture::new(hubs(1)).await;
     let owner = f.owner().await;
     f.dps.put_enrollment(&owner, "dev-1", enrollment("dev-1", json!({})), None).await.unwrap();
-    f.dps.get_enrollment(&owner, "dev-1").await.unwrap();
-    f.dps.query_enrollments(&owner, "*", page(10, None)).await.unwrap();
+    f.dps.get_enrollment::<IndividualEnrollment>(&owner, "dev-1").await.unwrap();
+    f.dps.query_enrollments::<IndividualEnrollment>(&owner, "*", page(10, None)).await.unwrap();
     let day = today();
     let counts = f.dps.operations(&owner, &day, &day).await.unwrap();
     let service: u64 = counts.iter().filter(|c| c.kind == OperationKind::ServiceOperation).map(|c| c.count).sum();

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use dps_core::allocator::{AllocationFailure, AllocationResponse, CustomAllocator};
+use dps_core::allocator::{AllocationFailure, AllocationRequest, AllocationResponse, CustomAllocator};
 use dps_core::model::{CustomAllocationDefinition, Instance};
 use dps_core::policy::{DryRun, PolicyInfo, PolicyRegistry, PolicyTrace};
 use dps_core::{Error, Result};
@@ -147,12 +147,12 @@ impl PolicyAllocator {
             .map_err(|e| host(e.to_string()))
     }
 
-    /// Evaluate the named policy on `request`: the decision (hub checked against `linkedHubs`) and the trace.
+    /// Evaluate the named policy on `request`: its decision and the trace (the hub is checked by the caller).
     async fn evaluate(
         &self,
         instance: &Instance,
         name: &str,
-        request: &Value,
+        request: &AllocationRequest,
     ) -> (Result<AllocationResponse, AllocationFailure>, PolicyTrace) {
         let trace = PolicyTrace { fuel_limit: self.sandbox.limits().fuel, ..PolicyTrace::default() };
         let info = match self.policy_info(&instance.id_scope, name).await {
@@ -178,7 +178,7 @@ impl PolicyAllocator {
             Ok(run) => run,
             Err(e) => return (Err(failure(codes::POLICY_HOST, format!("The sandbox failed: {e}"))), trace),
         };
-        let decision = run.output.and_then(|bytes| interpret(&bytes)).and_then(|r| check_hub(r, request));
+        let decision = run.output.and_then(|bytes| interpret(&bytes));
         (decision, run.trace)
     }
 }
@@ -212,26 +212,6 @@ fn interpret(bytes: &[u8]) -> Result<AllocationResponse, AllocationFailure> {
     crate::webhook::response_from_value(value).map_err(bad)
 }
 
-/// The chosen hub must be one of the request's `linkedHubs`.
-pub(crate) fn check_hub(
-    response: AllocationResponse,
-    request: &Value,
-) -> Result<AllocationResponse, AllocationFailure> {
-    let linked = request.get("linkedHubs").and_then(Value::as_array);
-    let ok = linked.is_some_and(|hubs| {
-        hubs.iter().filter_map(Value::as_str).any(|h| h.eq_ignore_ascii_case(&response.iot_hub_host_name))
-    });
-    if ok {
-        Ok(response)
-    } else {
-        let hub: String = response.iot_hub_host_name.chars().filter(|c| !c.is_control()).take(253).collect();
-        Err(failure(
-            codes::HUB_NOT_LINKED,
-            format!("Custom allocation chose hub '{hub}', which is not one of the linked hubs offered"),
-        ))
-    }
-}
-
 #[async_trait]
 impl CustomAllocator for PolicyAllocator {
     async fn check_definition(&self, instance: &Instance, definition: &CustomAllocationDefinition) -> Result<()> {
@@ -255,7 +235,7 @@ impl CustomAllocator for PolicyAllocator {
         &self,
         instance: &Instance,
         definition: &CustomAllocationDefinition,
-        request: &Value,
+        request: &AllocationRequest,
     ) -> Result<AllocationResponse, AllocationFailure> {
         if let Some(name) = &definition.policy_name {
             let (decision, trace) = self.evaluate(instance, name, request).await;
@@ -271,10 +251,10 @@ impl CustomAllocator for PolicyAllocator {
             return decision;
         }
         if let Some(url) = &definition.webhook_url {
-            let response = self.webhooks.call(instance, url, request).await?;
-            return check_hub(response, request);
+            // The core checks the answer against the hubs offered, for webhooks and policies alike.
+            return self.webhooks.call(instance, url, request).await;
         }
-        Err(failure(codes::WEBHOOK_STATUS, "Custom allocation has no definition (webhook or policy)"))
+        Err(failure(codes::NO_DEFINITION, "Custom allocation has no definition (webhook or policy)"))
     }
 }
 
@@ -328,11 +308,13 @@ impl PolicyRegistry for PolicyAllocator {
         Ok(deleted)
     }
 
-    async fn dry_run(&self, instance: &Instance, name: &str, request: Value) -> Result<DryRun> {
+    async fn dry_run(&self, instance: &Instance, name: &str, request: &AllocationRequest) -> Result<DryRun> {
         if !valid_name(name) || self.storage.get_policy(&instance.id_scope, name).await?.is_none() {
             return Err(Error::not_found(format!("No policy named '{name}'")));
         }
-        let (decision, trace) = self.evaluate(instance, name, &request).await;
+        // A dry run shows what a registration would get: the core's check of the hub included.
+        let (decision, trace) = self.evaluate(instance, name, request).await;
+        let decision = decision.and_then(|r| request.check_offered(r));
         Ok(match decision {
             Ok(allocation) => DryRun {
                 status: "assigned".into(),

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
+use dps_core::allocator::AllocationRequest;
 use dps_core::allocator::{AllocationFailure, AllocationResponse};
 use dps_core::model::Instance;
 use hmac::{Hmac, Mac};
@@ -131,7 +132,7 @@ impl Webhooks {
         &self,
         instance: &Instance,
         url: &str,
-        request: &Value,
+        request: &AllocationRequest,
     ) -> Result<AllocationResponse, AllocationFailure> {
         let url = self.check_url(instance, url)?;
         let body = serde_json::to_vec(request)

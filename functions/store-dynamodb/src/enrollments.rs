@@ -1,72 +1,57 @@
-//! Individual enrollments (in their device's partition) and enrollment groups (one partition each).
+//! Individual enrollments (in their device's partition) and enrollment groups (one partition each), written
+//! and read alike; only their keys differ (see [`layout::enrollment_of`]).
 
 use dps_core::Result;
-use dps_core::model::{EnrollmentGroup, IndividualEnrollment};
-use dps_core::store::{Precondition, new_etag};
+use dps_core::model::{AnyEnrollment, EnrollmentKind};
+use dps_core::store::{Page, PageRequest, Precondition, new_etag};
 
-use crate::layout;
-use crate::{DynamoStore, item};
+use crate::{DynamoStore, item, layout, listing};
 
-pub(crate) async fn get_enrollment(
-    store: &DynamoStore,
-    scope: &str,
-    registration_id: &str,
-) -> Result<Option<IndividualEnrollment>> {
-    store.get_item(&layout::enrollment(scope, registration_id)).await?.map(|i| item::decode(&i)).transpose()
-}
+impl DynamoStore {
+    pub(crate) async fn enrollment(
+        &self,
+        scope: &str,
+        kind: EnrollmentKind,
+        id: &str,
+    ) -> Result<Option<AnyEnrollment>> {
+        let (key, _) = layout::enrollment_of(kind, scope, id);
+        self.get_item(&key).await?.map(|i| item::decode_enrollment(kind, &i)).transpose()
+    }
 
-pub(crate) async fn put_enrollment(
-    store: &DynamoStore,
-    scope: &str,
-    mut enrollment: IndividualEnrollment,
-    precondition: Precondition,
-) -> Result<IndividualEnrollment> {
-    let id = enrollment.registration_id.clone();
-    let etag = new_etag();
-    enrollment.spec.etag = Some(etag.clone());
-    let key = layout::enrollment(scope, &id);
-    let index = layout::enrollment_index(scope, &id);
-    let item = item::entity_item(&key, "enrollment", Some(&index), &etag, &enrollment)?;
-    store.put_item(item, &precondition, &format!("Enrollment '{id}'")).await?;
-    Ok(enrollment)
-}
+    pub(crate) async fn save_enrollment(
+        &self,
+        scope: &str,
+        mut enrollment: AnyEnrollment,
+        precondition: Precondition,
+    ) -> Result<AnyEnrollment> {
+        let (kind, id) = (enrollment.kind(), enrollment.id().to_string());
+        let etag = new_etag();
+        enrollment.set_etag(etag.clone());
+        let (key, type_name) = layout::enrollment_of(kind, scope, &id);
+        let index = layout::enrollment_index_of(kind, scope, &id);
+        let item = item::entity_item(&key, type_name, Some(&index), &etag, &enrollment)?;
+        self.put_item(item, &precondition, &format!("{} '{id}'", kind.what())).await?;
+        Ok(enrollment)
+    }
 
-pub(crate) async fn delete_enrollment(
-    store: &DynamoStore,
-    scope: &str,
-    registration_id: &str,
-    precondition: Precondition,
-) -> Result<()> {
-    let key = layout::enrollment(scope, registration_id);
-    store.delete_item(&key, &precondition, &format!("Enrollment '{registration_id}'")).await
-}
+    pub(crate) async fn remove_enrollment(
+        &self,
+        scope: &str,
+        kind: EnrollmentKind,
+        id: &str,
+        precondition: Precondition,
+    ) -> Result<()> {
+        let (key, _) = layout::enrollment_of(kind, scope, id);
+        self.delete_item(&key, &precondition, &format!("{} '{id}'", kind.what())).await
+    }
 
-pub(crate) async fn get_group(store: &DynamoStore, scope: &str, group_id: &str) -> Result<Option<EnrollmentGroup>> {
-    store.get_item(&layout::group(scope, group_id)).await?.map(|i| item::decode(&i)).transpose()
-}
-
-pub(crate) async fn put_group(
-    store: &DynamoStore,
-    scope: &str,
-    mut group: EnrollmentGroup,
-    precondition: Precondition,
-) -> Result<EnrollmentGroup> {
-    let id = group.enrollment_group_id.clone();
-    let etag = new_etag();
-    group.spec.etag = Some(etag.clone());
-    let key = layout::group(scope, &id);
-    let index = layout::group_index(scope, &id);
-    let item = item::entity_item(&key, "group", Some(&index), &etag, &group)?;
-    store.put_item(item, &precondition, &format!("Enrollment group '{id}'")).await?;
-    Ok(group)
-}
-
-pub(crate) async fn delete_group(
-    store: &DynamoStore,
-    scope: &str,
-    group_id: &str,
-    precondition: Precondition,
-) -> Result<()> {
-    let key = layout::group(scope, group_id);
-    store.delete_item(&key, &precondition, &format!("Enrollment group '{group_id}'")).await
+    pub(crate) async fn enrollment_page(
+        &self,
+        scope: &str,
+        kind: EnrollmentKind,
+        page: PageRequest,
+    ) -> Result<Page<AnyEnrollment>> {
+        let pks = layout::enrollment_index_pks_of(kind, scope);
+        listing::query(self, pks, page, |i| item::decode_enrollment(kind, i)).await
+    }
 }

@@ -57,6 +57,16 @@ pub(crate) fn decode<T: DeserializeOwned>(item: &Item) -> Result<T> {
     serde_json::from_str(doc).map_err(|e| Error::internal(format!("cannot decode stored item: {e}")))
 }
 
+/// The enrollment of `kind` in an item's `doc`.
+pub(crate) fn decode_enrollment(
+    kind: dps_core::model::EnrollmentKind,
+    item: &Item,
+) -> Result<dps_core::model::AnyEnrollment> {
+    let doc = get_s(item, layout::DOC).ok_or_else(|| Error::internal("stored item has no doc attribute"))?;
+    dps_core::model::AnyEnrollment::from_json(kind, doc.as_bytes())
+        .map_err(|e| Error::internal(format!("cannot decode stored item: {e}")))
+}
+
 /// A condition expression with its placeholders.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Condition {

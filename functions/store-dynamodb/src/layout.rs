@@ -1,7 +1,7 @@
 //! The single-table layout: key attributes, key shapes of every item type, and shard counts.
 //! docs/dynamodb.md describes the same layout for people; keep the two in step.
 
-use dps_core::model::OperationKind;
+use dps_core::model::{EnrollmentKind, OperationKind};
 use dps_core::store::key;
 
 /// Partition key attribute of the table.
@@ -128,6 +128,30 @@ pub(crate) fn group_index(scope: &str, group_id: &str) -> IndexKey {
 
 pub(crate) fn group_index_pk(scope: &str) -> String {
     format!("{}#groups", key(scope))
+}
+
+/// Where an enrollment of either kind is kept, with its item type (`enrollment`, `group`).
+pub(crate) fn enrollment_of(kind: EnrollmentKind, scope: &str, id: &str) -> (ItemKey, &'static str) {
+    match kind {
+        EnrollmentKind::Individual => (enrollment(scope, id), "enrollment"),
+        EnrollmentKind::Group => (group(scope, id), "group"),
+    }
+}
+
+/// The listing position of an enrollment of either kind.
+pub(crate) fn enrollment_index_of(kind: EnrollmentKind, scope: &str, id: &str) -> IndexKey {
+    match kind {
+        EnrollmentKind::Individual => enrollment_index(scope, id),
+        EnrollmentKind::Group => group_index(scope, id),
+    }
+}
+
+/// The index partitions a listing of one kind reads.
+pub(crate) fn enrollment_index_pks_of(kind: EnrollmentKind, scope: &str) -> Vec<String> {
+    match kind {
+        EnrollmentKind::Individual => enrollment_index_pks(scope),
+        EnrollmentKind::Group => vec![group_index_pk(scope)],
+    }
 }
 
 /// Counter shard partitions are per scope (all days and kinds of one shard together), so a date range is

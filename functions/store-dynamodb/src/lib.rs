@@ -21,9 +21,7 @@ use aws_sdk_dynamodb::operation::delete_item::DeleteItemError;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{ReturnValuesOnConditionCheckFailure, TransactWriteItem};
-use dps_core::model::{
-    EnrollmentGroup, IndividualEnrollment, Instance, OperationCount, OperationKind, RegistrationRecord,
-};
+use dps_core::model::{AnyEnrollment, EnrollmentKind, Instance, OperationCount, OperationKind, RegistrationRecord};
 use dps_core::store::{DeviceContext, Page, PageRequest, Precondition, Store};
 use dps_core::{Error, Result};
 
@@ -203,46 +201,36 @@ impl Store for DynamoStore {
         instances::list(self).await
     }
 
-    async fn get_enrollment(&self, scope: &str, registration_id: &str) -> Result<Option<IndividualEnrollment>> {
-        enrollments::get_enrollment(self, scope, registration_id).await
+    async fn get_enrollment(&self, scope: &str, kind: EnrollmentKind, id: &str) -> Result<Option<AnyEnrollment>> {
+        self.enrollment(scope, kind, id).await
     }
 
     async fn put_enrollment(
         &self,
         scope: &str,
-        enrollment: IndividualEnrollment,
+        enrollment: AnyEnrollment,
         precondition: Precondition,
-    ) -> Result<IndividualEnrollment> {
-        enrollments::put_enrollment(self, scope, enrollment, precondition).await
+    ) -> Result<AnyEnrollment> {
+        self.save_enrollment(scope, enrollment, precondition).await
     }
 
-    async fn delete_enrollment(&self, scope: &str, registration_id: &str, precondition: Precondition) -> Result<()> {
-        enrollments::delete_enrollment(self, scope, registration_id, precondition).await
-    }
-
-    async fn query_enrollments(&self, scope: &str, page: PageRequest) -> Result<Page<IndividualEnrollment>> {
-        listing::query(self, layout::enrollment_index_pks(scope), page).await
-    }
-
-    async fn get_group(&self, scope: &str, group_id: &str) -> Result<Option<EnrollmentGroup>> {
-        enrollments::get_group(self, scope, group_id).await
-    }
-
-    async fn put_group(
+    async fn delete_enrollment(
         &self,
         scope: &str,
-        group: EnrollmentGroup,
+        kind: EnrollmentKind,
+        id: &str,
         precondition: Precondition,
-    ) -> Result<EnrollmentGroup> {
-        enrollments::put_group(self, scope, group, precondition).await
+    ) -> Result<()> {
+        self.remove_enrollment(scope, kind, id, precondition).await
     }
 
-    async fn delete_group(&self, scope: &str, group_id: &str, precondition: Precondition) -> Result<()> {
-        enrollments::delete_group(self, scope, group_id, precondition).await
-    }
-
-    async fn query_groups(&self, scope: &str, page: PageRequest) -> Result<Page<EnrollmentGroup>> {
-        listing::query(self, vec![layout::group_index_pk(scope)], page).await
+    async fn query_enrollments(
+        &self,
+        scope: &str,
+        kind: EnrollmentKind,
+        page: PageRequest,
+    ) -> Result<Page<AnyEnrollment>> {
+        self.enrollment_page(scope, kind, page).await
     }
 
     async fn device_context(&self, scope: &str, registration_id: &str) -> Result<DeviceContext> {
@@ -274,7 +262,7 @@ impl Store for DynamoStore {
         group_id: &str,
         page: PageRequest,
     ) -> Result<Page<RegistrationRecord>> {
-        listing::query(self, layout::registration_index_pks(scope, group_id), page).await
+        listing::query(self, layout::registration_index_pks(scope, group_id), page, item::decode).await
     }
 
     async fn add_operations(&self, scope: &str, date: &str, kind: OperationKind, count: u64) -> Result<()> {

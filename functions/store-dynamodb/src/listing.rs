@@ -9,16 +9,16 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use dps_core::store::{Page, PageRequest};
 use dps_core::{Error, Result};
 use futures::future::try_join_all;
-use serde::de::DeserializeOwned;
 
 use crate::item::{self, Item};
 use crate::{DynamoStore, errors, layout};
 
-/// One page of the entities indexed under `index_pks`.
-pub(crate) async fn query<T: DeserializeOwned>(
+/// One page of the entities indexed under `index_pks`, each read from its item by `decode`.
+pub(crate) async fn query<T>(
     store: &DynamoStore,
     index_pks: Vec<String>,
     page: PageRequest,
+    decode: impl Fn(&Item) -> Result<T>,
 ) -> Result<Page<T>> {
     let after = page.continuation.as_deref().map(decode_token).transpose()?;
     let max_items = page.max_items.max(1);
@@ -48,7 +48,7 @@ pub(crate) async fn query<T: DeserializeOwned>(
         Some((last, _)) if more => Some(URL_SAFE_NO_PAD.encode(last)),
         _ => None,
     };
-    let items = merged.iter().map(|(_, i)| item::decode(i)).collect::<Result<Vec<T>>>()?;
+    let items = merged.iter().map(|(_, i)| decode(i)).collect::<Result<Vec<T>>>()?;
     Ok(Page { items, continuation })
 }
 

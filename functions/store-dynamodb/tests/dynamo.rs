@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use aws_sdk_dynamodb::types::{KeyType, ProjectionType, TimeToLiveStatus};
 use dps_core::model::{IndividualEnrollment, OperationCount, OperationKind, RegistrationRecord};
-use dps_core::store::{PageRequest, Precondition, Store};
+use dps_core::store::{EnrollmentStore, PageRequest, Precondition, Store};
 use dps_core::{Error, Result};
 use dps_store_dynamodb::layout::{GSI1, GSI1PK, GSI1SK, PK, SK, TTL};
 use dps_store_dynamodb::{DynamoConfig, DynamoStore, create_table};
@@ -93,14 +93,14 @@ async fn items_follow_the_documented_layout() {
     }))
     .unwrap();
     store.create_instance(instance).await.unwrap();
-    store.put_enrollment(&s, enrollment("Dev-A"), Precondition::NotExists).await.unwrap();
+    store.save(&s, enrollment("Dev-A"), Precondition::NotExists).await.unwrap();
     store.put_registration(&s, record("Dev-A", None), Precondition::NotExists, None).await.unwrap();
     let group: dps_core::model::EnrollmentGroup = serde_json::from_value(json!({
         "enrollmentGroupId": "Line-1",
         "attestation": { "type": "symmetricKey", "symmetricKey": {} },
     }))
     .unwrap();
-    store.put_group(&s, group, Precondition::NotExists).await.unwrap();
+    store.save(&s, group, Precondition::NotExists).await.unwrap();
     let meter = OperationCount { date: "2024-05-01".into(), kind: OperationKind::Registration, count: 1 };
     store.put_registration(&s, record("Sensor-1", Some("Line-1")), Precondition::NotExists, Some(meter)).await.unwrap();
 
@@ -218,7 +218,7 @@ async fn oversized_entities_are_refused_as_too_large() {
     let store = support::store().await;
     let mut big = enrollment("dev-1");
     big.spec.initial_twin = Some(json!({ "tags": { "blob": "x".repeat(420_000) } }));
-    let result = store.put_enrollment(&scope(), big, Precondition::None).await;
+    let result = store.save(&scope(), big, Precondition::None).await;
     assert!(matches!(result, Err(Error::PayloadTooLarge(_))), "{result:?}");
 }
 
@@ -237,8 +237,8 @@ async fn config_from_a_lookup_reaches_the_table() {
     assert_eq!(store.table_name(), table);
     create_table(store.client(), &table).await.unwrap();
     let s = scope();
-    let written = store.put_enrollment(&s, enrollment("dev-1"), Precondition::NotExists).await.unwrap();
-    assert_eq!(store.get_enrollment(&s, "DEV-1").await.unwrap(), Some(written));
+    let written = store.save(&s, enrollment("dev-1"), Precondition::NotExists).await.unwrap();
+    assert_eq!(store.load::<IndividualEnrollment>(&s, "DEV-1").await.unwrap(), Some(written));
 }
 
 #[tokio::test]
@@ -248,7 +248,7 @@ async fn an_unreachable_endpoint_is_unavailable_after_retries() {
     let log = support::CallLog::default();
     let config = support::sdk_config().endpoint_url(format!("http://127.0.0.1:{port}")).interceptor(log.clone());
     let store = DynamoStore::new(aws_sdk_dynamodb::Client::from_conf(config.build()), "nowhere");
-    let result = store.get_enrollment(&scope(), "dev-1").await;
+    let result = store.load::<IndividualEnrollment>(&scope(), "dev-1").await;
     assert!(matches!(result, Err(Error::Unavailable(_))), "{result:?}");
     assert_eq!(log.attempts().len(), support::MAX_ATTEMPTS as usize, "retried before giving up");
 }

@@ -5,8 +5,8 @@
 mod support;
 
 use dps_core::Error;
-use dps_core::model::RegistrationStatus;
-use dps_core::store::Store;
+use dps_core::model::{IndividualEnrollment, RegistrationStatus};
+use dps_core::store::{EnrollmentStore, Store};
 use support::{DpsEnv, Fault, MAX_ATTEMPTS};
 
 const ATTEMPTS: usize = MAX_ATTEMPTS as usize;
@@ -105,7 +105,7 @@ async fn transient_faults_within_the_retry_budget_are_invisible() {
 async fn throttling_surfaces_only_after_retries_are_exhausted() {
     let (env, key) = warm_env().await;
     env.faults.fail_all(Fault::Throttle);
-    let throttled = env.store.get_enrollment(&env.scope, "dev-1").await;
+    let throttled = env.store.load::<IndividualEnrollment>(&env.scope, "dev-1").await;
     assert!(matches!(throttled, Err(Error::Throttled { retry_after_secs: 1, .. })), "{throttled:?}");
     assert_eq!(env.log.attempts(), vec!["GetItem".to_string(); ATTEMPTS], "one call, every attempt throttled");
 
@@ -117,7 +117,10 @@ async fn throttling_surfaces_only_after_retries_are_exhausted() {
     env.faults.heal();
     env.faults.fail(1, ATTEMPTS - 1, Fault::Throttle);
     env.log.reset();
-    assert!(env.store.get_enrollment(&env.scope, "dev-1").await.unwrap().is_some(), "the last attempt got through");
+    assert!(
+        env.store.load::<IndividualEnrollment>(&env.scope, "dev-1").await.unwrap().is_some(),
+        "the last attempt got through"
+    );
     assert_eq!(env.log.attempts().len(), ATTEMPTS);
 }
 

@@ -4,8 +4,8 @@
 
 mod support;
 
-use dps_core::model::RegistrationStatus;
-use dps_core::store::{PageRequest, Precondition, Store};
+use dps_core::model::{EnrollmentGroup, IndividualEnrollment, RegistrationStatus};
+use dps_core::store::{EnrollmentStore, PageRequest, Precondition, Store};
 use support::DpsEnv;
 
 fn page() -> PageRequest {
@@ -84,9 +84,9 @@ async fn calls_per_operation() {
 
     let key = env.enroll("dev-1").await;
     measure("service API: create or replace an enrollment (Dps::put_enrollment)", log);
-    env.dps.get_enrollment(&env.caller, "dev-1").await.unwrap();
+    env.dps.get_enrollment::<IndividualEnrollment>(&env.caller, "dev-1").await.unwrap();
     measure("service API: get an enrollment (Dps::get_enrollment)", log);
-    env.dps.query_enrollments(&env.caller, "*", page()).await.unwrap();
+    env.dps.query_enrollments::<IndividualEnrollment>(&env.caller, "*", page()).await.unwrap();
     measure("service API: query enrollments, one page (Dps::query_enrollments)", log);
     let first = env.register("dev-1", &key).await.unwrap();
     measure("device: first-time registration, warm caches", log);
@@ -99,15 +99,13 @@ async fn calls_per_operation() {
     env.register_in_group("sensor-1", &group_key).await.unwrap();
     measure("device: first-time group registration, warm caches", log);
 
-    let enrollment = s.get_enrollment(scope, "dev-1").await.unwrap().unwrap();
+    let enrollment = s.load::<IndividualEnrollment>(scope, "dev-1").await.unwrap().unwrap();
     measure("store: get_enrollment", log);
-    s.put_enrollment(scope, enrollment.clone(), Precondition::Matches(enrollment.spec.etag.clone().unwrap()))
-        .await
-        .unwrap();
+    s.save(scope, enrollment.clone(), Precondition::Matches(enrollment.spec.etag.clone().unwrap())).await.unwrap();
     measure("store: put_enrollment", log);
-    s.query_enrollments(scope, page()).await.unwrap();
+    s.page::<IndividualEnrollment>(scope, page()).await.unwrap();
     measure("store: query_enrollments (one page)", log);
-    s.query_groups(scope, page()).await.unwrap();
+    s.page::<EnrollmentGroup>(scope, page()).await.unwrap();
     measure("store: query_groups (one page)", log);
     s.query_registrations(scope, "line-1", page()).await.unwrap();
     measure("store: query_registrations (one page)", log);
@@ -118,7 +116,7 @@ async fn calls_per_operation() {
     let today = dps_core::service::today();
     s.operations(scope, &today, &today).await.unwrap();
     measure("store: operations (any date range)", log);
-    s.delete_enrollment(scope, "dev-1", Precondition::None).await.unwrap();
+    s.remove::<IndividualEnrollment>(scope, "dev-1", Precondition::None).await.unwrap();
     measure("store: delete_enrollment", log);
 
     println!("\n| operation | DynamoDB calls | which |\n|---|---|---|");

@@ -42,9 +42,15 @@ async fn concurrent_registrations_over_the_embedded_store() {
         "enrollmentGroupId": "group-1", "attestation": { "type": "symmetricKey" }
     }))
     .unwrap();
-    dps.put_group(&caller, "group-1", group, None).await.unwrap();
-    let group_key =
-        dps.group_attestation(&caller, "group-1").await.unwrap().symmetric_key.unwrap().primary_key.unwrap();
+    dps.put_enrollment(&caller, "group-1", group, None).await.unwrap();
+    let group_key = dps
+        .enrollment_attestation::<EnrollmentGroup>(&caller, "group-1")
+        .await
+        .unwrap()
+        .symmetric_key
+        .unwrap()
+        .primary_key
+        .unwrap();
     let device_key = sas::derive_device_key(&group_key, "busy-device").unwrap();
     let resource = format!("{scope}/registrations/busy-device");
     let authorization = sas::token(&resource, &device_key, now().unix_timestamp() + 600, Some("registration")).unwrap();

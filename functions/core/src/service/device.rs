@@ -6,11 +6,11 @@ use serde_json::{Value, json};
 
 use super::{Dps, now};
 use crate::allocation;
-use crate::allocator::{AllocationFailure, AllocationResponse};
+use crate::allocator::{AllocationFailure, AllocationRequest, AllocationResponse, DeviceRuntimeContext, codes};
 use crate::error::{Error, Result};
 use crate::ids::{printable, validate_id};
 use crate::model::{
-    AllocationPolicy, AttestationType, EnrollmentGroup, EnrollmentSpec, IndividualEnrollment, Instance, LinkedHub,
+    AllocationPolicy, AnyEnrollment, AttestationType, EnrollmentGroup, EnrollmentSpec, Instance, LinkedHub,
     OperationCount, OperationKind, ProvisioningStatus, RegistrationRecord, RegistrationStatus, ReprovisionPolicy,
     Substatus,
 };
@@ -20,10 +20,16 @@ use crate::store::{DeviceContext, Precondition};
 /// Attempts at writing a record before a registration gives up to concurrent writers.
 const WRITE_ATTEMPTS: usize = 4;
 
-/// Error codes of failed registrations (Azure's 4002xx family).
-mod codes {
-    pub const HUB_NOT_SPECIFIED: u32 = 400_208;
-    pub const CUSTOM_ALLOCATION_FAILED: u32 = 400_207;
+/// One registration being decided: everything `decide`, `allocate` and `custom` need.
+struct Registration<'a> {
+    instance: &'a Instance,
+    /// The enrollment that admitted the device.
+    enrollment: &'a AnyEnrollment,
+    /// The device's record before this registration.
+    previous: Option<&'a RegistrationRecord>,
+    /// The hub the device was last assigned to, even if a disabled or failed registration came since.
+    current_hub: Option<&'a str>,
+    req: &'a RegisterRequest,
 }
 
 /// A register call from a device.
@@ -50,40 +56,19 @@ pub struct StatusRequest {
     pub id_scope: String,
     /// Registration ID from the path.
     pub registration_id: String,
+    /// `registrationId` from the body, if sent (must equal the path's).
+    pub body_registration_id: Option<String>,
     /// Operation ID from the path (operation status only).
     pub operation_id: Option<String>,
     /// The `Authorization` header.
     pub authorization: Option<String>,
 }
 
-/// Which enrollment admitted a device.
-enum Admitted {
-    Individual(IndividualEnrollment),
-    Group(EnrollmentGroup),
-}
-
-impl Admitted {
-    fn spec(&self) -> &EnrollmentSpec {
-        match self {
-            Admitted::Individual(e) => &e.spec,
-            Admitted::Group(g) => &g.spec,
-        }
-    }
-}
-
 impl Dps {
     /// Register a device: attest, allocate, record. Always returns the record written (its status may be
     /// `assigned`, `failed` or `disabled`); errors are for requests that could not be attested or processed.
     pub async fn register(&self, req: RegisterRequest) -> Result<RegistrationRecord> {
-        validate_id("registration ID", &req.registration_id)?;
-        if let Some(body_id) = &req.body_registration_id
-            && !body_id.eq_ignore_ascii_case(&req.registration_id)
-        {
-            return Err(Error::invalid(format!(
-                "Body registrationId '{}' does not match the path",
-                printable(body_id)
-            )));
-        }
+        check_ids(&req.registration_id, req.body_registration_id.as_deref())?;
         let instance = self.device_instance(&req.id_scope).await?;
         let token = device_token(req.authorization.as_deref(), &instance.id_scope, &req.registration_id)?;
 
@@ -91,7 +76,15 @@ impl Dps {
             let context = self.store.device_context(&instance.id_scope, &req.registration_id).await?;
             let admitted = self.attest(&instance, &context, &token, &req.registration_id).await?;
             let previous = context.record;
-            let record = self.decide(&instance, &admitted, previous.as_ref(), &req).await;
+            let current_hub = previous.as_ref().and_then(|p| p.assigned_hub.as_deref());
+            let registration = Registration {
+                instance: &instance,
+                enrollment: &admitted,
+                previous: previous.as_ref(),
+                current_hub,
+                req: &req,
+            };
+            let record = self.decide(&registration).await;
             let precondition = match &previous {
                 Some(p) => Precondition::Matches(p.etag.clone().unwrap_or_default()),
                 None => Precondition::NotExists,
@@ -134,7 +127,7 @@ impl Dps {
 
     /// Answer a device's registration status lookup (POST): its current record.
     pub async fn registration_status(&self, req: StatusRequest) -> Result<RegistrationRecord> {
-        validate_id("registration ID", &req.registration_id)?;
+        check_ids(&req.registration_id, req.body_registration_id.as_deref())?;
         let instance = self.device_instance(&req.id_scope).await?;
         let token = device_token(req.authorization.as_deref(), &instance.id_scope, &req.registration_id)?;
         let context = self.store.device_context(&instance.id_scope, &req.registration_id).await?;
@@ -157,16 +150,16 @@ impl Dps {
         context: &DeviceContext,
         token: &SasToken,
         registration_id: &str,
-    ) -> Result<Admitted> {
+    ) -> Result<AnyEnrollment> {
         let denied = || Error::unauthorized("Unauthorized: the SAS token does not match any enrollment");
         if let Some(enrollment) = &context.enrollment {
             if signed_by_spec_keys(token, &enrollment.spec, None) {
-                return Ok(Admitted::Individual(enrollment.clone()));
+                return Ok(AnyEnrollment::Individual(enrollment.clone()));
             }
             if enrollment.spec.provisioning_status == ProvisioningStatus::Disabled
                 && self.group_that_signed(instance, token, registration_id).await?.is_some()
             {
-                return Ok(Admitted::Individual(enrollment.clone()));
+                return Ok(AnyEnrollment::Individual(enrollment.clone()));
             }
             return Err(denied());
         }
@@ -176,10 +169,10 @@ impl Dps {
             if let Some(g) = groups.iter().find(|g| g.enrollment_group_id.eq_ignore_ascii_case(group_id))
                 && signed_by_spec_keys(token, &g.spec, Some(registration_id))
             {
-                return Ok(Admitted::Group(g.clone()));
+                return Ok(AnyEnrollment::Group(g.clone()));
             }
         }
-        self.group_that_signed(instance, token, registration_id).await?.map(Admitted::Group).ok_or_else(denied)
+        self.group_that_signed(instance, token, registration_id).await?.map(AnyEnrollment::Group).ok_or_else(denied)
     }
 
     async fn group_that_signed(
@@ -193,18 +186,13 @@ impl Dps {
     }
 
     /// Compute the record this registration leaves (never fails: failures are recorded).
-    async fn decide(
-        &self,
-        instance: &Instance,
-        admitted: &Admitted,
-        previous: Option<&RegistrationRecord>,
-        req: &RegisterRequest,
-    ) -> RegistrationRecord {
+    async fn decide(&self, r: &Registration<'_>) -> RegistrationRecord {
+        let (instance, previous, req) = (r.instance, r.previous, r.req);
         let now = now();
-        let spec = admitted.spec();
-        let (device_id, group_id) = match admitted {
-            Admitted::Individual(e) => (e.device_id.clone().unwrap_or_else(|| req.registration_id.clone()), None),
-            Admitted::Group(g) => (req.registration_id.clone(), Some(g.enrollment_group_id.clone())),
+        let spec = r.enrollment.spec();
+        let (device_id, group_id) = match r.enrollment {
+            AnyEnrollment::Individual(e) => (e.device_id.clone().unwrap_or_else(|| req.registration_id.clone()), None),
+            AnyEnrollment::Group(g) => (req.registration_id.clone(), Some(g.enrollment_group_id.clone())),
         };
         let mut record = RegistrationRecord {
             registration_id: req.registration_id.clone(),
@@ -230,27 +218,24 @@ impl Dps {
             record.substatus = previous.and_then(|p| p.substatus);
             return record;
         }
-        // The hub the device was last assigned to, even if a disabled or failed registration came since.
-        let current_hub = previous.and_then(|p| p.assigned_hub.clone());
+        let current_hub = r.current_hub;
         let policy = spec.reprovision_policy.unwrap_or_default();
         // A hub that is no longer linked is never kept: the device is allocated afresh.
-        let still_linked = current_hub
-            .as_deref()
-            .is_some_and(|hub| instance.linked_hubs.iter().any(|h| h.host_name.eq_ignore_ascii_case(hub)));
+        let still_linked =
+            current_hub.is_some_and(|hub| instance.linked_hubs.iter().any(|h| h.host_name.eq_ignore_ascii_case(hub)));
         let sticky = still_linked
             && (!policy.update_hub_assignment || (spec.reprovision_policy.is_none() && legacy_api(&req.api_version)));
-        let allocation = self.allocate(instance, admitted, current_hub.as_deref(), sticky, &record, req).await;
-        match allocation {
+        match self.allocate(r, sticky).await {
             Ok(response) => {
                 let hub = response.iot_hub_host_name;
                 // Azure's rule: the initial twin (the allocator's, else the enrollment's) applies on the first
                 // assignment, and on a move to another hub when device data is not migrated.
-                let moved = current_hub.as_deref().is_some_and(|c| !c.eq_ignore_ascii_case(&hub));
+                let moved = current_hub.is_some_and(|c| !c.eq_ignore_ascii_case(&hub));
                 if current_hub.is_none() || (moved && !policy.migrate_device_data) {
                     record.initial_twin = response.initial_twin.or_else(|| spec.initial_twin.clone());
                 }
                 record.status = RegistrationStatus::Assigned;
-                record.substatus = Some(substatus(previous, current_hub.as_deref(), &hub, policy));
+                record.substatus = Some(substatus(previous, current_hub, &hub, policy));
                 record.initial_hub.get_or_insert_with(|| hub.clone());
                 record.assigned_hub = Some(hub);
                 record.payload = response.payload;
@@ -259,41 +244,34 @@ impl Dps {
                 record.status = RegistrationStatus::Failed;
                 record.error_code = Some(failure.code);
                 record.error_message = Some(failure.message);
-                record.assigned_hub = current_hub;
+                record.assigned_hub = current_hub.map(str::to_string);
             }
         }
         record
     }
 
-    async fn allocate(
-        &self,
-        instance: &Instance,
-        admitted: &Admitted,
-        current_hub: Option<&str>,
-        sticky: bool,
-        record: &RegistrationRecord,
-        req: &RegisterRequest,
-    ) -> Result<AllocationResponse, AllocationFailure> {
-        let spec = admitted.spec();
+    async fn allocate(&self, r: &Registration<'_>, sticky: bool) -> Result<AllocationResponse, AllocationFailure> {
+        let (instance, spec) = (r.instance, r.enrollment.spec());
         let policy = spec.allocation_policy.unwrap_or(instance.allocation_policy);
-        let fail = |message: &str| AllocationFailure { code: codes::HUB_NOT_SPECIFIED, message: message.into() };
+        let fail = |message: &str| AllocationFailure::new(codes::HUB_NOT_SPECIFIED, message);
         if policy == AllocationPolicy::Custom {
-            let candidates = match (sticky, current_hub) {
+            let candidates = match (sticky, r.current_hub) {
                 (true, Some(hub)) => vec![hub.to_string()],
                 _ => candidate_hubs(instance, spec).into_iter().map(|h| h.host_name).collect(),
             };
-            return self.custom(instance, admitted, current_hub, candidates, record, req).await;
+            return self.custom(r, candidates).await;
         }
-        if let (true, Some(hub)) = (sticky, current_hub) {
+        if let (true, Some(hub)) = (sticky, r.current_hub) {
             return Ok(hub_only(hub));
         }
+        let registration_id = &r.req.registration_id;
         let hub = match policy {
             AllocationPolicy::Static => static_hub(instance, spec),
             AllocationPolicy::Hashed => {
-                allocation::hashed(&req.registration_id, &candidate_hubs(instance, spec)).map(|h| h.host_name.clone())
+                allocation::hashed(registration_id, &candidate_hubs(instance, spec)).map(|h| h.host_name.clone())
             }
             AllocationPolicy::GeoLatency => allocation::geo_latency(
-                &req.registration_id,
+                registration_id,
                 &candidate_hubs(instance, spec),
                 self.settings.serving_region.as_deref(),
             )
@@ -306,71 +284,52 @@ impl Dps {
         })
     }
 
+    /// Ask the custom allocator; its answer must name one of the hubs offered.
     async fn custom(
         &self,
-        instance: &Instance,
-        admitted: &Admitted,
-        current_hub: Option<&str>,
+        r: &Registration<'_>,
         linked_hubs: Vec<String>,
-        record: &RegistrationRecord,
-        req: &RegisterRequest,
     ) -> Result<AllocationResponse, AllocationFailure> {
-        let fail = |message: String| AllocationFailure { code: codes::CUSTOM_ALLOCATION_FAILED, message };
-        let allocator = self
-            .allocator
-            .as_ref()
-            .ok_or_else(|| fail("Custom allocation is not available in this deployment".into()))?;
-        let definition = admitted
+        let allocator = self.allocator.as_ref().ok_or_else(|| {
+            AllocationFailure::new(codes::CUSTOM_NOT_AVAILABLE, "Custom allocation is not available in this deployment")
+        })?;
+        let definition = r
+            .enrollment
             .spec()
             .custom_allocation_definition
             .as_ref()
-            .or(instance.custom_allocation_definition.as_ref())
-            .ok_or_else(|| fail("Custom allocation has no definition (webhook or policy)".into()))?;
+            .or(r.instance.custom_allocation_definition.as_ref())
+            .ok_or_else(|| {
+                AllocationFailure::new(codes::NO_DEFINITION, "Custom allocation has no definition (webhook or policy)")
+            })?;
         if linked_hubs.is_empty() {
-            return Err(fail("No linked IoT hub is available for allocation".into()));
+            return Err(AllocationFailure::new(
+                codes::HUB_NOT_SPECIFIED,
+                "No linked IoT hub is available for allocation",
+            ));
         }
-        let request = allocation_request(admitted, current_hub, linked_hubs.clone(), record, req);
-        let response = allocator.allocate(instance, definition, &request).await?;
-        if !linked_hubs.iter().any(|h| h.eq_ignore_ascii_case(&response.iot_hub_host_name)) {
-            return Err(fail(format!(
-                "Custom allocation returned hub '{}', which is not one of the linked hubs offered",
-                printable(&response.iot_hub_host_name)
-            )));
-        }
-        Ok(response)
+        let context = DeviceRuntimeContext {
+            registration_id: r.req.registration_id.clone(),
+            symmetric_key: Some(json!({})),
+            current_iot_hub_host_name: r.current_hub.map(str::to_string),
+            current_device_id: r.current_hub.and_then(|_| r.previous.and_then(|p| p.device_id.clone())),
+            payload: r.req.payload.clone(),
+        };
+        let request = AllocationRequest::new(r.enrollment, context, linked_hubs);
+        let response = allocator.allocate(r.instance, definition, &request).await?;
+        request.check_offered(response)
     }
 }
 
-/// Azure's AllocationRequest for this registration, secrets stripped.
-fn allocation_request(
-    admitted: &Admitted,
-    current_hub: Option<&str>,
-    linked_hubs: Vec<String>,
-    record: &RegistrationRecord,
-    req: &RegisterRequest,
-) -> Value {
-    let mut context = json!({ "registrationId": req.registration_id, "symmetricKey": {} });
-    if let Some(hub) = current_hub {
-        context["currentIotHubHostName"] = json!(hub);
-        context["currentDeviceId"] = json!(record.device_id);
-    }
-    if let Some(payload) = &req.payload {
-        context["payload"] = payload.clone();
-    }
-    let mut request = json!({ "deviceRuntimeContext": context, "linkedHubs": linked_hubs });
-    match admitted {
-        Admitted::Individual(e) => {
-            let mut e = e.clone();
-            e.spec.attestation = e.spec.attestation.without_secrets();
-            request["individualEnrollment"] = serde_json::to_value(e).unwrap_or_default();
+/// The path's registration ID is valid, and the body's, if sent, is the same (any case).
+fn check_ids(path_id: &str, body_id: Option<&str>) -> Result<()> {
+    validate_id("registration ID", path_id)?;
+    match body_id {
+        Some(body_id) if !body_id.eq_ignore_ascii_case(path_id) => {
+            Err(Error::invalid(format!("Body registrationId '{}' does not match the path", printable(body_id))))
         }
-        Admitted::Group(g) => {
-            let mut g = g.clone();
-            g.spec.attestation = g.spec.attestation.without_secrets();
-            request["enrollmentGroup"] = serde_json::to_value(g).unwrap_or_default();
-        }
+        _ => Ok(()),
     }
-    request
 }
 
 fn hub_only(hub: &str) -> AllocationResponse {

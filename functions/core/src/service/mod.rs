@@ -1,10 +1,13 @@
 //! The provisioning service: the use cases behind the device API and the service API.
 
+mod bulk;
 mod cache;
 mod config;
 mod device;
 mod enrollments;
 mod policies;
+mod registrations;
+mod validation;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,11 +18,12 @@ use crate::allocator::CustomAllocator;
 use crate::error::{Error, Result};
 use crate::model::{EnrollmentGroup, Instance, OperationKind, Right};
 use crate::sas::SasToken;
-use crate::store::{PageRequest, Store};
+use crate::store::{EnrollmentStore, PageRequest, Store};
 
+pub use bulk::{BulkItemResult, BulkMode, BulkOutcome, MAX_BULK_ITEMS};
 pub use config::{InstanceConfig, NewInstance, OWNER_POLICY};
 pub use device::{RegisterRequest, StatusRequest};
-pub use enrollments::{BulkItemResult, BulkMode, BulkOutcome, DEFAULT_PAGE_SIZE, MAX_BULK_ITEMS, MAX_PAGE_SIZE};
+pub use enrollments::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
 
 /// Deployment-wide settings of the service.
 #[derive(Debug, Clone)]
@@ -153,7 +157,7 @@ impl Dps {
         let mut all = Vec::new();
         let mut page = PageRequest { max_items: MAX_PAGE_SIZE, continuation: None };
         loop {
-            let got = self.store.query_groups(scope, page.clone()).await?;
+            let got = self.store.page::<EnrollmentGroup>(scope, page.clone()).await?;
             all.extend(got.items);
             match got.continuation {
                 Some(next) => page.continuation = Some(next),

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 
 use super::{Caller, Dps};
+use crate::allocator::AllocationRequest;
 use crate::error::{Error, Result};
 use crate::ids::{printable, validate_name};
 use crate::model::{OperationKind, Right};
@@ -74,7 +75,10 @@ impl Dps {
             let hubs: Vec<&str> = caller.instance.linked_hubs.iter().map(|h| h.host_name.as_str()).collect();
             object.insert("linkedHubs".into(), json!(hubs));
         }
-        let run = registry.dry_run(&caller.instance, name, request).await?;
+        let request: AllocationRequest = serde_json::from_value(request).map_err(|e| {
+            Error::invalid(format!("The AllocationRequest is not valid: {}", crate::ids::printable(&e.to_string())))
+        })?;
+        let run = registry.dry_run(&caller.instance, name, &request).await?;
         self.meter(caller.scope(), OperationKind::ServiceOperation).await;
         Ok(run)
     }

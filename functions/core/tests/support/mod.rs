@@ -5,9 +5,9 @@
 use std::sync::Arc;
 
 use dps_core::memory::MemoryStore;
-use dps_core::model::{EnrollmentGroup, IndividualEnrollment, Instance, LinkedHub, RegistrationRecord};
+use dps_core::model::{Enrollment, EnrollmentGroup, IndividualEnrollment, Instance, LinkedHub, RegistrationRecord};
 use dps_core::service::{NewInstance, RegisterRequest, StatusRequest, now};
-use dps_core::store::Store;
+use dps_core::store::{EnrollmentStore, Store};
 use dps_core::{Caller, Dps, Result, Settings, sas};
 use serde_json::{Value, json};
 
@@ -84,28 +84,37 @@ impl Fixture {
 
     /// Create or replace an individual enrollment from its wire form.
     pub async fn enroll(&self, body: Value) -> IndividualEnrollment {
-        let e: IndividualEnrollment = serde_json::from_value(body).expect("enrollment JSON");
-        let id = e.registration_id.clone();
-        self.dps.put_enrollment(&self.owner().await, &id, e, None).await.expect("put enrollment")
+        self.put_and_read_back(body).await
     }
 
     /// Create or replace an enrollment group from its wire form.
     pub async fn enroll_group(&self, body: Value) -> EnrollmentGroup {
-        let g: EnrollmentGroup = serde_json::from_value(body).expect("group JSON");
-        let id = g.enrollment_group_id.clone();
-        self.dps.put_group(&self.owner().await, &id, g, None).await.expect("put group")
+        self.put_and_read_back(body).await
+    }
+
+    /// Write an enrollment of either kind through the service API; returns it as stored (keys included: the
+    /// service API's answer leaves them out).
+    async fn put_and_read_back<E: Enrollment>(&self, body: Value) -> E {
+        let e: E = serde_json::from_value(body).expect("enrollment JSON");
+        let id = e.id().to_string();
+        self.dps.put_enrollment(&self.owner().await, &id, e, None).await.expect("put enrollment");
+        self.store.load::<E>(self.scope(), &id).await.unwrap().expect("stored")
     }
 
     /// The individual enrollment's (primary, secondary) keys, read through the attestation call.
     pub async fn keys(&self, registration_id: &str) -> (String, String) {
-        let a = self.dps.enrollment_attestation(&self.owner().await, registration_id).await.unwrap();
+        let a = self
+            .dps
+            .enrollment_attestation::<IndividualEnrollment>(&self.owner().await, registration_id)
+            .await
+            .unwrap();
         let k = a.symmetric_key.unwrap();
         (k.primary_key.unwrap(), k.secondary_key.unwrap())
     }
 
     /// The group's (primary, secondary) keys.
     pub async fn group_keys(&self, group_id: &str) -> (String, String) {
-        let a = self.dps.group_attestation(&self.owner().await, group_id).await.unwrap();
+        let a = self.dps.enrollment_attestation::<EnrollmentGroup>(&self.owner().await, group_id).await.unwrap();
         let k = a.symmetric_key.unwrap();
         (k.primary_key.unwrap(), k.secondary_key.unwrap())
     }
@@ -125,6 +134,7 @@ impl Fixture {
         StatusRequest {
             id_scope: self.scope().to_string(),
             registration_id: registration_id.to_string(),
+            body_registration_id: None,
             operation_id: operation_id.map(str::to_string),
             authorization: Some(device_token(self.scope(), registration_id, key, later())),
         }

@@ -69,16 +69,16 @@ async fn measure() {
 
     // Warm both paths, then interleave so both see the same machine load.
     for _ in 0..200 {
-        h.allocator.allocate(&strict, &wasm_def, &req).await.unwrap();
-        h.allocator.allocate(&strict, &hook_def, &req).await.unwrap();
+        h.allocator.allocate(&strict, &wasm_def, &typed(&req)).await.unwrap();
+        h.allocator.allocate(&strict, &hook_def, &typed(&req)).await.unwrap();
     }
     let (mut wasm, mut hook) = (Vec::with_capacity(N), Vec::with_capacity(N));
     for _ in 0..N {
         let t = Instant::now();
-        let a = h.allocator.allocate(&strict, &wasm_def, &req).await.unwrap();
+        let a = h.allocator.allocate(&strict, &wasm_def, &typed(&req)).await.unwrap();
         wasm.push(t.elapsed());
         let t = Instant::now();
-        let b = h.allocator.allocate(&strict, &hook_def, &req).await.unwrap();
+        let b = h.allocator.allocate(&strict, &hook_def, &typed(&req)).await.unwrap();
         hook.push(t.elapsed());
         assert_eq!(a.iot_hub_host_name, b.iot_hub_host_name);
     }
@@ -110,7 +110,7 @@ async fn measure() {
         let (m, p90, _) = stats(runs);
         println!("{label}: instantiate {inst:?}; sandbox.run median {m:?}, p90 {p90:?}");
     }
-    let trace = h.allocator.dry_run(&strict, "tenants", req.clone()).await.unwrap().trace;
+    let trace = h.allocator.dry_run(&strict, "tenants", &typed(&req)).await.unwrap().trace;
     let (wm, w90, wavg) = stats(wasm);
     let (hm, h90, havg) = stats(hook);
     let (bm, b90, _) = stats(bare);

@@ -109,7 +109,7 @@ async fn metadata_is_listed_and_survives_a_cold_start() {
         PolicyAllocator::new(Arc::new(DirStorage::new(h.dir.path().join("policies"))), PolicySettings::default())
             .unwrap();
     assert!(cold.sandbox().cached(&info.sha256).is_none());
-    let r = cold.allocate(&instance(false), &policy("TENANTS"), &request("acme-1", None, &HUBS)).await.unwrap();
+    let r = cold.allocate(&instance(false), &policy("TENANTS"), &typed(&request("acme-1", None, &HUBS))).await.unwrap();
     assert_eq!(r.iot_hub_host_name, "acme-hub.example.net");
     assert!(cold.sandbox().cached(&info.sha256).is_some());
 
@@ -130,7 +130,7 @@ async fn a_tampered_stored_module_never_runs() {
     let cold =
         PolicyAllocator::new(Arc::new(DirStorage::new(h.dir.path().join("policies"))), PolicySettings::default())
             .unwrap();
-    let r = cold.allocate(&instance(false), &policy("tenants"), &request("acme-1", None, &HUBS)).await;
+    let r = cold.allocate(&instance(false), &policy("tenants"), &typed(&request("acme-1", None, &HUBS))).await;
     let failure = r.unwrap_err();
     assert_eq!(failure.code, dps_policy::codes::POLICY_HOST);
     assert!(failure.message.contains("does not match its hash"), "{}", failure.message);
@@ -143,7 +143,7 @@ async fn dry_run_returns_the_decision_and_a_trace() {
     h.upload("by-region", example("route_by_payload")).await;
     let run = h
         .allocator
-        .dry_run(&instance(false), "by-region", request("dev-1", Some(json!({ "region": "eu" })), &HUBS))
+        .dry_run(&instance(false), "by-region", &typed(&request("dev-1", Some(json!({ "region": "eu" })), &HUBS)))
         .await
         .unwrap();
     assert_eq!(run.status, "assigned");
@@ -152,19 +152,20 @@ async fn dry_run_returns_the_decision_and_a_trace() {
     assert!(run.trace.peak_memory_bytes >= 65536, "{:?}", run.trace);
     assert_eq!(run.trace.logs, ["dev-1 -> hub-eu.example.net (region eu)"]);
 
-    let failed = h.allocator.dry_run(&instance(false), "by-region", request("dev-2", None, &HUBS)).await.unwrap();
+    let failed =
+        h.allocator.dry_run(&instance(false), "by-region", &typed(&request("dev-2", None, &HUBS))).await.unwrap();
     assert_eq!(failed.status, "failed");
     assert_eq!(failed.error_code, Some(POLICY_REJECTED));
 
     // Logging is bounded: 1000 lines asked, 32 kept.
     h.upload("flood", fixture("log-flood")).await;
-    let flood = h.allocator.dry_run(&instance(false), "flood", request("d", None, &HUBS)).await.unwrap();
+    let flood = h.allocator.dry_run(&instance(false), "flood", &typed(&request("d", None, &HUBS))).await.unwrap();
     assert_eq!(flood.status, "assigned");
     assert_eq!(flood.trace.logs.len(), 32);
     assert!(flood.trace.logs_truncated);
 
     assert!(matches!(
-        h.allocator.dry_run(&instance(false), "missing", request("d", None, &HUBS)).await,
+        h.allocator.dry_run(&instance(false), "missing", &typed(&request("d", None, &HUBS))).await,
         Err(Error::NotFound(_))
     ));
 }

@@ -86,12 +86,14 @@ async fn s3_storage_round_trips_modules_and_metadata() {
 
     // A cold allocator over the same bucket loads and compiles the module from S3.
     let cold = PolicyAllocator::new(storage.clone(), PolicySettings::default()).unwrap();
-    let r = cold.allocate(&instance(false), &policy("tenants"), &request("globex-1", None, &HUBS)).await.unwrap();
+    let r =
+        cold.allocate(&instance(false), &policy("tenants"), &typed(&request("globex-1", None, &HUBS))).await.unwrap();
     assert_eq!(r.iot_hub_host_name, "globex-hub.example.net");
 
     assert!(allocator.delete(&instance(false), "TENANTS").await.unwrap());
     assert!(!allocator.delete(&instance(false), "tenants").await.unwrap());
-    let gone = allocator.allocate(&instance(false), &policy("tenants"), &request("globex-1", None, &HUBS)).await;
+    let gone =
+        allocator.allocate(&instance(false), &policy("tenants"), &typed(&request("globex-1", None, &HUBS))).await;
     assert_eq!(gone.unwrap_err().code, POLICY_NOT_FOUND);
     assert!(storage.get_module(&info.sha256).await.unwrap().is_some(), "modules outlive names");
 }

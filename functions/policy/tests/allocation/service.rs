@@ -61,7 +61,7 @@ impl Service {
             "customAllocationDefinition": { "policyName": policy_name },
         }))
         .unwrap();
-        self.dps.put_group(&self.caller, id, group, None).await
+        self.dps.put_enrollment(&self.caller, id, group, None).await
     }
 
     async fn register(
@@ -70,7 +70,13 @@ impl Service {
         registration_id: &str,
         payload: Option<Value>,
     ) -> dps_core::model::RegistrationRecord {
-        let keys = self.dps.group_attestation(&self.caller, group).await.unwrap().symmetric_key.unwrap();
+        let keys = self
+            .dps
+            .enrollment_attestation::<EnrollmentGroup>(&self.caller, group)
+            .await
+            .unwrap()
+            .symmetric_key
+            .unwrap();
         let device_key = sas::derive_device_key(&keys.primary_key.unwrap(), registration_id).unwrap();
         let resource = format!("{}/registrations/{registration_id}", self.scope);
         let token = sas::token(&resource, &device_key, now().unix_timestamp() + 3600, Some("registration")).unwrap();

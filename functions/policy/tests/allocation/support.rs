@@ -56,6 +56,11 @@ pub fn instance(allow_private: bool) -> Instance {
 }
 
 /// Azure's AllocationRequest for a group device.
+/// The typed form of an AllocationRequest written as JSON.
+pub fn typed(request: &Value) -> dps_core::allocator::AllocationRequest {
+    serde_json::from_value(request.clone()).expect("an AllocationRequest")
+}
+
 pub fn request(registration_id: &str, payload: Option<Value>, hubs: &[&str]) -> Value {
     let mut context = json!({ "registrationId": registration_id, "symmetricKey": {} });
     if let Some(p) = payload {
@@ -114,7 +119,7 @@ impl Harness {
 
     /// Allocate with the named policy.
     pub async fn run(&self, name: &str, request: &Value) -> Result<AllocationResponse, AllocationFailure> {
-        self.allocator.allocate(&instance(false), &policy(name), request).await
+        self.allocator.allocate(&instance(false), &policy(name), &typed(request)).await
     }
 }
 

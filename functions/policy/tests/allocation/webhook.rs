@@ -47,7 +47,7 @@ async fn call(
     let webhooks = WebhookSettings { permit_private_targets: true, ..settings };
     let h = Harness::with(PolicySettings { webhooks, ..PolicySettings::default() });
     h.allocator
-        .allocate(&instance(allow_private), &webhook(url), &request("dev-1", Some(json!({ "x": 1 })), &HUBS))
+        .allocate(&instance(allow_private), &webhook(url), &typed(&request("dev-1", Some(json!({ "x": 1 })), &HUBS)))
         .await
 }
 
@@ -115,8 +115,11 @@ async fn invalid_answers_fail() {
         WEBHOOK_BAD_RESPONSE,
         "Custom allocation webhook answered with an invalid AllocationResponse (missing field `iotHubHostName`)",
     );
+    // A hub outside the offer passes the adapter; the core's one check (applied to every allocator's answer,
+    // see core tests/custom_allocation.rs) fails the registration with it.
+    let evil = call(WebhookSettings::default(), &format!("http://{addr}/evil"), true).await.expect("passed through");
     assert_failure(
-        call(WebhookSettings::default(), &format!("http://{addr}/evil"), true).await,
+        typed(&request("dev-1", None, &HUBS)).check_offered(evil),
         HUB_NOT_LINKED,
         "Custom allocation chose hub 'evil.example.org', which is not one of the linked hubs offered",
     );
@@ -172,7 +175,7 @@ async fn an_instance_cannot_open_private_targets_unless_the_deployment_permits_t
     let addr = serve(Router::new().route("/", post(echo))).await;
     let h = Harness::with(PolicySettings::default());
     for url in [format!("http://localhost:{}/", addr.port()), format!("https://127.0.0.1:{}/", addr.port())] {
-        let r = h.allocator.allocate(&instance(true), &webhook(&url), &request("dev-1", None, &HUBS)).await;
+        let r = h.allocator.allocate(&instance(true), &webhook(&url), &typed(&request("dev-1", None, &HUBS))).await;
         let code = r.unwrap_err().code;
         assert!(code == WEBHOOK_FORBIDDEN_TARGET || code == WEBHOOK_BAD_URL, "{url}: {code}");
     }

@@ -83,7 +83,7 @@ impl DpsEnv {
             "attestation": { "type": "symmetricKey", "symmetricKey": { "primaryKey": key, "secondaryKey": sas::generate_key() } },
         }))
         .unwrap();
-        self.dps.put_group(&self.caller, group_id, group, None).await.expect("enroll group");
+        self.dps.put_enrollment(&self.caller, group_id, group, None).await.expect("enroll group");
         key
     }
 
@@ -121,6 +121,7 @@ impl DpsEnv {
         let request = StatusRequest {
             id_scope: self.scope.clone(),
             registration_id: registration_id.into(),
+            body_registration_id: None,
             operation_id: operation_id.map(str::to_string),
             authorization: Some(self.token(registration_id, key)),
         };

@@ -11,6 +11,7 @@ use aws_smithy_runtime_api::client::orchestrator::{HttpRequest, HttpResponse};
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_runtime_api::http::StatusCode;
 use aws_smithy_types::body::SdkBody;
+use dps_core::store::EnrollmentStore;
 
 /// A DynamoDB error response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

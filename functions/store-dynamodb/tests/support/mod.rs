@@ -19,6 +19,7 @@ use aws_smithy_runtime_api::client::interceptors::Intercept;
 use aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextRef;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::config_bag::{ConfigBag, Storable, StoreReplace};
+use dps_core::store::EnrollmentStore;
 use dps_store_dynamodb::{DynamoStore, create_table, http_client, retry_config};
 
 pub use dps::DpsEnv;

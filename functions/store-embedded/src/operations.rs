@@ -1,0 +1,63 @@
+//! Operation counters: one row per (scope, day, kind), added to in the transaction of the write it counts.
+
+use dps_core::error::Result;
+use dps_core::model::{OperationCount, OperationKind};
+use dps_core::store::key;
+use redb::{ReadableTable, WriteTransaction};
+
+use crate::EmbeddedStore;
+use crate::tables::{OPERATIONS, internal};
+
+fn kind_from_str(name: &str) -> Option<OperationKind> {
+    OperationKind::ALL.into_iter().find(|k| k.as_str() == name)
+}
+
+/// Add `count` to a counter inside the caller's transaction.
+pub(crate) fn add_count(
+    txn: &WriteTransaction,
+    scope: &str,
+    date: &str,
+    kind: OperationKind,
+    count: u64,
+) -> Result<()> {
+    let mut table = txn.open_table(OPERATIONS).map_err(internal)?;
+    let at = (scope, date, kind.as_str());
+    let current = table.get(at).map_err(internal)?.map(|v| v.value()).unwrap_or(0);
+    table.insert(at, current.saturating_add(count)).map_err(internal)?;
+    Ok(())
+}
+
+impl EmbeddedStore {
+    pub(crate) async fn count_operations(
+        &self,
+        scope: &str,
+        date: &str,
+        kind: OperationKind,
+        count: u64,
+    ) -> Result<()> {
+        let (scope, date) = (key(scope), date.to_string());
+        self.write(move |txn| add_count(txn, &scope, &date, kind, count)).await
+    }
+
+    pub(crate) async fn operation_counts(&self, scope: &str, from: &str, to: &str) -> Result<Vec<OperationCount>> {
+        let (scope, from, to) = (key(scope), from.to_string(), to.to_string());
+        self.read(move |txn| {
+            let table = txn.open_table(OPERATIONS).map_err(internal)?;
+            let mut out = Vec::new();
+            let range = table.range::<(&str, &str, &str)>((scope.as_str(), from.as_str(), "")..).map_err(internal)?;
+            for entry in range {
+                let (k, v) = entry.map_err(internal)?;
+                let (entry_scope, date, kind) = k.value();
+                if entry_scope != scope || date > to.as_str() {
+                    break;
+                }
+                if let Some(kind) = kind_from_str(kind) {
+                    out.push(OperationCount { date: date.to_string(), kind, count: v.value() });
+                }
+            }
+            out.sort_by(|a, b| (&a.date, a.kind).cmp(&(&b.date, b.kind)));
+            Ok(out)
+        })
+        .await
+    }
+}
