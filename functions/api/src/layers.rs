@@ -194,6 +194,14 @@ fn error_response(response: Response, tracking_id: &str) -> Response {
     answer
 }
 
+/// An error answered by the server around the router (a connection limit), in the same shape as the router's:
+/// the Azure body with `tracking_id`, which is also the `x-ms-request-id` header.
+pub fn error_answer(error: ApiError, tracking_id: &str) -> Response {
+    let mut answer = error_response(error.into_response(), tracking_id);
+    set_header(&mut answer, REQUEST_ID_HEADER, tracking_id);
+    answer
+}
+
 /// Fallback of every route table: 404 in the error table.
 pub(crate) async fn no_route() -> Response {
     ApiError::no_route().into_response()
