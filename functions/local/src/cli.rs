@@ -96,7 +96,7 @@ pub struct ServeArgs {
     pub first_byte_timeout: u64,
     /// Seconds a connection may stay open with no request in flight (HTTP/1.1 keep-alive, HTTP/2 with no open
     /// stream, a request head still arriving); then it is closed (HTTP/2: GOAWAY).
-    #[arg(long, env = "DPS_IDLE_TIMEOUT", default_value_t = 30, value_parser = seconds())]
+    #[arg(long, env = "DPS_IDLE_TIMEOUT", default_value_t = 10, value_parser = seconds())]
     pub idle_timeout: u64,
     /// Seconds a request body may go without sending data before the request is answered with 408.
     #[arg(long, env = "DPS_BODY_READ_TIMEOUT", default_value_t = 10, value_parser = seconds())]
@@ -222,6 +222,20 @@ mod tests {
         assert!(cli.command.is_none());
         assert_eq!(cli.serve.listen.to_string(), "127.0.0.1:8443");
         assert_eq!(cli.global.data_dir, PathBuf::from(".dps-data"));
+        let s = &cli.serve;
+        let limits = (s.tls_handshake_timeout, s.first_byte_timeout, s.idle_timeout, s.body_read_timeout);
+        assert_eq!(limits, (10, 10, 10, 10), "the defaults the README documents");
+        assert_eq!(
+            (s.http2_keepalive_interval, s.http2_keepalive_timeout, s.max_connections_per_address),
+            (20, 10, 64)
+        );
+    }
+
+    #[test]
+    fn a_zero_timeout_is_refused() {
+        assert!(Cli::try_parse_from(["dps", "serve", "--idle-timeout", "0"]).is_err());
+        assert!(Cli::try_parse_from(["dps", "serve", "--max-connections-per-address", "0"]).is_err());
+        assert!(Cli::try_parse_from(["dps", "serve", "--body-read-timeout", "1"]).is_ok());
     }
 
     #[test]

@@ -289,3 +289,32 @@ async fn a_body_that_arrives_too_slowly_is_cut_off_with_408() {
     check.write_all(get.as_bytes()).await.unwrap();
     assert_eq!(status_of(&read_until_closed(&mut check).await), 404);
 }
+
+#[tokio::test]
+async fn a_request_naming_two_hosts_is_refused_over_both_protocols() {
+    let server = Server::start(&[]);
+    // HTTP/1.1: two Host headers, the first the instance's own.
+    let mut stream = server.tls().await;
+    let request = format!(
+        "GET /config?{API} HTTP/1.1\r\nHost: localhost\r\nHost: other.example\r\nAuthorization: {}\r\n\
+         Connection: close\r\n\r\n",
+        server.token
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let answer = read_until_closed(&mut stream).await;
+    assert_eq!(status_of(&answer), 400, "{}", String::from_utf8_lossy(&answer));
+    assert!(String::from_utf8_lossy(&answer).contains("400004"));
+    // HTTP/2: a Host header beside an :authority that differs from it.
+    let (mut h2, h2_conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(server.tls().await)).await.unwrap();
+    tokio::spawn(h2_conn);
+    let mut request = server.config_request();
+    request.headers_mut().insert(http::header::HOST, http::HeaderValue::from_static("other.example"));
+    let answer = h2.send_request(request).await.unwrap();
+    assert_eq!(answer.status(), 400);
+    assert_eq!(answer.headers()["x-ms-error-code"], "400004");
+    // The same request with the Host the authority names is served.
+    let mut request = server.config_request();
+    request.headers_mut().insert(http::header::HOST, http::HeaderValue::from_static("localhost"));
+    assert_eq!(h2.send_request(request).await.unwrap().status(), 200);
+}
