@@ -26,6 +26,9 @@ use crate::conn::{Activity, AddressCap, AddressSlot, ReadTimeout, Watched, While
 use crate::store;
 use crate::tls::{self, TlsFiles};
 
+/// How long an idle connection told to close may take to go before it is dropped.
+const IDLE_CLOSE_LINGER: Duration = Duration::from_secs(1);
+
 /// Limits shared by all listeners: on connections (how many, how many per client address, how long each phase
 /// may take) and on requests.
 struct Limits {
@@ -227,11 +230,12 @@ impl Connection {
             _ = stopped(&mut self.stop) => false,
         };
         // HTTP/1.1 closes after the response in flight, HTTP/2 sends GOAWAY and lets open streams finish. An idle
-        // connection has none, so it gets one more idle period to go; at shutdown the grace period bounds it.
+        // connection has none: it gets a moment for the client's answer to the GOAWAY (h2 waits for a ping's
+        // acknowledgement, which a hostile client never sends); at shutdown the grace period bounds it.
         tracing::debug!(%peer, idle, "closing the connection");
         connection.as_mut().graceful_shutdown();
         if idle {
-            if let Ok(result) = tokio::time::timeout(limits.idle_timeout, connection).await {
+            if let Ok(result) = tokio::time::timeout(IDLE_CLOSE_LINGER, connection).await {
                 finished(peer, result);
             }
         } else {
