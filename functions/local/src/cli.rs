@@ -95,7 +95,8 @@ pub struct ServeArgs {
     #[arg(long, env = "DPS_FIRST_BYTE_TIMEOUT", default_value_t = 10, value_parser = seconds())]
     pub first_byte_timeout: u64,
     /// Seconds a connection may stay open with no request in flight (HTTP/1.1 keep-alive, HTTP/2 with no open
-    /// stream, a request head still arriving); then it is closed (HTTP/2: GOAWAY).
+    /// stream, a request head still arriving, an answer the client does not read); then it is closed (HTTP/2:
+    /// GOAWAY).
     #[arg(long, env = "DPS_IDLE_TIMEOUT", default_value_t = 10, value_parser = seconds())]
     pub idle_timeout: u64,
     /// Seconds a request body may go without sending data before the request is answered with 408.

@@ -78,7 +78,7 @@ impl Activity {
         })
     }
 
-    /// Counts a request as in flight until the guard is dropped (with its response body, once sent).
+    /// Counts a request as in flight until the guard is dropped (when the request is answered).
     pub fn request(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::SeqCst);
         self.changed.notify_waiters();
@@ -123,36 +123,6 @@ impl Drop for InFlight {
         *activity.idle_since.lock().unwrap_or_else(PoisonError::into_inner) = Instant::now();
         activity.in_flight.fetch_sub(1, Ordering::SeqCst);
         activity.changed.notify_waiters();
-    }
-}
-
-/// A response body that keeps its request counted in flight until it has been sent (or dropped).
-pub struct WhileSending<B> {
-    inner: B,
-    _in_flight: InFlight,
-}
-
-impl<B> WhileSending<B> {
-    pub fn new(inner: B, in_flight: InFlight) -> Self {
-        Self { inner, _in_flight: in_flight }
-    }
-}
-
-impl<B: Body + Unpin> Body for WhileSending<B> {
-    type Data = B::Data;
-    type Error = B::Error;
-
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
-        Pin::new(&mut self.get_mut().inner).poll_frame(cx)
-    }
-
-    // Forwarded so that a response keeps its Content-Length.
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
     }
 }
 

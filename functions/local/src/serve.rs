@@ -22,7 +22,7 @@ use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
 use crate::cli::{Global, ServeArgs};
-use crate::conn::{Activity, AddressCap, AddressSlot, ReadTimeout, Watched, WhileSending};
+use crate::conn::{Activity, AddressCap, AddressSlot, ReadTimeout, Watched};
 use crate::store;
 use crate::tls::{self, TlsFiles};
 
@@ -250,7 +250,8 @@ fn finished(peer: SocketAddr, result: Result<(), Box<dyn std::error::Error + Sen
     }
 }
 
-/// The router as a hyper service: the request counted in flight on its connection until its response is sent,
+/// The router as a hyper service: the request counted in flight on its connection until it is answered (the
+/// answer must then be taken within the idle timeout: a client that stops reading is closed like an idle one),
 /// its body under the read timeout (408), the whole request under the deadline (503).
 async fn handle(
     router: Router,
@@ -258,7 +259,7 @@ async fn handle(
     activity: Arc<Activity>,
     request: http::Request<hyper::body::Incoming>,
 ) -> Result<Response, Infallible> {
-    let in_flight = activity.request();
+    let _in_flight = activity.request();
     let http1 = request.version() < http::Version::HTTP_2;
     let cut = Arc::new(AtomicBool::new(false));
     let request =
@@ -270,8 +271,7 @@ async fn handle(
     if cut.load(Ordering::SeqCst) {
         response = body_too_slow(&response, http1);
     }
-    // The guard travels with the body, so a response still being written keeps the connection busy.
-    Ok(response.map(|body| axum::body::Body::new(WhileSending::new(body, in_flight))))
+    Ok(response)
 }
 
 /// The answer to a request whose body stalled, with the tracking ID the router gave it (logged with its error).

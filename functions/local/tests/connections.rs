@@ -318,3 +318,18 @@ async fn a_request_naming_two_hosts_is_refused_over_both_protocols() {
     request.headers_mut().insert(http::header::HOST, http::HeaderValue::from_static("localhost"));
     assert_eq!(h2.send_request(request).await.unwrap().status(), 200);
 }
+
+#[tokio::test]
+async fn a_client_that_does_not_take_its_response_is_closed() {
+    // An HTTP/2 client that grants no flow-control window: the answer's headers arrive, its body never can.
+    let server = Server::start(&["--idle-timeout", "1", "--max-connections", "1"]);
+    let mut client = hyper::client::conn::http2::Builder::new(TokioExecutor::new());
+    client.initial_stream_window_size(0);
+    let (mut h2, h2_conn) = client.handshake(TokioIo::new(server.tls().await)).await.unwrap();
+    let h2_conn = tokio::spawn(h2_conn);
+    let answer = h2.send_request(server.config_request()).await.unwrap();
+    assert_eq!(answer.status(), 200);
+    assert!(timeout(BOUND, h2_conn).await.is_ok(), "a stalled response holds its connection open");
+    // The only slot is free again.
+    assert_eq!(timeout(BOUND, server.get_config()).await.expect("served"), 200);
+}
