@@ -34,9 +34,9 @@ mod sub {
     pub const NOT_FOUND: u16 = 1; // 404001
     pub const NO_ROUTE: u16 = 0; // 404000
     pub const METHOD: u16 = 1; // 405001
+    pub const BODY_TIMEOUT: u16 = 1; // 408001
     pub const CONFLICT: u16 = 1; // 409001
     pub const PRECONDITION: u16 = 1; // 412001
-    pub const BODY_TIMEOUT: u16 = 1; // 408001
     pub const TOO_LARGE: u16 = 1; // 413001
     pub const MEDIA_TYPE: u16 = 1; // 415001
     pub const THROTTLED: u16 = 1; // 429001 (Azure's "Operations are being throttled")
