@@ -34,6 +34,7 @@ mod sub {
     pub const NOT_FOUND: u16 = 1; // 404001
     pub const NO_ROUTE: u16 = 0; // 404000
     pub const METHOD: u16 = 1; // 405001
+    pub const BODY_TIMEOUT: u16 = 1; // 408001
     pub const CONFLICT: u16 = 1; // 409001
     pub const PRECONDITION: u16 = 1; // 412001
     pub const TOO_LARGE: u16 = 1; // 413001
@@ -84,6 +85,11 @@ impl ApiError {
                 format!("The request body is larger than {} KB", limit / 1024)
             },
         )
+    }
+
+    /// 408: the client stopped sending the request body (the server cuts it off; see the `dps` binary).
+    pub fn body_timeout() -> Self {
+        Self::new(StatusCode::REQUEST_TIMEOUT, sub::BODY_TIMEOUT, "The request body arrived too slowly")
     }
 
     /// 415: a body that is not `application/json`.

@@ -1,5 +1,5 @@
-//! What wraps every route: the tracking ID, the Azure error envelope, the body limit, and the path
-//! normalisation that lets clients spell collection names in any case (and add a trailing slash).
+//! What wraps every route: the tracking ID, the Azure error envelope, the one-`Host` check, the body limit, and
+//! the path normalisation that lets clients spell collection names in any case (and add a trailing slash).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -11,7 +11,8 @@ use std::time::Instant;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::Request;
-use axum::http::header::{ALLOW, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
+use axum::http::header::{ALLOW, CONTENT_LENGTH, CONTENT_TYPE, HOST, RETRY_AFTER};
+use axum::http::uri::{Authority, Scheme};
 use axum::http::{HeaderValue, Method, Uri};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -39,7 +40,38 @@ pub(crate) fn wrap(routes: Router, normalise: fn(&[&str]) -> Vec<String>, limit:
     Router::new()
         .fallback_service(routes)
         .layer(middleware::from_fn(move |req: Request, next: Next| limit_body(limit, req, next)))
+        .layer(middleware::from_fn(one_host))
         .layer(middleware::from_fn(envelope))
+}
+
+/// 400 unless the request names one host: at most one `Host` header, a valid one, and the same host and port as
+/// the URI's authority (HTTP/2 `:authority`, or an HTTP/1 absolute URI) when both are there. The host picks the
+/// instance ([`crate::service_host`]), so a request that names two must not be resolved by picking one.
+async fn one_host(req: Request, next: Next) -> Response {
+    let mut hosts = req.headers().get_all(HOST).iter();
+    let host = hosts.next();
+    if hosts.next().is_some() {
+        return ApiError::invalid("The request has more than one Host header").into_response();
+    }
+    if let Some(host) = host {
+        let Some(host) = host.to_str().ok().filter(|h| !h.contains('@')).and_then(|h| h.parse::<Authority>().ok())
+        else {
+            return ApiError::invalid("The Host header is not a valid host").into_response();
+        };
+        if let Some(authority) = req.uri().authority() {
+            let scheme = req.uri().scheme();
+            if !same_host(&host, authority, scheme) {
+                return ApiError::invalid("The Host header differs from the request's authority").into_response();
+            }
+        }
+    }
+    next.run(req).await
+}
+
+/// Whether two authorities name one host: case-insensitive names, an absent port being the scheme's default.
+fn same_host(a: &Authority, b: &Authority, scheme: Option<&Scheme>) -> bool {
+    let default = if scheme == Some(&Scheme::HTTP) { 80 } else { 443 };
+    a.host().eq_ignore_ascii_case(b.host()) && a.port_u16().unwrap_or(default) == b.port_u16().unwrap_or(default)
 }
 
 /// The body limit: 413 at once when `Content-Length` says more than the route's limit, else the body is read
@@ -159,6 +191,14 @@ fn error_response(response: Response, tracking_id: &str) -> Response {
     }
     answer.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(JSON_CONTENT_TYPE));
     set_header(&mut answer, "x-ms-error-code", &error.code().to_string());
+    answer
+}
+
+/// An error answered by the server around the router (a connection limit), in the same shape as the router's:
+/// the Azure body with `tracking_id`, which is also the `x-ms-request-id` header.
+pub fn error_answer(error: ApiError, tracking_id: &str) -> Response {
+    let mut answer = error_response(error.into_response(), tracking_id);
+    set_header(&mut answer, REQUEST_ID_HEADER, tracking_id);
     answer
 }
 

@@ -85,6 +85,29 @@ pub struct ServeArgs {
     /// Most simultaneous connections; further clients wait in the listen backlog.
     #[arg(long, env = "DPS_MAX_CONNECTIONS", default_value_t = 1024)]
     pub max_connections: usize,
+    /// Most simultaneous connections from one client IP address; more are closed at once.
+    #[arg(long, env = "DPS_MAX_CONNECTIONS_PER_ADDRESS", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections_per_address: u32,
+    /// Seconds a client may take to complete the TLS handshake.
+    #[arg(long, env = "DPS_TLS_HANDSHAKE_TIMEOUT", default_value_t = 10, value_parser = seconds())]
+    pub tls_handshake_timeout: u64,
+    /// Seconds after the TLS handshake within which the client must send its first byte.
+    #[arg(long, env = "DPS_FIRST_BYTE_TIMEOUT", default_value_t = 10, value_parser = seconds())]
+    pub first_byte_timeout: u64,
+    /// Seconds a connection may stay open with no request in flight (HTTP/1.1 keep-alive, HTTP/2 with no open
+    /// stream, a request head still arriving, an answer the client does not read); then it is closed (HTTP/2:
+    /// GOAWAY).
+    #[arg(long, env = "DPS_IDLE_TIMEOUT", default_value_t = 10, value_parser = seconds())]
+    pub idle_timeout: u64,
+    /// Seconds a request body may go without sending data before the request is answered with 408.
+    #[arg(long, env = "DPS_BODY_READ_TIMEOUT", default_value_t = 10, value_parser = seconds())]
+    pub body_read_timeout: u64,
+    /// Seconds between HTTP/2 keep-alive pings on a connection that has sent nothing.
+    #[arg(long, env = "DPS_HTTP2_KEEPALIVE_INTERVAL", default_value_t = 20, value_parser = seconds())]
+    pub http2_keepalive_interval: u64,
+    /// Seconds to wait for the answer to an HTTP/2 keep-alive ping before closing the connection.
+    #[arg(long, env = "DPS_HTTP2_KEEPALIVE_TIMEOUT", default_value_t = 10, value_parser = seconds())]
+    pub http2_keepalive_timeout: u64,
     /// Seconds to let in-flight requests finish after SIGINT/SIGTERM.
     #[arg(long, env = "DPS_SHUTDOWN_GRACE", default_value_t = 10)]
     pub shutdown_grace: u64,
@@ -95,6 +118,11 @@ pub struct ServeArgs {
     /// addresses (and over plain http). Off by default: without it no instance can reach this machine's network.
     #[arg(long, env = "DPS_ALLOW_PRIVATE_WEBHOOK_TARGETS")]
     pub allow_private_webhook_targets: bool,
+}
+
+/// A whole number of seconds, at least 1 (a zero timeout would close every connection at once).
+fn seconds() -> clap::builder::RangedU64ValueParser<u64> {
+    clap::value_parser!(u64).range(1..)
 }
 
 #[derive(Debug, Subcommand)]
@@ -195,6 +223,20 @@ mod tests {
         assert!(cli.command.is_none());
         assert_eq!(cli.serve.listen.to_string(), "127.0.0.1:8443");
         assert_eq!(cli.global.data_dir, PathBuf::from(".dps-data"));
+        let s = &cli.serve;
+        let limits = (s.tls_handshake_timeout, s.first_byte_timeout, s.idle_timeout, s.body_read_timeout);
+        assert_eq!(limits, (10, 10, 10, 10), "the defaults the README documents");
+        assert_eq!(
+            (s.http2_keepalive_interval, s.http2_keepalive_timeout, s.max_connections_per_address),
+            (20, 10, 64)
+        );
+    }
+
+    #[test]
+    fn a_zero_timeout_is_refused() {
+        assert!(Cli::try_parse_from(["dps", "serve", "--idle-timeout", "0"]).is_err());
+        assert!(Cli::try_parse_from(["dps", "serve", "--max-connections-per-address", "0"]).is_err());
+        assert!(Cli::try_parse_from(["dps", "serve", "--body-read-timeout", "1"]).is_ok());
     }
 
     #[test]

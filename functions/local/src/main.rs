@@ -5,6 +5,7 @@
 
 mod admin;
 mod cli;
+mod conn;
 mod serve;
 mod store;
 mod tls;

@@ -1,36 +1,76 @@
-//! `dps serve`: first-run setup, TLS listeners serving the `dps-api` routers, graceful shutdown.
+//! `dps serve`: first-run setup, TLS listeners serving the `dps-api` routers, connection limits, graceful shutdown.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
 use axum::Router;
 use axum::response::{IntoResponse, Response};
+use dps_api::ApiError;
 use dps_core::Settings;
 use dps_core::model::Instance;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use serde_json::json;
-use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
 use crate::cli::{Global, ServeArgs};
+use crate::conn::{Activity, AddressCap, AddressSlot, ReadTimeout, Watched};
 use crate::store;
 use crate::tls::{self, TlsFiles};
 
-/// How long a client may take to complete the TLS handshake, and to send request headers.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long an idle connection told to close may take to go before it is dropped.
+const IDLE_CLOSE_LINGER: Duration = Duration::from_secs(1);
 
-/// Per-connection limits shared by all listeners.
+/// Limits shared by all listeners: on connections (how many, how many per client address, how long each phase
+/// may take) and on requests.
 struct Limits {
-    request_timeout: Duration,
     connections: Arc<Semaphore>,
+    per_address: Arc<AddressCap>,
+    tls_handshake_timeout: Duration,
+    first_byte_timeout: Duration,
+    idle_timeout: Duration,
+    http2_keepalive_interval: Duration,
+    http2_keepalive_timeout: Duration,
+    request_timeout: Duration,
+    body_read_timeout: Duration,
+}
+
+impl Limits {
+    fn from_args(args: &ServeArgs) -> Self {
+        let secs = Duration::from_secs;
+        Self {
+            connections: Arc::new(Semaphore::new(args.max_connections.max(1))),
+            per_address: AddressCap::new(args.max_connections_per_address as usize),
+            tls_handshake_timeout: secs(args.tls_handshake_timeout),
+            first_byte_timeout: secs(args.first_byte_timeout),
+            idle_timeout: secs(args.idle_timeout),
+            http2_keepalive_interval: secs(args.http2_keepalive_interval),
+            http2_keepalive_timeout: secs(args.http2_keepalive_timeout),
+            request_timeout: secs(args.request_timeout.max(1)),
+            body_read_timeout: secs(args.body_read_timeout),
+        }
+    }
+
+    /// The HTTP/1.1 + HTTP/2 connection builder with hyper's own timeouts. An HTTP/1.1 request head must be
+    /// complete within the idle timeout (hyper counts from the moment it waits for one, keep-alive included).
+    fn builder(&self) -> auto::Builder<TokioExecutor> {
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder.http1().timer(TokioTimer::new()).keep_alive(true).header_read_timeout(self.idle_timeout);
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .keep_alive_interval(self.http2_keepalive_interval)
+            .keep_alive_timeout(self.http2_keepalive_timeout);
+        builder
+    }
 }
 
 /// One bound listener and what it serves.
@@ -70,10 +110,7 @@ pub async fn run(global: &Global, args: ServeArgs) -> anyhow::Result<()> {
         tracing::info!(listener = l.what, addr = %l.socket.local_addr()?, "listening");
     }
 
-    let limits = Arc::new(Limits {
-        request_timeout: Duration::from_secs(args.request_timeout.max(1)),
-        connections: Arc::new(Semaphore::new(args.max_connections.max(1))),
-    });
+    let limits = Arc::new(Limits::from_args(&args));
     let (stop_tx, stop_rx) = watch::channel(false);
     let grace = Duration::from_secs(args.shutdown_grace);
     let mut tasks = tokio::task::JoinSet::new();
@@ -104,12 +141,11 @@ async fn serve_listener(
     grace: Duration,
 ) {
     let Listener { what, socket, router } = listener;
-    let graceful = GracefulShutdown::new();
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(HANDSHAKE_TIMEOUT);
-    builder.http2().timer(TokioTimer::new());
+    let builder = limits.builder();
+    let mut open = tokio::task::JoinSet::new();
 
     loop {
+        while open.try_join_next().is_some() {}
         let permit = tokio::select! {
             permit = limits.connections.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
             _ = stopped(&mut stop) => break,
@@ -126,48 +162,132 @@ async fn serve_listener(
             },
             _ = stopped(&mut stop) => break,
         };
+        let Some(slot) = limits.per_address.claim(peer.ip()) else {
+            // Closed before the handshake costs anything; the permit goes to the next client.
+            tracing::debug!(%peer, "too many connections from this address; closed");
+            continue;
+        };
         let _ = tcp.set_nodelay(true);
-        let acceptor = acceptor.clone();
-        let builder = builder.clone();
-        let watcher = graceful.watcher();
-        let (router, timeout) = (router.clone(), limits.request_timeout);
-        let service = hyper::service::service_fn(move |request| handle(router.clone(), timeout, request));
-        tokio::spawn(async move {
-            let _permit = permit;
-            let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(stream)) => stream,
-                Ok(Err(err)) => {
-                    tracing::debug!(%peer, error = %err, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(%peer, "TLS handshake timed out");
-                    return;
-                }
-            };
-            let connection = builder.serve_connection(TokioIo::new(stream), service);
-            if let Err(err) = watcher.watch(connection).await {
-                tracing::debug!(%peer, error = %err, "connection ended with an error");
-            }
-        });
+        let connection = Connection {
+            tcp,
+            peer,
+            acceptor: acceptor.clone(),
+            builder: builder.clone(),
+            router: router.clone(),
+            limits: limits.clone(),
+            stop: stop.clone(),
+            _held: (permit, slot),
+        };
+        open.spawn(connection.serve());
     }
     drop(socket);
-    tracing::info!(listener = what, open = graceful.count(), "stopped accepting");
-    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+    tracing::info!(listener = what, open = open.len(), "stopped accepting");
+    let drained = async { while open.join_next().await.is_some() {} };
+    if tokio::time::timeout(grace, drained).await.is_err() {
         tracing::warn!(listener = what, "connections still open after the grace period; closing them");
     }
 }
 
-/// The router as a hyper service, with a per-request deadline answered by 503 in the Azure error shape.
+/// One accepted connection and what serving it needs.
+struct Connection {
+    tcp: TcpStream,
+    peer: SocketAddr,
+    acceptor: TlsAcceptor,
+    builder: auto::Builder<TokioExecutor>,
+    router: Router,
+    limits: Arc<Limits>,
+    stop: watch::Receiver<bool>,
+    /// The connection's share of `--max-connections` and of its address's cap, released when it ends.
+    _held: (OwnedSemaphorePermit, AddressSlot),
+}
+
+impl Connection {
+    /// TLS, then HTTP until the client is done, the connection has been idle too long, or the server stops.
+    async fn serve(mut self) {
+        let (peer, limits) = (self.peer, self.limits.clone());
+        let stream = match tokio::time::timeout(limits.tls_handshake_timeout, self.acceptor.accept(self.tcp)).await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(err)) => {
+                tracing::debug!(%peer, error = %err, "TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(%peer, "TLS handshake timed out");
+                return;
+            }
+        };
+        let activity = Activity::new();
+        let service = hyper::service::service_fn({
+            let (router, limits, activity) = (self.router, limits.clone(), activity.clone());
+            move |request| handle(router.clone(), limits.clone(), activity.clone(), request)
+        });
+        let io = TokioIo::new(Watched::new(stream, activity.clone()));
+        let connection = self.builder.serve_connection(io, service);
+        tokio::pin!(connection);
+        let idle = tokio::select! {
+            result = connection.as_mut() => return finished(peer, result),
+            _ = activity.expired(limits.first_byte_timeout, limits.idle_timeout) => true,
+            _ = stopped(&mut self.stop) => false,
+        };
+        // HTTP/1.1 closes after the response in flight, HTTP/2 sends GOAWAY and lets open streams finish. An idle
+        // connection has none: it gets a moment for the client's answer to the GOAWAY (h2 waits for a ping's
+        // acknowledgement, which a hostile client never sends); at shutdown the grace period bounds it.
+        tracing::debug!(%peer, idle, "closing the connection");
+        connection.as_mut().graceful_shutdown();
+        if idle {
+            if let Ok(result) = tokio::time::timeout(IDLE_CLOSE_LINGER, connection).await {
+                finished(peer, result);
+            }
+        } else {
+            finished(peer, connection.await);
+        }
+    }
+}
+
+fn finished(peer: SocketAddr, result: Result<(), Box<dyn std::error::Error + Send + Sync>>) {
+    if let Err(err) = result {
+        tracing::debug!(%peer, error = %err, "connection ended with an error");
+    }
+}
+
+/// The router as a hyper service: the request counted in flight on its connection until it is answered (the
+/// answer must then be taken within the idle timeout: a client that stops reading is closed like an idle one),
+/// its body under the read timeout (408), the whole request under the deadline (503).
 async fn handle(
     router: Router,
-    timeout: Duration,
+    limits: Arc<Limits>,
+    activity: Arc<Activity>,
     request: http::Request<hyper::body::Incoming>,
 ) -> Result<Response, Infallible> {
-    match tokio::time::timeout(timeout, router.oneshot(request)).await {
-        Ok(result) => result,
-        Err(_) => Ok(timed_out()),
+    let _in_flight = activity.request();
+    let http1 = request.version() < http::Version::HTTP_2;
+    let cut = Arc::new(AtomicBool::new(false));
+    let request =
+        request.map(|body| axum::body::Body::new(ReadTimeout::new(body, limits.body_read_timeout, cut.clone())));
+    let mut response = match tokio::time::timeout(limits.request_timeout, router.oneshot(request)).await {
+        Ok(Ok(response)) => response,
+        Err(_) => timed_out(),
+    };
+    if cut.load(Ordering::SeqCst) {
+        response = body_too_slow(&response, http1);
     }
+    Ok(response)
+}
+
+/// The answer to a request whose body stalled, with the tracking ID the router gave it (logged with its error).
+fn body_too_slow(answered: &Response, http1: bool) -> Response {
+    let tracking_id = answered
+        .headers()
+        .get(dps_api::REQUEST_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_string);
+    tracing::warn!(tracking_id = %tracking_id, status = 408, "request body arrived too slowly");
+    let mut response = dps_api::layers::error_answer(ApiError::body_timeout(), &tracking_id);
+    if http1 {
+        // The rest of the body may still come; the connection cannot be reused for another request.
+        response.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
+    }
+    response
 }
 
 /// The deadline answer, in the same shape as the router's errors: a tracking ID in the body, the

@@ -4,5 +4,6 @@ mod common;
 mod config;
 mod device;
 mod errors;
+mod host;
 mod policies;
 mod service;
