@@ -202,6 +202,20 @@ pub fn error_answer(error: ApiError, tracking_id: &str) -> Response {
     answer
 }
 
+/// The request deadline: a request that takes longer than `limit` is answered 503 through the error table
+/// (`Unavailable`: 503001, `Retry-After`), with a tracking ID in the body, the header and the log line.
+pub(crate) async fn deadline(limit: std::time::Duration, req: Request, next: Next) -> Response {
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(response) => response,
+        Err(_) => {
+            let tracking_id = uuid::Uuid::new_v4().to_string();
+            tracing::warn!(tracking_id = %tracking_id, status = 503, "request timed out");
+            let error = dps_core::Error::Unavailable("The request took too long; retry later".into());
+            error_answer(ApiError::from(error), &tracking_id)
+        }
+    }
+}
+
 /// Fallback of every route table: 404 in the error table.
 pub(crate) async fn no_route() -> Response {
     ApiError::no_route().into_response()

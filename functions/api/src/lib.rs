@@ -44,6 +44,14 @@ pub fn app(dps: Dps) -> Router {
     Router::new().fallback_service(dispatch)
 }
 
+/// `router` with a deadline: a request not answered within `limit` gets 503 (`Unavailable` in the error table,
+/// `Retry-After: 1`). Both binaries (the local server and the Lambda functions) serve their routers through it.
+pub fn with_deadline(router: Router, limit: std::time::Duration) -> Router {
+    router.layer(axum::middleware::from_fn(move |req: Request, next: axum::middleware::Next| {
+        layers::deadline(limit, req, next)
+    }))
+}
+
 fn is_service_path(path: &str) -> bool {
     let first = path.trim_start_matches('/').split('/').next().unwrap_or_default();
     service::owns(first)

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use axum::Router;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use dps_api::ApiError;
 use dps_core::Settings;
 use dps_core::model::Instance;
@@ -39,7 +39,6 @@ struct Limits {
     idle_timeout: Duration,
     http2_keepalive_interval: Duration,
     http2_keepalive_timeout: Duration,
-    request_timeout: Duration,
     body_read_timeout: Duration,
 }
 
@@ -54,7 +53,6 @@ impl Limits {
             idle_timeout: secs(args.idle_timeout),
             http2_keepalive_interval: secs(args.http2_keepalive_interval),
             http2_keepalive_timeout: secs(args.http2_keepalive_timeout),
-            request_timeout: secs(args.request_timeout.max(1)),
             body_read_timeout: secs(args.body_read_timeout),
         }
     }
@@ -94,13 +92,16 @@ pub async fn run(global: &Global, args: ServeArgs) -> anyhow::Result<()> {
         }
     };
     let acceptor = TlsAcceptor::from(tls::server_config(&files)?);
+    // The deadline is the API crate's layer, the same one the Lambda functions serve through.
+    let limit = Duration::from_secs(args.request_timeout.max(1));
+    let deadline = |router| dps_api::with_deadline(router, limit);
 
     let mut listeners = Vec::new();
     match args.service_listen {
-        None => listeners.push(bind("device+service", args.listen, dps_api::app(dps.clone())).await?),
+        None => listeners.push(bind("device+service", args.listen, deadline(dps_api::app(dps.clone()))).await?),
         Some(service_addr) => {
-            listeners.push(bind("device", args.listen, dps_api::device_router(dps.clone())).await?);
-            listeners.push(bind("service", service_addr, dps_api::service_router(dps.clone())).await?);
+            listeners.push(bind("device", args.listen, deadline(dps_api::device_router(dps.clone()))).await?);
+            listeners.push(bind("service", service_addr, deadline(dps_api::service_router(dps.clone()))).await?);
         }
     }
     // Signal handlers go in before anyone learns we are up, so an early SIGTERM is still a graceful one.
@@ -252,7 +253,7 @@ fn finished(peer: SocketAddr, result: Result<(), Box<dyn std::error::Error + Sen
 
 /// The router as a hyper service: the request counted in flight on its connection until it is answered (the
 /// answer must then be taken within the idle timeout: a client that stops reading is closed like an idle one),
-/// its body under the read timeout (408), the whole request under the deadline (503).
+/// its body under the read timeout (408); the deadline (503) is the router's own layer.
 async fn handle(
     router: Router,
     limits: Arc<Limits>,
@@ -264,10 +265,7 @@ async fn handle(
     let cut = Arc::new(AtomicBool::new(false));
     let request =
         request.map(|body| axum::body::Body::new(ReadTimeout::new(body, limits.body_read_timeout, cut.clone())));
-    let mut response = match tokio::time::timeout(limits.request_timeout, router.oneshot(request)).await {
-        Ok(Ok(response)) => response,
-        Err(_) => timed_out(),
-    };
+    let Ok(mut response) = router.oneshot(request).await;
     if cut.load(Ordering::SeqCst) {
         response = body_too_slow(&response, http1);
     }
@@ -288,27 +286,6 @@ fn body_too_slow(answered: &Response, http1: bool) -> Response {
         response.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
     }
     response
-}
-
-/// The deadline answer, in the same shape as the router's errors: a tracking ID in the body, the
-/// `x-ms-request-id` header and the log line, and the error table's code for `Unavailable`.
-fn timed_out() -> Response {
-    let tracking_id = uuid::Uuid::new_v4().to_string();
-    tracing::warn!(tracking_id = %tracking_id, status = 503, "request timed out");
-    let now =
-        time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
-    let body = json!({
-        "errorCode": 503001,
-        "trackingId": tracking_id,
-        "message": "The request took too long; retry later",
-        "timestampUtc": now,
-    });
-    let headers = [
-        (http::header::RETRY_AFTER, "1".to_string()),
-        (http::HeaderName::from_static(dps_api::REQUEST_ID_HEADER), tracking_id.clone()),
-        (http::HeaderName::from_static("x-ms-error-code"), "503001".to_string()),
-    ];
-    (http::StatusCode::SERVICE_UNAVAILABLE, headers, axum::Json(body)).into_response()
 }
 
 async fn stopped(stop: &mut watch::Receiver<bool>) {

@@ -134,3 +134,27 @@ async fn a_service_request_without_a_host_is_refused() {
     got.assert_ok(200);
     assert_eq!(got.body["idScope"], h.a.scope);
 }
+
+#[tokio::test]
+async fn a_request_past_the_deadline_is_503_through_the_error_table() {
+    use axum::routing::get;
+    use tower::ServiceExt;
+    let slow = axum::Router::new()
+        .route("/slow", get(|| async { tokio::time::sleep(std::time::Duration::from_secs(30)).await }))
+        .route("/fast", get(|| async { "ok" }));
+    let router = dps_api::with_deadline(slow, std::time::Duration::from_millis(50));
+    let request = |path: &str| axum::http::Request::get(path).body(axum::body::Body::empty()).unwrap();
+
+    let fast = router.clone().oneshot(request("/fast")).await.unwrap();
+    assert_eq!(fast.status(), 200, "a quick answer is untouched");
+
+    let answer = router.oneshot(request("/slow")).await.unwrap();
+    assert_eq!(answer.status(), 503);
+    assert_eq!(answer.headers()["retry-after"], "1");
+    let tracking_id = answer.headers()["x-ms-request-id"].to_str().unwrap().to_string();
+    let body = axum::body::to_bytes(answer.into_body(), 1 << 16).await.unwrap();
+    let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(body["errorCode"], 503001);
+    assert_eq!(body["trackingId"], json!(tracking_id));
+    assert!(body["message"].as_str().is_some_and(|m| m.contains("tracking ID")), "the table's 5xx message: {body}");
+}
