@@ -57,25 +57,40 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
         if json_depth_exceeds(&bytes, MAX_JSON_DEPTH) {
             return Err(ApiError::too_deep(MAX_JSON_DEPTH));
         }
-        serde_json::from_slice(&bytes).map(|v| JsonBody(Some(v))).map_err(|e| body_error(&e))
+        let mut de = serde_json::Deserializer::from_slice(&bytes);
+        let value = serde_path_to_error::deserialize(&mut de)
+            .map_err(|e| body_error("request body", &e.path().to_string(), e.inner()))?;
+        de.end().map_err(|e| body_error("request body", "", &e))?;
+        Ok(JsonBody(Some(value)))
     }
 }
 
-/// Parse an already-checked JSON value into `T`, with the same error row as a body.
+/// Parse an already-checked JSON value into `T`, with the same error row as a body. `what` names it in the
+/// message (`enrollments[3]`).
 pub fn from_value<T: DeserializeOwned>(value: serde_json::Value, what: &str) -> Result<T, ApiError> {
-    serde_json::from_value(value).map_err(|e| ApiError::malformed_body(format!("Invalid {what}: {e}")))
+    // Re-read from text so that the error can say where, as it does for a body.
+    let text = value.to_string();
+    let mut de = serde_json::Deserializer::from_str(&text);
+    serde_path_to_error::deserialize(&mut de).map_err(|e| body_error(what, &e.path().to_string(), e.inner()))
 }
 
-fn body_error(e: &serde_json::Error) -> ApiError {
+/// A body error that names the field path and the position, never the rejected value: serde's own messages
+/// quote it (`invalid type: string "<the key>"`), and a misplaced key must not come back in the answer or
+/// reach the logs. Only messages that quote nothing the client sent as a value are kept.
+fn body_error(what: &str, path: &str, inner: &serde_json::Error) -> ApiError {
     use serde_json::error::Category;
-    match e.classify() {
-        Category::Data => ApiError::malformed_body(format!("Invalid request body: {e}")),
-        _ => ApiError::malformed_body(format!(
-            "The request body is not valid JSON (line {}, column {})",
-            e.line(),
-            e.column()
-        )),
+    let at = format!("line {}, column {}", inner.line(), inner.column());
+    if inner.classify() != Category::Data {
+        return ApiError::malformed_body(format!("The {what} is not valid JSON ({at})"));
     }
+    let field = if path == "." || path.is_empty() { String::new() } else { format!(" at '{path}'") };
+    let message = inner.to_string();
+    let why = if message.starts_with("missing field") {
+        message.split(" at line").next().unwrap_or("a field is missing").to_string()
+    } else {
+        "a value of the wrong type or an unknown value".to_string()
+    };
+    ApiError::malformed_body(format!("Invalid {what}{field}: {why} ({at})"))
 }
 
 /// The whole body, at most `limit` bytes (413 beyond).

@@ -92,7 +92,42 @@ async fn logs_carry_tracking_ids_and_no_secrets() {
     .await
     .assert_ok(200);
 
+    // Secrets sent in malformed positions (wrong type, unknown variant, bulk items) never come back in the 400
+    // or reach the logs: body errors name the field and the position, not the value.
+    let sent = sas::generate_key();
+    let bad_bodies = [
+        (
+            "/enrollments/dev-x",
+            json!({ "registrationId": "dev-x", "attestation": { "type": "symmetricKey", "symmetricKey": sent } }),
+        ),
+        ("/enrollments/dev-x", json!({ "registrationId": "dev-x", "attestation": { "type": sent } })),
+        (
+            "/enrollments/dev-x",
+            json!({ "registrationId": "dev-x", "attestation": { "type": "symmetricKey", "symmetricKey": { "primaryKey": [sent] } } }),
+        ),
+        (
+            "/enrollmentGroups/g-x",
+            json!({ "enrollmentGroupId": "g-x", "attestation": { "type": "symmetricKey", "symmetricKey": { "secondaryKey": { "k": sent } } } }),
+        ),
+    ];
+    let mut answers = Vec::new();
+    for (path, body) in bad_bodies {
+        answers.push(h.send(h.service(&h.a, Method::PUT, path).json(&body)).await);
+    }
+    let bulk = json!({ "mode": "create", "enrollments": [{ "registrationId": "b-1", "attestation": { "type": "symmetricKey", "symmetricKey": sent } }] });
+    answers.push(h.send(h.service(&h.a, Method::POST, "/enrollments").json(&bulk)).await);
+    answers.push(h.send(h.service(&h.a, Method::POST, "/enrollments").json(&json!({ "mode": sent }))).await);
+    for answer in &answers {
+        assert_eq!(answer.status, 400, "{:?}", answer.body);
+        let shown = answer.body.to_string();
+        assert!(!shown.contains(&sent), "the rejected value is echoed: {shown}");
+        assert!(shown.contains("line") && shown.contains("column"), "the position is named: {shown}");
+    }
+    // The field path, where serde can track it (not inside the enrollments' flattened shared settings).
+    assert!(answers[5].body.to_string().contains("'mode'"), "the field path is named: {}", answers[5].body);
+
     let text = capture.text.lock().unwrap().clone();
+    assert!(!text.contains(&sent), "a rejected value reached the logs");
     for answer in [&registered, &refused] {
         assert!(text.contains(answer.header("x-ms-request-id").unwrap()), "tracking ID in the logs");
     }
