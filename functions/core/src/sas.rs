@@ -28,6 +28,8 @@ pub struct SasToken {
     pub signature: Vec<u8>,
     /// Expiry, Unix seconds.
     pub expiry: i64,
+    /// `se` exactly as sent (what the signature covers, with any leading zeros or sign).
+    pub expiry_raw: String,
     /// Key name (`skn`), if present.
     pub key_name: Option<String>,
 }
@@ -64,25 +66,32 @@ impl SasToken {
         let sig = sig.ok_or_else(|| bad("missing sig"))?;
         let sig = percent_decode_str(&sig).decode_utf8().map_err(|_| bad("sig is not UTF-8"))?;
         let signature = B64.decode(sig.as_bytes()).map_err(|_| bad("sig is not base64"))?;
-        let expiry = se.ok_or_else(|| bad("missing se"))?.parse::<i64>().map_err(|_| bad("se is not a number"))?;
+        let expiry_raw = se.ok_or_else(|| bad("missing se"))?;
+        let expiry = expiry_raw.parse::<i64>().map_err(|_| bad("se is not a number"))?;
         let key_name = skn
             .map(|s| percent_decode_str(&s).decode_utf8().map(|c| c.into_owned()))
             .transpose()
             .map_err(|_| bad("skn is not UTF-8"))?;
-        Ok(Self { resource_raw, resource, signature, expiry, key_name })
+        Ok(Self { resource_raw, resource, signature, expiry, expiry_raw: expiry_raw.to_string(), key_name })
     }
 
-    /// Check expiry against `now` (Unix seconds).
-    pub fn check_expiry(&self, now: i64) -> Result<()> {
+    /// Check expiry against `now` (Unix seconds): not passed, and not further ahead than `max_lifetime_secs`
+    /// (a token that never expires cannot be revoked by rotating nothing but time).
+    pub fn check_expiry(&self, now: i64, max_lifetime_secs: i64) -> Result<()> {
         if self.expiry <= now {
             return Err(Error::unauthorized("SAS token has expired"));
+        }
+        if self.expiry > now.saturating_add(max_lifetime_secs) {
+            return Err(Error::unauthorized(format!(
+                "SAS token expires too far ahead: at most {max_lifetime_secs} seconds from now are accepted"
+            )));
         }
         Ok(())
     }
 
     /// Whether the signature was made with `key` (raw bytes), compared in constant time.
     pub fn signed_with(&self, key: &[u8]) -> bool {
-        let expected = sign(key, &self.resource_raw, self.expiry);
+        let expected = sign_raw(key, &self.resource_raw, &self.expiry_raw);
         expected.len() == self.signature.len() && bool::from(expected.ct_eq(&self.signature))
     }
 
@@ -94,10 +103,15 @@ impl SasToken {
 
 /// HMAC-SHA256 of `resource + "\n" + expiry` with `key`.
 pub fn sign(key: &[u8], resource: &str, expiry: i64) -> Vec<u8> {
+    sign_raw(key, resource, &expiry.to_string())
+}
+
+/// HMAC-SHA256 of `resource + "\n" + expiry` with `key`, the expiry as the token carries it.
+fn sign_raw(key: &[u8], resource: &str, expiry: &str) -> Vec<u8> {
     let mut mac = HmacSha256::new_from_slice(key).expect("HMAC takes any key length");
     mac.update(resource.as_bytes());
     mac.update(b"\n");
-    mac.update(expiry.to_string().as_bytes());
+    mac.update(expiry.as_bytes());
     mac.finalize().into_bytes().to_vec()
 }
 
@@ -174,8 +188,9 @@ mod tests {
         let t = SasToken::parse("SharedAccessSignature se=100&skn=registration&sig=AAAA&sr=a%2Fb").unwrap();
         assert_eq!(t.resource, "a/b");
         assert_eq!(t.key_name.as_deref(), Some("registration"));
-        assert!(t.check_expiry(99).is_ok());
-        assert!(matches!(t.check_expiry(100), Err(Error::Unauthorized(_))));
+        assert!(t.check_expiry(99, 3600).is_ok());
+        assert!(matches!(t.check_expiry(100, 3600), Err(Error::Unauthorized(_))));
+        assert!(matches!(t.check_expiry(0, 99), Err(Error::Unauthorized(_))), "beyond the maximum lifetime");
     }
 
     #[test]

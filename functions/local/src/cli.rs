@@ -79,6 +79,9 @@ pub struct ServeArgs {
     /// Seconds instance configuration and enrollment groups may be served from memory.
     #[arg(long, env = "DPS_CACHE_TTL", default_value_t = 5)]
     pub cache_ttl: u64,
+    /// Seconds ahead a SAS token's expiry may be (device and service tokens); tokens beyond it get 401.
+    #[arg(long, env = "DPS_MAX_TOKEN_LIFETIME", default_value_t = 30 * 24 * 3600)]
+    pub max_token_lifetime: u64,
     /// Seconds a request may take before it is answered with 503.
     #[arg(long, env = "DPS_REQUEST_TIMEOUT", default_value_t = 30)]
     pub request_timeout: u64,

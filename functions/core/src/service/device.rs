@@ -70,7 +70,12 @@ impl Dps {
     pub async fn register(&self, req: RegisterRequest) -> Result<RegistrationRecord> {
         check_ids(&req.registration_id, req.body_registration_id.as_deref())?;
         let instance = self.device_instance(&req.id_scope).await?;
-        let token = device_token(req.authorization.as_deref(), &instance.id_scope, &req.registration_id)?;
+        let token = device_token(
+            req.authorization.as_deref(),
+            &instance.id_scope,
+            &req.registration_id,
+            self.settings.max_token_secs(),
+        )?;
 
         for _ in 0..WRITE_ATTEMPTS {
             let context = self.store.device_context(&instance.id_scope, &req.registration_id).await?;
@@ -129,7 +134,12 @@ impl Dps {
     pub async fn registration_status(&self, req: StatusRequest) -> Result<RegistrationRecord> {
         check_ids(&req.registration_id, req.body_registration_id.as_deref())?;
         let instance = self.device_instance(&req.id_scope).await?;
-        let token = device_token(req.authorization.as_deref(), &instance.id_scope, &req.registration_id)?;
+        let token = device_token(
+            req.authorization.as_deref(),
+            &instance.id_scope,
+            &req.registration_id,
+            self.settings.max_token_secs(),
+        )?;
         let context = self.store.device_context(&instance.id_scope, &req.registration_id).await?;
         self.attest(&instance, &context, &token, &req.registration_id).await?;
         context.record.ok_or_else(|| Error::not_found("The device has no registration"))
@@ -394,10 +404,15 @@ fn new_operation_id() -> String {
 }
 
 /// Parse a device token and check its expiry and resource (`{scope}/registrations/{id}`, case-insensitive).
-fn device_token(authorization: Option<&str>, scope: &str, registration_id: &str) -> Result<SasToken> {
+fn device_token(
+    authorization: Option<&str>,
+    scope: &str,
+    registration_id: &str,
+    max_lifetime_secs: i64,
+) -> Result<SasToken> {
     let header = authorization.ok_or_else(|| Error::unauthorized("Missing Authorization header"))?;
     let token = SasToken::parse(header)?;
-    token.check_expiry(super::now().unix_timestamp())?;
+    token.check_expiry(super::now().unix_timestamp(), max_lifetime_secs)?;
     let expected = format!("{scope}/registrations/{registration_id}");
     if !token.resource.eq_ignore_ascii_case(&expected) {
         return Err(Error::unauthorized("SAS token resource does not match this registration"));

@@ -32,11 +32,22 @@ pub struct Settings {
     pub serving_region: Option<String>,
     /// How long instance configuration and enrollment groups may be served from memory.
     pub cache_ttl: Duration,
+    /// How far ahead a SAS token's expiry (`se`) may be; tokens beyond it are refused (401).
+    pub max_token_lifetime: Duration,
 }
+
+/// Default of [`Settings::max_token_lifetime`]: 30 days.
+pub const DEFAULT_MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(30 * 24 * 3600);
 
 impl Default for Settings {
     fn default() -> Self {
-        Self { serving_region: None, cache_ttl: Duration::from_secs(5) }
+        Self { serving_region: None, cache_ttl: Duration::from_secs(5), max_token_lifetime: DEFAULT_MAX_TOKEN_LIFETIME }
+    }
+}
+
+impl Settings {
+    fn max_token_secs(&self) -> i64 {
+        i64::try_from(self.max_token_lifetime.as_secs()).unwrap_or(i64::MAX)
     }
 }
 
@@ -108,7 +119,7 @@ impl Dps {
         })?;
         let header = authorization.ok_or_else(|| Error::unauthorized("Missing Authorization header"))?;
         let token = SasToken::parse(header)?;
-        token.check_expiry(now().unix_timestamp())?;
+        token.check_expiry(now().unix_timestamp(), self.settings.max_token_secs())?;
         if !service_resource_covers(&token.resource, &instance.service_host_name, path) {
             return Err(Error::unauthorized("SAS token resource does not match this service"));
         }

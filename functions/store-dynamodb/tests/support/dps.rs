@@ -33,7 +33,7 @@ impl DpsEnv {
         let (store, log, faults) = instrumented_store().await;
         let store = Arc::new(store);
         // A long cache TTL: the round-trip budget is about warm functions.
-        let settings = Settings { serving_region: None, cache_ttl: Duration::from_secs(600) };
+        let settings = Settings { serving_region: None, cache_ttl: Duration::from_secs(600), ..Settings::default() };
         let dps = Dps::new(store.clone(), settings);
         let suffix = uuid_suffix();
         let host = format!("dps-{suffix}.example.net");
