@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """Least-privilege and hardening checks on template.yaml that linters do not make: each function's role grants
-exactly the actions its code path calls (docs/dynamodb.md lists the calls), nothing is granted on `*`, and the
-table and bucket keep their protections. Run with the venv's python (it uses cfn-lint's template decoder)."""
+exactly the actions its code path calls (docs/dynamodb.md lists the calls), the device role only on the
+partitions that path touches, nothing is granted on `*`, and the table and bucket keep their protections. Run
+with the venv's python (it uses cfn-lint's template decoder)."""
 
+import re
 import sys
 from pathlib import Path
 
@@ -14,16 +16,94 @@ DEVICE_TABLE = {"dynamodb:GetItem", "dynamodb:Query", "dynamodb:PutItem", "dynam
 SERVICE_TABLE = DEVICE_TABLE | {"dynamodb:DeleteItem"}
 NEVER = {"dynamodb:Scan", "dynamodb:DeleteTable", "dynamodb:UpdateTable", "dynamodb:CreateTable", "s3:DeleteBucket"}
 
+# One partition key of each kind (docs/dynamodb.md, "Item types"; functions/store-dynamodb/src/layout.rs), as
+# dynamodb:LeadingKeys sees it: the table's pk for item calls, the index's gsi1pk for a Query on gsi1.
+TABLE_PARTITIONS = {
+    "instance": "inst#0ne00a1b2c3",
+    "instance name": "iname#contoso",
+    "instance host": "ihost#dps.example.net",
+    "device (enrollment + record)": "0ne00a1b2c3#dev#device-1",
+    "group": "0ne00a1b2c3#grp#factory-line.2",
+    "counter shard": "0ne00a1b2c3#ops#17",
+}
+INDEX_PARTITIONS = {
+    "instances listing": "instances",
+    "enrollments listing": "0ne00a1b2c3#enrollments#3",
+    "groups listing": "0ne00a1b2c3#groups",
+    "registrations by group": "0ne00a1b2c3#grp#factory-line.2#registrations#5",
+}
+# What the device function's registration path needs, per (action, resource): the partitions it reads or
+# writes, and nothing else. A tenant's configuration (instance, name, host, groups) is never writable, and no
+# listing but the groups of a scope is readable.
+DEVICE_NEEDS = {
+    ("dynamodb:GetItem", "table"): {"instance"},
+    ("dynamodb:Query", "table"): {"device (enrollment + record)"},
+    ("dynamodb:PutItem", "table"): {"device (enrollment + record)"},
+    ("dynamodb:UpdateItem", "table"): {"counter shard"},
+    ("dynamodb:Query", "index/gsi1"): {"groups listing"},
+}
+
+
+def as_list(value):
+    return value if isinstance(value, list) else [value]
+
+
+def raw_statements(role):
+    for policy in role["Properties"]["Policies"]:
+        yield from policy["PolicyDocument"]["Statement"]
+
 
 def statements(role):
-    for policy in role["Properties"]["Policies"]:
-        for statement in policy["PolicyDocument"]["Statement"]:
-            actions = statement["Action"]
-            resources = statement["Resource"]
-            yield (
-                set(actions if isinstance(actions, list) else [actions]),
-                resources if isinstance(resources, list) else [resources],
-            )
+    for statement in raw_statements(role):
+        yield set(as_list(statement["Action"])), as_list(statement["Resource"])
+
+
+def table_resource(resource):
+    """'table', 'index/NAME' or None for a resource of the Table."""
+    if resource == {"Fn::GetAtt": ["Table", "Arn"]}:
+        return "table"
+    sub = resource.get("Fn::Sub") if isinstance(resource, dict) else None
+    if isinstance(sub, str) and sub.startswith("${Table.Arn}/"):
+        return sub.removeprefix("${Table.Arn}/")
+    return None
+
+
+def string_like(pattern, value):
+    """IAM StringLike: `*` any run of characters, `?` one character, everything else literal."""
+    regex = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
+    return re.fullmatch(regex, value) is not None
+
+
+def device_table_grants(role, failures):
+    """(action, resource) -> set of the partition kinds the role lets that action reach."""
+    reach = {}
+    for statement in raw_statements(role):
+        actions = [a for a in as_list(statement["Action"]) if a.startswith("dynamodb:")]
+        if not actions:
+            continue
+        sid = statement.get("Sid", "?")
+        condition = statement.get("Condition")
+        patterns = None
+        if condition is not None and set(condition) == {"ForAllValues:StringLike"}:
+            keys = condition["ForAllValues:StringLike"]
+            if set(keys) == {"dynamodb:LeadingKeys"}:
+                patterns = as_list(keys["dynamodb:LeadingKeys"])
+        if patterns is None:
+            failures.append(f"DeviceFunctionRole {sid}: {actions} not limited by ForAllValues:StringLike on dynamodb:LeadingKeys")
+        for resource in as_list(statement["Resource"]):
+            where = table_resource(resource)
+            if where is None:
+                failures.append(f"DeviceFunctionRole {sid}: {actions} on a resource other than the table or gsi1: {resource}")
+                continue
+            kinds = TABLE_PARTITIONS if where == "table" else INDEX_PARTITIONS
+            if where not in ("table", "index/gsi1"):
+                failures.append(f"DeviceFunctionRole {sid}: {actions} on {where}")
+            for action in actions:
+                reached = reach.setdefault((action, where), set())
+                for kind, key in kinds.items():
+                    if patterns is None or any(string_like(p, key) for p in patterns):
+                        reached.add(kind)
+    return reach
 
 
 def grants(role, prefix):
@@ -48,6 +128,12 @@ def main():
             check(all(r != "*" for r in resources), f"{name}: grants {sorted(actions)} on *")
 
     device, service = res["DeviceFunctionRole"], res["ServiceFunctionRole"]
+    reach = device_table_grants(device, failures)
+    for grant in sorted(set(reach) | set(DEVICE_NEEDS)):
+        got, need = reach.get(grant, set()), DEVICE_NEEDS.get(grant, set())
+        action, where = grant
+        check(not (got - need), f"device role: {action} on {where} reaches {sorted(got - need)}")
+        check(not (need - got), f"device role: {action} on {where} misses {sorted(need - got)} (the registration path needs it)")
     check(grants(device, "dynamodb:") == DEVICE_TABLE, f"device table actions: {sorted(grants(device, 'dynamodb:'))}")
     check(grants(device, "s3:") == {"s3:GetObject", "s3:ListBucket"}, f"device s3 actions: {sorted(grants(device, 's3:'))}")
     check(grants(service, "dynamodb:") == SERVICE_TABLE, f"service table actions: {sorted(grants(service, 'dynamodb:'))}")

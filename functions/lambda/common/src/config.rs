@@ -8,8 +8,39 @@ use tracing_subscriber::EnvFilter;
 
 /// Default staleness of cached instance configuration and enrollment groups.
 pub const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(5);
-/// Longest cache TTL accepted: longer would let a revoked group key keep working for too long.
-pub const MAX_CACHE_TTL: Duration = Duration::from_secs(300);
+/// Longest cache TTL the device function accepts: longer would let a revoked group key keep working too long.
+pub const MAX_DEVICE_CACHE_TTL: Duration = Duration::from_secs(300);
+/// Longest cache TTL the service function accepts. The service API authenticates each call against the cached
+/// instance's shared access policies, so this is how long a rotated or deleted access key keeps working in a
+/// warm service function other than the one that changed it.
+pub const MAX_SERVICE_CACHE_TTL: Duration = Duration::from_secs(5);
+
+/// Which Lambda function is starting; the two accept different cache bounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Function {
+    /// The device endpoint (registration, status).
+    Device,
+    /// The service endpoint (enrollments, groups, records, configuration).
+    Service,
+}
+
+impl Function {
+    /// Name in log lines (`function` field).
+    pub fn name(self) -> &'static str {
+        match self {
+            Function::Device => "device",
+            Function::Service => "service",
+        }
+    }
+
+    /// Longest `DPS_CACHE_TTL` this function accepts.
+    pub fn max_cache_ttl(self) -> Duration {
+        match self {
+            Function::Device => MAX_DEVICE_CACHE_TTL,
+            Function::Service => MAX_SERVICE_CACHE_TTL,
+        }
+    }
+}
 
 /// Environment variables read here (template.yaml sets them; `cargo lambda watch --env-vars` locally). The
 /// store's own (`DPS_TABLE_NAME`, `DPS_DYNAMODB_ENDPOINT`, `DPS_DYNAMODB_MAX_ATTEMPTS`,
@@ -17,7 +48,8 @@ pub const MAX_CACHE_TTL: Duration = Duration::from_secs(300);
 pub mod vars {
     /// Region this deployment serves from, for the lowest-latency policy (default: `AWS_REGION`).
     pub const SERVING_REGION: &str = "DPS_REGION";
-    /// Seconds the warm function may serve instance configuration and groups from memory.
+    /// Seconds the warm function may serve instance configuration and groups from memory
+    /// (at most [`super::Function::max_cache_ttl`]).
     pub const CACHE_TTL: &str = "DPS_CACHE_TTL";
     /// `tracing` filter, e.g. `info` or `info,dps_core=debug`.
     pub const LOG_LEVEL: &str = "DPS_LOG_LEVEL";
@@ -63,13 +95,13 @@ pub enum ConfigError {
 }
 
 impl FunctionConfig {
-    /// Read the configuration from the process environment.
-    pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_lookup(|name| std::env::var(name).ok())
+    /// Read `function`'s configuration from the process environment.
+    pub fn from_env(function: Function) -> Result<Self, ConfigError> {
+        Self::from_lookup(function, |name| std::env::var(name).ok())
     }
 
-    /// Read the configuration through `lookup` (tests pass a map). Empty values count as unset.
-    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+    /// Read `function`'s configuration through `lookup` (tests pass a map). Empty values count as unset.
+    pub fn from_lookup(function: Function, lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let dynamo = DynamoConfig::from_env(&lookup)?;
         let get = |name: &str| lookup(name).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
         let serving_region = get(vars::SERVING_REGION).or_else(|| get(vars::AWS_REGION));
@@ -81,10 +113,11 @@ impl FunctionConfig {
                     reason: format!("'{raw}' is not a whole number of seconds"),
                 })?;
                 let ttl = Duration::from_secs(secs);
-                if ttl > MAX_CACHE_TTL {
+                let max = function.max_cache_ttl();
+                if ttl > max {
                     return Err(ConfigError::Invalid {
                         name: vars::CACHE_TTL,
-                        reason: format!("at most {} seconds", MAX_CACHE_TTL.as_secs()),
+                        reason: format!("at most {} seconds for the {} function", max.as_secs(), function.name()),
                     });
                 }
                 ttl
@@ -118,9 +151,13 @@ mod tests {
 
     use super::*;
 
-    fn parse(pairs: &[(&str, &str)]) -> Result<FunctionConfig, ConfigError> {
+    fn parse_for(function: Function, pairs: &[(&str, &str)]) -> Result<FunctionConfig, ConfigError> {
         let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        FunctionConfig::from_lookup(|k| map.get(k).cloned())
+        FunctionConfig::from_lookup(function, |k| map.get(k).cloned())
+    }
+
+    fn parse(pairs: &[(&str, &str)]) -> Result<FunctionConfig, ConfigError> {
+        parse_for(Function::Device, pairs)
     }
 
     #[test]
@@ -188,5 +225,26 @@ mod tests {
     fn zero_ttl_disables_the_cache() {
         let c = parse(&[("DPS_TABLE_NAME", "table"), ("DPS_CACHE_TTL", "0")]).unwrap();
         assert_eq!(c.cache_ttl, Duration::ZERO);
+    }
+
+    #[test]
+    fn a_rotated_access_key_works_at_most_five_seconds_in_a_warm_service_function() {
+        let service = |ttl: &str| parse_for(Function::Service, &[("DPS_TABLE_NAME", "table"), ("DPS_CACHE_TTL", ttl)]);
+        assert_eq!(service("5").unwrap().settings().cache_ttl, Duration::from_secs(5));
+        assert_eq!(service("0").unwrap().settings().cache_ttl, Duration::ZERO, "0: every call reads the instance");
+        for too_long in ["6", "30", "300"] {
+            match service(too_long) {
+                Err(ConfigError::Invalid { name, reason }) => {
+                    assert_eq!(name, "DPS_CACHE_TTL");
+                    assert!(reason.contains("at most 5 seconds"), "{reason}");
+                }
+                other => panic!("the service function started with DPS_CACHE_TTL={too_long}: {other:?}"),
+            }
+        }
+        let default = parse_for(Function::Service, &[("DPS_TABLE_NAME", "table")]).unwrap();
+        assert!(default.cache_ttl <= MAX_SERVICE_CACHE_TTL);
+        // The device function holds no access policy checks; its bound is about group keys.
+        let device = parse_for(Function::Device, &[("DPS_TABLE_NAME", "table"), ("DPS_CACHE_TTL", "300")]);
+        assert_eq!(device.unwrap().cache_ttl, MAX_DEVICE_CACHE_TTL);
     }
 }

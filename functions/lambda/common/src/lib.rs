@@ -1,0 +1,45 @@
+//! What the provisioning service's two Lambda functions share: typed configuration read once from the
+//! environment, the AWS clients and the service built from it at cold start, JSON logging for CloudWatch, and
+//! [`run`], the whole life of a function process.
+
+pub mod aws;
+pub mod config;
+pub mod logging;
+
+use std::time::Instant;
+
+use dps_core::Dps;
+use lambda_http::lambda_runtime::Diagnostic;
+use lambda_http::{IntoResponse, Request, Service};
+
+pub use config::{ConfigError, Function, FunctionConfig};
+pub use lambda_http::Error;
+
+/// Run a Lambda function to the end of its process: read the configuration (a bad variable fails the cold start
+/// with a message naming it), install JSON logging, build the service once, hand it to `router`, log `ready`
+/// with `init_micros` (start to just before the runtime loop; `tests/lambda/coldstart.py` reads it), then serve
+/// the Lambda runtime API's events through the router until Lambda stops the process.
+pub fn run<S, R, E>(function: Function, router: impl FnOnce(Dps) -> S) -> Result<(), Error>
+where
+    S: Service<Request, Response = R, Error = E>,
+    S::Future: Send + 'static,
+    R: IntoResponse,
+    E: std::fmt::Debug + Into<Diagnostic>,
+{
+    let started = Instant::now();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async {
+        let config = FunctionConfig::from_env(function)?;
+        logging::init_json(&config.log_filter);
+        let dps = aws::dps(&config).await?;
+        let router = router(dps);
+        tracing::info!(
+            function = function.name(),
+            table = %config.dynamo.table_name,
+            cache_ttl_secs = config.cache_ttl.as_secs(),
+            init_micros = started.elapsed().as_micros() as u64,
+            "ready"
+        );
+        lambda_http::run(router).await
+    })
+}
