@@ -141,7 +141,11 @@ impl FunctionConfig {
 
     /// The core service's settings.
     pub fn settings(&self) -> dps_core::Settings {
-        dps_core::Settings { serving_region: self.serving_region.clone(), cache_ttl: self.cache_ttl }
+        dps_core::Settings {
+            serving_region: self.serving_region.clone(),
+            cache_ttl: self.cache_ttl,
+            ..dps_core::Settings::default()
+        }
     }
 }
 

@@ -6,33 +6,30 @@ pub mod aws;
 pub mod config;
 pub mod logging;
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use dps_core::Dps;
-use lambda_http::lambda_runtime::Diagnostic;
-use lambda_http::{IntoResponse, Request, Service};
 
 pub use config::{ConfigError, Function, FunctionConfig};
 pub use lambda_http::Error;
+
+/// Requests not answered by then get the API's 503 (error table, tracking ID, `Retry-After`): one second under
+/// the functions' `Timeout` of 15 s in template.yaml, so a slow dependency is answered, not killed.
+pub const REQUEST_DEADLINE: Duration = Duration::from_secs(14);
 
 /// Run a Lambda function to the end of its process: read the configuration (a bad variable fails the cold start
 /// with a message naming it), install JSON logging, build the service once, hand it to `router`, log `ready`
 /// with `init_micros` (start to just before the runtime loop; `tests/lambda/coldstart.py` reads it), then serve
 /// the Lambda runtime API's events through the router until Lambda stops the process.
-pub fn run<S, R, E>(function: Function, router: impl FnOnce(Dps) -> S) -> Result<(), Error>
-where
-    S: Service<Request, Response = R, Error = E>,
-    S::Future: Send + 'static,
-    R: IntoResponse,
-    E: std::fmt::Debug + Into<Diagnostic>,
-{
+/// Every request is served under [`REQUEST_DEADLINE`].
+pub fn run(function: Function, router: impl FnOnce(Dps) -> axum::Router) -> Result<(), Error> {
     let started = Instant::now();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async {
         let config = FunctionConfig::from_env(function)?;
         logging::init_json(&config.log_filter);
         let dps = aws::dps(&config).await?;
-        let router = router(dps);
+        let router = dps_api::with_deadline(router(dps), REQUEST_DEADLINE);
         tracing::info!(
             function = function.name(),
             table = %config.dynamo.table_name,
