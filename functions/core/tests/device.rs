@@ -100,7 +100,10 @@ async fn bad_tokens_are_refused() {
     assert!(unauthorized(&f.dps.register(missing).await), "no token");
 
     let unknown_scope = f.dps.register(register_request("0ne99999999", "dev-1", &key)).await;
-    assert!(matches!(unknown_scope, Err(Error::NotFound(_))), "{unknown_scope:?}");
+    // An unknown scope is answered as a bad token is: nobody learns which scopes exist.
+    assert!(unauthorized(&unknown_scope), "{unknown_scope:?}");
+    let bad_key = f.dps.register(register_request(f.scope(), "dev-1", &sas::generate_key())).await;
+    assert_eq!(unknown_scope.unwrap_err(), bad_key.unwrap_err(), "the same answer for both");
 
     // The same registration ID enrolled in a second instance: each instance only accepts its own key.
     let other = add_instance(&f.dps, "dps-two", "dps-two.example.net", hubs(1)).await;

@@ -351,3 +351,18 @@ async fn configuration_changes_are_validated_and_conditional() {
     assert_eq!(policies.len(), 1);
     assert!(policies[0].primary_key.is_empty() && policies[0].secondary_key.is_empty(), "listing shows no keys");
 }
+
+#[tokio::test]
+async fn duplicate_hubs_in_an_enrollment_are_refused() {
+    let f = Fixture::new(hubs(2)).await;
+    let owner = f.owner().await;
+    let hub = f.instance.linked_hubs[0].host_name.clone();
+    let e: IndividualEnrollment =
+        serde_json::from_value(individual("dev-1", json!({ "iotHubs": vec![hub.clone(); 1000] }))).unwrap();
+    let refused = f.dps.put_enrollment(&owner, "dev-1", e, None).await;
+    assert!(matches!(refused, Err(Error::Invalid(ref m)) if m.contains("more than once")), "{refused:?}");
+    let upper: IndividualEnrollment =
+        serde_json::from_value(individual("dev-1", json!({ "iotHubs": [hub.clone(), hub.to_uppercase()] }))).unwrap();
+    assert!(f.dps.put_enrollment(&owner, "dev-1", upper, None).await.is_err(), "case-insensitively");
+    assert!(f.store.load::<IndividualEnrollment>(f.scope(), "dev-1").await.unwrap().is_none(), "nothing stored");
+}

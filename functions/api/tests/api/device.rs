@@ -163,7 +163,18 @@ async fn unknown_scope_and_bad_registration_ids_are_refused() {
                 .header("authorization", token),
         )
         .await;
-    got.assert_error(404, 404001);
+    // As a bad token is answered: outsiders cannot tell which ID scopes exist.
+    got.assert_error(401, 401002);
+    let wrong_key = h
+        .send(
+            Call::new(Method::PUT, format!("/{}/registrations/dev-1/register?api-version={DEVICE_V}", h.a.scope))
+                .header(
+                    "authorization",
+                    device_token(&h.a.scope, "dev-1", &dps_core::sas::generate_key(), in_an_hour()),
+                ),
+        )
+        .await;
+    assert_eq!(got.body["message"], wrong_key.body["message"], "the same answer as a wrong key");
 
     for bad in ["dev.", "-dev", "dev%20one", "dev%2Fone", &"x".repeat(129), "d%C3%A9v"] {
         let got = h

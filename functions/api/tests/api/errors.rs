@@ -158,3 +158,27 @@ async fn a_request_past_the_deadline_is_503_through_the_error_table() {
     assert_eq!(body["trackingId"], json!(tracking_id));
     assert!(body["message"].as_str().is_some_and(|m| m.contains("tracking ID")), "the table's 5xx message: {body}");
 }
+
+#[tokio::test]
+async fn an_unknown_service_host_is_answered_as_a_bad_token_is() {
+    let h = Harness::new().await;
+    let ghost = "ghost.example.net";
+    let token = dps_core::sas::token(ghost, &dps_core::sas::generate_key(), in_an_hour(), Some("owner")).unwrap();
+    let unknown = h
+        .send(
+            Call::new(Method::GET, "/enrollments/dev-1?api-version=2021-10-01")
+                .header("host", ghost)
+                .header("authorization", token),
+        )
+        .await;
+    unknown.assert_error(401, 401002);
+    let forged = dps_core::sas::token(&h.a.host, &dps_core::sas::generate_key(), in_an_hour(), Some("owner")).unwrap();
+    let bad_key = h
+        .send(
+            Call::new(Method::GET, "/enrollments/dev-1?api-version=2021-10-01")
+                .header("host", h.a.host.clone())
+                .header("authorization", forged),
+        )
+        .await;
+    assert_eq!(unknown.body["message"], bad_key.body["message"], "nobody learns which hosts exist");
+}

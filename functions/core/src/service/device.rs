@@ -17,6 +17,9 @@ use crate::model::{
 use crate::sas::{SasToken, derive_device_key};
 use crate::store::{DeviceContext, Precondition};
 
+/// The one answer to a device whose token does not get it in: wrong key, unknown enrollment, unknown scope.
+const DEVICE_DENIED: &str = "Unauthorized: the SAS token does not match any enrollment";
+
 /// Attempts at writing a record before a registration gives up to concurrent writers.
 const WRITE_ATTEMPTS: usize = 4;
 
@@ -69,13 +72,15 @@ impl Dps {
     /// `assigned`, `failed` or `disabled`); errors are for requests that could not be attested or processed.
     pub async fn register(&self, req: RegisterRequest) -> Result<RegistrationRecord> {
         check_ids(&req.registration_id, req.body_registration_id.as_deref())?;
-        let instance = self.device_instance(&req.id_scope).await?;
+        // The token is checked before the instance is looked up, and an unknown scope is refused as a bad
+        // signature is: outsiders cannot tell which ID scopes exist.
         let token = device_token(
             req.authorization.as_deref(),
-            &instance.id_scope,
+            &req.id_scope,
             &req.registration_id,
             self.settings.max_token_secs(),
         )?;
+        let instance = self.device_instance(&req.id_scope).await?;
 
         for _ in 0..WRITE_ATTEMPTS {
             let context = self.store.device_context(&instance.id_scope, &req.registration_id).await?;
@@ -133,13 +138,15 @@ impl Dps {
     /// Answer a device's registration status lookup (POST): its current record.
     pub async fn registration_status(&self, req: StatusRequest) -> Result<RegistrationRecord> {
         check_ids(&req.registration_id, req.body_registration_id.as_deref())?;
-        let instance = self.device_instance(&req.id_scope).await?;
+        // The token is checked before the instance is looked up, and an unknown scope is refused as a bad
+        // signature is: outsiders cannot tell which ID scopes exist.
         let token = device_token(
             req.authorization.as_deref(),
-            &instance.id_scope,
+            &req.id_scope,
             &req.registration_id,
             self.settings.max_token_secs(),
         )?;
+        let instance = self.device_instance(&req.id_scope).await?;
         let context = self.store.device_context(&instance.id_scope, &req.registration_id).await?;
         self.attest(&instance, &context, &token, &req.registration_id).await?;
         context.record.ok_or_else(|| Error::not_found("The device has no registration"))
@@ -147,9 +154,9 @@ impl Dps {
 
     async fn device_instance(&self, scope: &str) -> Result<Arc<Instance>> {
         if !crate::ids::is_id_scope(scope) {
-            return Err(Error::not_found("Unknown ID scope"));
+            return Err(Error::unauthorized(DEVICE_DENIED));
         }
-        self.instance_by_scope(scope).await?.ok_or_else(|| Error::not_found("Unknown ID scope"))
+        self.instance_by_scope(scope).await?.ok_or_else(|| Error::unauthorized(DEVICE_DENIED))
     }
 
     /// Find the enrollment whose key signed the token. An individual enrollment takes precedence over
@@ -161,7 +168,7 @@ impl Dps {
         token: &SasToken,
         registration_id: &str,
     ) -> Result<AnyEnrollment> {
-        let denied = || Error::unauthorized("Unauthorized: the SAS token does not match any enrollment");
+        let denied = || Error::unauthorized(DEVICE_DENIED);
         if let Some(enrollment) = &context.enrollment {
             if signed_by_spec_keys(token, &enrollment.spec, None) {
                 return Ok(AnyEnrollment::Individual(enrollment.clone()));

@@ -111,26 +111,24 @@ impl Dps {
     /// under it, matched by whole segments.
     pub async fn authenticate_service(&self, host: &str, path: &str, authorization: Option<&str>) -> Result<Caller> {
         let host_name = strip_port(host).to_ascii_lowercase();
-        let instance = self.instance_by_host(&host_name).await?.ok_or_else(|| {
-            Error::not_found(format!(
-                "No provisioning service instance serves host '{}'",
-                crate::ids::printable(&host_name)
-            ))
-        })?;
+        // Everything that needs no instance is checked first, and an unknown host is refused as a bad signature
+        // is: outsiders cannot tell which service host names exist.
+        let denied = || Error::unauthorized("SAS token signature is invalid");
         let header = authorization.ok_or_else(|| Error::unauthorized("Missing Authorization header"))?;
         let token = SasToken::parse(header)?;
         token.check_expiry(now().unix_timestamp(), self.settings.max_token_secs())?;
-        if !service_resource_covers(&token.resource, &instance.service_host_name, path) {
+        if !service_resource_covers(&token.resource, &host_name, path) {
             return Err(Error::unauthorized("SAS token resource does not match this service"));
         }
         let key_name = token.key_name.clone().ok_or_else(|| Error::unauthorized("SAS token has no skn"))?;
+        let instance = self.instance_by_host(&host_name).await?.ok_or_else(denied)?;
         let policy = instance
             .authorization_policies
             .iter()
             .find(|p| p.key_name.eq_ignore_ascii_case(&key_name))
-            .ok_or_else(|| Error::unauthorized("SAS token signature is invalid"))?;
+            .ok_or_else(denied)?;
         if !token.signed_with_any([policy.primary_key.as_str(), policy.secondary_key.as_str()]) {
-            return Err(Error::unauthorized("SAS token signature is invalid"));
+            return Err(denied());
         }
         Ok(Caller { rights: policy.rights.clone(), key_name: policy.key_name.clone(), instance })
     }

@@ -2,7 +2,7 @@
 
 use super::Dps;
 use crate::error::{Error, Result};
-use crate::ids::validate_host_name;
+use crate::ids::{printable, validate_host_name};
 use crate::model::{
     AllocationPolicy, AttestationMechanism, AttestationType, EnrollmentSpec, Instance, SymmetricKeyAttestation,
 };
@@ -35,6 +35,12 @@ impl Dps {
             }
         }
         let linked = |host: &str| instance.linked_hubs.iter().any(|h| h.host_name.eq_ignore_ascii_case(host));
+        let mut seen = std::collections::HashSet::new();
+        for hub in spec.iot_hubs.iter().flatten() {
+            if !seen.insert(hub.to_ascii_lowercase()) {
+                return Err(Error::invalid(format!("IoT hub '{}' appears more than once in iotHubs", printable(hub))));
+            }
+        }
         for hub in spec.iot_hubs.iter().flatten().chain(spec.iot_hub_host_name.iter()) {
             validate_host_name(hub)?;
             if !linked(hub) {
