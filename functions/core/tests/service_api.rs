@@ -54,7 +54,8 @@ async fn service_tokens_must_be_signed_by_a_policy_of_the_instance_for_its_host(
     }
     assert!(matches!(auth(host.clone(), None).await, Err(Error::Unauthorized(_))), "no token");
     let unknown = auth("other.example.net".into(), Some(service_token(&host, &owner.primary_key, OWNER))).await;
-    assert!(matches!(unknown, Err(Error::NotFound(_))), "{unknown:?}");
+    // An unknown host is refused as a bad token is: outsiders cannot enumerate service host names.
+    assert!(matches!(unknown, Err(Error::Unauthorized(_))), "{unknown:?}");
 }
 
 #[tokio::test]
