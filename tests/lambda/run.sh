@@ -34,13 +34,10 @@ say "cfn-lint"
 cfn-lint "$root/template.yaml"
 "$venv/bin/python" "$here/iam_check.py"
 
-say "building dps-provisioning and dps-service, then dps-admin"
-# Two builds, not one: `cargo lambda watch` starts each function with `cargo run -p NAME`, which builds with the
-# functions' own features. Built in one invocation with dps-admin, the AWS SDK crates would carry dps-admin's
-# SSO features (cargo unifies features per invocation), and that `cargo run` would rebuild them at the first
-# request, long after the wait below gives up.
-cargo build --quiet -p dps-provisioning -p dps-service
-cargo build --quiet -p dps-admin
+say "building dps-provisioning, dps-service, dps-admin"
+# One build: aws-config has the same features everywhere (see functions/store-dynamodb/Cargo.toml), so the
+# `cargo run -p NAME` that `cargo lambda watch` starts each function with finds everything built.
+cargo build --quiet -p dps-provisioning -p dps-service -p dps-admin
 bin="${CARGO_TARGET_DIR:-$root/target}/debug"
 
 work="$(mktemp -d)"

@@ -191,13 +191,14 @@ impl Webhooks {
     }
 }
 
+/// The refusal of a private target. The device (and the record) learn only that the target is not allowed, never
+/// the address it resolved to; the operator's log has `what`.
 fn forbidden_target(what: &str) -> AllocationFailure {
+    tracing::warn!(target_address = %what, "webhook target refused: private, loopback or link-local address");
     failure(
         codes::WEBHOOK_FORBIDDEN_TARGET,
-        format!(
-            "Custom allocation webhook target is not allowed: {what} is a private, loopback or link-local \
-             address (private webhook targets are not allowed here)"
-        ),
+        "Custom allocation webhook target is not allowed (private, loopback and link-local addresses are not \
+         allowed here)",
     )
 }
 
@@ -230,7 +231,9 @@ pub fn sign(key: &str, body: &[u8]) -> String {
 }
 
 /// Whether an address is one webhooks may not reach by default: loopback, private, link-local, unspecified,
-/// carrier-grade NAT, multicast, broadcast, documentation, unique-local, and IPv4 inside IPv6.
+/// carrier-grade NAT, multicast, broadcast, documentation, unique-local, and IPv4 inside IPv6: mapped
+/// (`::ffff:0:0/96`), translated (`::ffff:0:0:0/96`), compatible, 6to4 (`2002::/16`, judged by the IPv4 address it
+/// embeds), Teredo (`2001::/32`, whose embedded client address is obscured: refused whole) and NAT64 (`64:ff9b::/32`).
 pub fn forbidden(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => forbidden_v4(v4),
@@ -238,7 +241,12 @@ pub fn forbidden(ip: IpAddr) -> bool {
             if let Some(v4) = v6.to_ipv4_mapped() {
                 return forbidden_v4(v4);
             }
-            let first = v6.segments()[0];
+            let seg = v6.segments();
+            let first = seg[0];
+            let embedded = |hi: u16, lo: u16| Ipv4Addr::from((u32::from(hi) << 16) | u32::from(lo));
+            if first == 0x2002 {
+                return forbidden_v4(embedded(seg[1], seg[2]));
+            }
             v6.is_loopback()
                 || v6.is_unspecified()
                 || v6.is_multicast()
@@ -248,6 +256,8 @@ pub fn forbidden(ip: IpAddr) -> bool {
                 || v6.segments()[..6] == [0, 0, 0, 0, 0, 0] // IPv4-compatible ::a.b.c.d
                 || first == 0x2001 && v6.segments()[1] == 0x0db8 // documentation
                 || first == 0x0064 && v6.segments()[1] == 0xff9b // NAT64 to anything
+                || first == 0x2001 && v6.segments()[1] == 0x0000 // Teredo
+                || seg[..6] == [0, 0, 0, 0, 0xffff, 0] // IPv4-translated ::ffff:0:a.b.c.d
         }
     }
 }
@@ -288,10 +298,17 @@ mod tests {
             "fd00::1",
             "::ffff:127.0.0.1",
             "::ffff:169.254.169.254",
+            "2002:7f00:1::",
+            "2002:a00:1::1",
+            "2002:c0a8:101::1",
+            "2001::1",
+            "2001:0:4136:e378:8000:63bf:3fff:fdd2",
+            "::ffff:0:127.0.0.1",
+            "64:ff9b::7f00:1",
         ] {
             assert!(forbidden(bad.parse().unwrap()), "{bad} should be forbidden");
         }
-        for good in ["8.8.8.8", "52.95.110.1", "2606:4700:4700::1111", "::ffff:8.8.8.8"] {
+        for good in ["8.8.8.8", "52.95.110.1", "2606:4700:4700::1111", "::ffff:8.8.8.8", "2002:808:808::1"] {
             assert!(!forbidden(good.parse().unwrap()), "{good} should be allowed");
         }
     }

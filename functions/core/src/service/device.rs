@@ -71,16 +71,14 @@ impl Dps {
     /// Register a device: attest, allocate, record. Always returns the record written (its status may be
     /// `assigned`, `failed` or `disabled`); errors are for requests that could not be attested or processed.
     pub async fn register(&self, req: RegisterRequest) -> Result<RegistrationRecord> {
-        check_ids(&req.registration_id, req.body_registration_id.as_deref())?;
-        // The token is checked before the instance is looked up, and an unknown scope is refused as a bad
-        // signature is: outsiders cannot tell which ID scopes exist.
-        let token = device_token(
-            req.authorization.as_deref(),
-            &req.id_scope,
-            &req.registration_id,
-            self.settings.max_token_secs(),
-        )?;
-        let instance = self.device_instance(&req.id_scope).await?;
+        let (token, instance) = self
+            .device_caller(
+                &req.id_scope,
+                &req.registration_id,
+                req.body_registration_id.as_deref(),
+                req.authorization.as_deref(),
+            )
+            .await?;
 
         for _ in 0..WRITE_ATTEMPTS {
             let context = self.store.device_context(&instance.id_scope, &req.registration_id).await?;
@@ -137,19 +135,31 @@ impl Dps {
 
     /// Answer a device's registration status lookup (POST): its current record.
     pub async fn registration_status(&self, req: StatusRequest) -> Result<RegistrationRecord> {
-        check_ids(&req.registration_id, req.body_registration_id.as_deref())?;
-        // The token is checked before the instance is looked up, and an unknown scope is refused as a bad
-        // signature is: outsiders cannot tell which ID scopes exist.
-        let token = device_token(
-            req.authorization.as_deref(),
-            &req.id_scope,
-            &req.registration_id,
-            self.settings.max_token_secs(),
-        )?;
-        let instance = self.device_instance(&req.id_scope).await?;
+        let (token, instance) = self
+            .device_caller(
+                &req.id_scope,
+                &req.registration_id,
+                req.body_registration_id.as_deref(),
+                req.authorization.as_deref(),
+            )
+            .await?;
         let context = self.store.device_context(&instance.id_scope, &req.registration_id).await?;
         self.attest(&instance, &context, &token, &req.registration_id).await?;
         context.record.ok_or_else(|| Error::not_found("The device has no registration"))
+    }
+
+    /// What both device calls check first: the IDs, the token (before the instance is looked up: an unknown
+    /// scope is refused as a bad signature is, so outsiders cannot tell which ID scopes exist), the instance.
+    async fn device_caller(
+        &self,
+        scope: &str,
+        registration_id: &str,
+        body_registration_id: Option<&str>,
+        authorization: Option<&str>,
+    ) -> Result<(SasToken, Arc<Instance>)> {
+        check_ids(registration_id, body_registration_id)?;
+        let token = device_token(authorization, scope, registration_id, self.settings.max_token_secs())?;
+        Ok((token, self.device_instance(scope).await?))
     }
 
     async fn device_instance(&self, scope: &str) -> Result<Arc<Instance>> {
