@@ -453,3 +453,21 @@ async fn a_token_for_one_path_does_not_open_the_others() {
         assert!(matches!(outside, Err(Error::Unauthorized(_))), "{path}: {outside:?}");
     }
 }
+
+#[tokio::test]
+async fn the_device_id_keeps_its_first_spelling_whatever_case_the_device_uses() {
+    let f = Fixture::new(hubs(1)).await;
+    f.enroll(individual("Dev-Case", json!({}))).await;
+    let (key, _) = f.keys("Dev-Case").await;
+    let record = f.register("dev-case", &key).await.unwrap();
+    assert_eq!(record.device_id.as_deref(), Some("Dev-Case"), "the enrollment's spelling");
+    let record = f.register("DEV-CASE", &key).await.unwrap();
+    assert_eq!(record.device_id.as_deref(), Some("Dev-Case"));
+
+    f.enroll_group(group("group-1", json!({}))).await;
+    let (group_key, _) = f.group_keys("group-1").await;
+    let first = f.register_in_group("Sensor-9", &group_key).await.unwrap();
+    assert_eq!(first.device_id.as_deref(), Some("Sensor-9"));
+    let again = f.register_in_group("SENSOR-9", &group_key).await.unwrap();
+    assert_eq!(again.device_id.as_deref(), Some("Sensor-9"), "the first recorded spelling");
+}

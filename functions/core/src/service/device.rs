@@ -217,9 +217,14 @@ impl Dps {
         let (instance, previous, req) = (r.instance, r.previous, r.req);
         let now = now();
         let spec = r.enrollment.spec();
+        // The device ID keeps one spelling whatever case the device sends its registration ID in: the
+        // enrollment's (its deviceId, else its registrationId), or for a group's device the first one recorded.
         let (device_id, group_id) = match r.enrollment {
-            AnyEnrollment::Individual(e) => (e.device_id.clone().unwrap_or_else(|| req.registration_id.clone()), None),
-            AnyEnrollment::Group(g) => (req.registration_id.clone(), Some(g.enrollment_group_id.clone())),
+            AnyEnrollment::Individual(e) => (e.device_id.clone().unwrap_or_else(|| e.registration_id.clone()), None),
+            AnyEnrollment::Group(g) => (
+                previous.and_then(|p| p.device_id.clone()).unwrap_or_else(|| req.registration_id.clone()),
+                Some(g.enrollment_group_id.clone()),
+            ),
         };
         let mut record = RegistrationRecord {
             registration_id: req.registration_id.clone(),
