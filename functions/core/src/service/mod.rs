@@ -229,6 +229,12 @@ fn service_resource_covers(resource: &str, host_name: &str, request_path: &str) 
             .collect()
     };
     let (prefix, path) = (segments(prefix), segments(request_path));
+    // A path-scoped token covers an attestationmechanism call (which returns keys) only if it names it: a token
+    // for `host/enrollments/x` reads the enrollment, not its keys. A token for the whole host covers everything.
+    let reveals_keys = path.last().is_some_and(|s| s == "attestationmechanism");
+    if reveals_keys && !prefix.is_empty() && prefix.len() < path.len() {
+        return false;
+    }
     prefix.len() <= path.len() && prefix.iter().zip(&path).all(|(a, b)| a == b)
 }
 
@@ -257,6 +263,19 @@ mod tests {
             "/config/authorizationPolicies"
         ));
         assert!(service_resource_covers("mydps.example.net/registrations/dev%2D1", host, "/registrations/dev-1"));
+        // Keys need a token for the whole host or for the attestationmechanism path itself.
+        assert!(!service_resource_covers(
+            "mydps.example.net/enrollments/x",
+            host,
+            "/enrollments/x/attestationmechanism"
+        ));
+        assert!(!service_resource_covers("mydps.example.net/enrollments", host, "/enrollments/x/attestationmechanism"));
+        assert!(service_resource_covers(
+            "mydps.example.net/enrollments/x/attestationmechanism",
+            host,
+            "/enrollments/x/attestationmechanism"
+        ));
+        assert!(service_resource_covers("mydps.example.net", host, "/enrollments/x/attestationmechanism"));
         assert!(!service_resource_covers("mydps.example.net.evil", host, "/"));
         assert!(!service_resource_covers("other.example.net", host, "/"));
     }
