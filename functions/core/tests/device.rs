@@ -471,3 +471,17 @@ async fn the_device_id_keeps_its_first_spelling_whatever_case_the_device_uses() 
     let again = f.register_in_group("SENSOR-9", &group_key).await.unwrap();
     assert_eq!(again.device_id.as_deref(), Some("Sensor-9"), "the first recorded spelling");
 }
+
+#[tokio::test]
+async fn a_registration_tries_at_most_max_groups_tried_groups() {
+    let settings = Settings { max_groups_tried: 1, ..Settings::default() };
+    let f = Fixture::with_settings(hubs(1), settings).await;
+    f.enroll_group(group("group-a", json!({}))).await;
+    f.enroll_group(group("group-b", json!({}))).await;
+    let (key_a, _) = f.group_keys("group-a").await;
+    let (key_b, _) = f.group_keys("group-b").await;
+    let first = f.register_in_group("dev-a", &key_a).await.expect("the first group (ID order) is tried");
+    assert_eq!(first.enrollment_group_id.as_deref(), Some("group-a"));
+    let beyond = f.register_in_group("dev-b", &key_b).await;
+    assert!(matches!(beyond, Err(Error::Unauthorized(_))), "a group past the bound is never tried: {beyond:?}");
+}

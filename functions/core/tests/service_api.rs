@@ -7,7 +7,7 @@ use dps_core::model::{
 };
 use dps_core::service::{BulkMode, InstanceConfig, today};
 use dps_core::store::{EnrollmentStore, PageRequest};
-use dps_core::{Error, sas};
+use dps_core::{Error, Settings, sas};
 use serde_json::json;
 use support::*;
 
@@ -366,4 +366,23 @@ async fn duplicate_hubs_in_an_enrollment_are_refused() {
         serde_json::from_value(individual("dev-1", json!({ "iotHubs": [hub.clone(), hub.to_uppercase()] }))).unwrap();
     assert!(f.dps.put_enrollment(&owner, "dev-1", upper, None).await.is_err(), "case-insensitively");
     assert!(f.store.load::<IndividualEnrollment>(f.scope(), "dev-1").await.unwrap().is_none(), "nothing stored");
+}
+
+#[tokio::test]
+async fn an_instance_takes_at_most_max_groups_enrollment_groups() {
+    let settings = Settings { max_groups: 2, ..Settings::default() };
+    let f = Fixture::with_settings(hubs(1), settings).await;
+    f.enroll_group(group("g-1", json!({}))).await;
+    f.enroll_group(group("g-2", json!({}))).await;
+    let third: EnrollmentGroup = serde_json::from_value(group("g-3", json!({}))).unwrap();
+    let refused = f.dps.put_enrollment(&f.owner().await, "g-3", third, None).await;
+    assert!(matches!(refused, Err(Error::Invalid(ref m)) if m.contains("most enrollment groups")), "{refused:?}");
+    assert!(f.store.load::<EnrollmentGroup>(f.scope(), "g-3").await.unwrap().is_none(), "nothing stored");
+    // Existing groups can still be changed, and a deleted one makes room.
+    let disabled: EnrollmentGroup =
+        serde_json::from_value(group("g-2", json!({ "provisioningStatus": "disabled" }))).unwrap();
+    f.dps.put_enrollment(&f.owner().await, "g-2", disabled, None).await.expect("an update is not a new group");
+    f.dps.delete_enrollment::<EnrollmentGroup>(&f.owner().await, "g-1", None).await.unwrap();
+    let third: EnrollmentGroup = serde_json::from_value(group("g-3", json!({}))).unwrap();
+    f.dps.put_enrollment(&f.owner().await, "g-3", third, None).await.expect("room after a delete");
 }

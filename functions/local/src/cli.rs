@@ -82,6 +82,12 @@ pub struct ServeArgs {
     /// Seconds ahead a SAS token's expiry may be (device and service tokens); tokens beyond it get 401.
     #[arg(long, env = "DPS_MAX_TOKEN_LIFETIME", default_value_t = 30 * 24 * 3600)]
     pub max_token_lifetime: u64,
+    /// Most enrollment groups one registration is checked against (bounds an unauthenticated request's cost).
+    #[arg(long, env = "DPS_MAX_GROUPS_TRIED", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_groups_tried: u32,
+    /// Most enrollment groups an instance may have.
+    #[arg(long, env = "DPS_MAX_GROUPS", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_groups: u32,
     /// Seconds a request may take before it is answered with 503.
     #[arg(long, env = "DPS_REQUEST_TIMEOUT", default_value_t = 30)]
     pub request_timeout: u64,

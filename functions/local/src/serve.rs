@@ -83,6 +83,8 @@ pub async fn run(global: &Global, args: ServeArgs) -> anyhow::Result<()> {
         serving_region: args.region.clone(),
         cache_ttl: Duration::from_secs(args.cache_ttl),
         max_token_lifetime: Duration::from_secs(args.max_token_lifetime.max(1)),
+        max_groups_tried: args.max_groups_tried as usize,
+        max_groups: args.max_groups as usize,
     };
     let dps = store::open(&global.data_dir, settings, args.allow_private_webhook_targets)?;
     let instances = store::ensure_default_instance(&dps, &global.service_host_name).await?;

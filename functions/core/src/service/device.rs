@@ -209,7 +209,8 @@ impl Dps {
         registration_id: &str,
     ) -> Result<Option<EnrollmentGroup>> {
         let groups = self.groups(&instance.id_scope).await?;
-        Ok(groups.iter().find(|g| signed_by_spec_keys(token, &g.spec, Some(registration_id))).cloned())
+        let tried = groups.iter().take(self.settings.max_groups_tried);
+        Ok(tried.into_iter().find(|g| signed_by_spec_keys(token, &g.spec, Some(registration_id))).cloned())
     }
 
     /// Compute the record this registration leaves (never fails: failures are recorded).

@@ -137,6 +137,9 @@ impl Dps {
                     other => other,
                 })?;
             }
+            if E::KIND == EnrollmentKind::Group && existing.is_none() {
+                self.check_group_cap(instance).await?;
+            }
             // A custom allocation definition is checked (e.g. that its policy exists) only when it changes, so an
             // enrollment naming a since-deleted policy can still be disabled or edited otherwise.
             let old_spec = existing.as_ref().map(|e| e.spec());
@@ -172,6 +175,18 @@ impl Dps {
             }
         }
         Err(Error::Conflict(format!("{what} '{path_id}' is being changed concurrently; retry")))
+    }
+}
+
+impl Dps {
+    /// A new group must fit under [`crate::Settings::max_groups`]. The count is the cached group list, so
+    /// concurrent creates through several processes may pass it by a few: a bound on work, not an invariant.
+    async fn check_group_cap(&self, instance: &Instance) -> Result<()> {
+        let max = self.settings.max_groups;
+        if self.groups(&instance.id_scope).await?.len() >= max {
+            return Err(Error::invalid(format!("This instance has the most enrollment groups allowed ({max})")));
+        }
+        Ok(())
     }
 }
 

@@ -34,14 +34,28 @@ pub struct Settings {
     pub cache_ttl: Duration,
     /// How far ahead a SAS token's expiry (`se`) may be; tokens beyond it are refused (401).
     pub max_token_lifetime: Duration,
+    /// Most enrollment groups one registration is checked against (in group ID order): bounds the HMACs one
+    /// unauthenticated request can cost.
+    pub max_groups_tried: usize,
+    /// Most enrollment groups an instance may have; creating one more is refused.
+    pub max_groups: usize,
 }
+
+/// Default of [`Settings::max_groups`] and [`Settings::max_groups_tried`].
+pub const DEFAULT_MAX_GROUPS: usize = 10_000;
 
 /// Default of [`Settings::max_token_lifetime`]: 30 days.
 pub const DEFAULT_MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(30 * 24 * 3600);
 
 impl Default for Settings {
     fn default() -> Self {
-        Self { serving_region: None, cache_ttl: Duration::from_secs(5), max_token_lifetime: DEFAULT_MAX_TOKEN_LIFETIME }
+        Self {
+            serving_region: None,
+            cache_ttl: Duration::from_secs(5),
+            max_token_lifetime: DEFAULT_MAX_TOKEN_LIFETIME,
+            max_groups_tried: DEFAULT_MAX_GROUPS,
+            max_groups: DEFAULT_MAX_GROUPS,
+        }
     }
 }
 
