@@ -1,5 +1,6 @@
 //! The device (runtime) API: register, operation status lookup, registration status lookup.
 
+use axum::Extension;
 use axum::Router;
 use axum::extract::State;
 use axum::http::header::{AUTHORIZATION, RETRY_AFTER};
@@ -41,10 +42,16 @@ pub(crate) fn normalise(segments: &[&str]) -> Vec<String> {
         .collect()
 }
 
+/// The client's IP address, as the front door knows it (a request extension the server inserts; absent where
+/// the front door does not say). Failed device attestations are limited per address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientAddress(pub std::net::IpAddr);
+
 async fn register(
     State(dps): State<Dps>,
     ApiVersion(api_version): ApiVersion,
     Segments((id_scope, registration_id)): Segments<(String, String)>,
+    client: Option<Extension<ClientAddress>>,
     headers: HeaderMap,
     JsonBody(body): JsonBody<DeviceRegistration>,
 ) -> Result<Response, ApiError> {
@@ -59,6 +66,7 @@ async fn register(
             payload: body.payload,
             authorization: header_str(&headers, AUTHORIZATION.as_str()).map(str::to_string),
             api_version,
+            client_address: client.map(|Extension(ClientAddress(ip))| ip),
         })
         .await?;
     // Clients (iot-identity-service) accept only 202 here, whatever the outcome.
@@ -80,6 +88,7 @@ async fn operation_status(
             body_registration_id: None,
             operation_id: Some(operation_id),
             authorization: header_str(&headers, AUTHORIZATION.as_str()).map(str::to_string),
+            client_address: None,
         })
         .await?;
     let status = if record.status == RegistrationStatus::Assigning { StatusCode::ACCEPTED } else { StatusCode::OK };
@@ -90,6 +99,7 @@ async fn registration_status(
     State(dps): State<Dps>,
     _: ApiVersion,
     Segments((id_scope, registration_id)): Segments<(String, String)>,
+    client: Option<Extension<ClientAddress>>,
     headers: HeaderMap,
     JsonBody(body): JsonBody<DeviceRegistration>,
 ) -> Result<Response, ApiError> {
@@ -105,6 +115,7 @@ async fn registration_status(
             body_registration_id: body.registration_id,
             operation_id: None,
             authorization: header_str(&headers, AUTHORIZATION.as_str()).map(str::to_string),
+            client_address: client.map(|Extension(ClientAddress(ip))| ip),
         })
         .await?;
     Ok(json(StatusCode::OK, &DeviceRegistrationResult::from(&record)))

@@ -16,6 +16,7 @@ use axum::extract::Request;
 use dps_core::Dps;
 use tower::ServiceExt;
 
+pub use device::ClientAddress;
 pub use error::ApiError;
 pub use extract::{API_VERSIONS, MAX_BODY_BYTES, MAX_JSON_DEPTH, MAX_POLICY_BYTES, service_host};
 pub use layers::{REQUEST_ID_HEADER, TrackingId};

@@ -98,6 +98,7 @@ impl Bench {
             payload: None,
             authorization: Some(token),
             api_version: "2021-06-01".into(),
+            client_address: None,
         }
     }
 

@@ -485,3 +485,35 @@ async fn a_registration_tries_at_most_max_groups_tried_groups() {
     let beyond = f.register_in_group("dev-b", &key_b).await;
     assert!(matches!(beyond, Err(Error::Unauthorized(_))), "a group past the bound is never tried: {beyond:?}");
 }
+
+#[tokio::test]
+async fn failed_attestations_are_limited_per_address_and_per_scope() {
+    use dps_core::service::FailureBudget;
+    let settings = Settings {
+        failed_attestations_per_address: FailureBudget { burst: 3.0, per_second: 0.01 },
+        failed_attestations_per_scope: FailureBudget { burst: 5.0, per_second: 0.01 },
+        ..Settings::default()
+    };
+    let f = Fixture::with_settings(hubs(1), settings).await;
+    f.enroll(individual("dev-1", json!({}))).await;
+    let (key, _) = f.keys("dev-1").await;
+    let from = |ip: &str, key: &str| {
+        let mut req = register_request(f.scope(), "dev-1", key);
+        req.client_address = Some(ip.parse().unwrap());
+        req
+    };
+    let junk = sas::generate_key();
+    for _ in 0..3 {
+        let refused = f.dps.register(from("192.0.2.1", &junk)).await;
+        assert!(matches!(refused, Err(Error::Unauthorized(_))), "{refused:?}");
+    }
+    let limited = f.dps.register(from("192.0.2.1", &junk)).await;
+    assert!(matches!(limited, Err(Error::Throttled { retry_after_secs, .. }) if retry_after_secs >= 1), "{limited:?}");
+    // Another address still gets in with the right key; the scope's budget (5) is not spent yet.
+    f.dps.register(from("192.0.2.2", &key)).await.expect("another address is not limited");
+    for _ in 0..2 {
+        let _ = f.dps.register(from("192.0.2.3", &junk)).await;
+    }
+    let scope_limited = f.dps.register(from("192.0.2.4", &junk)).await;
+    assert!(matches!(scope_limited, Err(Error::Throttled { .. })), "the scope's budget is spent: {scope_limited:?}");
+}

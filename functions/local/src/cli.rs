@@ -88,6 +88,12 @@ pub struct ServeArgs {
     /// Most enrollment groups an instance may have.
     #[arg(long, env = "DPS_MAX_GROUPS", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_groups: u32,
+    /// Failed device attestations per second one client address may cause (bursts of 10x); more get 429.
+    #[arg(long, env = "DPS_FAILED_ATTESTATIONS_PER_ADDRESS", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..))]
+    pub failed_attestations_per_address: u32,
+    /// Failed device attestations per second one ID scope may see (bursts of 5x); more get 429.
+    #[arg(long, env = "DPS_FAILED_ATTESTATIONS_PER_SCOPE", default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..))]
+    pub failed_attestations_per_scope: u32,
     /// Seconds a request may take before it is answered with 503.
     #[arg(long, env = "DPS_REQUEST_TIMEOUT", default_value_t = 30)]
     pub request_timeout: u64,

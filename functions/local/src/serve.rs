@@ -85,6 +85,9 @@ pub async fn run(global: &Global, args: ServeArgs) -> anyhow::Result<()> {
         max_token_lifetime: Duration::from_secs(args.max_token_lifetime.max(1)),
         max_groups_tried: args.max_groups_tried as usize,
         max_groups: args.max_groups as usize,
+        failed_attestations_per_address: budget(args.failed_attestations_per_address, 10),
+        failed_attestations_per_scope: budget(args.failed_attestations_per_scope, 5),
+        ..Settings::default()
     };
     let dps = store::open(&global.data_dir, settings, args.allow_private_webhook_targets)?;
     let instances = store::ensure_default_instance(&dps, &global.service_host_name).await?;
@@ -226,7 +229,10 @@ impl Connection {
         let activity = Activity::new();
         let service = hyper::service::service_fn({
             let (router, limits, activity) = (self.router, limits.clone(), activity.clone());
-            move |request| handle(router.clone(), limits.clone(), activity.clone(), request)
+            move |mut request: http::Request<hyper::body::Incoming>| {
+                request.extensions_mut().insert(dps_api::ClientAddress(peer.ip().to_canonical()));
+                handle(router.clone(), limits.clone(), activity.clone(), request)
+            }
         });
         let io = TokioIo::new(Watched::new(stream, activity.clone()));
         let connection = self.builder.serve_connection(io, service);
@@ -292,6 +298,12 @@ fn body_too_slow(answered: &Response, http1: bool) -> Response {
         response.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
     }
     response
+}
+
+/// `per_second` failures a second, in bursts of `burst_factor` times that.
+fn budget(per_second: u32, burst_factor: u32) -> dps_core::service::FailureBudget {
+    let rate = f64::from(per_second);
+    dps_core::service::FailureBudget { burst: rate * f64::from(burst_factor), per_second: rate }
 }
 
 async fn stopped(stop: &mut watch::Receiver<bool>) {

@@ -65,6 +65,7 @@ async fn concurrent_registrations_over_the_embedded_store() {
             payload: None,
             authorization: Some(authorization.clone()),
             api_version: "2021-06-01".into(),
+            client_address: None,
         };
         tasks.push(tokio::spawn(async move { dps.register(req).await }));
     }

@@ -50,6 +50,8 @@ pub struct RegisterRequest {
     pub authorization: Option<String>,
     /// The `api-version` query parameter.
     pub api_version: String,
+    /// The client's address, when the front door knows it (failed attestations are limited per address).
+    pub client_address: Option<std::net::IpAddr>,
 }
 
 /// A status lookup (operation status GET, or registration status POST) from a device.
@@ -65,12 +67,21 @@ pub struct StatusRequest {
     pub operation_id: Option<String>,
     /// The `Authorization` header.
     pub authorization: Option<String>,
+    /// The client's address, when the front door knows it.
+    pub client_address: Option<std::net::IpAddr>,
 }
 
 impl Dps {
     /// Register a device: attest, allocate, record. Always returns the record written (its status may be
     /// `assigned`, `failed` or `disabled`); errors are for requests that could not be attested or processed.
     pub async fn register(&self, req: RegisterRequest) -> Result<RegistrationRecord> {
+        self.failures.check(&req.id_scope, req.client_address)?;
+        let result = self.register_attested(&req).await;
+        self.count_failure(&result, &req.id_scope, req.client_address);
+        result
+    }
+
+    async fn register_attested(&self, req: &RegisterRequest) -> Result<RegistrationRecord> {
         let (token, instance) = self
             .device_caller(
                 &req.id_scope,
@@ -135,6 +146,20 @@ impl Dps {
 
     /// Answer a device's registration status lookup (POST): its current record.
     pub async fn registration_status(&self, req: StatusRequest) -> Result<RegistrationRecord> {
+        self.failures.check(&req.id_scope, req.client_address)?;
+        let result = self.status_attested(&req).await;
+        self.count_failure(&result, &req.id_scope, req.client_address);
+        result
+    }
+
+    /// A refused device token counts against its scope's and its address's failure budgets.
+    fn count_failure<T>(&self, result: &Result<T>, scope: &str, address: Option<std::net::IpAddr>) {
+        if let Err(Error::Unauthorized(_)) = result {
+            self.failures.failed(scope, address);
+        }
+    }
+
+    async fn status_attested(&self, req: &StatusRequest) -> Result<RegistrationRecord> {
         let (token, instance) = self
             .device_caller(
                 &req.id_scope,

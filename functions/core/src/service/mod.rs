@@ -5,6 +5,7 @@ mod cache;
 mod config;
 mod device;
 mod enrollments;
+mod limiter;
 mod policies;
 mod registrations;
 mod validation;
@@ -24,6 +25,7 @@ pub use bulk::{BulkItemResult, BulkMode, BulkOutcome, MAX_BULK_ITEMS};
 pub use config::{InstanceConfig, NewInstance, OWNER_POLICY};
 pub use device::{RegisterRequest, StatusRequest};
 pub use enrollments::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
+pub use limiter::FailureBudget;
 
 /// Deployment-wide settings of the service.
 #[derive(Debug, Clone)]
@@ -39,6 +41,10 @@ pub struct Settings {
     pub max_groups_tried: usize,
     /// Most enrollment groups an instance may have; creating one more is refused.
     pub max_groups: usize,
+    /// Failed device attestations allowed per ID scope (per process) before 429.
+    pub failed_attestations_per_scope: FailureBudget,
+    /// Failed device attestations allowed per client address (per process) before 429.
+    pub failed_attestations_per_address: FailureBudget,
 }
 
 /// Default of [`Settings::max_groups`] and [`Settings::max_groups_tried`].
@@ -55,6 +61,8 @@ impl Default for Settings {
             max_token_lifetime: DEFAULT_MAX_TOKEN_LIFETIME,
             max_groups_tried: DEFAULT_MAX_GROUPS,
             max_groups: DEFAULT_MAX_GROUPS,
+            failed_attestations_per_scope: FailureBudget { burst: 1000.0, per_second: 200.0 },
+            failed_attestations_per_address: FailureBudget { burst: 20.0, per_second: 2.0 },
         }
     }
 }
@@ -73,6 +81,7 @@ pub struct Dps {
     policies: Option<Arc<dyn crate::policy::PolicyRegistry>>,
     settings: Arc<Settings>,
     cache: Arc<cache::ConfigCache>,
+    failures: Arc<limiter::FailureLimiter>,
 }
 
 /// An authenticated service API caller.
@@ -105,7 +114,11 @@ impl Dps {
     /// A service over `store` with no custom allocator (the `custom` policy is refused).
     pub fn new(store: Arc<dyn Store>, settings: Settings) -> Self {
         let cache = Arc::new(cache::ConfigCache::new(settings.cache_ttl));
-        Self { store, allocator: None, policies: None, settings: Arc::new(settings), cache }
+        let failures = Arc::new(limiter::FailureLimiter::new(
+            settings.failed_attestations_per_scope,
+            settings.failed_attestations_per_address,
+        ));
+        Self { store, allocator: None, policies: None, settings: Arc::new(settings), cache, failures }
     }
 
     /// Enable the `custom` policy with this allocator.

@@ -102,6 +102,7 @@ impl DpsEnv {
                 payload: None,
                 authorization: Some(self.token(registration_id, key)),
                 api_version: "2021-06-01".into(),
+                client_address: None,
             })
             .await
     }
@@ -124,6 +125,7 @@ impl DpsEnv {
             body_registration_id: None,
             operation_id: operation_id.map(str::to_string),
             authorization: Some(self.token(registration_id, key)),
+            client_address: None,
         };
         match operation_id {
             Some(_) => self.dps.operation_status(request).await,
