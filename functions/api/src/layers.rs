@@ -177,7 +177,7 @@ fn error_response(response: Response, tracking_id: &str) -> Response {
     if let Some(detail) = &error.detail {
         tracing::error!(code = error.code(), detail = %detail, "request failed");
     } else {
-        tracing::info!(code = error.code(), message = %error.message, "request refused");
+        tracing::info!(code = error.code(), reason = %error.message, "request refused");
     }
     let timestamp_utc =
         OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default();

@@ -48,10 +48,10 @@ where
                 return Error::PayloadTooLarge("The entity is larger than the store accepts (400 KB)".into());
             }
             if matches!(code, "InternalServerError" | "ServiceUnavailable" | "ServiceUnavailableException") {
-                tracing::warn!(op, code, message, "DynamoDB transient failure after retries");
+                tracing::warn!(op, code, reason = message, "DynamoDB transient failure after retries");
                 return unavailable();
             }
-            tracing::error!(op, code, message, "DynamoDB request failed");
+            tracing::error!(op, code, reason = message, "DynamoDB request failed");
             Error::internal(format!("DynamoDB {op} failed: {code}: {message}"))
         }
         SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
