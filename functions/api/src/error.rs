@@ -123,7 +123,7 @@ impl ApiError {
         match status {
             StatusCode::NOT_FOUND => Self::no_route(),
             StatusCode::METHOD_NOT_ALLOWED => Self::method_not_allowed(),
-            StatusCode::PAYLOAD_TOO_LARGE => Self::too_large(crate::extract::MAX_BODY_BYTES),
+            StatusCode::PAYLOAD_TOO_LARGE => Self::too_large(crate::bounds::MAX_BODY_BYTES),
             StatusCode::UNSUPPORTED_MEDIA_TYPE => Self::media_type(),
             StatusCode::BAD_REQUEST => Self::malformed_body("The request is malformed"),
             s if s.is_server_error() => Self::new(s, sub::INTERNAL, "").sanitised(),

@@ -2,6 +2,7 @@
 //! `/config` and `/policies` extensions) as axum routers. Each router carries every layer it needs (tracking ID, body limit,
 //! Azure error bodies), so a binary only serves it: axum over TLS locally, `lambda_http::run` on Lambda.
 
+mod bounds;
 mod config;
 mod device;
 pub mod error;

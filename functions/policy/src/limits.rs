@@ -4,8 +4,6 @@ use std::time::Duration;
 
 use wasmtime::{Engine, ResourceLimiter, Store};
 
-use crate::sandbox::Logs;
-
 /// How long one epoch tick lasts; deadlines are rounded up to whole ticks.
 pub const EPOCH_TICK: Duration = Duration::from_millis(5);
 
@@ -123,3 +121,31 @@ pub(crate) fn limited_store(engine: &Engine, limits: &Limits) -> wasmtime::Resul
     store.epoch_deadline_trap();
     Ok(store)
 }
+
+/// Policy logs of one call, bounded in lines and bytes.
+pub struct Logs {
+    pub(crate) lines: Vec<String>,
+    bytes: usize,
+    max_bytes: usize,
+    max_lines: usize,
+    pub(crate) truncated: bool,
+}
+
+impl Logs {
+    pub(crate) fn new(max_bytes: usize, max_lines: usize) -> Self {
+        Self { lines: Vec::new(), bytes: 0, max_bytes, max_lines, truncated: false }
+    }
+
+    pub(crate) fn push(&mut self, raw: &[u8]) {
+        let raw = &raw[..raw.len().min(LOG_LINE_BYTES)];
+        if self.lines.len() >= self.max_lines || self.bytes + raw.len() > self.max_bytes {
+            self.truncated = true;
+            return;
+        }
+        self.bytes += raw.len();
+        self.lines.push(String::from_utf8_lossy(raw).into_owned());
+    }
+}
+
+/// Longest log line kept, in bytes.
+pub(crate) const LOG_LINE_BYTES: usize = 512;

@@ -14,14 +14,14 @@ use wasmtime::{
 };
 
 use crate::codes::{self, failure};
+use crate::limits::LOG_LINE_BYTES;
+pub use crate::limits::Logs;
 use crate::limits::{CallState, EPOCH_TICK, Limits, MemoryLimitExceeded, TABLE_ELEMENTS, limited_store};
 
 /// ABI version this host speaks (see policies/ABI.md).
 pub const ABI_VERSION: u32 = 1;
 /// Compiled modules kept in memory.
 const CACHE_ENTRIES: usize = 128;
-/// Longest log line kept, in bytes.
-const LOG_LINE_BYTES: usize = 512;
 
 /// A validated, compiled module ready to instantiate.
 pub struct Compiled {
@@ -60,31 +60,6 @@ pub enum ModuleError {
     /// Not valid WebAssembly, or it breaks the ABI.
     #[error("{0}")]
     Invalid(String),
-}
-
-/// Policy logs of one call, bounded in lines and bytes.
-pub struct Logs {
-    lines: Vec<String>,
-    bytes: usize,
-    max_bytes: usize,
-    max_lines: usize,
-    truncated: bool,
-}
-
-impl Logs {
-    pub(crate) fn new(max_bytes: usize, max_lines: usize) -> Self {
-        Self { lines: Vec::new(), bytes: 0, max_bytes, max_lines, truncated: false }
-    }
-
-    fn push(&mut self, raw: &[u8]) {
-        let raw = &raw[..raw.len().min(LOG_LINE_BYTES)];
-        if self.lines.len() >= self.max_lines || self.bytes + raw.len() > self.max_bytes {
-            self.truncated = true;
-            return;
-        }
-        self.bytes += raw.len();
-        self.lines.push(String::from_utf8_lossy(raw).into_owned());
-    }
 }
 
 /// The engine, the linker with the one host function, and the compiled-module cache.

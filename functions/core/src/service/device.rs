@@ -101,7 +101,7 @@ impl Dps {
                 enrollment: &admitted,
                 previous: previous.as_ref(),
                 current_hub,
-                req: &req,
+                req,
             };
             let record = self.decide(&registration).await;
             let precondition = match &previous {
