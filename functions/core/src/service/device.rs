@@ -75,10 +75,7 @@ impl Dps {
     /// Register a device: attest, allocate, record. Always returns the record written (its status may be
     /// `assigned`, `failed` or `disabled`); errors are for requests that could not be attested or processed.
     pub async fn register(&self, req: RegisterRequest) -> Result<RegistrationRecord> {
-        self.failures.check(&req.id_scope, req.client_address)?;
-        let result = self.register_attested(&req).await;
-        self.count_failure(&result, &req.id_scope, req.client_address);
-        result
+        self.limited(&req.id_scope, req.client_address, self.register_attested(&req)).await
     }
 
     async fn register_attested(&self, req: &RegisterRequest) -> Result<RegistrationRecord> {
@@ -146,17 +143,23 @@ impl Dps {
 
     /// Answer a device's registration status lookup (POST): its current record.
     pub async fn registration_status(&self, req: StatusRequest) -> Result<RegistrationRecord> {
-        self.failures.check(&req.id_scope, req.client_address)?;
-        let result = self.status_attested(&req).await;
-        self.count_failure(&result, &req.id_scope, req.client_address);
-        result
+        self.limited(&req.id_scope, req.client_address, self.status_attested(&req)).await
     }
 
-    /// A refused device token counts against its scope's and its address's failure budgets.
-    fn count_failure<T>(&self, result: &Result<T>, scope: &str, address: Option<std::net::IpAddr>) {
-        if let Err(Error::Unauthorized(_)) = result {
+    /// Run a device call under the failure budgets of its scope and address: refused at once (429) when one is
+    /// spent, and a refused token (401) counted against both.
+    async fn limited<T>(
+        &self,
+        scope: &str,
+        address: Option<std::net::IpAddr>,
+        call: impl std::future::Future<Output = Result<T>>,
+    ) -> Result<T> {
+        self.failures.check(scope, address)?;
+        let result = call.await;
+        if let Err(Error::Unauthorized(_)) = &result {
             self.failures.failed(scope, address);
         }
+        result
     }
 
     async fn status_attested(&self, req: &StatusRequest) -> Result<RegistrationRecord> {

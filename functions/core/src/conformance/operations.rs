@@ -1,0 +1,81 @@
+//! Operation counting.
+
+use super::*;
+
+/// Counts add up per day and kind, and ranges are inclusive and ordered by date then kind.
+pub async fn operations_count_and_range(store: Arc<dyn Store>) {
+    let (s, scope) = (store.as_ref(), scope());
+    use OperationKind::*;
+    let adds = [
+        ("2024-05-02", ServiceOperation, 3),
+        ("2024-05-01", Registration, 2),
+        ("2024-05-02", Registration, 1),
+        ("2024-05-01", Registration, 5),
+        ("2024-05-03", ReRegistration, 4),
+        ("2024-04-30", Registration, 9),
+        ("2024-05-02", ReRegistration, 6),
+    ];
+    for (date, kind, count) in adds {
+        s.add_operations(&scope, date, kind, count).await.unwrap();
+    }
+    let got = nonzero(s.operations(&scope, "2024-05-01", "2024-05-02").await.unwrap());
+    let want = vec![
+        ("2024-05-01".to_string(), Registration, 7),
+        ("2024-05-02".to_string(), Registration, 1),
+        ("2024-05-02".to_string(), ReRegistration, 6),
+        ("2024-05-02".to_string(), ServiceOperation, 3),
+    ];
+    assert_eq!(got, want, "inclusive range, summed, by date then kind");
+    let one_day = nonzero(s.operations(&scope, "2024-05-03", "2024-05-03").await.unwrap());
+    assert_eq!(one_day, vec![("2024-05-03".to_string(), ReRegistration, 4)]);
+    assert!(nonzero(s.operations(&scope, "2024-06-01", "2024-06-30").await.unwrap()).is_empty());
+    let all = nonzero(s.operations(&scope, "2024-01-01", "2024-12-31").await.unwrap());
+    assert_eq!(all.iter().map(|c| c.2).sum::<u64>(), 30);
+}
+
+/// `put_registration` with a meter counts the operation if and only if the record is written.
+pub async fn registration_meter_counts_iff_written(store: Arc<dyn Store>) {
+    let (s, scope) = (store.as_ref(), scope());
+    let first =
+        s.put_registration(&scope, sample_record("dev-1", None), Precondition::NotExists, Some(registrations(1)));
+    let first = first.await.unwrap();
+    assert_eq!(registrations_counted(s, &scope).await, BTreeMap::from([(OperationKind::Registration, 1)]));
+
+    let dup =
+        s.put_registration(&scope, sample_record("dev-1", None), Precondition::NotExists, Some(registrations(1))).await;
+    expect_err(dup, "duplicate create", is_conflict);
+    let stale = s
+        .put_registration(
+            &scope,
+            sample_record("dev-1", None),
+            Precondition::Matches("\"stale\"".into()),
+            Some(registrations(1)),
+        )
+        .await;
+    expect_err(stale, "stale update", is_precondition_failed);
+    let absent = s
+        .put_registration(
+            &scope,
+            sample_record("dev-2", None),
+            Precondition::Matches("*".into()),
+            Some(registrations(1)),
+        )
+        .await;
+    expect_err(absent, "update of an absent record", is_not_found);
+    assert_eq!(
+        registrations_counted(s, &scope).await,
+        BTreeMap::from([(OperationKind::Registration, 1)]),
+        "failed writes count nothing"
+    );
+
+    let re = OperationCount { date: "2024-05-01".into(), kind: OperationKind::ReRegistration, count: 1 };
+    s.put_registration(&scope, sample_record("dev-1", None), Precondition::Matches(first.etag.unwrap()), Some(re))
+        .await
+        .unwrap();
+    s.put_registration(&scope, sample_record("dev-3", None), Precondition::None, None).await.unwrap();
+    assert_eq!(
+        registrations_counted(s, &scope).await,
+        BTreeMap::from([(OperationKind::Registration, 1), (OperationKind::ReRegistration, 1)]),
+        "a successful write counts its meter; no meter, no count"
+    );
+}
