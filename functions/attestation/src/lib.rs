@@ -1,0 +1,5 @@
+//! Pure attestation checks: no domain types, no I/O. The core calls these with bytes it was given and decides
+//! what they mean for an enrollment.
+//!
+//! - `x509`: certificate parsing (the Azure `X509CertificateInfo`), thumbprints, chain validation (rustls-webpki).
+//! - `tpm`: the TPM endorsement-key challenge (MakeCredential, duplication of a keyed-hash key, TPM structures).
