@@ -168,18 +168,7 @@ impl Chain {
 
     /// Parse a PEM chain (as proxies forward it), leaf first, within the same bounds.
     pub fn from_pem(pem: &[u8]) -> Result<Self, X509Error> {
-        if pem.len() > 2 * MAX_CHAIN_BYTES {
-            return Err(X509Error::TooLarge("over 24 KiB"));
-        }
-        let mut ders = Vec::new();
-        for item in CertificateDer::pem_slice_iter(pem) {
-            let der = item.map_err(|_| X509Error::Malformed("bad PEM"))?;
-            ders.push(der.to_vec());
-            if ders.len() > MAX_CHAIN_CERTIFICATES {
-                return Err(X509Error::TooLarge("more than 5 certificates"));
-            }
-        }
-        Self::from_der(&ders)
+        Self::from_der(&pem_to_der(pem)?)
     }
 
     /// The device's own certificate.
@@ -218,6 +207,26 @@ impl Chain {
             other => X509Error::Chain(chain_reason(&other)),
         })
     }
+}
+
+/// The DER certificates of a PEM chain (as proxies forward it), in order, within [`MAX_CHAIN_CERTIFICATES`]
+/// and twice [`MAX_CHAIN_BYTES`] of text. Anything between the PEM sections is ignored; no section is an error.
+pub fn pem_to_der(pem: &[u8]) -> Result<Vec<Vec<u8>>, X509Error> {
+    if pem.len() > 2 * MAX_CHAIN_BYTES {
+        return Err(X509Error::TooLarge("over 24 KiB"));
+    }
+    let mut ders = Vec::new();
+    for item in CertificateDer::pem_slice_iter(pem) {
+        let der = item.map_err(|_| X509Error::Malformed("bad PEM"))?;
+        ders.push(der.to_vec());
+        if ders.len() > MAX_CHAIN_CERTIFICATES {
+            return Err(X509Error::TooLarge("more than 5 certificates"));
+        }
+    }
+    if ders.is_empty() {
+        return Err(X509Error::Malformed("no PEM certificate"));
+    }
+    Ok(ders)
 }
 
 /// DER from an enrollment's certificate text: PEM, base64 of PEM, or base64 of DER.
