@@ -32,6 +32,10 @@ say "sam validate --lint (with infra/samconfig.toml)"
 sam validate --lint --template "$root/template.yaml" --config-file "$root/infra/samconfig.toml"
 say "cfn-lint"
 cfn-lint "$root/template.yaml"
+say "cfn-lint with the optional mutual TLS domain set"
+cfn-lint "$root/template.yaml" --parameters MtlsDomainName=devices.example.com \
+    MtlsCertificateArn=arn:aws:acm:us-east-1:123456789012:certificate/0a1b2c3d-1234-5678-9abc-def012345678 \
+    MtlsTruststoreUri=s3://example-truststore/devices-ca.pem
 "$venv/bin/python" "$here/iam_check.py"
 
 say "building dps-provisioning, dps-service, dps-admin"

@@ -57,6 +57,9 @@ pub mod vars {
     pub const POLICY_BUCKET: &str = "DPS_POLICY_BUCKET";
     /// S3 endpoint override for local runs (moto); never set on AWS.
     pub const S3_ENDPOINT: &str = "DPS_S3_ENDPOINT";
+    /// Where device certificates arrive: `none` (default: a function URL carries none), `api-gateway` (an HTTP
+    /// API custom domain with mutual TLS) or `alb` (an ALB in mTLS passthrough mode).
+    pub const CLIENT_CERTIFICATES: &str = "DPS_CLIENT_CERTIFICATES";
     /// Region of the AWS clients; the Lambda service sets it.
     pub const AWS_REGION: &str = "AWS_REGION";
 }
@@ -76,6 +79,8 @@ pub struct FunctionConfig {
     pub policy_bucket: Option<String>,
     /// S3 endpoint override (local runs only).
     pub s3_endpoint: Option<String>,
+    /// The front door device certificates arrive through.
+    pub client_certificates: dps_api::ClientCertificateSource,
 }
 
 /// A configuration value that is missing or malformed.
@@ -136,7 +141,25 @@ impl FunctionConfig {
                 reason: format!("'{url}' is not an http(s) URL"),
             });
         }
-        Ok(Self { dynamo, serving_region, cache_ttl, log_filter, policy_bucket: get(vars::POLICY_BUCKET), s3_endpoint })
+        let client_certificates = match get(vars::CLIENT_CERTIFICATES).unwrap_or_default().parse() {
+            Ok(dps_api::ClientCertificateSource::Tls) => {
+                return Err(ConfigError::Invalid {
+                    name: vars::CLIENT_CERTIFICATES,
+                    reason: "a Lambda function does no TLS itself: use api-gateway, alb or none".into(),
+                });
+            }
+            Ok(source) => source,
+            Err(reason) => return Err(ConfigError::Invalid { name: vars::CLIENT_CERTIFICATES, reason }),
+        };
+        Ok(Self {
+            dynamo,
+            serving_region,
+            cache_ttl,
+            log_filter,
+            policy_bucket: get(vars::POLICY_BUCKET),
+            s3_endpoint,
+            client_certificates,
+        })
     }
 
     /// The core service's settings.
@@ -175,6 +198,7 @@ mod tests {
         assert_eq!(c.log_filter, "info");
         assert_eq!(c.policy_bucket, None, "no bucket: custom allocation stays off");
         assert_eq!(c.s3_endpoint, None);
+        assert_eq!(c.client_certificates, dps_api::ClientCertificateSource::None, "no certificate header honoured");
         assert_eq!(c.settings().cache_ttl, DEFAULT_CACHE_TTL);
     }
 
@@ -189,8 +213,14 @@ mod tests {
             ("DPS_DYNAMODB_ENDPOINT", "http://127.0.0.1:5000"),
             ("DPS_POLICY_BUCKET", "policies"),
             ("DPS_S3_ENDPOINT", "http://127.0.0.1:5000"),
+            ("DPS_CLIENT_CERTIFICATES", "api-gateway"),
         ])
         .unwrap();
+        assert_eq!(c.client_certificates, dps_api::ClientCertificateSource::ApiGateway);
+        for bad in ["tls", "header"] {
+            let err = parse(&[("DPS_TABLE_NAME", "t"), ("DPS_CLIENT_CERTIFICATES", bad)]).unwrap_err();
+            assert!(err.to_string().starts_with("DPS_CLIENT_CERTIFICATES:"), "{err}");
+        }
         assert_eq!(c.serving_region.as_deref(), Some("eu-central-1"));
         assert_eq!(c.cache_ttl, Duration::from_secs(30));
         assert_eq!(c.log_filter, "info,dps_core=debug");

@@ -3,6 +3,7 @@
 //! [`run`], the whole life of a function process.
 
 pub mod aws;
+pub mod certs;
 pub mod config;
 pub mod logging;
 
@@ -29,11 +30,13 @@ pub fn run(function: Function, router: impl FnOnce(Dps) -> axum::Router) -> Resu
         let config = FunctionConfig::from_env(function)?;
         logging::init_json(&config.log_filter);
         let dps = aws::dps(&config).await?;
-        let router = dps_api::with_deadline(router(dps), REQUEST_DEADLINE);
+        let router = certs::with_client_certificates(router(dps), config.client_certificates);
+        let router = dps_api::with_deadline(router, REQUEST_DEADLINE);
         tracing::info!(
             function = function.name(),
             table = %config.dynamo.table_name,
             cache_ttl_secs = config.cache_ttl.as_secs(),
+            client_certificates = ?config.client_certificates,
             init_micros = started.elapsed().as_micros() as u64,
             "ready"
         );
