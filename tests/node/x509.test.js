@@ -95,6 +95,23 @@ describe('X.509 devices with the Azure IoT Node.js SDKs', () => {
     assert.equal(result.deviceId, 'x509-self-01');
     assert.equal(result.x509.certificateInfo.sha1Thumbprint, sha1Of(device.cert));
 
+    // Update as the SDK does (read, change, write back with the etag): a secondary certificate for rollover.
+    const rollover = makeCert(dir, 'x509-self-01');
+    got.attestation.x509.clientCertificates.secondary = { certificate: rollover.cert };
+    got.provisioningStatus = 'enabled';
+    const { result: updated } = await h.callback((done) => service.createOrUpdateIndividualEnrollment(got, done));
+    assert.equal(updated.attestation.x509.clientCertificates.secondary.info.sha1Thumbprint, sha1Of(rollover.cert));
+    assert.notEqual(updated.etag, got.etag);
+    const second = await registerX509(server, 'x509-self-01', rollover.cert, rollover.key);
+    assert.equal(second.status, 'assigned', 'the secondary certificate admits the device too');
+
+    // The query the service client pages through returns the X.509 enrollment with its info.
+    const query = service.createIndividualEnrollmentQuery({ query: '*' }, 10);
+    const { result: page } = await h.callback((done) => query.next(done));
+    const listed = page.find((e) => e.registrationId === 'x509-self-01');
+    assert.equal(listed.attestation.type, 'x509');
+    assert.equal(listed.attestation.x509.clientCertificates.primary.info.sha1Thumbprint, sha1Of(device.cert));
+
     // Another key pair with the same CN is not the enrolled device.
     const impostor = makeCert(dir, 'x509-self-01');
     await assert.rejects(registerX509(server, 'x509-self-01', impostor.cert, impostor.key),

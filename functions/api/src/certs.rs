@@ -9,7 +9,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::Request;
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 
 use crate::error::ApiError;
 
@@ -17,16 +17,25 @@ use crate::error::ApiError;
 /// left as they are).
 pub const ALB_CLIENT_CERT_HEADER: &str = "x-amzn-mtls-clientcert";
 
-/// The client certificate chain a front door received: DER, leaf first.
+/// The client certificate chain a front door received, leaf first: DER from a TLS handshake, or PEM text as a
+/// proxy forwarded it (parsed, within the chain bounds, when a handler reads it, so that a bad one is answered
+/// through the error table like any other bad credential).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClientCertificates(pub Arc<Vec<Vec<u8>>>);
+pub enum ClientCertificates {
+    /// DER certificates from the server's own handshake.
+    Der(Arc<Vec<Vec<u8>>>),
+    /// A PEM chain from a proxy (API Gateway's `clientCertPem`, an ALB's decoded header).
+    Pem(Arc<Vec<u8>>),
+}
 
 impl ClientCertificates {
-    /// From a PEM chain (API Gateway's `clientCertPem`, an ALB's decoded header), within the chain bounds.
-    pub fn from_pem(pem: &[u8]) -> Result<Self, ApiError> {
-        dps_attestation::x509::pem_to_der(pem)
-            .map(|ders| Self(Arc::new(ders)))
-            .map_err(|e| ApiError::from(dps_core::Error::unauthorized(format!("Invalid certificate: {e}"))))
+    /// The chain as DER, or a 401 that says what is wrong with it.
+    pub fn der(&self) -> Result<Vec<Vec<u8>>, ApiError> {
+        match self {
+            Self::Der(chain) => Ok(chain.as_ref().clone()),
+            Self::Pem(pem) => dps_attestation::x509::pem_to_der(pem)
+                .map_err(|e| ApiError::from(dps_core::Error::unauthorized(format!("Invalid certificate: {e}")))),
+        }
     }
 }
 
@@ -57,29 +66,20 @@ impl std::str::FromStr for ClientCertificateSource {
     }
 }
 
-/// `router` taking device certificates from an ALB's passthrough header. A malformed or oversized header is a
-/// 401 that names the problem; the header never reaches a handler.
+/// `router` taking device certificates from an ALB's passthrough header (which never reaches a handler).
 pub fn with_alb_client_certificates(router: Router) -> Router {
     router.layer(axum::middleware::from_fn(alb_header))
 }
 
 async fn alb_header(mut req: Request, next: Next) -> Response {
-    let Some(value) = req.headers_mut().remove(ALB_CLIENT_CERT_HEADER) else {
-        return next.run(req).await;
+    let values: Vec<_> = req.headers().get_all(ALB_CLIENT_CERT_HEADER).iter().cloned().collect();
+    req.headers_mut().remove(ALB_CLIENT_CERT_HEADER);
+    let pem = match values.as_slice() {
+        [] => return next.run(req).await,
+        // One chain per connection: two headers are not a chain (the empty text reads as no certificate).
+        [one] => percent_encoding::percent_decode(one.as_bytes()).collect(),
+        _ => Vec::new(),
     };
-    if req.headers().contains_key(ALB_CLIENT_CERT_HEADER) {
-        return bad("Invalid certificate: more than one client certificate header").into_response();
-    }
-    let decoded: Vec<u8> = percent_encoding::percent_decode(value.as_bytes()).collect();
-    match ClientCertificates::from_pem(&decoded) {
-        Ok(certs) => {
-            req.extensions_mut().insert(certs);
-            next.run(req).await
-        }
-        Err(e) => e.into_response(),
-    }
-}
-
-fn bad(message: &str) -> ApiError {
-    ApiError::from(dps_core::Error::unauthorized(message))
+    req.extensions_mut().insert(ClientCertificates::Pem(Arc::new(pem)));
+    next.run(req).await
 }

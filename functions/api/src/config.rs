@@ -24,10 +24,7 @@ pub(crate) fn routes() -> Router<Dps> {
         .route("/config/authorizationPolicies", get(list_policies))
         .route("/config/authorizationPolicies/{key_name}", get(get_policy).put(put_policy).delete(delete_policy))
         .route("/config/certificates", get(list_certificates))
-        .route(
-            "/config/certificates/{name}",
-            get(get_certificate).put(put_certificate).delete(delete_certificate),
-        )
+        .route("/config/certificates/{name}", get(get_certificate).put(put_certificate).delete(delete_certificate))
         .route("/config/certificates/{name}/verify", axum::routing::post(verify_certificate))
         .route("/config/operations", get(operations))
         .route("/config/webhookSigningKey", get(webhook_signing_key))

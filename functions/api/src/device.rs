@@ -67,7 +67,7 @@ async fn register(
             body_registration_id: body.registration_id,
             payload: body.payload,
             authorization: header_str(&headers, AUTHORIZATION.as_str()).map(str::to_string),
-            client_certificates: chain(certs),
+            client_certificates: chain(certs)?,
             api_version,
             client_address: client.map(|Extension(ClientAddress(ip))| ip),
         })
@@ -93,7 +93,7 @@ async fn operation_status(
             body_registration_id: None,
             operation_id: Some(operation_id),
             authorization: header_str(&headers, AUTHORIZATION.as_str()).map(str::to_string),
-            client_certificates: chain(certs),
+            client_certificates: chain(certs)?,
             client_address: client.map(|Extension(ClientAddress(ip))| ip),
         })
         .await?;
@@ -122,16 +122,16 @@ async fn registration_status(
             body_registration_id: body.registration_id,
             operation_id: None,
             authorization: header_str(&headers, AUTHORIZATION.as_str()).map(str::to_string),
-            client_certificates: chain(certs),
+            client_certificates: chain(certs)?,
             client_address: client.map(|Extension(ClientAddress(ip))| ip),
         })
         .await?;
     Ok(json(StatusCode::OK, &DeviceRegistrationResult::from(&record)))
 }
 
-/// The certificate chain the front door received, if any.
-fn chain(certs: Option<Extension<ClientCertificates>>) -> Vec<Vec<u8>> {
-    certs.map(|Extension(ClientCertificates(chain))| chain.as_ref().clone()).unwrap_or_default()
+/// The certificate chain the front door received, if any (DER, leaf first).
+fn chain(certs: Option<Extension<ClientCertificates>>) -> Result<Vec<Vec<u8>>, ApiError> {
+    certs.map_or(Ok(Vec::new()), |Extension(certs)| certs.der())
 }
 
 /// `RegistrationOperationStatus`, with `Retry-After` only while the registration is still being assigned.

@@ -27,7 +27,9 @@ fn chains(c: &mut Criterion) {
                 })
             });
         }
-        c.bench_function(&format!("x509/{name}/parse-anchor"), |b| b.iter(|| Certificate::from_der(&root.der).unwrap()));
+        c.bench_function(&format!("x509/{name}/parse-anchor"), |b| {
+            b.iter(|| Certificate::from_der(&root.der).unwrap())
+        });
     }
 }
 

@@ -143,7 +143,8 @@ impl Certificate {
     /// Whether `thumbprint` (SHA-1 or SHA-256, hex in any case, colons or spaces allowed) is this certificate's.
     pub fn has_thumbprint(&self, thumbprint: &str) -> bool {
         let given: String = thumbprint.chars().filter(|c| !matches!(c, ':' | ' ')).collect();
-        given.eq_ignore_ascii_case(&self.info.sha1_thumbprint) || given.eq_ignore_ascii_case(&self.info.sha256_thumbprint)
+        given.eq_ignore_ascii_case(&self.info.sha1_thumbprint)
+            || given.eq_ignore_ascii_case(&self.info.sha256_thumbprint)
     }
 }
 
@@ -258,16 +259,10 @@ fn chain_reason(error: &webpki::Error) -> String {
         E::CaUsedAsEndEntity => "the device certificate is a CA certificate".into(),
         E::EndEntityUsedAsCa => "a certificate in the chain is not a CA".into(),
         E::PathLenConstraintViolated => "the chain breaks a path length constraint".into(),
-        E::RequiredEkuNotFoundContext(_) => {
-            "the device certificate is not for client authentication".into()
-        }
+        E::RequiredEkuNotFoundContext(_) => "the device certificate is not for client authentication".into(),
         E::InvalidSignatureForPublicKey => "a signature is invalid".into(),
-        E::UnsupportedSignatureAlgorithmContext(_) => {
-            "a signature algorithm is not supported".into()
-        }
-        E::UnsupportedSignatureAlgorithmForPublicKeyContext(_) => {
-            "a signature algorithm does not fit its key".into()
-        }
+        E::UnsupportedSignatureAlgorithmContext(_) => "a signature algorithm is not supported".into(),
+        E::UnsupportedSignatureAlgorithmForPublicKeyContext(_) => "a signature algorithm does not fit its key".into(),
         E::MaximumPathDepthExceeded | E::MaximumPathBuildCallsExceeded => "the chain is too long".into(),
         other => format!("{other:?}").chars().take(80).collect(),
     }

@@ -85,7 +85,9 @@ fn refusals_name_the_reason() {
         testing::device(p);
         p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
     });
-    assert!(matches!(chain(&[&server_only]).verify_to(&anchor, now()), Err(X509Error::Chain(m)) if m.contains("client")));
+    assert!(
+        matches!(chain(&[&server_only]).verify_to(&anchor, now()), Err(X509Error::Chain(m)) if m.contains("client"))
+    );
     let ca_leaf = root.intermediate("dev", kind);
     assert!(matches!(chain(&[&ca_leaf]).verify_to(&anchor, now()), Err(X509Error::Chain(m)) if m.contains("CA")));
     // An intermediate that is not a CA cannot sign devices.

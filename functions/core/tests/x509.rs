@@ -214,7 +214,7 @@ async fn verified_ca_certificates_admit_their_groups() {
     let code = uploaded.verification_code.clone().unwrap();
     f.enroll_group(json!({ "enrollmentGroupId": "fleet-group", "attestation": { "type": "x509",
         "x509": { "caReferences": { "primary": "fleet" } } } }))
-    .await;
+        .await;
     let leaf = ca.device("dev-1", KeyKind::EcdsaP256);
     assert!(refused(&f, "dev-1", &[&leaf]).await.contains("no enrollment"), "an unverified CA admits nobody");
 

@@ -227,7 +227,7 @@ impl Connection {
         };
         // The device's certificate chain, if it sent one (X.509 attestation judges it per request).
         let certificates = stream.get_ref().1.peer_certificates().map(|chain| {
-            dps_api::ClientCertificates(Arc::new(chain.iter().map(|c| c.as_ref().to_vec()).collect()))
+            dps_api::ClientCertificates::Der(Arc::new(chain.iter().map(|c| c.as_ref().to_vec()).collect()))
         });
         let activity = Activity::new();
         let service = hyper::service::service_fn({

@@ -243,7 +243,11 @@ impl Dps {
             }),
             Credential::X509(chain) => {
                 let admission = self.attest_x509(instance, context, chain).await?;
-                Ok(Attested { enrollment: admission.enrollment, kind: AttestationType::X509, x509: Some(admission.result) })
+                Ok(Attested {
+                    enrollment: admission.enrollment,
+                    kind: AttestationType::X509,
+                    x509: Some(admission.result),
+                })
             }
         }
     }

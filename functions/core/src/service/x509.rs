@@ -54,7 +54,11 @@ fn as_thumbprint(text: &str) -> Option<String> {
 /// Check an enrollment's X.509 part and compute each certificate's `info` (anything the client sent as `info`
 /// is replaced). Individual enrollments take client certificates (or thumbprints); groups take signing
 /// certificates (CAs) or references to the instance's CA certificates.
-pub(super) fn fill_x509(attestation: &mut AttestationMechanism, kind: EnrollmentKind, instance: &Instance) -> Result<()> {
+pub(super) fn fill_x509(
+    attestation: &mut AttestationMechanism,
+    kind: EnrollmentKind,
+    instance: &Instance,
+) -> Result<()> {
     if attestation.kind != AttestationType::X509 {
         return Ok(());
     }
@@ -181,7 +185,8 @@ impl Dps {
             }
             return Err(Error::unauthorized(NO_MATCH));
         }
-        let (group, anchor) = self.group_for_chain(instance, chain).await?.ok_or_else(|| Error::unauthorized(NO_MATCH))?;
+        let (group, anchor) =
+            self.group_for_chain(instance, chain).await?.ok_or_else(|| Error::unauthorized(NO_MATCH))?;
         Ok(X509Admission {
             result: X509RegistrationResult {
                 certificate_info: Some(leaf_info),
@@ -194,7 +199,11 @@ impl Dps {
 
     /// The first group (nearest the leaf) whose certificate the chain validates to. A group whose certificate
     /// appears in the chain but does not validate refuses the device with the reason.
-    async fn group_for_chain(&self, instance: &Instance, chain: &Chain) -> Result<Option<(EnrollmentGroup, Certificate)>> {
+    async fn group_for_chain(
+        &self,
+        instance: &Instance,
+        chain: &Chain,
+    ) -> Result<Option<(EnrollmentGroup, Certificate)>> {
         let groups = self.groups(&instance.id_scope).await?;
         let mut candidates: Vec<Candidate<'_>> = Vec::new();
         for group in groups.iter().filter(|g| g.spec.attestation.kind == AttestationType::X509) {

@@ -7,7 +7,7 @@
 use axum::Router;
 use axum::extract::Request;
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use dps_api::{ClientCertificateSource, ClientCertificates};
 use lambda_http::request::RequestContext;
 
@@ -22,20 +22,13 @@ pub fn with_client_certificates(router: Router, source: ClientCertificateSource)
 
 async fn api_gateway(mut req: Request, next: Next) -> Response {
     let pem = match req.extensions().get::<RequestContext>() {
-        Some(RequestContext::ApiGatewayV2(context)) => context
-            .authentication
-            .as_ref()
-            .and_then(|a| a.client_cert.as_ref())
-            .and_then(|c| c.client_cert_pem.clone()),
+        Some(RequestContext::ApiGatewayV2(context)) => {
+            context.authentication.as_ref().and_then(|a| a.client_cert.as_ref()).and_then(|c| c.client_cert_pem.clone())
+        }
         _ => None,
     };
     if let Some(pem) = pem {
-        match ClientCertificates::from_pem(pem.as_bytes()) {
-            Ok(certs) => {
-                req.extensions_mut().insert(certs);
-            }
-            Err(e) => return e.into_response(),
-        }
+        req.extensions_mut().insert(ClientCertificates::Pem(std::sync::Arc::new(pem.into_bytes())));
     }
     next.run(req).await
 }
