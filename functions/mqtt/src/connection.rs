@@ -110,7 +110,8 @@ impl<'a> Session<'a> {
     /// keep-alive of 0 (none) or beyond the server's maximum counts as that maximum.
     fn silence_allowed(&self) -> Duration {
         let asked = Duration::from_secs(u64::from(self.device.keep_alive));
-        let keep_alive = if asked.is_zero() || asked > self.limits.max_keep_alive { self.limits.max_keep_alive } else { asked };
+        let keep_alive =
+            if asked.is_zero() || asked > self.limits.max_keep_alive { self.limits.max_keep_alive } else { asked };
         keep_alive + keep_alive / 2
     }
 
@@ -175,7 +176,12 @@ impl<'a> Session<'a> {
     }
 
     /// Act on one packet from the client.
-    async fn handle<IO>(&mut self, framed: &mut Framed<IO, Codec>, packet: Packet, in_flight: usize) -> Result<Step, Ended>
+    async fn handle<IO>(
+        &mut self,
+        framed: &mut Framed<IO, Codec>,
+        packet: Packet,
+        in_flight: usize,
+    ) -> Result<Step, Ended>
     where
         IO: AsyncRead + AsyncWrite + Unpin,
     {
@@ -194,7 +200,10 @@ impl<'a> Session<'a> {
                 let topic = Topic::parse(&publish.topic);
                 if in_flight >= self.limits.max_in_flight {
                     let error = dps_api::ApiError::from(dps_core::Error::Throttled {
-                        message: format!("At most {} requests may be in flight on one connection", self.limits.max_in_flight),
+                        message: format!(
+                            "At most {} requests may be in flight on one connection",
+                            self.limits.max_in_flight
+                        ),
                         retry_after_secs: 1,
                     });
                     return Ok(Step::Answer(exchange::refuse(error, &topic.rid).await));
@@ -244,8 +253,12 @@ impl<'a> Session<'a> {
     where
         IO: AsyncRead + AsyncWrite + Unpin,
     {
-        let granted =
-            self.subscriptions.iter().filter(|(filter, _)| topic::filter_matches(filter, &answer.topic)).map(|(_, q)| *q).max_by_key(|q| *q as u8);
+        let granted = self
+            .subscriptions
+            .iter()
+            .filter(|(filter, _)| topic::filter_matches(filter, &answer.topic))
+            .map(|(_, q)| *q)
+            .max_by_key(|q| *q as u8);
         let Some(qos) = granted else {
             tracing::debug!(topic = %answer.topic, "mqtt answer dropped: the client has not subscribed to it");
             return Ok(());

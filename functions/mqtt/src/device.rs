@@ -4,8 +4,8 @@
 
 use http::HeaderValue;
 use percent_encoding::percent_decode_str;
-use rumqttc::mqttbytes::v4::{Connect, ConnectReturnCode};
 use rumqttc::mqttbytes::Protocol;
+use rumqttc::mqttbytes::v4::{Connect, ConnectReturnCode};
 
 /// What every request of a connection carries.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,7 +50,9 @@ impl Refusal {
         match self {
             Refusal::ProtocolVersion => "not MQTT 3.1.1",
             Refusal::ClientId => "the client ID is not the user name's registration ID",
-            Refusal::UserNameOrPassword => "the user name is not {idScope}/registrations/{registrationId}/api-version=..., or the password is not a token",
+            Refusal::UserNameOrPassword => {
+                "the user name is not {idScope}/registrations/{registrationId}/api-version=..., or the password is not a token"
+            }
         }
     }
 }
@@ -117,8 +119,14 @@ mod tests {
     fn the_clients_user_names_parse() {
         // Python 2.14 (quote-encoded ClientVersion), Node (clientVersion), the C SDK (2021-06-01), none at all.
         let cases = [
-            ("0ne00000001/registrations/dev-1/api-version=2019-03-31&ClientVersion=azure-iot-device%2F2.14.0", Some("2019-03-31")),
-            ("0ne00000001/registrations/dev-1/api-version=2019-03-31&clientVersion=azure-iot-provisioning-device%2F1.9.1", Some("2019-03-31")),
+            (
+                "0ne00000001/registrations/dev-1/api-version=2019-03-31&ClientVersion=azure-iot-device%2F2.14.0",
+                Some("2019-03-31"),
+            ),
+            (
+                "0ne00000001/registrations/dev-1/api-version=2019-03-31&clientVersion=azure-iot-provisioning-device%2F1.9.1",
+                Some("2019-03-31"),
+            ),
             ("0ne00000001/registrations/dev-1/api-version=2021-06-01&ClientVersion=1.6.0/x", Some("2021-06-01")),
             ("0ne00000001/registrations/dev-1", None),
         ];
@@ -137,7 +145,9 @@ mod tests {
         assert_eq!(Device::from_connect(&connect("dev-2", user, "t")), Err(Refusal::ClientId));
         assert_eq!(Device::from_connect(&connect("", user, "t")), Err(Refusal::ClientId));
         assert!(Device::from_connect(&connect("DEV-1", user, "t")).is_ok(), "registration IDs ignore case");
-        for bad in ["0ne00000001/devices/dev-1/api-version=1", "0ne00000001", "/registrations/dev-1/x", "a/registrations//x"] {
+        for bad in
+            ["0ne00000001/devices/dev-1/api-version=1", "0ne00000001", "/registrations/dev-1/x", "a/registrations//x"]
+        {
             assert_eq!(Device::from_connect(&connect("dev-1", bad, "t")), Err(Refusal::UserNameOrPassword), "{bad}");
         }
         assert_eq!(Device::from_connect(&connect("dev-1", user, "line\nbreak")), Err(Refusal::UserNameOrPassword));

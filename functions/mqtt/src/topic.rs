@@ -37,6 +37,7 @@ impl Topic {
     /// Parse a publish's topic name. Method and action are matched in any case, as HTTPS paths are.
     pub fn parse(topic: &str) -> Topic {
         let (path, query) = topic.split_once("/?").unwrap_or((topic, ""));
+        let path = path.strip_suffix('/').unwrap_or(path);
         let rid = query_value(query, "$rid").unwrap_or_default().to_string();
         let mut segments = path.split('/');
         let mut next = || segments.next().unwrap_or_default().to_ascii_lowercase();
