@@ -134,7 +134,7 @@ pub struct ServeArgs {
     #[arg(long, env = "DPS_ALLOW_PRIVATE_WEBHOOK_TARGETS")]
     pub allow_private_webhook_targets: bool,
     #[command(flatten)]
-    pub mqtt: crate::mqtt::MqttArgs,
+    pub mqtt: Box<crate::mqtt::MqttArgs>,
 }
 
 /// A whole number of seconds, at least 1 (a zero timeout would close every connection at once).

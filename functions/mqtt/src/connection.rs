@@ -40,6 +40,8 @@ pub enum Ended {
     Idle,
     /// The server is stopping; requests in flight were answered first.
     Shutdown,
+    /// The client did not take a packet from the server within the idle timeout (it stopped reading).
+    NotReading,
     /// A packet the protocol does not allow here, one larger than the limit, or an I/O error.
     ProtocolError(String),
 }
@@ -65,13 +67,15 @@ where
         Ok(Some(Ok(Packet::Connect(connect)))) => match Device::from_connect(&connect) {
             Ok(device) => device,
             Err(refusal) => {
-                let _ = framed.send(Packet::ConnAck(ConnAck::new(refusal.code(), false))).await;
+                let _ = send(&mut framed, Packet::ConnAck(ConnAck::new(refusal.code(), false)), limits.connect_timeout)
+                    .await;
                 return Ended::Refused(refusal);
             }
         },
         // MQTT 3.1 ("MQIsdp") and 5: return code 1, as §3.1.2.2 asks.
         Ok(Some(Err(CodecError::InvalidProtocol | CodecError::InvalidProtocolLevel(_)))) => {
-            let _ = framed.send(Packet::ConnAck(ConnAck::new(ConnectReturnCode::RefusedProtocolVersion, false))).await;
+            let refused = ConnAck::new(ConnectReturnCode::RefusedProtocolVersion, false);
+            let _ = send(&mut framed, Packet::ConnAck(refused), limits.connect_timeout).await;
             return Ended::Refused(Refusal::ProtocolVersion);
         }
         Ok(Some(Err(e))) => return Ended::ProtocolError(e.to_string()),
@@ -79,8 +83,9 @@ where
     };
     // No session state is kept between connections (an answer belongs to the connection that asked), so a
     // persistent session is accepted but never present: clients subscribe again, as they do anyway.
-    if framed.send(Packet::ConnAck(ConnAck::new(ConnectReturnCode::Success, false))).await.is_err() {
-        return Ended::ByClient;
+    let accepted = ConnAck::new(ConnectReturnCode::Success, false);
+    if let Err(ended) = send(&mut framed, Packet::ConnAck(accepted), limits.connect_timeout).await {
+        return ended;
     }
     tracing::debug!(scope = %device.id_scope, registration_id = %device.registration_id, "mqtt device connected");
 
@@ -139,8 +144,8 @@ impl<'a> Session<'a> {
                 }
                 Some(answer) = in_flight.next(), if !in_flight.is_empty() => {
                     worked = Instant::now();
-                    if let Err(e) = self.publish(framed, answer).await {
-                        return Ended::ProtocolError(e.to_string());
+                    if let Err(ended) = self.publish(framed, answer).await {
+                        return ended;
                     }
                     if stopping && in_flight.is_empty() {
                         return Ended::Shutdown;
@@ -156,12 +161,12 @@ impl<'a> Session<'a> {
                     match self.handle(framed, packet, in_flight.len()).await {
                         Ok(Step::Continue) => {}
                         Ok(Step::Ask(request, rid)) => {
-                            in_flight.push(exchange::ask(self.router.clone(), request, rid));
+                            in_flight.push(exchange::ask(self.router.clone(), *request, rid));
                         }
                         Ok(Step::Answer(answer)) => {
                             worked = Instant::now();
-                            if let Err(e) = self.publish(framed, answer).await {
-                                return Ended::ProtocolError(e.to_string());
+                            if let Err(ended) = self.publish(framed, answer).await {
+                                return ended;
                             }
                         }
                         Ok(Step::Disconnect) => return Ended::ByClient,
@@ -190,7 +195,9 @@ impl<'a> Session<'a> {
                 match publish.qos {
                     QoS::AtMostOnce => {}
                     // Received is all a PUBACK says; the answer follows on the response topic.
-                    QoS::AtLeastOnce => send(framed, Packet::PubAck(PubAck::new(publish.pkid))).await?,
+                    QoS::AtLeastOnce => {
+                        send(framed, Packet::PubAck(PubAck::new(publish.pkid)), self.limits.idle_timeout).await?
+                    }
                     // As Azure DPS: no QoS 2.
                     QoS::ExactlyOnce => return Err(Ended::ProtocolError("QoS 2 is not supported".into())),
                 }
@@ -209,7 +216,7 @@ impl<'a> Session<'a> {
                     return Ok(Step::Answer(exchange::refuse(error, &topic.rid).await));
                 }
                 match exchange::to_http(&self.device, &topic, publish.payload, &self.extensions) {
-                    Ok(request) => Ok(Step::Ask(request, topic.rid)),
+                    Ok(request) => Ok(Step::Ask(Box::new(request), topic.rid)),
                     Err(error) => Ok(Step::Answer(exchange::refuse(error, &topic.rid).await)),
                 }
             }
@@ -229,16 +236,16 @@ impl<'a> Session<'a> {
                         }
                     })
                     .collect();
-                send(framed, Packet::SubAck(SubAck::new(subscribe.pkid, codes))).await?;
+                send(framed, Packet::SubAck(SubAck::new(subscribe.pkid, codes)), self.limits.idle_timeout).await?;
                 Ok(Step::Continue)
             }
             Packet::Unsubscribe(unsubscribe) => {
                 self.subscriptions.retain(|(path, _)| !unsubscribe.topics.contains(path));
-                send(framed, Packet::UnsubAck(UnsubAck::new(unsubscribe.pkid))).await?;
+                send(framed, Packet::UnsubAck(UnsubAck::new(unsubscribe.pkid)), self.limits.idle_timeout).await?;
                 Ok(Step::Continue)
             }
             Packet::PingReq => {
-                send(framed, Packet::PingResp).await?;
+                send(framed, Packet::PingResp, self.limits.idle_timeout).await?;
                 Ok(Step::Continue)
             }
             // The client's acknowledgement of an answer at QoS 1: nothing is kept to be resent.
@@ -249,7 +256,7 @@ impl<'a> Session<'a> {
     }
 
     /// Publish an answer if the client subscribed to it (at the QoS it was granted); otherwise drop it.
-    async fn publish<IO>(&mut self, framed: &mut Framed<IO, Codec>, answer: Answer) -> Result<(), CodecError>
+    async fn publish<IO>(&mut self, framed: &mut Framed<IO, Codec>, answer: Answer) -> Result<(), Ended>
     where
         IO: AsyncRead + AsyncWrite + Unpin,
     {
@@ -268,23 +275,28 @@ impl<'a> Session<'a> {
             self.next_packet_id = self.next_packet_id.checked_add(1).unwrap_or(1);
             publish.pkid = self.next_packet_id;
         }
-        framed.send(Packet::Publish(publish)).await
+        send(framed, Packet::Publish(publish), self.limits.idle_timeout).await
     }
 }
 
-/// Send one packet; a failure ends the connection.
-async fn send<IO>(framed: &mut Framed<IO, Codec>, packet: Packet) -> Result<(), Ended>
+/// Send one packet; a failure ends the connection, and so does a client that does not take it within `limit`
+/// (one that stops reading would otherwise hold the connection, and its slot, for ever).
+async fn send<IO>(framed: &mut Framed<IO, Codec>, packet: Packet, limit: Duration) -> Result<(), Ended>
 where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
-    framed.send(packet).await.map_err(|e| Ended::ProtocolError(e.to_string()))
+    match tokio::time::timeout(limit, framed.send(packet)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(Ended::ProtocolError(e.to_string())),
+        Err(_) => Err(Ended::NotReading),
+    }
 }
 
 /// What a packet leads to.
 enum Step {
     Continue,
     /// Ask the router; the answer is published when it comes.
-    Ask(http::Request<axum::body::Body>, String),
+    Ask(Box<http::Request<axum::body::Body>>, String),
     /// Publish this answer now.
     Answer(Answer),
     Disconnect,

@@ -117,7 +117,12 @@ impl World {
 
     /// Start serving one connection; the client end, the stop switch and how the connection ended.
     fn connect_raw(&self, limits: Limits) -> (Client, oneshot::Sender<()>, JoinHandle<Ended>) {
-        let (client, server) = tokio::io::duplex(1 << 20);
+        self.connect_buffered(limits, 1 << 20)
+    }
+
+    /// As `connect_raw`, with `buffer` bytes of room in each direction of the stream.
+    fn connect_buffered(&self, limits: Limits, buffer: usize) -> (Client, oneshot::Sender<()>, JoinHandle<Ended>) {
+        let (client, server) = tokio::io::duplex(buffer);
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let router = self.router.clone();
         let mut extensions = http::Extensions::new();
@@ -467,4 +472,24 @@ async fn a_stopping_server_answers_what_is_in_flight_then_closes() {
     assert_eq!(served.await.unwrap(), Ended::Shutdown);
     let (status, _) = w.service("GET", "/registrations/dev-9", None).await;
     assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_closed() {
+    let w = World::new().await;
+    let limits = Limits { idle_timeout: Duration::from_millis(300), ..Limits::default() };
+    let (mut c, _stop, served) = w.connect_buffered(limits, 256);
+    assert_eq!(c.connect("dev-10", &w.user("dev-10"), "x").await, ConnectReturnCode::Success);
+    // Pings whose answers are never read: the server's writes stall once the stream's buffer is full.
+    let flood = tokio::spawn(async move {
+        for _ in 0..10_000 {
+            if c.0.send(Packet::PingReq).await.is_err() {
+                break;
+            }
+        }
+        c
+    });
+    let ended = tokio::time::timeout(Duration::from_secs(10), served).await.expect("closed in time").unwrap();
+    assert_eq!(ended, Ended::NotReading);
+    flood.abort();
 }
