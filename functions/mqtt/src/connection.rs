@@ -67,6 +67,7 @@ where
         Ok(Some(Ok(Packet::Connect(connect)))) => match Device::from_connect(&connect) {
             Ok(device) => device,
             Err(refusal) => {
+                tracing::info!(client_id = %dps_core::ids::printable(&connect.client_id), reason = refusal.reason(), "mqtt CONNECT refused");
                 let _ = send(&mut framed, Packet::ConnAck(ConnAck::new(refusal.code(), false)), limits.connect_timeout)
                     .await;
                 return Ended::Refused(refusal);
