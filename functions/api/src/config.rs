@@ -23,6 +23,12 @@ pub(crate) fn routes() -> Router<Dps> {
         .route("/config/linkedHubs/{host_name}", get(get_linked_hub).put(put_linked_hub).delete(delete_linked_hub))
         .route("/config/authorizationPolicies", get(list_policies))
         .route("/config/authorizationPolicies/{key_name}", get(get_policy).put(put_policy).delete(delete_policy))
+        .route("/config/certificates", get(list_certificates))
+        .route(
+            "/config/certificates/{name}",
+            get(get_certificate).put(put_certificate).delete(delete_certificate),
+        )
+        .route("/config/certificates/{name}/verify", axum::routing::post(verify_certificate))
         .route("/config/operations", get(operations))
         .route("/config/webhookSigningKey", get(webhook_signing_key))
 }
@@ -127,6 +133,62 @@ async fn delete_linked_hub(
     Segments(host_name): Segments<String>,
 ) -> Result<Response, ApiError> {
     dps.delete_linked_hub(&caller, &host_name).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// A CA certificate upload, or the proof-of-possession certificate for `verify`: PEM (or base64 of PEM or DER).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct CertificateBody {
+    certificate: String,
+}
+
+async fn list_certificates(
+    State(dps): State<Dps>,
+    _: OptionalApiVersion,
+    Authed(caller): Authed,
+) -> Result<Response, ApiError> {
+    Ok(json(StatusCode::OK, &dps.list_ca_certificates(&caller).await?))
+}
+
+async fn get_certificate(
+    State(dps): State<Dps>,
+    _: OptionalApiVersion,
+    Authed(caller): Authed,
+    Segments(name): Segments<String>,
+) -> Result<Response, ApiError> {
+    Ok(json(StatusCode::OK, &dps.get_ca_certificate(&caller, &name).await?))
+}
+
+async fn put_certificate(
+    State(dps): State<Dps>,
+    _: OptionalApiVersion,
+    Authed(caller): Authed,
+    Segments(name): Segments<String>,
+    JsonBody(body): JsonBody<CertificateBody>,
+) -> Result<Response, ApiError> {
+    let body = body.ok_or_else(|| ApiError::malformed_body("A body with the certificate is required"))?;
+    Ok(json(StatusCode::OK, &dps.put_ca_certificate(&caller, &name, &body.certificate).await?))
+}
+
+async fn verify_certificate(
+    State(dps): State<Dps>,
+    _: OptionalApiVersion,
+    Authed(caller): Authed,
+    Segments(name): Segments<String>,
+    JsonBody(body): JsonBody<CertificateBody>,
+) -> Result<Response, ApiError> {
+    let body = body.ok_or_else(|| ApiError::malformed_body("A body with the verification certificate is required"))?;
+    Ok(json(StatusCode::OK, &dps.verify_ca_certificate(&caller, &name, &body.certificate).await?))
+}
+
+async fn delete_certificate(
+    State(dps): State<Dps>,
+    _: OptionalApiVersion,
+    Authed(caller): Authed,
+    Segments(name): Segments<String>,
+) -> Result<Response, ApiError> {
+    dps.delete_ca_certificate(&caller, &name).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

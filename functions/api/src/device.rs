@@ -11,6 +11,7 @@ use dps_core::Dps;
 use dps_core::model::{RegistrationRecord, RegistrationStatus};
 use dps_core::service::{RegisterRequest, StatusRequest};
 
+use crate::certs::ClientCertificates;
 use crate::error::ApiError;
 use crate::extract::{ApiVersion, JsonBody, Segments, header_str, json};
 use crate::layers::{canon, no_route};
@@ -52,6 +53,7 @@ async fn register(
     ApiVersion(api_version): ApiVersion,
     Segments((id_scope, registration_id)): Segments<(String, String)>,
     client: Option<Extension<ClientAddress>>,
+    certs: Option<Extension<ClientCertificates>>,
     headers: HeaderMap,
     JsonBody(body): JsonBody<DeviceRegistration>,
 ) -> Result<Response, ApiError> {
@@ -65,6 +67,7 @@ async fn register(
             body_registration_id: body.registration_id,
             payload: body.payload,
             authorization: header_str(&headers, AUTHORIZATION.as_str()).map(str::to_string),
+            client_certificates: chain(certs),
             api_version,
             client_address: client.map(|Extension(ClientAddress(ip))| ip),
         })
@@ -77,6 +80,8 @@ async fn operation_status(
     State(dps): State<Dps>,
     _: ApiVersion,
     Segments((id_scope, registration_id, operation_id)): Segments<(String, String, String)>,
+    client: Option<Extension<ClientAddress>>,
+    certs: Option<Extension<ClientCertificates>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     // The Node SDK sends "{}" with this GET; the body is never read.
@@ -88,7 +93,8 @@ async fn operation_status(
             body_registration_id: None,
             operation_id: Some(operation_id),
             authorization: header_str(&headers, AUTHORIZATION.as_str()).map(str::to_string),
-            client_address: None,
+            client_certificates: chain(certs),
+            client_address: client.map(|Extension(ClientAddress(ip))| ip),
         })
         .await?;
     let status = if record.status == RegistrationStatus::Assigning { StatusCode::ACCEPTED } else { StatusCode::OK };
@@ -100,6 +106,7 @@ async fn registration_status(
     _: ApiVersion,
     Segments((id_scope, registration_id)): Segments<(String, String)>,
     client: Option<Extension<ClientAddress>>,
+    certs: Option<Extension<ClientCertificates>>,
     headers: HeaderMap,
     JsonBody(body): JsonBody<DeviceRegistration>,
 ) -> Result<Response, ApiError> {
@@ -115,10 +122,16 @@ async fn registration_status(
             body_registration_id: body.registration_id,
             operation_id: None,
             authorization: header_str(&headers, AUTHORIZATION.as_str()).map(str::to_string),
+            client_certificates: chain(certs),
             client_address: client.map(|Extension(ClientAddress(ip))| ip),
         })
         .await?;
     Ok(json(StatusCode::OK, &DeviceRegistrationResult::from(&record)))
+}
+
+/// The certificate chain the front door received, if any.
+fn chain(certs: Option<Extension<ClientCertificates>>) -> Vec<Vec<u8>> {
+    certs.map(|Extension(ClientCertificates(chain))| chain.as_ref().clone()).unwrap_or_default()
 }
 
 /// `RegistrationOperationStatus`, with `Retry-After` only while the registration is still being assigned.

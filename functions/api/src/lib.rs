@@ -3,6 +3,7 @@
 //! Azure error bodies), so a binary only serves it: axum over TLS locally, `lambda_http::run` on Lambda.
 
 mod bounds;
+pub mod certs;
 mod config;
 mod device;
 pub mod error;
@@ -17,6 +18,7 @@ use axum::extract::Request;
 use dps_core::Dps;
 use tower::ServiceExt;
 
+pub use certs::{ClientCertificateSource, ClientCertificates, with_alb_client_certificates};
 pub use device::ClientAddress;
 pub use error::ApiError;
 pub use extract::{API_VERSIONS, MAX_BODY_BYTES, MAX_JSON_DEPTH, MAX_POLICY_BYTES, service_host};

@@ -70,7 +70,10 @@ pub(crate) fn normalise(segments: &[&str]) -> Vec<String> {
         .enumerate()
         .map(|(i, s)| match (i, collection) {
             (0, _) => first.clone().unwrap_or_default(),
-            (1, "config") => canon(s, &["linkedHubs", "authorizationPolicies", "operations", "webhookSigningKey"]),
+            (1, "config") => {
+                canon(s, &["linkedHubs", "authorizationPolicies", "certificates", "operations", "webhookSigningKey"])
+            }
+            (3, "config") if segments[1].eq_ignore_ascii_case("certificates") => canon(s, &["verify"]),
             (2, "policies") => canon(s, &["dryRun"]),
             (_, "config" | "policies") => s.to_string(),
             (1, _) => canon(s, &["query"]),

@@ -68,7 +68,7 @@ impl From<&RegistrationRecord> for DeviceRegistrationResult {
         let (mut symmetric_key, mut x509, mut tpm) = (None, None, None);
         match r.attestation_type {
             AttestationType::SymmetricKey => symmetric_key = Some(part),
-            AttestationType::X509 => x509 = Some(part),
+            AttestationType::X509 => x509 = Some(r.x509.as_ref().map_or(part, |x| json!(x))),
             AttestationType::Tpm => tpm = Some(json!({})),
             AttestationType::None => {}
         }

@@ -3,3 +3,8 @@
 //!
 //! - `x509`: certificate parsing (the Azure `X509CertificateInfo`), thumbprints, chain validation (rustls-webpki).
 //! - `tpm`: the TPM endorsement-key challenge (MakeCredential, duplication of a keyed-hash key, TPM structures).
+
+pub mod x509;
+
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;

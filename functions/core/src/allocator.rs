@@ -32,6 +32,10 @@ pub struct DeviceRuntimeContext {
     /// Present (and empty) for symmetric-key devices, as Azure sends it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub symmetric_key: Option<Value>,
+    /// For X.509 devices, their certificates as the registration records them (`certificateInfo`,
+    /// `enrollmentGroupId`, `signingCertificateInfo`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub x509: Option<crate::model::X509RegistrationResult>,
     /// The hub the device is assigned to now (re-registrations).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub current_iot_hub_host_name: Option<String>,

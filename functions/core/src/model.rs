@@ -5,8 +5,13 @@ use serde_json::Value;
 use time::OffsetDateTime;
 
 mod enrollment;
+mod x509;
 
 pub use enrollment::{AnyEnrollment, Enrollment, EnrollmentKind};
+pub use x509::{
+    CaCertificate, X509Attestation, X509CaReferences, X509CertificateInfo, X509CertificateWithInfo, X509Certificates,
+    X509RegistrationResult,
+};
 
 /// A timestamp, serialised as RFC 3339 in UTC.
 pub type Timestamp = OffsetDateTime;
@@ -130,9 +135,9 @@ pub struct AttestationMechanism {
     /// TPM part.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tpm: Option<TpmAttestation>,
-    /// X.509 part, kept as sent (X.509 attestation is not implemented yet).
+    /// X.509 part.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub x509: Option<Value>,
+    pub x509: Option<X509Attestation>,
     /// Symmetric key part.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub symmetric_key: Option<SymmetricKeyAttestation>,
@@ -288,6 +293,9 @@ pub struct RegistrationRecord {
     pub enrollment_group_id: Option<String>,
     /// How the device attested.
     pub attestation_type: AttestationType,
+    /// The certificates that admitted an X.509 device.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub x509: Option<X509RegistrationResult>,
     /// ID of the last register operation, answered by the operation status lookup.
     pub operation_id: String,
     /// Hub of the first assignment (to recognise a return to it).
@@ -383,6 +391,9 @@ pub struct Instance {
     /// Keys for the service API.
     #[serde(default)]
     pub authorization_policies: Vec<AccessPolicy>,
+    /// CA certificates that groups may reference (`caReferences`); only verified ones admit devices.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ca_certificates: Vec<CaCertificate>,
     /// Let webhooks target private, loopback and link-local addresses.
     #[serde(default)]
     pub allow_private_webhook_targets: bool,

@@ -67,9 +67,9 @@ pub async fn serve(
     stop: impl std::future::Future<Output = ()>,
 ) {
     // What each of the connection's requests carries, as the HTTPS listener puts it on every request.
-    // X.509 over MQTT: the TLS client certificate goes here too (from `stream.get_ref().1.peer_certificates()`,
-    // as the same extension HTTPS requests get), and a CONNECT without a password then reaches the device API
-    // with it, exactly as an HTTPS request with a client certificate and no Authorization header does.
+    // X.509 over MQTT (not wired yet): insert the TLS client certificate chain here as `dps_api::ClientCertificates`
+    // (from `stream.get_ref().1.peer_certificates()`, exactly as `serve.rs` does for HTTPS); a CONNECT without a
+    // password then reaches the device API as an HTTPS request with a certificate and no Authorization does.
     let mut extensions = http::Extensions::new();
     extensions.insert(dps_api::ClientAddress(peer.ip().to_canonical()));
     let ended = dps_mqtt::serve(stream, router, extensions, limits, stop).await;

@@ -241,11 +241,18 @@ impl Connection {
             let mut stop = self.stop;
             return mqtt::serve(stream, peer, self.router, &mqtt_limits, stopped(&mut stop)).await;
         }
+        // The device's certificate chain, if it sent one (X.509 attestation judges it per request).
+        let certificates = stream.get_ref().1.peer_certificates().map(|chain| {
+            dps_api::ClientCertificates(Arc::new(chain.iter().map(|c| c.as_ref().to_vec()).collect()))
+        });
         let activity = Activity::new();
         let service = hyper::service::service_fn({
             let (router, limits, activity) = (self.router, limits.clone(), activity.clone());
             move |mut request: http::Request<hyper::body::Incoming>| {
                 request.extensions_mut().insert(dps_api::ClientAddress(peer.ip().to_canonical()));
+                if let Some(certificates) = &certificates {
+                    request.extensions_mut().insert(certificates.clone());
+                }
                 handle(router.clone(), limits.clone(), activity.clone(), request)
             }
         });

@@ -160,6 +160,7 @@ fn sample_instance(scope: &str) -> Instance {
             apply_allocation_policy: true,
             location: Some("eu-west-1".into()),
         }],
+        ca_certificates: Vec::new(),
         authorization_policies: vec![AccessPolicy {
             key_name: "owner".into(),
             primary_key: "cHJpbWFyeS1rZXktMTIzNDU2".into(),
@@ -213,6 +214,7 @@ fn sample_record(registration_id: &str, group: Option<&str>) -> RegistrationReco
         etag: None,
         enrollment_group_id: group.map(str::to_string),
         attestation_type: AttestationType::SymmetricKey,
+        x509: None,
         operation_id: unique("op"),
         initial_hub: Some("hub-1.example.net".into()),
         initial_twin: Some(json!({ "tags": { "stored": true } })),

@@ -97,6 +97,7 @@ impl Dps {
                 secondary_key: generate_key(),
                 rights: Right::ALL.to_vec(),
             }],
+            ca_certificates: Vec::new(),
             allow_private_webhook_targets: false,
             webhook_signing_key: Some(generate_key()),
             etag: None,
@@ -328,7 +329,7 @@ impl Dps {
             .ok_or_else(|| Error::not_found("Instance not found"))
     }
 
-    async fn change_instance(
+    pub(super) async fn change_instance(
         &self,
         caller: &Caller,
         if_match: Option<&str>,

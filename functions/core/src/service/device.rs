@@ -16,6 +16,9 @@ use crate::model::{
 };
 use crate::sas::{SasToken, derive_device_key};
 use crate::store::{DeviceContext, Precondition};
+use dps_attestation::x509::Chain;
+
+use super::x509::device_chain;
 
 /// The one answer to a device whose token does not get it in: wrong key, unknown enrollment, unknown scope.
 const DEVICE_DENIED: &str = "Unauthorized: the SAS token does not match any enrollment";
@@ -26,8 +29,8 @@ const WRITE_ATTEMPTS: usize = 4;
 /// One registration being decided: everything `decide`, `allocate` and `custom` need.
 struct Registration<'a> {
     instance: &'a Instance,
-    /// The enrollment that admitted the device.
-    enrollment: &'a AnyEnrollment,
+    /// The enrollment that admitted the device, how the device attested, and what its certificates say.
+    attested: &'a Attested,
     /// The device's record before this registration.
     previous: Option<&'a RegistrationRecord>,
     /// The hub the device was last assigned to, even if a disabled or failed registration came since.
@@ -48,6 +51,8 @@ pub struct RegisterRequest {
     pub payload: Option<Value>,
     /// The `Authorization` header.
     pub authorization: Option<String>,
+    /// The TLS client certificate chain the front door received (DER, leaf first; empty if none).
+    pub client_certificates: Vec<Vec<u8>>,
     /// The `api-version` query parameter.
     pub api_version: String,
     /// The client's address, when the front door knows it (failed attestations are limited per address).
@@ -67,8 +72,24 @@ pub struct StatusRequest {
     pub operation_id: Option<String>,
     /// The `Authorization` header.
     pub authorization: Option<String>,
+    /// The TLS client certificate chain the front door received (DER, leaf first; empty if none).
+    pub client_certificates: Vec<Vec<u8>>,
     /// The client's address, when the front door knows it.
     pub client_address: Option<std::net::IpAddr>,
+}
+
+/// What a device proves itself with: a SAS token (symmetric key), or a certificate chain (X.509).
+pub(super) enum Credential {
+    Sas(SasToken),
+    X509(Chain),
+}
+
+/// The outcome of attestation: the admitting enrollment, the attestation kind, and for X.509 devices what the
+/// registration records about their certificates.
+pub(super) struct Attested {
+    enrollment: AnyEnrollment,
+    kind: AttestationType,
+    x509: Option<crate::model::X509RegistrationResult>,
 }
 
 impl Dps {
@@ -79,23 +100,24 @@ impl Dps {
     }
 
     async fn register_attested(&self, req: &RegisterRequest) -> Result<RegistrationRecord> {
-        let (token, instance) = self
+        let (credential, instance) = self
             .device_caller(
                 &req.id_scope,
                 &req.registration_id,
                 req.body_registration_id.as_deref(),
                 req.authorization.as_deref(),
+                &req.client_certificates,
             )
             .await?;
 
         for _ in 0..WRITE_ATTEMPTS {
             let context = self.store.device_context(&instance.id_scope, &req.registration_id).await?;
-            let admitted = self.attest(&instance, &context, &token, &req.registration_id).await?;
+            let admitted = self.attest(&instance, &context, &credential, &req.registration_id).await?;
             let previous = context.record;
             let current_hub = previous.as_ref().and_then(|p| p.assigned_hub.as_deref());
             let registration = Registration {
                 instance: &instance,
-                enrollment: &admitted,
+                attested: &admitted,
                 previous: previous.as_ref(),
                 current_hub,
                 req,
@@ -163,31 +185,39 @@ impl Dps {
     }
 
     async fn status_attested(&self, req: &StatusRequest) -> Result<RegistrationRecord> {
-        let (token, instance) = self
+        let (credential, instance) = self
             .device_caller(
                 &req.id_scope,
                 &req.registration_id,
                 req.body_registration_id.as_deref(),
                 req.authorization.as_deref(),
+                &req.client_certificates,
             )
             .await?;
         let context = self.store.device_context(&instance.id_scope, &req.registration_id).await?;
-        self.attest(&instance, &context, &token, &req.registration_id).await?;
+        self.attest(&instance, &context, &credential, &req.registration_id).await?;
         context.record.ok_or_else(|| Error::not_found("The device has no registration"))
     }
 
-    /// What both device calls check first: the IDs, the token (before the instance is looked up: an unknown
-    /// scope is refused as a bad signature is, so outsiders cannot tell which ID scopes exist), the instance.
+    /// What both device calls check first: the IDs, the credential (before the instance is looked up: an
+    /// unknown scope is refused as a bad signature is, so outsiders cannot tell which ID scopes exist), the
+    /// instance. A SAS token in `Authorization` is the credential when sent; else the client certificate chain.
     async fn device_caller(
         &self,
         scope: &str,
         registration_id: &str,
         body_registration_id: Option<&str>,
         authorization: Option<&str>,
-    ) -> Result<(SasToken, Arc<Instance>)> {
+        client_certificates: &[Vec<u8>],
+    ) -> Result<(Credential, Arc<Instance>)> {
         check_ids(registration_id, body_registration_id)?;
-        let token = device_token(authorization, scope, registration_id, self.settings.max_token_secs())?;
-        Ok((token, self.device_instance(scope).await?))
+        let credential = match authorization {
+            None if !client_certificates.is_empty() => {
+                Credential::X509(device_chain(client_certificates, registration_id)?)
+            }
+            _ => Credential::Sas(device_token(authorization, scope, registration_id, self.settings.max_token_secs())?),
+        };
+        Ok((credential, self.device_instance(scope).await?))
     }
 
     async fn device_instance(&self, scope: &str) -> Result<Arc<Instance>> {
@@ -197,9 +227,30 @@ impl Dps {
         self.instance_by_scope(scope).await?.ok_or_else(|| Error::unauthorized(DEVICE_DENIED))
     }
 
+    /// Find the enrollment the credential belongs to.
+    async fn attest(
+        &self,
+        instance: &Instance,
+        context: &DeviceContext,
+        credential: &Credential,
+        registration_id: &str,
+    ) -> Result<Attested> {
+        match credential {
+            Credential::Sas(token) => Ok(Attested {
+                enrollment: self.attest_sas(instance, context, token, registration_id).await?,
+                kind: AttestationType::SymmetricKey,
+                x509: None,
+            }),
+            Credential::X509(chain) => {
+                let admission = self.attest_x509(instance, context, chain).await?;
+                Ok(Attested { enrollment: admission.enrollment, kind: AttestationType::X509, x509: Some(admission.result) })
+            }
+        }
+    }
+
     /// Find the enrollment whose key signed the token. An individual enrollment takes precedence over
     /// groups; a disabled individual enrollment also disables a device that signs with a group key.
-    async fn attest(
+    async fn attest_sas(
         &self,
         instance: &Instance,
         context: &DeviceContext,
@@ -245,10 +296,10 @@ impl Dps {
     async fn decide(&self, r: &Registration<'_>) -> RegistrationRecord {
         let (instance, previous, req) = (r.instance, r.previous, r.req);
         let now = now();
-        let spec = r.enrollment.spec();
+        let spec = r.attested.enrollment.spec();
         // The device ID keeps one spelling whatever case the device sends its registration ID in: the
         // enrollment's (its deviceId, else its registrationId), or for a group's device the first one recorded.
-        let (device_id, group_id) = match r.enrollment {
+        let (device_id, group_id) = match &r.attested.enrollment {
             AnyEnrollment::Individual(e) => (e.device_id.clone().unwrap_or_else(|| e.registration_id.clone()), None),
             AnyEnrollment::Group(g) => (
                 previous.and_then(|p| p.device_id.clone()).unwrap_or_else(|| req.registration_id.clone()),
@@ -268,7 +319,8 @@ impl Dps {
             last_updated_date_time_utc: now,
             etag: None,
             enrollment_group_id: group_id,
-            attestation_type: AttestationType::SymmetricKey,
+            attestation_type: r.attested.kind,
+            x509: r.attested.x509.clone(),
             operation_id: new_operation_id(),
             initial_hub: previous.and_then(|p| p.initial_hub.clone()),
             initial_twin: None,
@@ -312,7 +364,7 @@ impl Dps {
     }
 
     async fn allocate(&self, r: &Registration<'_>, sticky: bool) -> Result<AllocationResponse, AllocationFailure> {
-        let (instance, spec) = (r.instance, r.enrollment.spec());
+        let (instance, spec) = (r.instance, r.attested.enrollment.spec());
         let policy = spec.allocation_policy.unwrap_or(instance.allocation_policy);
         let fail = |message: &str| AllocationFailure::new(codes::HUB_NOT_SPECIFIED, message);
         if policy == AllocationPolicy::Custom {
@@ -355,6 +407,7 @@ impl Dps {
             AllocationFailure::new(codes::CUSTOM_NOT_AVAILABLE, "Custom allocation is not available in this deployment")
         })?;
         let definition = r
+            .attested
             .enrollment
             .spec()
             .custom_allocation_definition
@@ -371,12 +424,13 @@ impl Dps {
         }
         let context = DeviceRuntimeContext {
             registration_id: r.req.registration_id.clone(),
-            symmetric_key: Some(json!({})),
+            symmetric_key: (r.attested.kind == AttestationType::SymmetricKey).then(|| json!({})),
+            x509: r.attested.x509.clone(),
             current_iot_hub_host_name: r.current_hub.map(str::to_string),
             current_device_id: r.current_hub.and_then(|_| r.previous.and_then(|p| p.device_id.clone())),
             payload: r.req.payload.clone(),
         };
-        let request = AllocationRequest::new(r.enrollment, context, linked_hubs);
+        let request = AllocationRequest::new(&r.attested.enrollment, context, linked_hubs);
         let response = allocator.allocate(r.instance, definition, &request).await?;
         request.check_offered(response)
     }

@@ -126,6 +126,8 @@ impl Dps {
             )));
         }
         item.check_kind_rules()?;
+        let mut item = item;
+        super::x509::fill_x509(&mut item.spec_mut().attestation, E::KIND, instance)?;
         self.check_spec(instance, item.spec()).await?;
         let scope = &instance.id_scope;
         for _ in 0..3 {

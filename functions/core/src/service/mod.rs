@@ -2,6 +2,7 @@
 
 mod bulk;
 mod cache;
+mod certificates;
 mod config;
 mod device;
 mod enrollments;
@@ -9,6 +10,7 @@ mod limiter;
 mod policies;
 mod registrations;
 mod validation;
+mod x509;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,6 +24,7 @@ use crate::sas::SasToken;
 use crate::store::{EnrollmentStore, PageRequest, Store};
 
 pub use bulk::{BulkItemResult, BulkMode, BulkOutcome, MAX_BULK_ITEMS};
+pub use certificates::MAX_CA_CERTIFICATES;
 pub use config::{InstanceConfig, NewInstance, OWNER_POLICY};
 pub use device::{RegisterRequest, StatusRequest};
 pub use enrollments::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};

@@ -137,7 +137,7 @@ impl Fixture {
             body_registration_id: None,
             operation_id: operation_id.map(str::to_string),
             authorization: Some(device_token(self.scope(), registration_id, key, later())),
-            client_address: None,
+            ..Default::default()
         }
     }
 }
@@ -175,7 +175,7 @@ pub fn register_request(scope: &str, registration_id: &str, key: &str) -> Regist
         payload: None,
         authorization: Some(device_token(scope, registration_id, key, later())),
         api_version: "2021-06-01".into(),
-        client_address: None,
+        ..Default::default()
     }
 }
 

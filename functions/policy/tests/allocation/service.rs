@@ -88,7 +88,7 @@ impl Service {
                 payload,
                 authorization: Some(token),
                 api_version: "2021-06-01".into(),
-                client_address: None,
+                ..Default::default()
             })
             .await
             .unwrap()

@@ -103,6 +103,7 @@ impl DpsEnv {
                 authorization: Some(self.token(registration_id, key)),
                 api_version: "2021-06-01".into(),
                 client_address: None,
+                client_certificates: Vec::new(),
             })
             .await
     }
@@ -126,6 +127,7 @@ impl DpsEnv {
             operation_id: operation_id.map(str::to_string),
             authorization: Some(self.token(registration_id, key)),
             client_address: None,
+            client_certificates: Vec::new(),
         };
         match operation_id {
             Some(_) => self.dps.operation_status(request).await,
