@@ -8,7 +8,7 @@ use rumqttc::mqttbytes::Protocol;
 use rumqttc::mqttbytes::v4::{Connect, ConnectReturnCode};
 
 /// What every request of a connection carries.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Device {
     /// ID scope, from the user name.
     pub id_scope: String,
@@ -21,6 +21,19 @@ pub struct Device {
     pub authorization: Option<HeaderValue>,
     /// Keep-alive the client asked for, in seconds (0: none).
     pub keep_alive: u16,
+}
+
+/// Never prints the token.
+impl std::fmt::Debug for Device {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Device")
+            .field("id_scope", &self.id_scope)
+            .field("registration_id", &self.registration_id)
+            .field("api_version", &self.api_version)
+            .field("authorization", &self.authorization.as_ref().map(|_| "<redacted>"))
+            .field("keep_alive", &self.keep_alive)
+            .finish()
+    }
 }
 
 /// Why a CONNECT is refused, as its CONNACK return code.
@@ -157,6 +170,13 @@ mod tests {
         let mut v5 = connect("dev-1", user, "t");
         v5.protocol = Protocol::V5;
         assert_eq!(Device::from_connect(&v5), Err(Refusal::ProtocolVersion));
+    }
+
+    #[test]
+    fn debug_output_never_shows_the_token() {
+        let user = "0ne00000001/registrations/dev-1/api-version=2019-03-31";
+        let device = Device::from_connect(&connect("dev-1", user, "SharedAccessSignature sig=secret")).unwrap();
+        assert!(!format!("{device:?}").contains("secret"));
     }
 
     #[test]
