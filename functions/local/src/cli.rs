@@ -133,6 +133,8 @@ pub struct ServeArgs {
     /// addresses (and over plain http). Off by default: without it no instance can reach this machine's network.
     #[arg(long, env = "DPS_ALLOW_PRIVATE_WEBHOOK_TARGETS")]
     pub allow_private_webhook_targets: bool,
+    #[command(flatten)]
+    pub mqtt: Box<crate::mqtt::MqttArgs>,
 }
 
 /// A whole number of seconds, at least 1 (a zero timeout would close every connection at once).
@@ -245,6 +247,17 @@ mod tests {
             (s.http2_keepalive_interval, s.http2_keepalive_timeout, s.max_connections_per_address),
             (20, 10, 64)
         );
+    }
+
+    #[test]
+    fn mqtt_is_off_unless_asked_for() {
+        let cli = Cli::try_parse_from(["dps"]).unwrap();
+        assert!(cli.serve.mqtt.mqtt_listen.is_none());
+        let cli = Cli::try_parse_from(["dps", "serve", "--mqtt-listen", "127.0.0.1:8883"]).unwrap();
+        let Some(Command::Serve(args)) = cli.command else { panic!("serve") };
+        assert_eq!(args.mqtt.mqtt_listen.unwrap().port(), 8883);
+        assert_eq!(args.mqtt.limits().max_in_flight, 8);
+        assert!(Cli::try_parse_from(["dps", "serve", "--mqtt-max-packet-size", "10"]).is_err());
     }
 
     #[test]

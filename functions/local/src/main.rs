@@ -6,6 +6,7 @@
 mod admin;
 mod cli;
 mod conn;
+mod mqtt;
 mod serve;
 mod store;
 mod tls;

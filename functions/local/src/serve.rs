@@ -23,8 +23,8 @@ use tower::ServiceExt;
 
 use crate::cli::{Global, ServeArgs};
 use crate::conn::{Activity, AddressCap, AddressSlot, ReadTimeout, Watched};
-use crate::store;
 use crate::tls::{self, TlsFiles};
+use crate::{mqtt, store};
 
 /// How long an idle connection told to close may take to go before it is dropped.
 const IDLE_CLOSE_LINGER: Duration = Duration::from_secs(1);
@@ -76,6 +76,8 @@ struct Listener {
     what: &'static str,
     socket: TcpListener,
     router: Router,
+    /// Set on the MQTT listener: its connections speak MQTT to the device router instead of HTTP.
+    mqtt: Option<Arc<dps_mqtt::Limits>>,
 }
 
 pub async fn run(global: &Global, args: ServeArgs) -> anyhow::Result<()> {
@@ -99,7 +101,8 @@ pub async fn run(global: &Global, args: ServeArgs) -> anyhow::Result<()> {
             tls::ensure_local_pki(&global.data_dir.join("tls"), &names)?
         }
     };
-    let acceptor = TlsAcceptor::from(tls::server_config(&files)?);
+    let tls_config = tls::server_config(&files)?;
+    let acceptor = TlsAcceptor::from(tls_config.clone());
     // The deadline is the API crate's layer, the same one the Lambda functions serve through.
     let limit = Duration::from_secs(args.request_timeout.max(1));
     let deadline = |router| dps_api::with_deadline(router, limit);
@@ -112,6 +115,12 @@ pub async fn run(global: &Global, args: ServeArgs) -> anyhow::Result<()> {
             listeners.push(bind("service", service_addr, deadline(dps_api::service_router(dps.clone()))).await?);
         }
     }
+    if let Some(addr) = args.mqtt.mqtt_listen {
+        let mut listener = bind("mqtt", addr, deadline(dps_api::device_router(dps.clone()))).await?;
+        listener.mqtt = Some(Arc::new(args.mqtt.limits()));
+        listeners.push(listener);
+    }
+    let mqtt_acceptor = TlsAcceptor::from(mqtt::tls_config(&tls_config));
     // Signal handlers go in before anyone learns we are up, so an early SIGTERM is still a graceful one.
     let signals = Signals::install();
     announce(&args, &files, &instances, &listeners)?;
@@ -124,7 +133,8 @@ pub async fn run(global: &Global, args: ServeArgs) -> anyhow::Result<()> {
     let grace = Duration::from_secs(args.shutdown_grace);
     let mut tasks = tokio::task::JoinSet::new();
     for listener in listeners {
-        tasks.spawn(serve_listener(listener, acceptor.clone(), limits.clone(), stop_rx.clone(), grace));
+        let acceptor = if listener.mqtt.is_some() { mqtt_acceptor.clone() } else { acceptor.clone() };
+        tasks.spawn(serve_listener(listener, acceptor, limits.clone(), stop_rx.clone(), grace));
     }
 
     let signal = signals.recv().await;
@@ -138,7 +148,7 @@ pub async fn run(global: &Global, args: ServeArgs) -> anyhow::Result<()> {
 
 async fn bind(what: &'static str, addr: SocketAddr, router: Router) -> anyhow::Result<Listener> {
     let socket = TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
-    Ok(Listener { what, socket, router })
+    Ok(Listener { what, socket, router, mqtt: None })
 }
 
 /// Accept TLS connections until told to stop, then wait (at most `grace`) for open connections to finish.
@@ -149,7 +159,7 @@ async fn serve_listener(
     mut stop: watch::Receiver<bool>,
     grace: Duration,
 ) {
-    let Listener { what, socket, router } = listener;
+    let Listener { what, socket, router, mqtt } = listener;
     let builder = limits.builder();
     let mut open = tokio::task::JoinSet::new();
 
@@ -183,6 +193,7 @@ async fn serve_listener(
             acceptor: acceptor.clone(),
             builder: builder.clone(),
             router: router.clone(),
+            mqtt: mqtt.clone(),
             limits: limits.clone(),
             stop: stop.clone(),
             _held: (permit, slot),
@@ -204,6 +215,7 @@ struct Connection {
     acceptor: TlsAcceptor,
     builder: auto::Builder<TokioExecutor>,
     router: Router,
+    mqtt: Option<Arc<dps_mqtt::Limits>>,
     limits: Arc<Limits>,
     stop: watch::Receiver<bool>,
     /// The connection's share of `--max-connections` and of its address's cap, released when it ends.
@@ -225,6 +237,10 @@ impl Connection {
                 return;
             }
         };
+        if let Some(mqtt_limits) = self.mqtt {
+            let mut stop = self.stop;
+            return mqtt::serve(stream, peer, self.router, &mqtt_limits, stopped(&mut stop)).await;
+        }
         // The device's certificate chain, if it sent one (X.509 attestation judges it per request).
         let certificates = stream.get_ref().1.peer_certificates().map(|chain| {
             dps_api::ClientCertificates::Der(Arc::new(chain.iter().map(|c| c.as_ref().to_vec()).collect()))
@@ -357,6 +373,7 @@ fn announce(args: &ServeArgs, files: &TlsFiles, instances: &[Instance], listener
     let listen = addr(0).context("no listener")?;
     let service_listen = if args.service_listen.is_some() { addr(1) } else { None };
     let service_port = service_listen.unwrap_or(listen).port();
+    let mqtt_listen = listeners.iter().find(|l| l.mqtt.is_some()).and_then(|l| l.socket.local_addr().ok());
     let ca = files.ca.as_deref().map(absolute);
     let first = instances
         .iter()
@@ -381,6 +398,7 @@ fn announce(args: &ServeArgs, files: &TlsFiles, instances: &[Instance], listener
             "listen": listen.to_string(),
             "deviceUrl": format!("https://{listen}"),
             "serviceListen": service_listen.map(|a| a.to_string()),
+            "mqttListen": mqtt_listen.map(|a| a.to_string()),
             "caCertificate": ca,
             "idScope": first.id_scope,
             "serviceHostName": first.service_host_name,
@@ -394,6 +412,9 @@ fn announce(args: &ServeArgs, files: &TlsFiles, instances: &[Instance], listener
     println!("dps is serving the {apis} on https://{listen}");
     if let Some(addr) = service_listen {
         println!("  service API on https://{addr}");
+    }
+    if let Some(addr) = mqtt_listen {
+        println!("  device API over MQTT (TLS) on {addr}");
     }
     for i in instances {
         println!();
