@@ -44,6 +44,7 @@ use dps_core::store::{DeviceContext, Page, PageRequest, Precondition, Store};
 use redb::Database;
 
 use crate::tables::internal;
+pub use crate::writer::CommitStats;
 use crate::writer::Writer;
 
 /// Name of the database file inside the data directory.
@@ -68,6 +69,11 @@ impl EmbeddedStore {
     pub fn in_memory() -> Result<Self> {
         let backend = redb::backends::InMemoryBackend::new();
         Self::init(Database::builder().create_with_backend(backend).map_err(internal)?)
+    }
+
+    /// Durable commits so far and the writes they carried (writes per commit shows the group commit at work).
+    pub fn commit_stats(&self) -> CommitStats {
+        self.writer.stats()
     }
 
     fn init(db: Database) -> Result<Self> {

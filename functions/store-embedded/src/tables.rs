@@ -95,7 +95,15 @@ impl EmbeddedStore {
         self.writer.write(f).await
     }
 
-    /// Run `f` on a read snapshot on the blocking pool.
+    /// Run `f` on a read snapshot right here, on the caller's thread: for point reads (one or two keys), which redb
+    /// serves from its page cache in microseconds, less than the hand-off to the blocking pool and back costs (on
+    /// a cache miss the caller's worker waits for one page read from the file).
+    pub(crate) fn read_now<T>(&self, f: impl FnOnce(&ReadTransaction) -> Result<T>) -> Result<T> {
+        let txn = self.db.begin_read().map_err(internal)?;
+        f(&txn)
+    }
+
+    /// Run `f` on a read snapshot on the blocking pool: for scans (pages, lists), whose cost grows with the data.
     pub(crate) async fn read<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,

@@ -14,6 +14,7 @@
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::thread::JoinHandle;
 
@@ -93,16 +94,41 @@ impl<T: Send + 'static> Ran for Done<T> {
 pub(crate) struct Writer {
     queue: Option<Sender<Box<dyn Job>>>,
     thread: Option<JoinHandle<()>>,
+    stats: Arc<Counters>,
+}
+
+/// Durable commits and the writes they carried, since the store was opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CommitStats {
+    /// Transactions committed durably.
+    pub commits: u64,
+    /// Writes those transactions carried (failed preconditions included).
+    pub writes: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    commits: AtomicU64,
+    writes: AtomicU64,
 }
 
 impl Writer {
     pub(crate) fn start(db: Arc<Database>) -> Result<Self> {
         let (queue, jobs) = channel();
+        let stats = Arc::new(Counters::default());
+        let counters = stats.clone();
         let thread = std::thread::Builder::new()
             .name("dps-store-writer".into())
-            .spawn(move || run(&db, jobs))
+            .spawn(move || run(&db, jobs, &counters))
             .map_err(|e| internal(format!("cannot start the writer thread: {e}")))?;
-        Ok(Self { queue: Some(queue), thread: Some(thread) })
+        Ok(Self { queue: Some(queue), thread: Some(thread), stats })
+    }
+
+    pub(crate) fn stats(&self) -> CommitStats {
+        CommitStats {
+            commits: self.stats.commits.load(Ordering::Relaxed),
+            writes: self.stats.writes.load(Ordering::Relaxed),
+        }
     }
 
     /// Queue `f` for the next shared transaction; resolves once that transaction is durably committed (or `f`'s
@@ -128,7 +154,7 @@ impl Drop for Writer {
     }
 }
 
-fn run(db: &Database, jobs: Receiver<Box<dyn Job>>) {
+fn run(db: &Database, jobs: Receiver<Box<dyn Job>>, stats: &Counters) {
     while let Ok(first) = jobs.recv() {
         let mut batch = Vec::with_capacity(16);
         batch.push(first);
@@ -138,17 +164,22 @@ fn run(db: &Database, jobs: Receiver<Box<dyn Job>>) {
                 Err(_) => break,
             }
         }
-        commit_batch(db, batch);
+        let writes = batch.len() as u64;
+        if commit_batch(db, batch) {
+            stats.commits.fetch_add(1, Ordering::Relaxed);
+            stats.writes.fetch_add(writes, Ordering::Relaxed);
+        }
     }
 }
 
-fn commit_batch(db: &Database, batch: Vec<Box<dyn Job>>) {
+/// Run one batch in one transaction and answer every write in it; true if it was committed.
+fn commit_batch(db: &Database, batch: Vec<Box<dyn Job>>) -> bool {
     let txn = match db.begin_write() {
         Ok(txn) => txn,
         Err(err) => {
             let err = internal(err);
             batch.into_iter().for_each(|job| job.refuse(err.clone()));
-            return;
+            return false;
         }
     };
     let ran: Vec<Box<dyn Ran>> = batch.into_iter().map(|job| job.run(&txn)).collect();
@@ -163,10 +194,12 @@ fn commit_batch(db: &Database, batch: Vec<Box<dyn Job>>) {
                 r.answer(Some(retry.clone()));
             }
         }
-        return;
+        return false;
     }
     let failed = txn.commit().map_err(internal).err();
+    let committed = failed.is_none();
     for r in ran {
         r.answer(failed.clone());
     }
+    committed
 }
