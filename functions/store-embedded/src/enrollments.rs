@@ -22,7 +22,7 @@ impl EmbeddedStore {
         id: &str,
     ) -> Result<Option<AnyEnrollment>> {
         let (scope, id) = (key(scope), key(id));
-        self.read(move |txn| get_scoped(txn, enrollment_table(kind), &scope, &id, parse(kind))).await
+        self.read_now(|txn| get_scoped(txn, enrollment_table(kind), &scope, &id, parse(kind)))
     }
 
     /// Conditionally write an enrollment: read, check, write with a fresh etag, in one transaction.

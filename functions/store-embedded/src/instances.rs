@@ -53,17 +53,16 @@ impl EmbeddedStore {
 
     pub(crate) async fn instance_row_by_scope(&self, id_scope: &str) -> Result<Option<Instance>> {
         let scope = key(id_scope);
-        self.read(move |txn| {
+        self.read_now(|txn| {
             let instances = txn.open_table(INSTANCES).map_err(internal)?;
             let found = instances.get(scope.as_str()).map_err(internal)?;
             found.map(|v| from_json(v.value())).transpose()
         })
-        .await
     }
 
     pub(crate) async fn instance_row_by_host(&self, host_name: &str) -> Result<Option<Instance>> {
         let host = key(host_name);
-        self.read(move |txn| {
+        self.read_now(|txn| {
             let hosts = txn.open_table(INSTANCE_HOSTS).map_err(internal)?;
             let Some(scope) = hosts.get(host.as_str()).map_err(internal)?.map(|v| v.value().to_string()) else {
                 return Ok(None);
@@ -72,7 +71,6 @@ impl EmbeddedStore {
             let found = instances.get(scope.as_str()).map_err(internal)?;
             found.map(|v| from_json(v.value())).transpose()
         })
-        .await
     }
 
     pub(crate) async fn instance_rows(&self) -> Result<Vec<Instance>> {

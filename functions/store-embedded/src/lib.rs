@@ -1,10 +1,12 @@
 //! Embedded storage adapter for the single-machine server: one [redb] database file, `dps.redb`, in the data
 //! directory. It passes the storage conformance suite of `dps-core` (see `tests/conformance.rs`).
 //!
-//! Every call runs on tokio's blocking pool. Every write is one redb write transaction that reads the current
-//! version, checks the [`Precondition`], writes the entity together with its indexes (and, for a registration,
-//! its operation counter) and commits; redb runs one write transaction at a time and commits atomically and
-//! durably, so concurrent writers cannot both win and a crash leaves no half-written state.
+//! Reads run on tokio's blocking pool, each on its own read snapshot. Writes go to one writer thread that commits
+//! them in groups (`writer.rs`): the writes that arrive while a commit is in flight share the next redb write
+//! transaction, where each, in order, reads the current version, checks its [`Precondition`] and writes the entity
+//! together with its indexes (and, for a registration, its operation counter). One durable commit then covers the
+//! whole group, and each caller is answered after it. redb commits atomically and durably, so concurrent writers
+//! cannot both win and a crash leaves no half-written state; a write is acknowledged only once it is on disk.
 //!
 //! # Table layout
 //!
@@ -30,6 +32,7 @@ mod instances;
 mod operations;
 mod registrations;
 mod tables;
+mod writer;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -41,6 +44,8 @@ use dps_core::store::{DeviceContext, Page, PageRequest, Precondition, Store};
 use redb::Database;
 
 use crate::tables::internal;
+pub use crate::writer::CommitStats;
+use crate::writer::Writer;
 
 /// Name of the database file inside the data directory.
 pub const FILE_NAME: &str = "dps.redb";
@@ -49,6 +54,7 @@ pub const FILE_NAME: &str = "dps.redb";
 #[derive(Clone)]
 pub struct EmbeddedStore {
     db: Arc<Database>,
+    writer: Arc<Writer>,
 }
 
 impl EmbeddedStore {
@@ -65,9 +71,15 @@ impl EmbeddedStore {
         Self::init(Database::builder().create_with_backend(backend).map_err(internal)?)
     }
 
+    /// Durable commits so far and the writes they carried (writes per commit shows the group commit at work).
+    pub fn commit_stats(&self) -> CommitStats {
+        self.writer.stats()
+    }
+
     fn init(db: Database) -> Result<Self> {
         tables::create_all(&db)?;
-        Ok(Self { db: Arc::new(db) })
+        let db = Arc::new(db);
+        Ok(Self { writer: Arc::new(Writer::start(db.clone())?), db })
     }
 }
 

@@ -14,18 +14,17 @@ use crate::tables::{ENROLLMENTS, REGISTRATIONS, REGISTRATIONS_BY_GROUP, from_jso
 impl EmbeddedStore {
     pub(crate) async fn device_rows(&self, scope: &str, registration_id: &str) -> Result<DeviceContext> {
         let (scope, id) = (key(scope), key(registration_id));
-        self.read(move |txn| {
+        self.read_now(|txn| {
             Ok(DeviceContext {
                 enrollment: get_scoped(txn, ENROLLMENTS, &scope, &id, from_json::<IndividualEnrollment>)?,
                 record: get_scoped(txn, REGISTRATIONS, &scope, &id, from_json::<RegistrationRecord>)?,
             })
         })
-        .await
     }
 
     pub(crate) async fn registration(&self, scope: &str, registration_id: &str) -> Result<Option<RegistrationRecord>> {
         let (scope, id) = (key(scope), key(registration_id));
-        self.read(move |txn| get_scoped(txn, REGISTRATIONS, &scope, &id, from_json)).await
+        self.read_now(|txn| get_scoped(txn, REGISTRATIONS, &scope, &id, from_json))
     }
 
     pub(crate) async fn save_registration(

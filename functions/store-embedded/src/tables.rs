@@ -1,7 +1,5 @@
 //! The tables, the JSON form entities are kept in, and the transactions every call runs in.
 
-use std::sync::Arc;
-
 use dps_core::error::{Error, Result};
 use dps_core::model::EnrollmentKind;
 use redb::{Database, ReadTransaction, ReadableDatabase, TableDefinition, WriteTransaction};
@@ -86,31 +84,26 @@ pub(crate) fn get_scoped<T>(
 }
 
 impl EmbeddedStore {
-    /// Run `f` in one write transaction on the blocking pool; commit if it succeeds, abort if not.
+    /// Run `f` in the writer thread's next shared transaction (group commit, see `writer.rs`); resolves once that
+    /// transaction is durably committed. `f` must check before it writes: an `Err` from it must leave the
+    /// transaction as it found it, since other callers' writes share it.
     pub(crate) async fn write<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&WriteTransaction) -> Result<T> + Send + 'static,
     {
-        let db: Arc<Database> = self.db.clone();
-        tokio::task::spawn_blocking(move || {
-            let txn = db.begin_write().map_err(internal)?;
-            match f(&txn) {
-                Ok(out) => {
-                    txn.commit().map_err(internal)?;
-                    Ok(out)
-                }
-                Err(err) => {
-                    txn.abort().map_err(internal)?;
-                    Err(err)
-                }
-            }
-        })
-        .await
-        .map_err(internal)?
+        self.writer.write(f).await
     }
 
-    /// Run `f` on a read snapshot on the blocking pool.
+    /// Run `f` on a read snapshot right here, on the caller's thread: for point reads (one or two keys), which redb
+    /// serves from its page cache in microseconds, less than the hand-off to the blocking pool and back costs (on
+    /// a cache miss the caller's worker waits for one page read from the file).
+    pub(crate) fn read_now<T>(&self, f: impl FnOnce(&ReadTransaction) -> Result<T>) -> Result<T> {
+        let txn = self.db.begin_read().map_err(internal)?;
+        f(&txn)
+    }
+
+    /// Run `f` on a read snapshot on the blocking pool: for scans (pages, lists), whose cost grows with the data.
     pub(crate) async fn read<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,

@@ -1,0 +1,188 @@
+//! What a run needs, made through the service API: a linked hub (optional), then a symmetric-key enrollment
+//! group or one individual enrollment per device; and each device's credentials, computed before the clock starts.
+
+use anyhow::{Context, bail};
+use serde_json::{Value, json};
+
+use crate::client::{Answer, Connection, Endpoint};
+
+const SERVICE_API: &str = "api-version=2021-10-01";
+/// Items per bulk enrollment request (the service's limit).
+const BULK: usize = 10;
+/// Device tokens outlive any run.
+const TOKEN_TTL_SECS: i64 = 6 * 3600;
+
+/// The service API, signed with an instance's connection string.
+#[derive(Clone)]
+pub struct Service {
+    endpoint: Endpoint,
+    host: String,
+    authorization: String,
+}
+
+fn now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+impl Service {
+    /// `connection_string` as `dps instance show` prints it; its `HostName` is the `Host` the calls carry.
+    pub fn new(endpoint: Endpoint, connection_string: &str) -> anyhow::Result<Self> {
+        let field = |name: &str| {
+            connection_string
+                .split(';')
+                .find_map(|p| p.trim().strip_prefix(name).and_then(|v| v.strip_prefix('=')))
+                .map(str::to_string)
+                .with_context(|| format!("the connection string lacks {name}"))
+        };
+        let host = field("HostName")?;
+        let authorization = dps_core::sas::token(
+            &host,
+            &field("SharedAccessKey")?,
+            now() + 3600,
+            Some(&field("SharedAccessKeyName")?),
+        )?;
+        Ok(Self { endpoint, host, authorization })
+    }
+
+    /// A connection to the service API.
+    pub async fn connect(&self) -> anyhow::Result<Connection> {
+        self.endpoint.connect().await
+    }
+
+    /// One call; fails unless the status is `expect`. Returns the body.
+    pub async fn call(
+        &self,
+        conn: &mut Connection,
+        method: &str,
+        path: &str,
+        extra: &[(&str, &str)],
+        body: Option<&Value>,
+        expect: u16,
+    ) -> anyhow::Result<Value> {
+        Ok(self.answer(conn, method, path, extra, body, expect).await?.body)
+    }
+
+    /// One call; fails unless the status is `expect`. Returns the whole answer.
+    pub async fn answer(
+        &self,
+        conn: &mut Connection,
+        method: &str,
+        path: &str,
+        extra: &[(&str, &str)],
+        body: Option<&Value>,
+        expect: u16,
+    ) -> anyhow::Result<Answer> {
+        let sep = if path.contains('?') { '&' } else { '?' };
+        let path = format!("{path}{sep}{SERVICE_API}");
+        let mut headers = vec![("authorization", self.authorization.as_str())];
+        headers.extend_from_slice(extra);
+        let answer = conn.call(method, &self.host, &path, &headers, body).await?;
+        if answer.status != expect {
+            bail!("{method} {path}: HTTP {} {}", answer.status, answer.body);
+        }
+        Ok(answer)
+    }
+}
+
+/// A device and the `Authorization` it registers with.
+#[derive(Debug, Clone)]
+pub struct Device {
+    /// Registration ID.
+    pub id: String,
+    /// SAS token over `{scope}/registrations/{id}`.
+    pub authorization: String,
+}
+
+/// How the devices attest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Attestation {
+    /// One symmetric-key enrollment group; each device signs with its key derived from the group key.
+    Group,
+    /// One individual enrollment with its own symmetric key per device (created in bulk requests of 10).
+    Individual,
+}
+
+/// Link `hub` (the `/config/linkedHubs` extension) so that registrations have somewhere to go.
+pub async fn link_hub(service: &Service, hub: &str) -> anyhow::Result<()> {
+    let mut conn = service.connect().await?;
+    let path = format!("/config/linkedHubs/{hub}");
+    service.call(&mut conn, "PUT", &path, &[], Some(&json!({"allocationWeight": 1})), 200).await?;
+    Ok(())
+}
+
+/// Create `extra` other symmetric-key groups, `0-<run>-N`, which sort before the run's own group: a device names
+/// no group, so its first registration tries them first (the worst case of the group search).
+pub async fn extra_groups(service: &Service, run: &str, extra: usize) -> anyhow::Result<()> {
+    let mut conn = service.connect().await?;
+    for i in 0..extra {
+        let id = format!("0-{run}-{i:05}");
+        let group = json!({"enrollmentGroupId": id, "attestation": {"type": "symmetricKey"}});
+        service.call(&mut conn, "PUT", &format!("/enrollmentGroups/{id}"), &[], Some(&group), 200).await?;
+    }
+    Ok(())
+}
+
+/// Create `count` devices' enrollments under the prefix `run` and return their credentials.
+pub async fn enroll(
+    service: &Service,
+    scope: &str,
+    run: &str,
+    count: usize,
+    attestation: Attestation,
+    concurrency: usize,
+) -> anyhow::Result<Vec<Device>> {
+    let ids: Vec<String> = (0..count).map(|i| format!("{run}-dev-{i}")).collect();
+    let sign = |id: &str, key: &str| {
+        let resource = format!("{scope}/registrations/{id}");
+        dps_core::sas::token(&resource, key, now() + TOKEN_TTL_SECS, Some("registration"))
+    };
+    match attestation {
+        Attestation::Group => {
+            let key = dps_core::sas::generate_key();
+            let group = json!({
+                "enrollmentGroupId": run,
+                "attestation": {"type": "symmetricKey", "symmetricKey": {"primaryKey": key, "secondaryKey": dps_core::sas::generate_key()}},
+            });
+            let mut conn = service.connect().await?;
+            service.call(&mut conn, "PUT", &format!("/enrollmentGroups/{run}"), &[], Some(&group), 200).await?;
+            ids.into_iter()
+                .map(|id| {
+                    let authorization = sign(&id, &dps_core::sas::derive_device_key(&key, &id)?)?;
+                    Ok(Device { id, authorization })
+                })
+                .collect()
+        }
+        Attestation::Individual => {
+            let keyed: Vec<(String, String)> = ids.into_iter().map(|id| (id, dps_core::sas::generate_key())).collect();
+            let chunks: Vec<Vec<(String, String)>> = keyed.chunks(BULK).map(<[_]>::to_vec).collect();
+            let chunks = std::sync::Arc::new(std::sync::Mutex::new(chunks));
+            let mut workers = tokio::task::JoinSet::new();
+            for _ in 0..concurrency.clamp(1, 8) {
+                let (chunks, service) = (chunks.clone(), service.clone());
+                workers.spawn(async move {
+                    let mut conn = service.connect().await?;
+                    loop {
+                        let Some(chunk) = chunks.lock().unwrap_or_else(|p| p.into_inner()).pop() else { break };
+                        let enrollments: Vec<Value> = chunk
+                            .iter()
+                            .map(|(id, key)| {
+                                json!({"registrationId": id, "attestation": {"type": "symmetricKey", "symmetricKey": {"primaryKey": key}}})
+                            })
+                            .collect();
+                        let body = json!({"mode": "create", "enrollments": enrollments});
+                        let answer = service.call(&mut conn, "POST", "/enrollments", &[], Some(&body), 200).await?;
+                        if answer["isSuccessful"] != true {
+                            bail!("bulk enrollment failed: {answer}");
+                        }
+                    }
+                    anyhow::Ok(())
+                });
+            }
+            while let Some(done) = workers.join_next().await {
+                done??;
+            }
+            keyed.into_iter().map(|(id, key)| Ok(Device { authorization: sign(&id, &key)?, id })).collect()
+        }
+    }
+}
