@@ -67,6 +67,7 @@ async fn register(
             authorization: header_str(&headers, AUTHORIZATION.as_str()).map(str::to_string),
             api_version,
             client_address: client.map(|Extension(ClientAddress(ip))| ip),
+            tpm: body.tpm,
         })
         .await?;
     // Clients (iot-identity-service) accept only 202 here, whatever the outcome.

@@ -99,6 +99,7 @@ impl Bench {
             authorization: Some(token),
             api_version: "2021-06-01".into(),
             client_address: None,
+            tpm: None,
         }
     }
 

@@ -32,6 +32,9 @@ pub struct DeviceRuntimeContext {
     /// Present (and empty) for symmetric-key devices, as Azure sends it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub symmetric_key: Option<Value>,
+    /// The TPM's `endorsementKey` and `storageRootKey`, for TPM devices.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tpm: Option<Value>,
     /// The hub the device is assigned to now (re-registrations).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub current_iot_hub_host_name: Option<String>,

@@ -5,8 +5,10 @@ use serde_json::Value;
 use time::OffsetDateTime;
 
 mod enrollment;
+mod tpm;
 
 pub use enrollment::{AnyEnrollment, Enrollment, EnrollmentKind};
+pub use tpm::{TpmChallenge, TpmRegistration, TpmRegistrationResult};
 
 /// A timestamp, serialised as RFC 3339 in UTC.
 pub type Timestamp = OffsetDateTime;
@@ -298,6 +300,9 @@ pub struct RegistrationRecord {
     /// keeps its data. Recorded for the hub registry connector, which is not built yet: no hub receives it today.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub initial_twin: Option<Value>,
+    /// What a TPM device was given (`registrationState.tpm`): the key blob only its TPM can open.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tpm: Option<TpmRegistrationResult>,
 }
 
 /// A right granted by a shared access policy.

@@ -66,6 +66,7 @@ async fn concurrent_registrations_over_the_embedded_store() {
             authorization: Some(authorization.clone()),
             api_version: "2021-06-01".into(),
             client_address: None,
+            tpm: None,
         };
         tasks.push(tokio::spawn(async move { dps.register(req).await }));
     }

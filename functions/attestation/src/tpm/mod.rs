@@ -68,6 +68,11 @@ pub fn issue_key(rng: &mut impl CryptoRngCore, ek: &RsaStorageKey, srk: &RsaStor
     Ok(IssuedKey { key, authentication_key })
 }
 
+/// [`issue_key`] with the operating system's random number generator.
+pub fn issue(ek: &RsaStorageKey, srk: &RsaStorageKey) -> Result<IssuedKey, TpmError> {
+    issue_key(&mut rand_core::OsRng, ek, srk)
+}
+
 /// The `authenticationKey` blob that gives `key` to the TPM with `ek` and `srk` (a fresh wrap every call).
 pub fn wrap_key(
     rng: &mut impl CryptoRngCore,

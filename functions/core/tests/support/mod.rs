@@ -176,6 +176,7 @@ pub fn register_request(scope: &str, registration_id: &str, key: &str) -> Regist
         authorization: Some(device_token(scope, registration_id, key, later())),
         api_version: "2021-06-01".into(),
         client_address: None,
+        tpm: None,
     }
 }
 

@@ -89,6 +89,7 @@ impl Service {
                 authorization: Some(token),
                 api_version: "2021-06-01".into(),
                 client_address: None,
+                tpm: None,
             })
             .await
             .unwrap()

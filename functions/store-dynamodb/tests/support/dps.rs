@@ -103,6 +103,7 @@ impl DpsEnv {
                 authorization: Some(self.token(registration_id, key)),
                 api_version: "2021-06-01".into(),
                 client_address: None,
+                tpm: None,
             })
             .await
     }
