@@ -39,8 +39,11 @@ impl EmbeddedStore {
         let (scope, id) = (key(scope), key(&challenge.registration_id));
         self.write(move |txn| {
             let mut table = txn.open_table(TPM_CHALLENGES).map_err(internal)?;
-            let current: Option<TpmChallenge> =
-                table.get((scope.as_str(), id.as_str())).map_err(internal)?.map(|v| from_json(v.value())).transpose()?;
+            let current: Option<TpmChallenge> = table
+                .get((scope.as_str(), id.as_str()))
+                .map_err(internal)?
+                .map(|v| from_json(v.value()))
+                .transpose()?;
             let current = current.filter(|c| !c.expired(unix_now()));
             precondition.check("TPM challenge", current.as_ref().map(|c| c.etag.as_deref().unwrap_or_default()))?;
             challenge.etag = Some(new_etag());
