@@ -218,3 +218,57 @@ async fn a_symmetric_key_token_does_not_open_a_tpm_enrollment() {
     assert!(matches!(refused, Err(Error::Unauthorized(_))), "{refused:?}");
     assert_eq!(f.store.get_registration(f.scope(), "tpm-device-1").await.unwrap(), None);
 }
+
+/// Remembers the allocation requests and picks the first hub offered.
+#[derive(Default)]
+struct Recording(std::sync::Mutex<Vec<Value>>);
+
+#[async_trait::async_trait]
+impl dps_core::allocator::CustomAllocator for Recording {
+    async fn check_definition(
+        &self,
+        _: &dps_core::model::Instance,
+        _: &dps_core::model::CustomAllocationDefinition,
+    ) -> dps_core::Result<()> {
+        Ok(())
+    }
+
+    async fn allocate(
+        &self,
+        _: &dps_core::model::Instance,
+        _: &dps_core::model::CustomAllocationDefinition,
+        request: &dps_core::allocator::AllocationRequest,
+    ) -> Result<dps_core::allocator::AllocationResponse, dps_core::allocator::AllocationFailure> {
+        self.0.lock().unwrap().push(serde_json::to_value(request).unwrap());
+        Ok(dps_core::allocator::AllocationResponse {
+            iot_hub_host_name: request.linked_hubs[0].clone(),
+            initial_twin: None,
+            payload: Some(json!({ "seen": "tpm" })),
+        })
+    }
+}
+
+#[tokio::test]
+async fn custom_allocation_sees_the_tpm() {
+    let allocator = std::sync::Arc::new(Recording::default());
+    let store: std::sync::Arc<dyn dps_core::store::Store> = std::sync::Arc::new(dps_core::memory::MemoryStore::new());
+    let dps = dps_core::Dps::new(store.clone(), Settings::default()).with_allocator(allocator.clone());
+    let instance = add_instance(&dps, "dps-custom", "dps-custom.example.net", hubs(2)).await;
+    let f = Fixture { dps, store, instance };
+    let tpm = fixture_tpm("a");
+    let mut body = tpm_enrollment("tpm-device-1", &tpm, false);
+    body["allocationPolicy"] = json!("custom");
+    body["customAllocationDefinition"] =
+        json!({ "webhookUrl": "https://alloc.example.net/api", "apiVersion": "2021-10-01" });
+    f.enroll(body).await;
+    let (_, key) = challenge(&f, "tpm-device-1", &tpm).await;
+    let token = device_token(f.scope(), "tpm-device-1", &key, later());
+    let record = f.dps.register(tpm_request(&f, "tpm-device-1", &tpm, Some(token))).await.unwrap();
+    assert_eq!(record.payload, Some(json!({ "seen": "tpm" })));
+    let request = allocator.0.lock().unwrap().last().cloned().unwrap();
+    let context = &request["deviceRuntimeContext"];
+    assert_eq!(context["tpm"]["endorsementKey"], tpm.endorsement_key.as_str());
+    assert_eq!(context["tpm"]["storageRootKey"], tpm.storage_root_key.as_deref().unwrap());
+    assert!(context.get("symmetricKey").is_none(), "{context}");
+    assert_eq!(request["individualEnrollment"]["attestation"]["tpm"]["endorsementKey"], tpm.endorsement_key.as_str());
+}

@@ -18,7 +18,7 @@ mod wrap;
 use rand_core::CryptoRngCore;
 
 pub use public::{AesBits, MAX_PUBLIC_SIZE, RsaStorageKey};
-pub use wrap::{duplicate_hmac_key, make_credential};
+pub use wrap::{Duplicate, duplicate_hmac_key, make_credential};
 
 /// Why a TPM structure was refused. Messages name the field and are safe to show to the device.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -83,7 +83,7 @@ pub fn wrap_key(
     let mut inner_key = [0u8; 16];
     rng.fill_bytes(&mut inner_key);
     let (id_object, credential_secret) = make_credential(rng, ek, &inner_key, &srk.name())?;
-    let (public, private, seed_secret) = duplicate_hmac_key(rng, srk, key, &inner_key)?;
+    let Duplicate { public, private, seed_secret } = duplicate_hmac_key(rng, srk, key, &inner_key)?;
     let mut blob = Vec::with_capacity(id_object.len() + credential_secret.len() + private.len() + 600);
     for part in [&id_object, &credential_secret, &private, &seed_secret, &public] {
         blob.extend_from_slice(part);

@@ -104,15 +104,24 @@ pub fn make_credential(
     Ok((sized(&id_object), secret))
 }
 
+/// A duplicated object, as TPM2_Import takes it.
+pub struct Duplicate {
+    /// `TPM2B_PUBLIC` of the object.
+    pub public: Vec<u8>,
+    /// `TPM2B_PRIVATE`: the doubly wrapped sensitive area.
+    pub private: Vec<u8>,
+    /// `TPM2B_ENCRYPTED_SECRET`: the outer wrap's seed, encrypted to the new parent.
+    pub seed_secret: Vec<u8>,
+}
+
 /// A new HMAC-SHA256 keyed-hash object around `key`, duplicated to `parent` with an inner wrap (AES-128-CFB with
 /// `inner_key`) and an outer wrap (a seed encrypted to `parent`), as TPM2_Import takes it.
-/// Returns (`TPM2B_PUBLIC`, `TPM2B_PRIVATE`, `TPM2B_ENCRYPTED_SECRET`).
 pub fn duplicate_hmac_key(
     rng: &mut impl CryptoRngCore,
     parent: &RsaStorageKey,
     key: &[u8; 32],
     inner_key: &[u8; 16],
-) -> Result<(Vec<u8>, Vec<u8>, Vec<u8>), TpmError> {
+) -> Result<Duplicate, TpmError> {
     // TPMT_SENSITIVE: type, empty authValue, the obfuscation seed, the key; its public unique is H(seed || key).
     let mut obfuscation = [0u8; 32];
     rng.fill_bytes(&mut obfuscation);
@@ -131,7 +140,7 @@ pub fn duplicate_hmac_key(
 
     let (seed, secret) = seed_for(rng, parent, "DUPLICATE\0")?;
     let private = outer_wrap(&seed, parent.symmetric(), &name, inner);
-    Ok((sized(&public), sized(&private), secret))
+    Ok(Duplicate { public: sized(&public), private: sized(&private), seed_secret: secret })
 }
 
 #[cfg(test)]
