@@ -70,6 +70,7 @@ async fn register(
             client_certificates: chain(certs)?,
             api_version,
             client_address: client.map(|Extension(ClientAddress(ip))| ip),
+            tpm: body.tpm,
         })
         .await?;
     // Clients (iot-identity-service) accept only 202 here, whatever the outcome.

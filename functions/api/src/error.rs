@@ -22,6 +22,8 @@ pub struct ApiError {
     pub retry_after: Option<u32>,
     /// Detail for the log only (5xx).
     pub detail: Option<String>,
+    /// The TPM challenge's `authenticationKey` (base64), sent in the 401 body beside the error fields.
+    pub authentication_key: Option<String>,
 }
 
 /// Sub-codes of the table (one per row, so a code names one situation).
@@ -31,6 +33,7 @@ mod sub {
     pub const MALFORMED_BODY: u16 = 2; // 400002
     pub const TOO_DEEP: u16 = 3; // 400003
     pub const UNAUTHORIZED: u16 = 2; // 401002 (Azure's code for a bad SAS or certificate)
+    pub const TPM_CHALLENGE: u16 = 3; // 401003 (ours: the TPM challenge; clients read its authenticationKey)
     pub const NOT_FOUND: u16 = 1; // 404001
     pub const NO_ROUTE: u16 = 0; // 404000
     pub const METHOD: u16 = 1; // 405001
@@ -46,7 +49,7 @@ mod sub {
 
 impl ApiError {
     fn new(status: StatusCode, sub: u16, message: impl Into<String>) -> Self {
-        Self { status, sub, message: message.into(), retry_after: None, detail: None }
+        Self { status, sub, message: message.into(), retry_after: None, detail: None, authentication_key: None }
     }
 
     /// The Azure `errorCode`: status x 1000 + sub-code.
@@ -161,6 +164,14 @@ impl From<Error> for ApiError {
                     .sanitised()
             }
             Error::Internal(m) => Self::internal(m),
+            challenge @ Error::TpmChallenge { .. } => {
+                let message = challenge.to_string();
+                let Error::TpmChallenge { authentication_key } = challenge else { unreachable!("matched above") };
+                Self {
+                    authentication_key: Some(authentication_key),
+                    ..Self::new(StatusCode::UNAUTHORIZED, sub::TPM_CHALLENGE, message)
+                }
+            }
         }
     }
 }

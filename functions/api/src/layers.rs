@@ -169,6 +169,11 @@ struct ErrorBody<'a> {
     tracking_id: &'a str,
     message: &'a str,
     timestamp_utc: String,
+    /// The TPM challenge: the key blob, and the `skn` to sign with (the C SDK reads both).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    authentication_key: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key_name: Option<&'static str>,
 }
 
 fn error_response(response: Response, tracking_id: &str) -> Response {
@@ -181,7 +186,14 @@ fn error_response(response: Response, tracking_id: &str) -> Response {
     }
     let timestamp_utc =
         OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
-    let body = ErrorBody { error_code: error.code(), tracking_id, message: &error.message, timestamp_utc };
+    let body = ErrorBody {
+        error_code: error.code(),
+        tracking_id,
+        message: &error.message,
+        timestamp_utc,
+        authentication_key: error.authentication_key.as_deref(),
+        key_name: error.authentication_key.as_ref().map(|_| "registration"),
+    };
     let mut answer = json(error.status, &body);
     if let Some(allow) = response.headers().get(ALLOW) {
         answer.headers_mut().insert(ALLOW, allow.clone());

@@ -3,7 +3,7 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
-use dps_core::model::{AttestationType, RegistrationRecord, RegistrationStatus, Substatus, Timestamp};
+use dps_core::model::{AttestationType, RegistrationRecord, RegistrationStatus, Substatus, Timestamp, TpmRegistration};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -32,9 +32,9 @@ pub struct DeviceRegistration {
     /// Must equal the path's registration ID when present.
     #[serde(default)]
     pub registration_id: Option<String>,
-    /// TPM attestation data (the TPM flow is not implemented; a TPM device gets 401).
+    /// TPM attestation: the device's EK and SRK (see the core's `service/tpm.rs`).
     #[serde(default)]
-    pub tpm: Option<Value>,
+    pub tpm: Option<TpmRegistration>,
     /// Passed to custom allocation.
     #[serde(default)]
     pub payload: Option<Value>,
@@ -69,7 +69,7 @@ impl From<&RegistrationRecord> for DeviceRegistrationResult {
         match r.attestation_type {
             AttestationType::SymmetricKey => symmetric_key = Some(part),
             AttestationType::X509 => x509 = Some(r.x509.as_ref().map_or(part, |x| json!(x))),
-            AttestationType::Tpm => tpm = Some(json!({})),
+            AttestationType::Tpm => tpm = Some(r.tpm.as_ref().map_or_else(|| json!({}), |t| json!(t))),
             AttestationType::None => {}
         }
         let mut state = DeviceRegistrationState::from(r.clone());

@@ -2,8 +2,9 @@
 //! what they mean for an enrollment.
 //!
 //! - `x509`: certificate parsing (the Azure `X509CertificateInfo`), thumbprints, chain validation (rustls-webpki).
-//! - `tpm`: the TPM endorsement-key challenge (MakeCredential, duplication of a keyed-hash key, TPM structures).
+//! - [`tpm`]: the TPM endorsement-key challenge (MakeCredential, duplication of a keyed-hash key, TPM structures).
 
+pub mod tpm;
 pub mod x509;
 
 #[cfg(any(test, feature = "testing"))]

@@ -100,6 +100,7 @@ impl Bench {
             api_version: "2021-06-01".into(),
             client_address: None,
             client_certificates: Vec::new(),
+            tpm: None,
         }
     }
 

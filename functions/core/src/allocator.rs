@@ -36,6 +36,9 @@ pub struct DeviceRuntimeContext {
     /// `enrollmentGroupId`, `signingCertificateInfo`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub x509: Option<crate::model::X509RegistrationResult>,
+    /// The TPM's `endorsementKey` and `storageRootKey`, for TPM devices.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tpm: Option<Value>,
     /// The hub the device is assigned to now (re-registrations).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub current_iot_hub_host_name: Option<String>,

@@ -38,6 +38,13 @@ pub enum Error {
     /// A bug or an unexpected state; the message is logged, never shown.
     #[error("{0}")]
     Internal(String),
+    /// Not an error of the device: the TPM challenge (Azure answers a TPM device's first register with 401 and
+    /// the key it must import and sign with).
+    #[error("TPM challenge: sign a SAS token with the key in authenticationKey and register again")]
+    TpmChallenge {
+        /// The `authenticationKey` blob, base64.
+        authentication_key: String,
+    },
 }
 
 impl Error {

@@ -8,8 +8,10 @@ use std::sync::{Mutex, MutexGuard};
 use async_trait::async_trait;
 
 use crate::error::{Error, Result};
-use crate::model::{AnyEnrollment, EnrollmentKind, Instance, OperationCount, OperationKind, RegistrationRecord};
-use crate::store::{DeviceContext, Page, PageRequest, Precondition, Store, key, new_etag};
+use crate::model::{
+    AnyEnrollment, EnrollmentKind, Instance, OperationCount, OperationKind, RegistrationRecord, TpmChallenge,
+};
+use crate::store::{DeviceContext, Page, PageRequest, Precondition, Store, key, new_etag, unix_now};
 
 /// (scope key, ID key).
 type Key = (String, String);
@@ -21,6 +23,7 @@ struct State {
     groups: BTreeMap<Key, AnyEnrollment>,
     registrations: BTreeMap<Key, RegistrationRecord>,
     operations: BTreeMap<(String, String, OperationKind), u64>,
+    tpm_challenges: BTreeMap<Key, TpmChallenge>,
 }
 
 /// A [`Store`] held in memory.
@@ -115,6 +118,9 @@ fn enrollment_etag(e: &AnyEnrollment) -> Option<&str> {
 }
 fn record_etag(r: &RegistrationRecord) -> Option<&str> {
     r.etag.as_deref()
+}
+fn challenge_etag(c: &TpmChallenge) -> Option<&str> {
+    c.etag.as_deref()
 }
 
 #[async_trait]
@@ -255,5 +261,27 @@ impl Store for MemoryStore {
             .filter(|((s, date, _), _)| *s == scope && date.as_str() >= from && date.as_str() <= to)
             .map(|((_, date, kind), count)| OperationCount { date: date.clone(), kind: *kind, count: *count })
             .collect())
+    }
+
+    async fn get_tpm_challenge(&self, scope: &str, registration_id: &str) -> Result<Option<TpmChallenge>> {
+        let found = self.state().tpm_challenges.get(&k(scope, registration_id)).cloned();
+        Ok(found.filter(|c| !c.expired(unix_now())))
+    }
+
+    async fn put_tpm_challenge(
+        &self,
+        scope: &str,
+        challenge: TpmChallenge,
+        precondition: Precondition,
+    ) -> Result<TpmChallenge> {
+        let mut state = self.state();
+        let at = k(scope, &challenge.registration_id);
+        // An expired challenge is absent for the precondition too, as for reads.
+        if state.tpm_challenges.get(&at).is_some_and(|c| c.expired(unix_now())) {
+            state.tpm_challenges.remove(&at);
+        }
+        put(&mut state.tpm_challenges, at, challenge, &precondition, "TPM challenge", challenge_etag, |c, t| {
+            c.etag = Some(t)
+        })
     }
 }

@@ -5,9 +5,11 @@ use serde_json::Value;
 use time::OffsetDateTime;
 
 mod enrollment;
+mod tpm;
 mod x509;
 
 pub use enrollment::{AnyEnrollment, Enrollment, EnrollmentKind};
+pub use tpm::{TpmChallenge, TpmRegistration, TpmRegistrationResult};
 pub use x509::{
     CaCertificate, X509Attestation, X509CaReferences, X509CertificateInfo, X509CertificateWithInfo, X509Certificates,
     X509RegistrationResult,
@@ -306,6 +308,9 @@ pub struct RegistrationRecord {
     /// keeps its data. Recorded for the hub registry connector, which is not built yet: no hub receives it today.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub initial_twin: Option<Value>,
+    /// What a TPM device was given (`registrationState.tpm`): the key blob only its TPM can open.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tpm: Option<TpmRegistrationResult>,
 }
 
 /// A right granted by a shared access policy.

@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use crate::error::Result;
 use crate::model::{
     AnyEnrollment, Enrollment, EnrollmentKind, IndividualEnrollment, Instance, OperationCount, OperationKind,
-    RegistrationRecord,
+    RegistrationRecord, TpmChallenge,
 };
 
 /// Condition a write must meet.
@@ -169,6 +169,22 @@ pub trait Store: Send + Sync + 'static {
     async fn add_operations(&self, scope: &str, date: &str, kind: OperationKind, count: u64) -> Result<()>;
     /// Counts for days `from..=to` (`YYYY-MM-DD`), ascending by date then kind; zero counts may be omitted.
     async fn operations(&self, scope: &str, from: &str, to: &str) -> Result<Vec<OperationCount>>;
+
+    /// Read a device's pending TPM challenge. One whose `expires_at` has passed (by the store's clock) reads as
+    /// absent, whether or not the store has removed it yet.
+    async fn get_tpm_challenge(&self, scope: &str, registration_id: &str) -> Result<Option<TpmChallenge>>;
+    /// Write a device's TPM challenge (one per device: a new one replaces the old); returns it with its new etag.
+    async fn put_tpm_challenge(
+        &self,
+        scope: &str,
+        challenge: TpmChallenge,
+        precondition: Precondition,
+    ) -> Result<TpmChallenge>;
+}
+
+/// Unix seconds now, the clock stores judge TPM challenge expiry by.
+pub fn unix_now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
 }
 
 /// The enrollment calls of [`Store`], typed by kind: `store.load::<EnrollmentGroup>(scope, id)`.

@@ -94,6 +94,9 @@ pub struct ServeArgs {
     /// Failed device attestations per second one ID scope may see (bursts of 5x); more get 429.
     #[arg(long, env = "DPS_FAILED_ATTESTATIONS_PER_SCOPE", default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..))]
     pub failed_attestations_per_scope: u32,
+    /// Seconds the key a TPM challenge issues stays usable (the device's signed register and status lookups).
+    #[arg(long, env = "DPS_TPM_CHALLENGE_TTL", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
+    pub tpm_challenge_ttl: u64,
     /// Seconds a request may take before it is answered with 503.
     #[arg(long, env = "DPS_REQUEST_TIMEOUT", default_value_t = 30)]
     pub request_timeout: u64,

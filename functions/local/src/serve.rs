@@ -89,6 +89,7 @@ pub async fn run(global: &Global, args: ServeArgs) -> anyhow::Result<()> {
         max_groups: args.max_groups as usize,
         failed_attestations_per_address: budget(args.failed_attestations_per_address, 10),
         failed_attestations_per_scope: budget(args.failed_attestations_per_scope, 5),
+        tpm_challenge_ttl: Duration::from_secs(args.tpm_challenge_ttl),
     };
     let dps = store::open(&global.data_dir, settings, args.allow_private_webhook_targets)?;
     let instances = store::ensure_default_instance(&dps, &global.service_host_name).await?;

@@ -81,6 +81,8 @@ pub(crate) fn device_pk(scope: &str, registration_id: &str) -> String {
 
 pub(crate) const ENROLLMENT_SK: &str = "enrollment";
 pub(crate) const REGISTRATION_SK: &str = "registration";
+/// A device's pending TPM challenge (expiring through [`TTL`]).
+pub(crate) const TPM_CHALLENGE_SK: &str = "tpmChallenge";
 
 pub(crate) fn enrollment(scope: &str, registration_id: &str) -> ItemKey {
     ItemKey { pk: device_pk(scope, registration_id), sk: ENROLLMENT_SK.into() }
@@ -97,6 +99,10 @@ pub(crate) fn enrollment_index_pks(scope: &str) -> Vec<String> {
 
 fn enrollment_index_pk(scope: &str, shard: u32) -> String {
     format!("{}#enrollments#{shard}", key(scope))
+}
+
+pub(crate) fn tpm_challenge(scope: &str, registration_id: &str) -> ItemKey {
+    ItemKey { pk: device_pk(scope, registration_id), sk: TPM_CHALLENGE_SK.into() }
 }
 
 pub(crate) fn registration(scope: &str, registration_id: &str) -> ItemKey {

@@ -11,6 +11,7 @@ mod item;
 pub mod layout;
 mod listing;
 mod table;
+mod tpm_challenges;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,7 +22,9 @@ use aws_sdk_dynamodb::operation::delete_item::DeleteItemError;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{ReturnValuesOnConditionCheckFailure, TransactWriteItem};
-use dps_core::model::{AnyEnrollment, EnrollmentKind, Instance, OperationCount, OperationKind, RegistrationRecord};
+use dps_core::model::{
+    AnyEnrollment, EnrollmentKind, Instance, OperationCount, OperationKind, RegistrationRecord, TpmChallenge,
+};
 use dps_core::store::{DeviceContext, Page, PageRequest, Precondition, Store};
 use dps_core::{Error, Result};
 
@@ -271,5 +274,18 @@ impl Store for DynamoStore {
 
     async fn operations(&self, scope: &str, from: &str, to: &str) -> Result<Vec<OperationCount>> {
         counters::read(self, scope, from, to).await
+    }
+
+    async fn get_tpm_challenge(&self, scope: &str, registration_id: &str) -> Result<Option<TpmChallenge>> {
+        tpm_challenges::get(self, scope, registration_id).await
+    }
+
+    async fn put_tpm_challenge(
+        &self,
+        scope: &str,
+        challenge: TpmChallenge,
+        precondition: Precondition,
+    ) -> Result<TpmChallenge> {
+        tpm_challenges::put(self, scope, challenge, precondition).await
     }
 }

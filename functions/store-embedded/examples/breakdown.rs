@@ -72,7 +72,7 @@ async fn prepare(store: Arc<dyn Store>, devices: usize) -> (Dps, Vec<RegisterReq
                 payload: None,
                 authorization: Some(token.unwrap()),
                 api_version: "2021-06-01".into(),
-                client_address: None,
+                ..Default::default()
             }
         })
         .collect();

@@ -23,6 +23,7 @@
 //! | `registrations`          | (scope, registration ID)              | registration record JSON     |
 //! | `registrations_by_group` | (scope, group ID, registration ID)    | `()` (index, kept in step)   |
 //! | `operations`             | (scope, `YYYY-MM-DD`, kind name)      | count (`u64`)                |
+//! | `tpm_challenges`         | (scope, registration ID)              | TPM challenge JSON (expiring) |
 //!
 //! Tuple keys order element by element, so one scope's items are a contiguous range in ascending ID order.
 //! A page continuation is the key of the last ID returned.
@@ -32,6 +33,7 @@ mod instances;
 mod operations;
 mod registrations;
 mod tables;
+mod tpm_challenges;
 mod writer;
 
 use std::path::Path;
@@ -39,7 +41,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use dps_core::error::Result;
-use dps_core::model::{AnyEnrollment, EnrollmentKind, Instance, OperationCount, OperationKind, RegistrationRecord};
+use dps_core::model::{
+    AnyEnrollment, EnrollmentKind, Instance, OperationCount, OperationKind, RegistrationRecord, TpmChallenge,
+};
 use dps_core::store::{DeviceContext, Page, PageRequest, Precondition, Store};
 use redb::Database;
 
@@ -174,5 +178,18 @@ impl Store for EmbeddedStore {
 
     async fn operations(&self, scope: &str, from: &str, to: &str) -> Result<Vec<OperationCount>> {
         self.operation_counts(scope, from, to).await
+    }
+
+    async fn get_tpm_challenge(&self, scope: &str, registration_id: &str) -> Result<Option<TpmChallenge>> {
+        self.tpm_challenge(scope, registration_id).await
+    }
+
+    async fn put_tpm_challenge(
+        &self,
+        scope: &str,
+        challenge: TpmChallenge,
+        precondition: Precondition,
+    ) -> Result<TpmChallenge> {
+        self.save_tpm_challenge(scope, challenge, precondition).await
     }
 }

@@ -67,6 +67,7 @@ async fn concurrent_registrations_over_the_embedded_store() {
             api_version: "2021-06-01".into(),
             client_address: None,
             client_certificates: Vec::new(),
+            tpm: None,
         };
         tasks.push(tokio::spawn(async move { dps.register(req).await }));
     }

@@ -7,3 +7,4 @@ mod errors;
 mod host;
 mod policies;
 mod service;
+mod tpm;

@@ -115,6 +115,9 @@ macro_rules! conformance_tests {
             race_matches_one_winner,
             race_group_create_one_winner,
             concurrent_operation_counts_are_exact,
+            tpm_challenge_put_get_consume,
+            tpm_challenge_expires,
+            tpm_challenge_scoped,
         );
     };
 }
@@ -218,6 +221,7 @@ fn sample_record(registration_id: &str, group: Option<&str>) -> RegistrationReco
         operation_id: unique("op"),
         initial_hub: Some("hub-1.example.net".into()),
         initial_twin: Some(json!({ "tags": { "stored": true } })),
+        tpm: None,
     }
 }
 
@@ -304,6 +308,7 @@ mod instances;
 mod isolation;
 mod operations;
 mod registrations;
+mod tpm_challenges;
 
 async fn registrations_counted(store: &dyn Store, scope: &str) -> BTreeMap<OperationKind, u64> {
     let mut out = BTreeMap::new();
@@ -326,3 +331,4 @@ pub use instances::*;
 pub use isolation::*;
 pub use operations::*;
 pub use registrations::*;
+pub use tpm_challenges::*;

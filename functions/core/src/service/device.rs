@@ -12,7 +12,7 @@ use crate::ids::{printable, validate_id};
 use crate::model::{
     AllocationPolicy, AnyEnrollment, AttestationType, EnrollmentGroup, EnrollmentSpec, Instance, LinkedHub,
     OperationCount, OperationKind, ProvisioningStatus, RegistrationRecord, RegistrationStatus, ReprovisionPolicy,
-    Substatus,
+    Substatus, TpmRegistration,
 };
 use crate::sas::{SasToken, derive_device_key};
 use crate::store::{DeviceContext, Precondition};
@@ -24,18 +24,18 @@ use super::x509::device_chain;
 const DEVICE_DENIED: &str = "Unauthorized: the SAS token does not match any enrollment";
 
 /// Attempts at writing a record before a registration gives up to concurrent writers.
-const WRITE_ATTEMPTS: usize = 4;
+pub(super) const WRITE_ATTEMPTS: usize = 4;
 
 /// One registration being decided: everything `decide`, `allocate` and `custom` need.
-struct Registration<'a> {
-    instance: &'a Instance,
+pub(super) struct Registration<'a> {
+    pub(super) instance: &'a Instance,
     /// The enrollment that admitted the device, how the device attested, and what its certificates say.
-    attested: &'a Attested,
+    pub(super) attested: &'a Attested,
     /// The device's record before this registration.
-    previous: Option<&'a RegistrationRecord>,
+    pub(super) previous: Option<&'a RegistrationRecord>,
     /// The hub the device was last assigned to, even if a disabled or failed registration came since.
-    current_hub: Option<&'a str>,
-    req: &'a RegisterRequest,
+    pub(super) current_hub: Option<&'a str>,
+    pub(super) req: &'a RegisterRequest,
 }
 
 /// A register call from a device.
@@ -57,6 +57,8 @@ pub struct RegisterRequest {
     pub api_version: String,
     /// The client's address, when the front door knows it (failed attestations are limited per address).
     pub client_address: Option<std::net::IpAddr>,
+    /// The `tpm` part of the body: the device attests with its TPM (see `service/tpm.rs`).
+    pub tpm: Option<TpmRegistration>,
 }
 
 /// A status lookup (operation status GET, or registration status POST) from a device.
@@ -87,9 +89,9 @@ pub(super) enum Credential {
 /// The outcome of attestation: the admitting enrollment, the attestation kind, and for X.509 devices what the
 /// registration records about their certificates.
 pub(super) struct Attested {
-    enrollment: AnyEnrollment,
-    kind: AttestationType,
-    x509: Option<crate::model::X509RegistrationResult>,
+    pub(super) enrollment: AnyEnrollment,
+    pub(super) kind: AttestationType,
+    pub(super) x509: Option<crate::model::X509RegistrationResult>,
 }
 
 impl Dps {
@@ -100,6 +102,9 @@ impl Dps {
     }
 
     async fn register_attested(&self, req: &RegisterRequest) -> Result<RegistrationRecord> {
+        if let Some(tpm) = &req.tpm {
+            return self.register_tpm(req, tpm).await;
+        }
         let (credential, instance) = self
             .device_caller(
                 &req.id_scope,
@@ -195,7 +200,14 @@ impl Dps {
             )
             .await?;
         let context = self.store.device_context(&instance.id_scope, &req.registration_id).await?;
-        self.attest(&instance, &context, &credential, &req.registration_id).await?;
+        match &credential {
+            Credential::Sas(token) => {
+                self.attest_status(&instance, &context, token, &req.registration_id).await?;
+            }
+            Credential::X509(_) => {
+                self.attest(&instance, &context, &credential, &req.registration_id).await?;
+            }
+        }
         context.record.ok_or_else(|| Error::not_found("The device has no registration"))
     }
 
@@ -220,7 +232,7 @@ impl Dps {
         Ok((credential, self.device_instance(scope).await?))
     }
 
-    async fn device_instance(&self, scope: &str) -> Result<Arc<Instance>> {
+    pub(super) async fn device_instance(&self, scope: &str) -> Result<Arc<Instance>> {
         if !crate::ids::is_id_scope(scope) {
             return Err(Error::unauthorized(DEVICE_DENIED));
         }
@@ -254,7 +266,7 @@ impl Dps {
 
     /// Find the enrollment whose key signed the token. An individual enrollment takes precedence over
     /// groups; a disabled individual enrollment also disables a device that signs with a group key.
-    async fn attest_sas(
+    pub(super) async fn attest_sas(
         &self,
         instance: &Instance,
         context: &DeviceContext,
@@ -297,7 +309,7 @@ impl Dps {
     }
 
     /// Compute the record this registration leaves (never fails: failures are recorded).
-    async fn decide(&self, r: &Registration<'_>) -> RegistrationRecord {
+    pub(super) async fn decide(&self, r: &Registration<'_>) -> RegistrationRecord {
         let (instance, previous, req) = (r.instance, r.previous, r.req);
         let now = now();
         let spec = r.attested.enrollment.spec();
@@ -328,6 +340,7 @@ impl Dps {
             operation_id: new_operation_id(),
             initial_hub: previous.and_then(|p| p.initial_hub.clone()),
             initial_twin: None,
+            tpm: None,
         };
         if spec.provisioning_status == ProvisioningStatus::Disabled {
             record.status = RegistrationStatus::Disabled;
@@ -430,6 +443,7 @@ impl Dps {
             registration_id: r.req.registration_id.clone(),
             symmetric_key: (r.attested.kind == AttestationType::SymmetricKey).then(|| json!({})),
             x509: r.attested.x509.clone(),
+            tpm: r.req.tpm.as_ref().filter(|_| r.attested.kind == AttestationType::Tpm).map(|t| json!(t)),
             current_iot_hub_host_name: r.current_hub.map(str::to_string),
             current_device_id: r.current_hub.and_then(|_| r.previous.and_then(|p| p.device_id.clone())),
             payload: r.req.payload.clone(),
@@ -441,7 +455,7 @@ impl Dps {
 }
 
 /// The path's registration ID is valid, and the body's, if sent, is the same (any case).
-fn check_ids(path_id: &str, body_id: Option<&str>) -> Result<()> {
+pub(super) fn check_ids(path_id: &str, body_id: Option<&str>) -> Result<()> {
     validate_id("registration ID", path_id)?;
     match body_id {
         Some(body_id) if !body_id.eq_ignore_ascii_case(path_id) => {
@@ -513,7 +527,7 @@ fn new_operation_id() -> String {
 }
 
 /// Parse a device token and check its expiry and resource (`{scope}/registrations/{id}`, case-insensitive).
-fn device_token(
+pub(super) fn device_token(
     authorization: Option<&str>,
     scope: &str,
     registration_id: &str,

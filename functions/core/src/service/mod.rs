@@ -9,6 +9,7 @@ mod enrollments;
 mod limiter;
 mod policies;
 mod registrations;
+mod tpm;
 mod validation;
 mod x509;
 
@@ -48,7 +49,12 @@ pub struct Settings {
     pub failed_attestations_per_scope: FailureBudget,
     /// Failed device attestations allowed per client address (per process) before 429.
     pub failed_attestations_per_address: FailureBudget,
+    /// How long the key a TPM challenge issues stays usable (for the signed register, once, and status lookups).
+    pub tpm_challenge_ttl: Duration,
 }
+
+/// Default of [`Settings::tpm_challenge_ttl`]: 5 minutes.
+pub const DEFAULT_TPM_CHALLENGE_TTL: Duration = Duration::from_secs(300);
 
 /// Default of [`Settings::max_groups`] and [`Settings::max_groups_tried`].
 pub const DEFAULT_MAX_GROUPS: usize = 10_000;
@@ -66,6 +72,7 @@ impl Default for Settings {
             max_groups: DEFAULT_MAX_GROUPS,
             failed_attestations_per_scope: FailureBudget { burst: 1000.0, per_second: 200.0 },
             failed_attestations_per_address: FailureBudget { burst: 20.0, per_second: 2.0 },
+            tpm_challenge_ttl: DEFAULT_TPM_CHALLENGE_TTL,
         }
     }
 }

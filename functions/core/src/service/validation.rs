@@ -19,12 +19,7 @@ impl Dps {
                     }
                 }
             }
-            AttestationType::Tpm => {
-                let ek = attestation.tpm.as_ref().map(|t| t.endorsement_key.as_str()).unwrap_or_default();
-                if ek.is_empty() {
-                    return Err(Error::invalid("TPM attestation requires an endorsementKey"));
-                }
-            }
+            AttestationType::Tpm => super::tpm::check_tpm_attestation(attestation.tpm.as_ref())?,
             AttestationType::X509 => {
                 if attestation.x509.is_none() {
                     return Err(Error::invalid("X.509 attestation requires certificates"));

@@ -104,6 +104,7 @@ impl DpsEnv {
                 api_version: "2021-06-01".into(),
                 client_address: None,
                 client_certificates: Vec::new(),
+                tpm: None,
             })
             .await
     }
