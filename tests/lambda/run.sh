@@ -147,8 +147,8 @@ watch() {
 watch watch-device.log "$device_port" dps-provisioning
 watch watch-service.log "$service_port" dps-service
 # The function starts at the first request (cargo run of the binary built above); wait until it answers.
-wait_for "device function" "http://127.0.0.1:$device_port/healthz" 5
-wait_for "service function" "http://127.0.0.1:$service_port/healthz" 5
+wait_for "device function" "http://127.0.0.1:$device_port/healthz" 120
+wait_for "service function" "http://127.0.0.1:$service_port/healthz" 120
 
 if [[ ! -d "$here/node_modules/azure-iot-provisioning-device" ]]; then
     say "installing the Azure device SDK (npm ci)"

@@ -218,7 +218,7 @@ mod tests {
         .unwrap();
         assert_eq!(c.client_certificates, dps_api::ClientCertificateSource::ApiGateway);
         for bad in ["tls", "header"] {
-            let err = parse(&[("DPS_TABLE_NAME", "t"), ("DPS_CLIENT_CERTIFICATES", bad)]).unwrap_err();
+            let err = parse(&[("DPS_TABLE_NAME", "t-1"), ("DPS_CLIENT_CERTIFICATES", bad)]).unwrap_err();
             assert!(err.to_string().starts_with("DPS_CLIENT_CERTIFICATES:"), "{err}");
         }
         assert_eq!(c.serving_region.as_deref(), Some("eu-central-1"));
