@@ -5,8 +5,8 @@
 #   3. moto (DynamoDB, S3, CloudFormation) stands in for AWS: dps-admin creates the table, and
 #      infra/scripts/bootstrap.sh creates the instance and its hub from a stand-in stack's outputs, as an operator
 #      does after `sam deploy`;
-#   4. both Lambda binaries run under `cargo lambda watch` (Lambda runtime API + function URL emulator, from the
-#      cargo-lambda PyPI package); e2e.test.js drives the service function over HTTP, registers devices through
+#   4. both Lambda binaries run under `cargo lambda watch --only-lambda-apis` (Lambda runtime API + function URL
+#      emulator, from the cargo-lambda PyPI package); e2e.test.js drives the service function over HTTP, registers devices through
 #      the device function with the official Azure IoT Node.js device SDK, and counts DynamoDB calls per device
 #      operation;
 #   5. prints each binary's cold-start init time (process start to first poll of the runtime API).
@@ -38,10 +38,9 @@ cfn-lint "$root/template.yaml" --parameters MtlsDomainName=devices.example.com \
     MtlsTruststoreUri=s3://example-truststore/devices-ca.pem
 "$venv/bin/python" "$here/iam_check.py"
 
-say "building dps-provisioning, dps-service, dps-admin"
-# One build: aws-config has the same features everywhere (see functions/store-dynamodb/Cargo.toml), so the
-# `cargo run -p NAME` that `cargo lambda watch` starts each function with finds everything built.
-cargo build --quiet -p dps-provisioning -p dps-service -p dps-admin
+say "building (the workspace build scripts/test.sh has already made; seconds after it)"
+. "$root/scripts/lib/build.sh"
+build_workspace
 bin="${CARGO_TARGET_DIR:-$root/target}/debug"
 
 work="$(mktemp -d)"
@@ -134,21 +133,33 @@ service_port="$(free_port)"
 # As template.yaml sets them, plus the two endpoint overrides that point the functions at moto (DynamoDB, S3).
 function_env="DPS_TABLE_NAME=$table,DPS_DYNAMODB_ENDPOINT=$endpoint,DPS_POLICY_BUCKET=$bucket"
 function_env+=",DPS_S3_ENDPOINT=$endpoint,DPS_CACHE_TTL=5,DPS_LOG_LEVEL=info"
-# One emulator per function. `--bin` makes that binary the emulator's default function, so a request path with
-# no /lambda-url/NAME prefix reaches it unchanged, as on a real function URL: the SDK's own paths
-# (/{idScope}/registrations/...) need no rewriting. The emulator turns each HTTP request into a function URL
-# event (payload format 2.0), hands it to the binary through the Lambda runtime API, and turns the reply back.
+# One emulator per function, in `--only-lambda-apis` mode: it serves the Lambda runtime API and the function URL
+# front (each HTTP request becomes a function URL event, payload format 2.0, handed to the binary through the
+# runtime API, and the reply turned back), and the binary built above runs as that emulator's default function
+# `_`, so a request path with no /lambda-url/NAME prefix reaches it unchanged, as on a real function URL: the SDK's
+# own paths (/{idScope}/registrations/...) need no rewriting. Running the binary ourselves (rather than letting
+# the emulator `cargo run -p` it) keeps the one workspace build: a per-package `cargo run` resolves features per
+# package and recompiles.
 watch() {
     local log="$1" port="$2" binary="$3"
-    start "$log" cargo lambda watch --quiet --ignore-changes --disable-cors \
-        --invoke-address 127.0.0.1 --invoke-port "$port" --package "$binary" --bin "$binary" \
-        --env-vars "$function_env"
+    start "$log" cargo lambda watch --quiet --only-lambda-apis --disable-cors \
+        --invoke-address 127.0.0.1 --invoke-port "$port"
+    # The runtime client gives up if the runtime API is not there yet: start the function once the emulator answers.
+    for _ in $(seq 50); do
+        [[ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "http://127.0.0.1:$port/" || true)" != 000 ]] && break
+        sleep 0.2
+    done
+    # The function, with the variables the emulator names for it and the environment template.yaml sets.
+    local vars=(AWS_LAMBDA_FUNCTION_VERSION=1 AWS_LAMBDA_FUNCTION_MEMORY_SIZE=1024
+        "AWS_LAMBDA_RUNTIME_API=http://127.0.0.1:$port/.rt" AWS_LAMBDA_FUNCTION_NAME=_)
+    IFS=, read -ra extra <<<"$function_env"
+    start "fn-$log" env "${vars[@]}" "${extra[@]}" "$bin/$binary"
 }
 watch watch-device.log "$device_port" dps-provisioning
 watch watch-service.log "$service_port" dps-service
-# The function starts at the first request (cargo run of the binary built above); wait until it answers.
-wait_for "device function" "http://127.0.0.1:$device_port/healthz" 120
-wait_for "service function" "http://127.0.0.1:$service_port/healthz" 120
+# Wait until each answers through its emulator.
+wait_for "device function" "http://127.0.0.1:$device_port/healthz" 30
+wait_for "service function" "http://127.0.0.1:$service_port/healthz" 30
 
 if [[ ! -d "$here/node_modules/azure-iot-provisioning-device" ]]; then
     say "installing the Azure device SDK (npm ci)"

@@ -16,7 +16,8 @@ say() { echo "mqtt/run.sh: $*"; }
 bash "$root/scripts/setup/mqtt.sh"
 python="$here/.venv/bin/python"
 
-cargo build --quiet -p dps-local --bin dps
+. "$root/scripts/lib/build.sh"
+build_workspace
 dps="${DPS_BIN:-${CARGO_TARGET_DIR:-$root/target}/debug/dps}"
 
 work="$(mktemp -d)"

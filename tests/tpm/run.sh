@@ -11,8 +11,8 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$root"
 bash "$root/scripts/setup/tpm.sh"
 
-cargo build --quiet -p dps-attestation --example tpm-challenge
-cargo build --quiet -p dps-local --bin dps
+. "$root/scripts/lib/build.sh"
+build_workspace
 target="${CARGO_TARGET_DIR:-$root/target}/debug"
 export TPM_CHALLENGE_BIN="$target/examples/tpm-challenge"
 export DPS_BIN="${DPS_BIN:-$target/dps}"
