@@ -163,6 +163,7 @@ async fn main() -> Result<()> {
                 allocation_weight: weight,
                 apply_allocation_policy: !no_auto_allocation,
                 location,
+                connector: None,
             };
             let written = dps
                 .update_instance_as_operator(&id_scope, |i| {

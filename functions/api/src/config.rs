@@ -119,6 +119,7 @@ async fn put_linked_hub(
         allocation_weight: body.allocation_weight.unwrap_or(1),
         apply_allocation_policy: body.apply_allocation_policy.unwrap_or(true),
         location: body.location,
+        connector: None,
     };
     Ok(json(StatusCode::OK, &dps.put_linked_hub(&caller, hub).await?))
 }

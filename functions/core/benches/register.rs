@@ -55,6 +55,7 @@ impl Bench {
                         allocation_weight: 1,
                         apply_allocation_policy: true,
                         location: None,
+                        connector: None,
                     })
                     .collect();
                 Ok(())

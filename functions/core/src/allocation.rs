@@ -101,6 +101,7 @@ mod tests {
             allocation_weight: weight,
             apply_allocation_policy: true,
             location: location.map(Into::into),
+            connector: None,
         }
     }
 

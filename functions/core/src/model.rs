@@ -5,10 +5,12 @@ use serde_json::Value;
 use time::OffsetDateTime;
 
 mod enrollment;
+mod hub;
 mod tpm;
 mod x509;
 
 pub use enrollment::{AnyEnrollment, Enrollment, EnrollmentKind};
+pub use hub::{HubConnection, HubKind};
 pub use tpm::{TpmChallenge, TpmRegistration, TpmRegistrationResult};
 pub use x509::{
     CaCertificate, X509Attestation, X509CaReferences, X509CertificateInfo, X509CertificateWithInfo, X509Certificates,
@@ -354,7 +356,7 @@ pub struct AccessPolicy {
 }
 
 /// A hub devices may be assigned to.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct LinkedHub {
     /// Hub host name, e.g. `myhub.azure-devices.net`.
@@ -368,6 +370,10 @@ pub struct LinkedHub {
     /// Region of the hub, for the lowest-latency policy (e.g. `eu-west-1`, `westeurope`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub location: Option<String>,
+    /// How the hub's device registry is written; absent: "record only" (the registration is recorded, the hub
+    /// is not called).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connector: Option<HubConnection>,
 }
 
 fn one() -> u32 {

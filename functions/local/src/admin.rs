@@ -89,6 +89,7 @@ pub async fn hub(global: &Global, cmd: HubCommand) -> anyhow::Result<()> {
                 allocation_weight: weight,
                 apply_allocation_policy: true,
                 location,
+                connector: None,
             };
             let written = dps
                 .update_instance_as_operator(&target.id_scope, move |i| {

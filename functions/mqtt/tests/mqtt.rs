@@ -48,6 +48,7 @@ impl World {
                 allocation_weight: 1,
                 apply_allocation_policy: true,
                 location: None,
+                connector: None,
             });
             Ok(())
         })

@@ -47,6 +47,7 @@ async fn prepare(store: Arc<dyn Store>, devices: usize) -> (Dps, Vec<RegisterReq
             allocation_weight: 1,
             apply_allocation_policy: true,
             location: None,
+            connector: None,
         }];
         Ok(())
     })

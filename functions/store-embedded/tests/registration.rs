@@ -30,6 +30,7 @@ async fn concurrent_registrations_over_the_embedded_store() {
             allocation_weight: 1,
             apply_allocation_policy: true,
             location: None,
+            connector: None,
         }];
         Ok(())
     })

@@ -226,6 +226,7 @@ async fn tenant(dps: &Dps, name: &str, host: &str, hub: &str) -> Tenant {
             allocation_weight: 1,
             apply_allocation_policy: true,
             location: None,
+            connector: None,
         });
         Ok(())
     })

@@ -60,6 +60,7 @@ pub async fn instance_update_with_etag(store: Arc<dyn Store>) {
         allocation_weight: 1,
         apply_allocation_policy: false,
         location: None,
+        connector: None,
     });
     let updated = store.update_instance(change.clone(), Precondition::Matches(first_etag.clone())).await.unwrap();
     fresh_etag(updated.etag.as_deref(), &mut seen);

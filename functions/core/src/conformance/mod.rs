@@ -162,6 +162,7 @@ fn sample_instance(scope: &str) -> Instance {
             allocation_weight: 3,
             apply_allocation_policy: true,
             location: Some("eu-west-1".into()),
+            connector: None,
         }],
         ca_certificates: Vec::new(),
         authorization_policies: vec![AccessPolicy {

@@ -92,6 +92,8 @@ pub struct Dps {
     settings: Arc<Settings>,
     cache: Arc<cache::ConfigCache>,
     failures: Arc<limiter::FailureLimiter>,
+    hubs: Arc<crate::hubs::HubConnectors>,
+    secrets: Option<Arc<dyn crate::hubs::SecretBox>>,
 }
 
 /// An authenticated service API caller.
@@ -128,7 +130,28 @@ impl Dps {
             settings.failed_attestations_per_scope,
             settings.failed_attestations_per_address,
         ));
-        Self { store, allocator: None, policies: None, settings: Arc::new(settings), cache, failures }
+        Self {
+            store,
+            allocator: None,
+            policies: None,
+            settings: Arc::new(settings),
+            cache,
+            failures,
+            hubs: Arc::new(crate::hubs::HubConnectors::none()),
+            secrets: None,
+        }
+    }
+
+    /// Write the registries of linked hubs with these connectors (without, every hub is record only).
+    pub fn with_hubs(mut self, hubs: crate::hubs::HubConnectors) -> Self {
+        self.hubs = Arc::new(hubs);
+        self
+    }
+
+    /// Seal hub connector credentials with this box (without, a hub cannot be linked with credentials).
+    pub fn with_secret_box(mut self, secrets: Arc<dyn crate::hubs::SecretBox>) -> Self {
+        self.secrets = Some(secrets);
+        self
     }
 
     /// Enable the `custom` policy with this allocator.

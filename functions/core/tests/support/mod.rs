@@ -28,6 +28,7 @@ pub fn hub(host: &str, weight: u32, apply: bool, location: Option<&str>) -> Link
         allocation_weight: weight,
         apply_allocation_policy: apply,
         location: location.map(Into::into),
+        connector: None,
     }
 }
 

@@ -43,6 +43,7 @@ async fn world() -> World {
             allocation_weight: 1,
             apply_allocation_policy: true,
             location: None,
+            connector: None,
         }];
         Ok(())
     })

@@ -142,6 +142,7 @@ pub fn linked_hubs() -> Vec<LinkedHub> {
             allocation_weight: 1,
             apply_allocation_policy: true,
             location: None,
+            connector: None,
         })
         .collect()
 }

@@ -51,6 +51,7 @@ impl DpsEnv {
                 allocation_weight: 1,
                 apply_allocation_policy: true,
                 location: None,
+                connector: None,
             });
             Ok(())
         })

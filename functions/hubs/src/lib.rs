@@ -1,0 +1,1 @@
+//! Hub registry connectors: each implements `dps_core::hubs::HubConnector` for one `HubKind`.
