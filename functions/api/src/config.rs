@@ -101,6 +101,9 @@ struct LinkedHubBody {
     apply_allocation_policy: Option<bool>,
     #[serde(default)]
     location: Option<String>,
+    /// `kind`, `settings` and write-only `credentials` (sealed by the service; answers say `credentialsSet`).
+    #[serde(default)]
+    connector: Option<dps_core::model::HubConnection>,
 }
 
 async fn put_linked_hub(
@@ -119,7 +122,7 @@ async fn put_linked_hub(
         allocation_weight: body.allocation_weight.unwrap_or(1),
         apply_allocation_policy: body.apply_allocation_policy.unwrap_or(true),
         location: body.location,
-        connector: None,
+        connector: body.connector,
     };
     Ok(json(StatusCode::OK, &dps.put_linked_hub(&caller, hub).await?))
 }

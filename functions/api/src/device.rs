@@ -59,7 +59,7 @@ async fn register(
 ) -> Result<Response, ApiError> {
     tracing::Span::current().record("scope", id_scope.as_str());
     let body = body.unwrap_or_default();
-    check_csr(&body, &api_version)?;
+    let csr = csr_der(&body, &api_version)?;
     let record = dps
         .register(RegisterRequest {
             id_scope,
@@ -71,6 +71,7 @@ async fn register(
             api_version,
             client_address: client.map(|Extension(ClientAddress(ip))| ip),
             tpm: body.tpm,
+            csr,
         })
         .await?;
     // Clients (iot-identity-service) accept only 202 here, whatever the outcome.
@@ -144,13 +145,18 @@ fn operation_answer(record: &RegistrationRecord, status: StatusCode) -> Response
     response
 }
 
-/// Certificate issuance (`csr`) exists from 2025-07-01-preview on, and is not implemented here yet.
-fn check_csr(body: &DeviceRegistration, api_version: &str) -> Result<(), ApiError> {
+/// Certificate issuance (`csr`, from api-version 2025-07-01-preview on): the base64 DER the body carries,
+/// decoded. What it says (subject, key, signature) is checked by the core before any hub is called.
+fn csr_der(body: &DeviceRegistration, api_version: &str) -> Result<Option<Vec<u8>>, ApiError> {
+    use base64::Engine as _;
     match &body.csr {
-        None => Ok(()),
+        None => Ok(None),
         Some(_) if api_version < "2025-07-01" => {
             Err(ApiError::invalid(format!("csr is not part of api-version {api_version}")))
         }
-        Some(_) => Err(ApiError::invalid("Certificate issuance (csr) is not supported by this service")),
+        Some(csr) => base64::engine::general_purpose::STANDARD
+            .decode(csr.trim())
+            .map(Some)
+            .map_err(|_| ApiError::invalid("csr must be a base64-encoded DER PKCS#10 certificate signing request")),
     }
 }

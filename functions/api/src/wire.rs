@@ -38,7 +38,7 @@ pub struct DeviceRegistration {
     /// Passed to custom allocation.
     #[serde(default)]
     pub payload: Option<Value>,
-    /// Certificate signing request (2025-07-01-preview+; not supported yet).
+    /// Certificate signing request (2025-07-01-preview+): base64 DER PKCS#10.
     #[serde(default)]
     pub csr: Option<String>,
 }
@@ -56,6 +56,9 @@ pub struct DeviceRegistrationResult {
     x509: Option<Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     tpm: Option<Value>,
+    /// The certificate a hub issued from the device's `csr` (base64 DER, leaf first).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    issued_certificate_chain: Option<Vec<String>>,
 }
 
 impl From<&RegistrationRecord> for DeviceRegistrationResult {
@@ -75,7 +78,7 @@ impl From<&RegistrationRecord> for DeviceRegistrationResult {
         let mut state = DeviceRegistrationState::from(r.clone());
         // Devices see base64 of the quoted etag.
         state.etag = state.etag.map(|e| B64.encode(e.as_bytes()));
-        Self { state, symmetric_key, x509, tpm }
+        Self { state, symmetric_key, x509, tpm, issued_certificate_chain: r.issued_certificate_chain.clone() }
     }
 }
 
@@ -119,6 +122,10 @@ pub struct DeviceRegistrationState {
     etag: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     payload: Option<Value>,
+    /// Extension: hubs that may still hold the device although it is not assigned there (a removal is owed;
+    /// the device's next registration retries it). Absent when none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pending_hub_removals: Vec<dps_core::model::HubDeviceRef>,
 }
 
 impl From<RegistrationRecord> for DeviceRegistrationState {
@@ -135,6 +142,7 @@ impl From<RegistrationRecord> for DeviceRegistrationState {
             last_updated_date_time_utc: r.last_updated_date_time_utc,
             etag: r.etag,
             payload: r.payload,
+            pending_hub_removals: r.pending_hub_removals,
         }
     }
 }

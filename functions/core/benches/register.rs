@@ -102,6 +102,7 @@ impl Bench {
             client_address: None,
             client_certificates: Vec::new(),
             tpm: None,
+            csr: None,
         }
     }
 

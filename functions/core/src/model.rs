@@ -10,7 +10,7 @@ mod tpm;
 mod x509;
 
 pub use enrollment::{AnyEnrollment, Enrollment, EnrollmentKind};
-pub use hub::{HubConnection, HubKind};
+pub use hub::{HubConnection, HubDeviceRef, HubKind};
 pub use tpm::{TpmChallenge, TpmRegistration, TpmRegistrationResult};
 pub use x509::{
     CaCertificate, X509Attestation, X509CaReferences, X509CertificateInfo, X509CertificateWithInfo, X509Certificates,
@@ -313,6 +313,15 @@ pub struct RegistrationRecord {
     /// What a TPM device was given (`registrationState.tpm`): the key blob only its TPM can open.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tpm: Option<TpmRegistrationResult>,
+    /// Certificate chain a hub issued from the device's CSR (base64 DER, leaf first): the device answer's
+    /// `registrationState.issuedCertificateChain`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issued_certificate_chain: Option<Vec<String>>,
+    /// Hubs that may still hold this device although the record does not assign it there (a removal after a
+    /// move that failed, or a partial create rolled back after a failure); the device's next registration
+    /// retries their removal.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending_hub_removals: Vec<HubDeviceRef>,
 }
 
 /// A right granted by a shared access policy.

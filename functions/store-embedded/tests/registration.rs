@@ -69,6 +69,7 @@ async fn concurrent_registrations_over_the_embedded_store() {
             client_address: None,
             client_certificates: Vec::new(),
             tpm: None,
+            csr: None,
         };
         tasks.push(tokio::spawn(async move { dps.register(req).await }));
     }

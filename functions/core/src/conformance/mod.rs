@@ -223,6 +223,8 @@ fn sample_record(registration_id: &str, group: Option<&str>) -> RegistrationReco
         initial_hub: Some("hub-1.example.net".into()),
         initial_twin: Some(json!({ "tags": { "stored": true } })),
         tpm: None,
+        issued_certificate_chain: None,
+        pending_hub_removals: Vec::new(),
     }
 }
 

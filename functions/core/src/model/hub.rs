@@ -58,3 +58,13 @@ impl HubConnection {
         }
     }
 }
+
+/// A device in a hub: where a removal is still owed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HubDeviceRef {
+    /// The hub's host name.
+    pub hub: String,
+    /// The device's ID there.
+    pub device_id: String,
+}

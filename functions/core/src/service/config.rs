@@ -67,7 +67,7 @@ impl From<&Instance> for InstanceConfig {
             service_host_name: i.service_host_name.clone(),
             allocation_policy: i.allocation_policy,
             custom_allocation_definition: i.custom_allocation_definition.clone(),
-            linked_hubs: i.linked_hubs.clone(),
+            linked_hubs: i.linked_hubs.iter().map(without_credentials).collect(),
             allow_private_webhook_targets: i.allow_private_webhook_targets,
             etag: i.etag.clone(),
         }
@@ -150,11 +150,13 @@ impl Dps {
         if_match: Option<&str>,
     ) -> Result<InstanceConfig> {
         caller.require(Right::ServiceConfig)?;
+        let mut linked_hubs = config.linked_hubs;
+        self.prepare_linked_hubs(&*self.fresh_instance(caller).await?, &mut linked_hubs).await?;
         let written = self
             .change_instance(caller, if_match, |i| {
                 i.allocation_policy = config.allocation_policy;
                 i.custom_allocation_definition = config.custom_allocation_definition;
-                i.linked_hubs = config.linked_hubs;
+                i.linked_hubs = linked_hubs;
                 i.allow_private_webhook_targets = config.allow_private_webhook_targets;
                 Ok(())
             })
@@ -166,6 +168,9 @@ impl Dps {
     pub async fn put_linked_hub(&self, caller: &Caller, hub: LinkedHub) -> Result<LinkedHub> {
         caller.require(Right::ServiceConfig)?;
         let host = hub.host_name.clone();
+        let mut prepared = [hub];
+        self.prepare_linked_hubs(&*self.fresh_instance(caller).await?, &mut prepared).await?;
+        let [hub] = prepared;
         let written = self
             .change_instance(caller, None, |i| {
                 i.linked_hubs.retain(|h| !h.host_name.eq_ignore_ascii_case(&host));
@@ -174,7 +179,8 @@ impl Dps {
                 Ok(())
             })
             .await?;
-        Ok(written.linked_hubs.into_iter().find(|h| h.host_name.eq_ignore_ascii_case(&host)).expect("just written"))
+        let written = written.linked_hubs.iter().find(|h| h.host_name.eq_ignore_ascii_case(&host)).expect("just written");
+        Ok(without_credentials(written))
     }
 
     /// Remove one linked hub (devices keep their records; later registrations no longer pick it).
@@ -347,6 +353,11 @@ impl Dps {
         self.cache.forget_instance(caller.scope());
         Ok(written)
     }
+}
+
+/// A linked hub as answers show it: its connector's credentials left out (`credentialsSet` instead).
+pub(crate) fn without_credentials(hub: &LinkedHub) -> LinkedHub {
+    LinkedHub { connector: hub.connector.as_ref().map(|c| c.without_credentials()), ..hub.clone() }
 }
 
 fn without_keys(p: &AccessPolicy) -> AccessPolicy {

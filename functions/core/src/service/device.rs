@@ -11,11 +11,11 @@ use crate::error::{Error, Result};
 use crate::ids::{printable, validate_id};
 use crate::model::{
     AllocationPolicy, AnyEnrollment, AttestationType, EnrollmentGroup, EnrollmentSpec, Instance, LinkedHub,
-    OperationCount, OperationKind, ProvisioningStatus, RegistrationRecord, RegistrationStatus, ReprovisionPolicy,
+    ProvisioningStatus, RegistrationRecord, RegistrationStatus, ReprovisionPolicy,
     Substatus, TpmRegistration,
 };
 use crate::sas::{SasToken, derive_device_key};
-use crate::store::{DeviceContext, Precondition};
+use crate::store::DeviceContext;
 use dps_attestation::x509::Chain;
 
 use super::x509::device_chain;
@@ -59,6 +59,8 @@ pub struct RegisterRequest {
     pub client_address: Option<std::net::IpAddr>,
     /// The `tpm` part of the body: the device attests with its TPM (see `service/tpm.rs`).
     pub tpm: Option<TpmRegistration>,
+    /// The body's `csr` (DER PKCS#10, decoded from base64): the device asks its hub for a certificate.
+    pub csr: Option<Vec<u8>>,
 }
 
 /// A status lookup (operation status GET, or registration status POST) from a device.
@@ -81,7 +83,7 @@ pub struct StatusRequest {
 }
 
 /// What a device proves itself with: a SAS token (symmetric key), or a certificate chain (X.509).
-pub(super) enum Credential {
+pub(crate) enum Credential {
     Sas(SasToken),
     X509(Chain),
 }
@@ -115,48 +117,7 @@ impl Dps {
             )
             .await?;
 
-        for _ in 0..WRITE_ATTEMPTS {
-            let context = self.store.device_context(&instance.id_scope, &req.registration_id).await?;
-            let admitted = self.attest(&instance, &context, &credential, &req.registration_id).await?;
-            let previous = context.record;
-            let current_hub = previous.as_ref().and_then(|p| p.assigned_hub.as_deref());
-            let registration = Registration {
-                instance: &instance,
-                attested: &admitted,
-                previous: previous.as_ref(),
-                current_hub,
-                req,
-            };
-            let record = self.decide(&registration).await;
-            let precondition = match &previous {
-                Some(p) => Precondition::Matches(p.etag.clone().unwrap_or_default()),
-                None => Precondition::NotExists,
-            };
-            let kind = if previous.is_some() { OperationKind::ReRegistration } else { OperationKind::Registration };
-            let meter = OperationCount { date: super::today(), kind, count: 1 };
-            match self.store.put_registration(&instance.id_scope, record, precondition, Some(meter)).await {
-                Ok(written) => {
-                    tracing::info!(
-                        scope = %instance.id_scope,
-                        registration_id = %written.registration_id,
-                        status = ?written.status,
-                        hub = written.assigned_hub.as_deref().unwrap_or(""),
-                        "registration"
-                    );
-                    return Ok(written);
-                }
-                // A concurrent registration of the same device won: read its record and decide again.
-                Err(Error::Conflict(_) | Error::PreconditionFailed(_) | Error::NotFound(_)) => {
-                    continue;
-                }
-                Err(other) => return Err(other),
-            }
-        }
-        // Devices treat 4xx below 429 as fatal: contention is transient, so say when to come back.
-        Err(Error::Throttled {
-            message: "Too many concurrent registrations of this device; retry later".into(),
-            retry_after_secs: 1,
-        })
+        self.write_registration(&instance, req, super::provision::Admission::Credential(&credential)).await
     }
 
     /// Answer an operation status GET: the record of the registration the operation wrote.
@@ -240,7 +201,7 @@ impl Dps {
     }
 
     /// Find the enrollment the credential belongs to.
-    async fn attest(
+    pub(super) async fn attest(
         &self,
         instance: &Instance,
         context: &DeviceContext,
@@ -341,6 +302,8 @@ impl Dps {
             initial_hub: previous.and_then(|p| p.initial_hub.clone()),
             initial_twin: None,
             tpm: None,
+            issued_certificate_chain: None,
+            pending_hub_removals: Vec::new(),
         };
         if spec.provisioning_status == ProvisioningStatus::Disabled {
             record.status = RegistrationStatus::Disabled;

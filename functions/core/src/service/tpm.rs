@@ -12,11 +12,11 @@ use base64::engine::general_purpose::STANDARD as B64;
 use dps_attestation::tpm::{self, RsaStorageKey};
 use sha2::{Digest, Sha256};
 
-use super::device::{Attested, RegisterRequest, Registration, WRITE_ATTEMPTS, check_ids, device_token};
-use super::{Dps, now, today};
+use super::device::{RegisterRequest, check_ids, device_token};
+use super::{Dps, now};
 use crate::error::{Error, Result};
 use crate::model::{
-    AnyEnrollment, AttestationType, IndividualEnrollment, Instance, OperationCount, OperationKind, RegistrationRecord,
+    AnyEnrollment, AttestationType, IndividualEnrollment, Instance, RegistrationRecord,
     TpmAttestation, TpmChallenge, TpmRegistration, TpmRegistrationResult,
 };
 use crate::sas::SasToken;
@@ -35,7 +35,7 @@ const REPLAYED: &str =
     "Unauthorized: this TPM challenge was already used; register without Authorization for a new one";
 
 /// The TPM a device presents, parsed and checked.
-struct DeviceTpm {
+pub(super) struct DeviceTpm {
     ek: RsaStorageKey,
     srk: RsaStorageKey,
     ek_sha256: String,
@@ -166,49 +166,7 @@ impl Dps {
         device: &DeviceTpm,
         result: TpmRegistrationResult,
     ) -> Result<RegistrationRecord> {
-        for _ in 0..WRITE_ATTEMPTS {
-            let context = self.store.device_context(&instance.id_scope, &req.registration_id).await?;
-            let admitted = Attested {
-                enrollment: AnyEnrollment::Individual(enrolled(&context, device)?.clone()),
-                kind: AttestationType::Tpm,
-                x509: None,
-            };
-            let previous = context.record;
-            let registration = Registration {
-                instance,
-                attested: &admitted,
-                previous: previous.as_ref(),
-                current_hub: previous.as_ref().and_then(|p| p.assigned_hub.as_deref()),
-                req,
-            };
-            let mut record = self.decide(&registration).await;
-            record.tpm = Some(result.clone());
-            let precondition = match &previous {
-                Some(p) => Precondition::Matches(p.etag.clone().unwrap_or_default()),
-                None => Precondition::NotExists,
-            };
-            let kind = if previous.is_some() { OperationKind::ReRegistration } else { OperationKind::Registration };
-            let meter = OperationCount { date: today(), kind, count: 1 };
-            match self.store.put_registration(&instance.id_scope, record, precondition, Some(meter)).await {
-                Ok(written) => {
-                    tracing::info!(
-                        scope = %instance.id_scope,
-                        registration_id = %written.registration_id,
-                        status = ?written.status,
-                        hub = written.assigned_hub.as_deref().unwrap_or(""),
-                        attestation = "tpm",
-                        "registration"
-                    );
-                    return Ok(written);
-                }
-                Err(Error::Conflict(_) | Error::PreconditionFailed(_) | Error::NotFound(_)) => continue,
-                Err(other) => return Err(other),
-            }
-        }
-        Err(Error::Throttled {
-            message: "Too many concurrent registrations of this device; retry later".into(),
-            retry_after_secs: 1,
-        })
+        self.write_registration(instance, req, super::provision::Admission::Tpm(device, &result)).await
     }
 
     /// Attest a status lookup: a TPM device signs with the key of its challenge (used or not) until it expires;
@@ -247,7 +205,7 @@ impl Dps {
 }
 
 /// The device's individual enrollment, if it is a TPM enrollment naming this EK (and this SRK, if it names one).
-fn enrolled<'a>(context: &'a DeviceContext, device: &DeviceTpm) -> Result<&'a IndividualEnrollment> {
+pub(super) fn enrolled<'a>(context: &'a DeviceContext, device: &DeviceTpm) -> Result<&'a IndividualEnrollment> {
     let denied = || Error::unauthorized(TPM_DENIED);
     let enrollment = context.enrollment.as_ref().ok_or_else(denied)?;
     let attestation = &enrollment.spec.attestation;

@@ -106,6 +106,7 @@ impl DpsEnv {
                 client_address: None,
                 client_certificates: Vec::new(),
                 tpm: None,
+                csr: None,
             })
             .await
     }

@@ -1,0 +1,261 @@
+//! Making a hub's registry match a registration (the hub port, `crate::hubs`), and keeping linked hubs'
+//! connector credentials sealed.
+//!
+//! Order of a registration that assigns a device to a hub with a connector: (move with migration: read the twin
+//! from the old hub) → create or update the device in the new hub → issue its certificate from the CSR → apply
+//! the twin → write the record → remove the device from the old hub. A failure before the record is written
+//! turns the registration into `failed` with the hub's error code; the device stays where the previous record
+//! says (a partial create in another hub is owed a removal). A removal that fails is kept in the record
+//! (`pendingHubRemovals`) and retried at the device's next registration. So the record always says every hub
+//! the device may be in.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+
+use super::Dps;
+use super::device::Registration;
+use crate::error::{Error, Result};
+use crate::hubs::{HubDevice, HubFailure, HubFailureKind, HubTarget, HubTwin};
+use crate::model::{
+    AnyEnrollment, AttestationType, HubConnection, HubDeviceRef, Instance, LinkedHub, RegistrationRecord,
+    RegistrationStatus, Substatus,
+};
+use crate::sas::derive_device_key;
+use crate::store::Precondition;
+
+/// The linked hub named `host`, if it has a connector.
+fn connection<'a>(instance: &'a Instance, host: &str) -> Option<&'a HubConnection> {
+    instance.linked_hubs.iter().find(|h| h.host_name.eq_ignore_ascii_case(host)).and_then(|h| h.connector.as_ref())
+}
+
+fn same(a: &str, b: &str) -> bool {
+    a.eq_ignore_ascii_case(b)
+}
+
+impl Dps {
+    /// Make the hubs match `record` (decided, not yet written). On a hub failure the record becomes a failed
+    /// registration that leaves the device where it was.
+    pub(super) async fn sync_hubs(&self, r: &Registration<'_>, record: &mut RegistrationRecord) {
+        record.pending_hub_removals = r.previous.map(|p| p.pending_hub_removals.clone()).unwrap_or_default();
+        if record.status != RegistrationStatus::Assigned {
+            return;
+        }
+        let hub = record.assigned_hub.clone().expect("an assigned record names its hub");
+        let device_id = record.device_id.clone().unwrap_or_else(|| record.registration_id.clone());
+        record.pending_hub_removals.retain(|owed| !(same(&owed.hub, &hub) && owed.device_id == device_id));
+        let moved_from = r.current_hub.filter(|current| !same(current, &hub));
+        let old_device_id = r.previous.and_then(|p| p.device_id.clone()).unwrap_or_else(|| device_id.clone());
+        let mut touched = false;
+        match self.provision_in_hub(r, record, &hub, &device_id, moved_from, &old_device_id, &mut touched).await {
+            Ok(()) => {
+                if let Some(old) = moved_from.filter(|old| connection(r.instance, old).is_some()) {
+                    record.pending_hub_removals.push(HubDeviceRef { hub: old.to_string(), device_id: old_device_id });
+                }
+            }
+            Err(failure) => {
+                tracing::warn!(
+                    scope = %r.instance.id_scope,
+                    registration_id = %record.registration_id,
+                    hub = %hub,
+                    code = failure.code(),
+                    "hub write failed: {}",
+                    failure.message
+                );
+                // A device (perhaps) created in a hub the record will not assign it to is owed a removal.
+                if touched && (moved_from.is_some() || r.current_hub.is_none()) {
+                    record.pending_hub_removals.push(HubDeviceRef { hub: hub.clone(), device_id });
+                }
+                record.status = RegistrationStatus::Failed;
+                record.error_code = Some(failure.code());
+                record.error_message = Some(format!("IoT hub '{hub}': {}", failure.message));
+                record.assigned_hub = r.current_hub.map(str::to_string);
+                record.substatus = r.previous.and_then(|p| p.substatus);
+                record.initial_twin = None;
+                record.payload = None;
+                record.issued_certificate_chain = None;
+                if r.current_hub.is_none() {
+                    record.initial_hub = None;
+                }
+            }
+        }
+        // A removal is never owed to the hub the record assigns the device to.
+        let (assigned, id) = (record.assigned_hub.clone(), record.device_id.clone());
+        record.pending_hub_removals.retain(|owed| {
+            !(assigned.as_deref().is_some_and(|a| same(a, &owed.hub)) && id.as_deref() == Some(&owed.device_id))
+        });
+    }
+
+    /// Create or update the device in `hub` with its twin (and certificate); nothing for a record-only hub.
+    async fn provision_in_hub(
+        &self,
+        r: &Registration<'_>,
+        record: &mut RegistrationRecord,
+        hub: &str,
+        device_id: &str,
+        moved_from: Option<&str>,
+        old_device_id: &str,
+        touched: &mut bool,
+    ) -> Result<(), HubFailure> {
+        let Some(link) = connection(r.instance, hub) else {
+            return Ok(());
+        };
+        let spec = r.attested.enrollment.spec();
+        let policy = spec.reprovision_policy.unwrap_or_default();
+        let initial = || record.initial_twin.clone().or_else(|| spec.initial_twin.clone());
+        let twin = match moved_from {
+            // Migration: the twin the device has in its old hub (a record-only old hub has none to give: the
+            // initial twin then).
+            Some(old) if policy.migrate_device_data => match connection(r.instance, old) {
+                Some(old_link) => {
+                    let credentials = self.open_credentials(old_link).await?;
+                    let target = target(old, old_link, credentials.as_deref());
+                    let found = self.connector(old_link)?.read_twin(target, old_device_id).await?;
+                    found.or_else(|| initial().map(|t| HubTwin::from_initial_twin(&t)))
+                }
+                None => initial().map(|t| HubTwin::from_initial_twin(&t)),
+            },
+            Some(_) => initial().map(|t| HubTwin::from_initial_twin(&t)),
+            // First assignment, or a reset in place ("factory reset without changing hubs").
+            None if r.current_hub.is_none() || record.substatus == Some(Substatus::DeviceDataReset) => {
+                initial().map(|t| HubTwin::from_initial_twin(&t))
+            }
+            None => None,
+        };
+        let connector = self.connector(link)?;
+        let credentials = self.open_credentials(link).await?;
+        let target = target(hub, link, credentials.as_deref());
+        let device = hub_device(r, device_id);
+        *touched = true;
+        connector.upsert_device(target, &device).await?;
+        if let Some(csr) = &r.req.csr {
+            let chain = connector.issue_certificate(target, &device, csr).await?;
+            record.issued_certificate_chain = Some(chain.iter().map(|der| STANDARD.encode(der)).collect());
+        }
+        if let Some(twin) = &twin {
+            connector.apply_twin(target, device_id, twin).await?;
+        }
+        Ok(())
+    }
+
+    /// Make the removals `written` owes; the record is written again when some succeeded.
+    pub(super) async fn settle_hub_removals(&self, instance: &Instance, written: RegistrationRecord) -> RegistrationRecord {
+        if written.pending_hub_removals.is_empty() {
+            return written;
+        }
+        let mut left = Vec::new();
+        for owed in &written.pending_hub_removals {
+            // A hub unlinked since (or linked without a connector now) can no longer be reached: dropped.
+            let Some(link) = connection(instance, &owed.hub) else {
+                tracing::warn!(hub = %owed.hub, device_id = %owed.device_id, "removal dropped: the hub has no connector now");
+                continue;
+            };
+            if let Err(failure) = self.remove_from(&owed.hub, link, &owed.device_id).await {
+                tracing::warn!(hub = %owed.hub, device_id = %owed.device_id, "hub removal failed: {}", failure.message);
+                left.push(owed.clone());
+            }
+        }
+        if left.len() == written.pending_hub_removals.len() {
+            return written;
+        }
+        let mut settled = written.clone();
+        settled.pending_hub_removals = left;
+        let precondition = Precondition::Matches(written.etag.clone().unwrap_or_default());
+        match self.store.put_registration(&instance.id_scope, settled, precondition, None).await {
+            Ok(rewritten) => rewritten,
+            // A concurrent registration wrote since: it carries the removals and settles them itself.
+            Err(_) => written,
+        }
+    }
+
+    async fn remove_from(&self, hub: &str, link: &HubConnection, device_id: &str) -> Result<(), HubFailure> {
+        let credentials = self.open_credentials(link).await?;
+        self.connector(link)?.remove_device(target(hub, link, credentials.as_deref()), device_id).await
+    }
+
+    fn connector(&self, link: &HubConnection) -> Result<&std::sync::Arc<dyn crate::hubs::HubConnector>, HubFailure> {
+        self.hubs.get(link.kind).ok_or_else(|| {
+            HubFailure::new(
+                HubFailureKind::NotConfigured,
+                format!("this deployment has no {} connector", link.kind.as_str()),
+            )
+        })
+    }
+
+    async fn open_credentials(&self, link: &HubConnection) -> Result<Option<String>, HubFailure> {
+        let Some(sealed) = &link.credentials else {
+            return Ok(None);
+        };
+        let not_configured = || HubFailure::new(HubFailureKind::NotConfigured, "the hub's credentials cannot be opened");
+        let secrets = self.secrets.as_ref().ok_or_else(not_configured)?;
+        secrets.open(sealed).await.map(Some).map_err(|_| not_configured())
+    }
+
+    /// Linked hubs as a service API write sends them, made ready to store: each connector's kind must exist
+    /// in this deployment and accept its settings; plaintext credentials are sealed; a hub sent without
+    /// credentials keeps its current ones when its kind is unchanged.
+    pub(super) async fn prepare_linked_hubs(&self, before: &Instance, hubs: &mut [LinkedHub]) -> Result<()> {
+        for hub in hubs.iter_mut() {
+            let Some(link) = hub.connector.as_mut() else {
+                continue;
+            };
+            let connector = self.hubs.get(link.kind).ok_or_else(|| {
+                let kinds: Vec<&str> = self.hubs.kinds().map(|k| k.as_str()).collect();
+                Error::invalid(format!(
+                    "Linked hub '{}': this deployment has no {} connector (available: {})",
+                    hub.host_name,
+                    link.kind.as_str(),
+                    if kinds.is_empty() { "none".to_string() } else { kinds.join(", ") }
+                ))
+            })?;
+            connector
+                .check_settings(&link.settings, link.credentials.as_deref())
+                .map_err(|message| Error::invalid(format!("Linked hub '{}': {message}", hub.host_name)))?;
+            link.credentials_set = false;
+            link.credentials = match link.credentials.take() {
+                Some(plain) => {
+                    let secrets = self.secrets.as_ref().ok_or_else(|| {
+                        Error::invalid("This deployment cannot store hub credentials (no secret key is configured)")
+                    })?;
+                    Some(secrets.seal(&plain).await?)
+                }
+                None => connection(before, &hub.host_name)
+                    .filter(|old| old.kind == link.kind)
+                    .and_then(|old| old.credentials.clone()),
+            };
+        }
+        Ok(())
+    }
+}
+
+fn target<'a>(hub: &'a str, link: &'a HubConnection, credentials: Option<&'a str>) -> HubTarget<'a> {
+    HubTarget { host_name: hub, settings: &link.settings, credentials }
+}
+
+/// The device as a hub registers it: its ID, how it authenticates there, its capabilities.
+fn hub_device(r: &Registration<'_>, device_id: &str) -> HubDevice {
+    let spec = r.attested.enrollment.spec();
+    let registration_id = &r.req.registration_id;
+    let symmetric_keys = match (r.attested.kind, &r.attested.enrollment) {
+        (AttestationType::SymmetricKey, enrollment) => spec.attestation.symmetric_key.as_ref().and_then(|keys| {
+            let (primary, secondary) = (keys.primary_key.clone()?, keys.secondary_key.clone()?);
+            match enrollment {
+                AnyEnrollment::Individual(_) => Some((primary, secondary)),
+                AnyEnrollment::Group(_) => Some((
+                    derive_device_key(&primary, registration_id).ok()?,
+                    derive_device_key(&secondary, registration_id).ok()?,
+                )),
+            }
+        }),
+        _ => None,
+    };
+    let x509 = r.attested.kind == AttestationType::X509;
+    HubDevice {
+        device_id: device_id.to_string(),
+        registration_id: registration_id.clone(),
+        attestation: r.attested.kind,
+        symmetric_keys,
+        certificate: if x509 { r.req.client_certificates.first().cloned() } else { None },
+        ca_signed: x509 && matches!(r.attested.enrollment, AnyEnrollment::Group(_)),
+        iot_edge: spec.capabilities.as_ref().is_some_and(|c| c.iot_edge),
+    }
+}

@@ -1,0 +1,87 @@
+//! Writing a registration: decide, make the hubs match, write the record durably; retried when a concurrent
+//! registration of the same device wins the write. Every attestation kind (SAS, X.509, TPM) ends here.
+
+use super::device::{Attested, Credential, RegisterRequest, Registration, WRITE_ATTEMPTS};
+use super::tpm::{DeviceTpm, enrolled};
+use super::{Dps, today};
+use crate::error::{Error, Result};
+use crate::model::{
+    AnyEnrollment, AttestationType, Instance, OperationCount, OperationKind, RegistrationRecord, TpmRegistrationResult,
+};
+use crate::store::Precondition;
+
+/// How the device of a registration is admitted, checked again against each attempt's device context.
+pub(super) enum Admission<'a> {
+    /// A SAS token or a certificate chain.
+    Credential(&'a Credential),
+    /// A TPM device that signed with the key its challenge issued (the record carries the TPM result).
+    Tpm(&'a DeviceTpm, &'a TpmRegistrationResult),
+}
+
+impl Dps {
+    /// Decide and write one registration of `req`'s device, admitted as `admission` says against the device
+    /// context each attempt reads (its enrollment and record). The hubs are written before the record (the device is told `assigned` only
+    /// once it exists in its hub with its initial twin); removals owed to other hubs are made after it.
+    pub(super) async fn write_registration(
+        &self,
+        instance: &Instance,
+        req: &RegisterRequest,
+        admission: Admission<'_>,
+    ) -> Result<RegistrationRecord> {
+        for _ in 0..WRITE_ATTEMPTS {
+            let context = self.store.device_context(&instance.id_scope, &req.registration_id).await?;
+            let attested = match admission {
+                Admission::Credential(credential) => {
+                    self.attest(instance, &context, credential, &req.registration_id).await?
+                }
+                Admission::Tpm(device, _) => Attested {
+                    enrollment: AnyEnrollment::Individual(enrolled(&context, device)?.clone()),
+                    kind: AttestationType::Tpm,
+                    x509: None,
+                },
+            };
+            let previous = context.record;
+            let registration = Registration {
+                instance,
+                attested: &attested,
+                previous: previous.as_ref(),
+                current_hub: previous.as_ref().and_then(|p| p.assigned_hub.as_deref()),
+                req,
+            };
+            let mut record = self.decide(&registration).await;
+            if let Admission::Tpm(_, result) = admission {
+                record.tpm = Some(result.clone());
+            }
+            self.sync_hubs(&registration, &mut record).await;
+            let precondition = match &previous {
+                Some(p) => Precondition::Matches(p.etag.clone().unwrap_or_default()),
+                None => Precondition::NotExists,
+            };
+            let kind = if previous.is_some() { OperationKind::ReRegistration } else { OperationKind::Registration };
+            let meter = OperationCount { date: today(), kind, count: 1 };
+            match self.store.put_registration(&instance.id_scope, record, precondition, Some(meter)).await {
+                Ok(written) => {
+                    tracing::info!(
+                        scope = %instance.id_scope,
+                        registration_id = %written.registration_id,
+                        status = ?written.status,
+                        hub = written.assigned_hub.as_deref().unwrap_or(""),
+                        attestation = ?written.attestation_type,
+                        error_code = written.error_code.unwrap_or(0),
+                        "registration"
+                    );
+                    return Ok(self.settle_hub_removals(instance, written).await);
+                }
+                // A concurrent registration of the same device won: read its record and decide again (the hub
+                // calls are idempotent, so making them again is harmless).
+                Err(Error::Conflict(_) | Error::PreconditionFailed(_) | Error::NotFound(_)) => continue,
+                Err(other) => return Err(other),
+            }
+        }
+        // Devices treat 4xx below 429 as fatal: contention is transient, so say when to come back.
+        Err(Error::Throttled {
+            message: "Too many concurrent registrations of this device; retry later".into(),
+            retry_after_secs: 1,
+        })
+    }
+}
