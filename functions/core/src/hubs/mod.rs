@@ -65,10 +65,7 @@ impl HubTwin {
     /// From the wire form `{"tags": {...}, "properties": {"desired": {...}}}` (missing parts are empty).
     pub fn from_initial_twin(twin: &Value) -> Self {
         let object = |v: Option<&Value>| v.and_then(Value::as_object).cloned().unwrap_or_default();
-        Self {
-            tags: object(twin.get("tags")),
-            desired: object(twin.get("properties").and_then(|p| p.get("desired"))),
-        }
+        Self { tags: object(twin.get("tags")), desired: object(twin.get("properties").and_then(|p| p.get("desired"))) }
     }
 
     /// The wire form.

@@ -179,7 +179,8 @@ impl Dps {
                 Ok(())
             })
             .await?;
-        let written = written.linked_hubs.iter().find(|h| h.host_name.eq_ignore_ascii_case(&host)).expect("just written");
+        let written =
+            written.linked_hubs.iter().find(|h| h.host_name.eq_ignore_ascii_case(&host)).expect("just written");
         Ok(without_credentials(written))
     }
 

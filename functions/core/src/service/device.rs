@@ -11,8 +11,7 @@ use crate::error::{Error, Result};
 use crate::ids::{printable, validate_id};
 use crate::model::{
     AllocationPolicy, AnyEnrollment, AttestationType, EnrollmentGroup, EnrollmentSpec, Instance, LinkedHub,
-    ProvisioningStatus, RegistrationRecord, RegistrationStatus, ReprovisionPolicy,
-    Substatus, TpmRegistration,
+    ProvisioningStatus, RegistrationRecord, RegistrationStatus, ReprovisionPolicy, Substatus, TpmRegistration,
 };
 use crate::sas::{SasToken, derive_device_key};
 use crate::store::DeviceContext;

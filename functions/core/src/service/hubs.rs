@@ -28,6 +28,15 @@ fn connection<'a>(instance: &'a Instance, host: &str) -> Option<&'a HubConnectio
     instance.linked_hubs.iter().find(|h| h.host_name.eq_ignore_ascii_case(host)).and_then(|h| h.connector.as_ref())
 }
 
+/// Where a registration puts the device: its hub and ID there, and the hub it leaves (with its ID there).
+#[derive(Clone, Copy)]
+struct Placement<'a> {
+    hub: &'a str,
+    device_id: &'a str,
+    moved_from: Option<&'a str>,
+    old_device_id: &'a str,
+}
+
 fn same(a: &str, b: &str) -> bool {
     a.eq_ignore_ascii_case(b)
 }
@@ -46,7 +55,8 @@ impl Dps {
         let moved_from = r.current_hub.filter(|current| !same(current, &hub));
         let old_device_id = r.previous.and_then(|p| p.device_id.clone()).unwrap_or_else(|| device_id.clone());
         let mut touched = false;
-        match self.provision_in_hub(r, record, &hub, &device_id, moved_from, &old_device_id, &mut touched).await {
+        let placement = Placement { hub: &hub, device_id: &device_id, moved_from, old_device_id: &old_device_id };
+        match self.provision_in_hub(r, record, &placement, &mut touched).await {
             Ok(()) => {
                 if let Some(old) = moved_from.filter(|old| connection(r.instance, old).is_some()) {
                     record.pending_hub_removals.push(HubDeviceRef { hub: old.to_string(), device_id: old_device_id });
@@ -90,12 +100,10 @@ impl Dps {
         &self,
         r: &Registration<'_>,
         record: &mut RegistrationRecord,
-        hub: &str,
-        device_id: &str,
-        moved_from: Option<&str>,
-        old_device_id: &str,
+        placement: &Placement<'_>,
         touched: &mut bool,
     ) -> Result<(), HubFailure> {
+        let Placement { hub, device_id, moved_from, old_device_id } = *placement;
         let Some(link) = connection(r.instance, hub) else {
             return Ok(());
         };
@@ -138,7 +146,11 @@ impl Dps {
     }
 
     /// Make the removals `written` owes; the record is written again when some succeeded.
-    pub(super) async fn settle_hub_removals(&self, instance: &Instance, written: RegistrationRecord) -> RegistrationRecord {
+    pub(super) async fn settle_hub_removals(
+        &self,
+        instance: &Instance,
+        written: RegistrationRecord,
+    ) -> RegistrationRecord {
         if written.pending_hub_removals.is_empty() {
             return written;
         }
@@ -185,7 +197,8 @@ impl Dps {
         let Some(sealed) = &link.credentials else {
             return Ok(None);
         };
-        let not_configured = || HubFailure::new(HubFailureKind::NotConfigured, "the hub's credentials cannot be opened");
+        let not_configured =
+            || HubFailure::new(HubFailureKind::NotConfigured, "the hub's credentials cannot be opened");
         let secrets = self.secrets.as_ref().ok_or_else(not_configured)?;
         secrets.open(sealed).await.map(Some).map_err(|_| not_configured())
     }

@@ -16,8 +16,8 @@ use super::device::{RegisterRequest, check_ids, device_token};
 use super::{Dps, now};
 use crate::error::{Error, Result};
 use crate::model::{
-    AnyEnrollment, AttestationType, IndividualEnrollment, Instance, RegistrationRecord,
-    TpmAttestation, TpmChallenge, TpmRegistration, TpmRegistrationResult,
+    AnyEnrollment, AttestationType, IndividualEnrollment, Instance, RegistrationRecord, TpmAttestation, TpmChallenge,
+    TpmRegistration, TpmRegistrationResult,
 };
 use crate::sas::SasToken;
 use crate::store::{DeviceContext, Precondition};

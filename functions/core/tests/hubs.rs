@@ -1,0 +1,326 @@
+//! Registrations that reach hubs through the hub port: first assignment, moves with migration and with reset,
+//! failures part-way and the device's retry, owed removals, and linked hub connectors on the service API.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use dps_core::hubs::{
+    HubConnector, HubConnectors, HubDevice, HubFailure, HubFailureKind, HubTarget, HubTwin, KeySecretBox,
+};
+use dps_core::model::{HubConnection, HubKind, LinkedHub, RegistrationStatus, Substatus};
+use dps_core::{Dps, Settings};
+use serde_json::{Map, Value, json};
+use support::*;
+
+/// A hub registry in memory: devices by (hub, device ID) with their twins; every call logged; a fault can be
+/// planted on the N-th call from now.
+#[derive(Default)]
+struct FakeRegistry {
+    devices: BTreeMap<(String, String), HubTwin>,
+    calls: Vec<String>,
+    fail_at: Option<(usize, HubFailureKind)>,
+    credentials_seen: Vec<Option<String>>,
+}
+
+#[derive(Clone, Default)]
+struct FakeHubs(Arc<Mutex<FakeRegistry>>);
+
+impl FakeHubs {
+    fn call(&self, what: String, hub: &HubTarget<'_>) -> Result<(), HubFailure> {
+        let mut state = self.0.lock().unwrap();
+        state.calls.push(what);
+        state.credentials_seen.push(hub.credentials.map(str::to_string));
+        if let Some((n, kind)) = state.fail_at {
+            if n == 0 {
+                state.fail_at = None;
+                return Err(HubFailure::new(kind, "injected failure"));
+            }
+            state.fail_at = Some((n - 1, kind));
+        }
+        Ok(())
+    }
+    fn fail_at(&self, nth: usize, kind: HubFailureKind) {
+        self.0.lock().unwrap().fail_at = Some((nth, kind));
+    }
+    fn twin(&self, hub: &str, device: &str) -> Option<HubTwin> {
+        self.0.lock().unwrap().devices.get(&(hub.to_string(), device.to_string())).cloned()
+    }
+    fn hubs_of(&self, device: &str) -> Vec<String> {
+        self.0.lock().unwrap().devices.keys().filter(|(_, d)| d == device).map(|(h, _)| h.clone()).collect()
+    }
+    fn take_calls(&self) -> Vec<String> {
+        std::mem::take(&mut self.0.lock().unwrap().calls)
+    }
+    fn set_twin(&self, hub: &str, device: &str, twin: HubTwin) {
+        self.0.lock().unwrap().devices.insert((hub.into(), device.into()), twin);
+    }
+}
+
+#[async_trait]
+impl HubConnector for FakeHubs {
+    fn check_settings(&self, settings: &Map<String, Value>, _: Option<&str>) -> Result<(), String> {
+        match settings.get("bad") {
+            Some(_) => Err("setting 'bad' is not allowed".into()),
+            None => Ok(()),
+        }
+    }
+    async fn upsert_device(&self, hub: HubTarget<'_>, device: &HubDevice) -> Result<(), HubFailure> {
+        self.call(format!("upsert {} {}", hub.host_name, device.device_id), &hub)?;
+        let mut state = self.0.lock().unwrap();
+        state.devices.entry((hub.host_name.into(), device.device_id.clone())).or_default();
+        Ok(())
+    }
+    async fn apply_twin(&self, hub: HubTarget<'_>, device_id: &str, twin: &HubTwin) -> Result<(), HubFailure> {
+        self.call(format!("twin {} {device_id}", hub.host_name), &hub)?;
+        self.set_twin(hub.host_name, device_id, twin.clone());
+        Ok(())
+    }
+    async fn read_twin(&self, hub: HubTarget<'_>, device_id: &str) -> Result<Option<HubTwin>, HubFailure> {
+        self.call(format!("read {} {device_id}", hub.host_name), &hub)?;
+        Ok(self.twin(hub.host_name, device_id))
+    }
+    async fn remove_device(&self, hub: HubTarget<'_>, device_id: &str) -> Result<(), HubFailure> {
+        self.call(format!("remove {} {device_id}", hub.host_name), &hub)?;
+        self.0.lock().unwrap().devices.remove(&(hub.host_name.to_string(), device_id.to_string()));
+        Ok(())
+    }
+}
+
+fn connected(host: &str) -> LinkedHub {
+    LinkedHub {
+        connector: Some(HubConnection {
+            kind: HubKind::HttpRegistry,
+            settings: Map::new(),
+            credentials: None,
+            credentials_set: false,
+        }),
+        ..hub(host, 1, true, None)
+    }
+}
+
+/// A fixture whose service has the fake connector (as `httpRegistry`) and a secret box.
+async fn fixture(linked: Vec<LinkedHub>) -> (Fixture, FakeHubs) {
+    let fake = FakeHubs::default();
+    let mut f = Fixture::new(Vec::new()).await;
+    f.dps = Dps::new(f.store.clone(), Settings::default())
+        .with_hubs(HubConnectors::none().with(HubKind::HttpRegistry, Arc::new(fake.clone())))
+        .with_secret_box(Arc::new(KeySecretBox::new(&KeySecretBox::generate_key())));
+    f.link(linked).await;
+    (f, fake)
+}
+
+fn twin_body() -> Value {
+    json!({ "tags": { "site": "berlin" }, "properties": { "desired": { "interval": 30 } } })
+}
+
+#[tokio::test]
+async fn first_assignment_creates_the_device_with_its_initial_twin() {
+    let (f, fake) = fixture(vec![connected("hub-a.example.net")]).await;
+    f.enroll(individual("dev-1", json!({ "initialTwin": twin_body() }))).await;
+    let (key, _) = f.keys("dev-1").await;
+    let record = f.register("dev-1", &key).await.unwrap();
+    assert_eq!(record.status, RegistrationStatus::Assigned);
+    assert_eq!(fake.take_calls(), ["upsert hub-a.example.net dev-1", "twin hub-a.example.net dev-1"]);
+    let twin = fake.twin("hub-a.example.net", "dev-1").unwrap();
+    assert_eq!(twin.tags["site"], "berlin");
+    assert_eq!(twin.desired["interval"], 30);
+    // Registering again on the same hub makes sure the device exists, and leaves its twin alone.
+    fake.set_twin("hub-a.example.net", "dev-1", HubTwin::default());
+    f.register("dev-1", &key).await.unwrap();
+    assert_eq!(fake.take_calls(), ["upsert hub-a.example.net dev-1"]);
+    assert_eq!(fake.twin("hub-a.example.net", "dev-1"), Some(HubTwin::default()));
+}
+
+#[tokio::test]
+async fn record_only_hubs_are_not_called() {
+    let (f, fake) = fixture(vec![hub("plain.example.net", 1, true, None)]).await;
+    f.enroll(individual("dev-1", json!({}))).await;
+    let (key, _) = f.keys("dev-1").await;
+    assert_eq!(f.register("dev-1", &key).await.unwrap().status, RegistrationStatus::Assigned);
+    assert!(fake.take_calls().is_empty());
+}
+
+#[tokio::test]
+async fn a_hub_failure_fails_the_registration_and_the_retry_completes_it() {
+    for (nth, kind, code) in [
+        (0, HubFailureKind::Unreachable, 503_301),
+        (1, HubFailureKind::Throttled, 429_301),
+        (1, HubFailureKind::Refused, 502_301),
+    ] {
+        let (f, fake) = fixture(vec![connected("hub-a.example.net")]).await;
+        f.enroll(individual("dev-1", json!({ "initialTwin": twin_body() }))).await;
+        let (key, _) = f.keys("dev-1").await;
+        fake.fail_at(nth, kind);
+        let failed = f.register("dev-1", &key).await.unwrap();
+        assert_eq!(failed.status, RegistrationStatus::Failed, "{kind:?}");
+        assert_eq!(failed.error_code, Some(code));
+        assert!(failed.error_message.as_deref().unwrap().contains("hub-a.example.net"));
+        assert_eq!(failed.assigned_hub, None, "no record claims a hub the device is not provisioned in");
+        // The device was (perhaps) half-made in the hub: the record owed its removal and made it.
+        assert!(fake.hubs_of("dev-1").is_empty(), "{kind:?}: {:?}", fake.hubs_of("dev-1"));
+        assert!(failed.pending_hub_removals.is_empty());
+        let retried = f.register("dev-1", &key).await.unwrap();
+        assert_eq!(retried.status, RegistrationStatus::Assigned);
+        assert_eq!(retried.substatus, Some(Substatus::InitialAssignment));
+        assert_eq!(fake.twin("hub-a.example.net", "dev-1").unwrap().desired["interval"], 30);
+    }
+}
+
+#[tokio::test]
+async fn a_move_migrates_the_twin_and_removes_the_device_from_the_old_hub() {
+    let (f, fake) = fixture(vec![connected("hub-a.example.net")]).await;
+    f.enroll(individual("dev-1", json!({ "initialTwin": twin_body() }))).await;
+    let (key, _) = f.keys("dev-1").await;
+    f.register("dev-1", &key).await.unwrap();
+    // The device's twin changed in its hub since.
+    let mut changed = fake.twin("hub-a.example.net", "dev-1").unwrap();
+    changed.desired.insert("interval".into(), json!(99));
+    fake.set_twin("hub-a.example.net", "dev-1", changed.clone());
+    // hub-b takes over automatic allocation; hub-a stays linked (its connector is how the device is removed).
+    fake.take_calls();
+    f.link(vec![
+        connected("hub-b.example.net"),
+        LinkedHub { apply_allocation_policy: false, ..connected("hub-a.example.net") },
+    ])
+    .await;
+    let moved = f.register("dev-1", &key).await.unwrap();
+    assert_eq!(moved.assigned_hub.as_deref(), Some("hub-b.example.net"));
+    assert_eq!(moved.substatus, Some(Substatus::DeviceDataMigrated));
+    assert_eq!(
+        fake.take_calls(),
+        [
+            "read hub-a.example.net dev-1",
+            "upsert hub-b.example.net dev-1",
+            "twin hub-b.example.net dev-1",
+            "remove hub-a.example.net dev-1"
+        ]
+    );
+    assert_eq!(fake.twin("hub-b.example.net", "dev-1"), Some(changed));
+    assert_eq!(fake.hubs_of("dev-1"), ["hub-b.example.net"]);
+    assert!(moved.pending_hub_removals.is_empty());
+}
+
+#[tokio::test]
+async fn a_move_with_reset_applies_the_initial_twin() {
+    let (f, fake) = fixture(vec![connected("hub-a.example.net")]).await;
+    let reset = json!({ "initialTwin": twin_body(), "reprovisionPolicy": { "updateHubAssignment": true, "migrateDeviceData": false } });
+    f.enroll(individual("dev-1", reset)).await;
+    let (key, _) = f.keys("dev-1").await;
+    f.register("dev-1", &key).await.unwrap();
+    fake.set_twin("hub-a.example.net", "dev-1", HubTwin::default());
+    f.link(vec![
+        connected("hub-b.example.net"),
+        LinkedHub { apply_allocation_policy: false, ..connected("hub-a.example.net") },
+    ])
+    .await;
+    fake.take_calls();
+    let moved = f.register("dev-1", &key).await.unwrap();
+    assert_eq!(moved.substatus, Some(Substatus::DeviceDataReset));
+    let calls = fake.take_calls();
+    assert!(!calls.iter().any(|c| c.starts_with("read")), "reset does not read the old twin: {calls:?}");
+    assert_eq!(fake.twin("hub-b.example.net", "dev-1").unwrap().tags["site"], "berlin");
+    assert_eq!(fake.hubs_of("dev-1"), ["hub-b.example.net"]);
+}
+
+#[tokio::test]
+async fn a_failed_removal_is_recorded_and_retried_at_the_next_registration() {
+    let (f, fake) = fixture(vec![connected("hub-a.example.net")]).await;
+    f.enroll(individual("dev-1", json!({}))).await;
+    let (key, _) = f.keys("dev-1").await;
+    f.register("dev-1", &key).await.unwrap();
+    f.link(vec![
+        connected("hub-b.example.net"),
+        LinkedHub { apply_allocation_policy: false, ..connected("hub-a.example.net") },
+    ])
+    .await;
+    fake.take_calls();
+    // read (migration), upsert, twin (the old hub's, empty but present), remove: the removal fails.
+    fake.fail_at(3, HubFailureKind::Unreachable);
+    let moved = f.register("dev-1", &key).await.unwrap();
+    assert_eq!(moved.status, RegistrationStatus::Assigned);
+    assert_eq!(moved.assigned_hub.as_deref(), Some("hub-b.example.net"));
+    assert_eq!(moved.pending_hub_removals.len(), 1, "the record says the device may still be in hub-a");
+    assert_eq!(moved.pending_hub_removals[0].hub, "hub-a.example.net");
+    let stored = f.store.device_context(f.scope(), "dev-1").await.unwrap().record.unwrap();
+    assert_eq!(stored.pending_hub_removals, moved.pending_hub_removals);
+    assert_eq!(fake.hubs_of("dev-1").len(), 2);
+    let again = f.register("dev-1", &key).await.unwrap();
+    assert!(again.pending_hub_removals.is_empty());
+    assert_eq!(fake.hubs_of("dev-1"), ["hub-b.example.net"]);
+}
+
+#[tokio::test]
+async fn a_failed_move_leaves_the_device_in_its_old_hub() {
+    let (f, fake) = fixture(vec![connected("hub-a.example.net")]).await;
+    f.enroll(individual("dev-1", json!({ "initialTwin": twin_body() }))).await;
+    let (key, _) = f.keys("dev-1").await;
+    f.register("dev-1", &key).await.unwrap();
+    f.link(vec![
+        connected("hub-b.example.net"),
+        LinkedHub { apply_allocation_policy: false, ..connected("hub-a.example.net") },
+    ])
+    .await;
+    fake.take_calls();
+    fake.fail_at(2, HubFailureKind::Throttled); // read, upsert, then the twin fails
+    let failed = f.register("dev-1", &key).await.unwrap();
+    assert_eq!(failed.status, RegistrationStatus::Failed);
+    assert_eq!(failed.assigned_hub.as_deref(), Some("hub-a.example.net"));
+    assert_eq!(fake.hubs_of("dev-1"), ["hub-a.example.net"], "the half-made device in hub-b was removed");
+    let moved = f.register("dev-1", &key).await.unwrap();
+    assert_eq!(moved.assigned_hub.as_deref(), Some("hub-b.example.net"));
+    assert_eq!(fake.twin("hub-b.example.net", "dev-1").unwrap().tags["site"], "berlin", "migrated from hub-a");
+    assert_eq!(fake.hubs_of("dev-1"), ["hub-b.example.net"]);
+}
+
+#[tokio::test]
+async fn group_devices_reach_the_hub_with_their_derived_keys() {
+    let (f, fake) = fixture(vec![connected("hub-a.example.net")]).await;
+    f.enroll_group(group("g1", json!({}))).await;
+    let (group_key, _) = f.group_keys("g1").await;
+    assert_eq!(f.register_in_group("sensor-7", &group_key).await.unwrap().status, RegistrationStatus::Assigned);
+    assert_eq!(fake.hubs_of("sensor-7"), ["hub-a.example.net"]);
+}
+
+#[tokio::test]
+async fn linked_hub_credentials_are_sealed_write_only_and_kept() {
+    let (f, fake) = fixture(Vec::new()).await;
+    let owner = f.owner().await;
+    let secret = "HostName=hub-a;SharedAccessKey=c2VjcmV0LXZhbHVl";
+    let mut hub = connected("hub-a.example.net");
+    hub.connector.as_mut().unwrap().credentials = Some(secret.into());
+    let answer = f.dps.put_linked_hub(&owner, hub).await.unwrap();
+    let shown = answer.connector.unwrap();
+    assert!(shown.credentials.is_none() && shown.credentials_set);
+    let config = f.dps.get_config(&owner).await.unwrap();
+    let text = serde_json::to_string(&config).unwrap();
+    assert!(!text.contains("c2VjcmV0LXZhbHVl") && text.contains("\"credentialsSet\":true"), "{text}");
+    let stored = f.store.instance_by_scope(f.scope()).await.unwrap().unwrap();
+    let sealed = stored.linked_hubs[0].connector.as_ref().unwrap().credentials.clone().unwrap();
+    assert!(!sealed.contains("c2VjcmV0LXZhbHVl"), "stored sealed: {sealed}");
+    // A PUT without credentials (as a GET shows the hub) keeps them; the connector gets them opened.
+    let mut again = config.linked_hubs[0].clone();
+    again.allocation_weight = 5;
+    f.dps.put_linked_hub(&owner, again).await.unwrap();
+    f.enroll(individual("dev-1", json!({}))).await;
+    let (key, _) = f.keys("dev-1").await;
+    f.register("dev-1", &key).await.unwrap();
+    assert_eq!(fake.0.lock().unwrap().credentials_seen.last().cloned().flatten().as_deref(), Some(secret));
+}
+
+#[tokio::test]
+async fn linking_a_hub_with_a_connector_this_deployment_lacks_or_bad_settings_is_refused() {
+    let (f, _) = fixture(Vec::new()).await;
+    let owner = f.owner().await;
+    let mut aws = connected("things.example.net");
+    aws.connector.as_mut().unwrap().kind = HubKind::AwsIotCore;
+    let err = f.dps.put_linked_hub(&owner, aws).await.unwrap_err().to_string();
+    assert!(err.contains("no awsIotCore connector") && err.contains("httpRegistry"), "{err}");
+    let mut bad = connected("hub-a.example.net");
+    bad.connector.as_mut().unwrap().settings.insert("bad".into(), json!(1));
+    let err = f.dps.put_linked_hub(&owner, bad).await.unwrap_err().to_string();
+    assert!(err.contains("setting 'bad' is not allowed"), "{err}");
+    assert!(f.dps.get_config(&owner).await.unwrap().linked_hubs.is_empty(), "nothing was stored");
+}
