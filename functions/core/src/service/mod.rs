@@ -1,5 +1,6 @@
 //! The provisioning service: the use cases behind the device API and the service API.
 
+mod allocate;
 mod bulk;
 mod cache;
 mod certificates;
@@ -11,6 +12,7 @@ mod limiter;
 mod policies;
 mod provision;
 mod registrations;
+mod sas_attestation;
 mod tpm;
 mod validation;
 mod x509;

@@ -12,7 +12,8 @@ use base64::engine::general_purpose::STANDARD as B64;
 use dps_attestation::tpm::{self, RsaStorageKey};
 use sha2::{Digest, Sha256};
 
-use super::device::{RegisterRequest, check_ids, device_token};
+use super::device::{RegisterRequest, check_ids};
+use super::sas_attestation::device_token;
 use super::{Dps, now};
 use crate::error::{Error, Result};
 use crate::model::{

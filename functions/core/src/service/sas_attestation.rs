@@ -1,0 +1,87 @@
+//! Symmetric-key attestation: the device's SAS token, signed with its enrollment's key or with a key derived
+//! from a group's.
+
+use super::Dps;
+use super::device::DEVICE_DENIED;
+use crate::error::{Error, Result};
+use crate::model::{AnyEnrollment, AttestationType, EnrollmentGroup, EnrollmentSpec, Instance, ProvisioningStatus};
+use crate::sas::{SasToken, derive_device_key};
+use crate::store::DeviceContext;
+
+impl Dps {
+    /// Find the enrollment whose key signed the token. An individual enrollment takes precedence over
+    /// groups; a disabled individual enrollment also disables a device that signs with a group key.
+    pub(super) async fn attest_sas(
+        &self,
+        instance: &Instance,
+        context: &DeviceContext,
+        token: &SasToken,
+        registration_id: &str,
+    ) -> Result<AnyEnrollment> {
+        let denied = || Error::unauthorized(DEVICE_DENIED);
+        if let Some(enrollment) = &context.enrollment {
+            if signed_by_spec_keys(token, &enrollment.spec, None) {
+                return Ok(AnyEnrollment::Individual(enrollment.clone()));
+            }
+            if enrollment.spec.provisioning_status == ProvisioningStatus::Disabled
+                && self.group_that_signed(instance, token, registration_id).await?.is_some()
+            {
+                return Ok(AnyEnrollment::Individual(enrollment.clone()));
+            }
+            return Err(denied());
+        }
+        // A device already admitted by a group is checked against that group first.
+        if let Some(group_id) = context.record.as_ref().and_then(|r| r.enrollment_group_id.as_deref()) {
+            let groups = self.groups(&instance.id_scope).await?;
+            if let Some(g) = groups.iter().find(|g| g.enrollment_group_id.eq_ignore_ascii_case(group_id))
+                && signed_by_spec_keys(token, &g.spec, Some(registration_id))
+            {
+                return Ok(AnyEnrollment::Group(g.clone()));
+            }
+        }
+        self.group_that_signed(instance, token, registration_id).await?.map(AnyEnrollment::Group).ok_or_else(denied)
+    }
+
+    async fn group_that_signed(
+        &self,
+        instance: &Instance,
+        token: &SasToken,
+        registration_id: &str,
+    ) -> Result<Option<EnrollmentGroup>> {
+        let groups = self.groups(&instance.id_scope).await?;
+        let tried = groups.iter().take(self.settings.max_groups_tried);
+        Ok(tried.into_iter().find(|g| signed_by_spec_keys(token, &g.spec, Some(registration_id))).cloned())
+    }
+}
+
+/// Parse a device token and check its expiry and resource (`{scope}/registrations/{id}`, case-insensitive).
+pub(super) fn device_token(
+    authorization: Option<&str>,
+    scope: &str,
+    registration_id: &str,
+    max_lifetime_secs: i64,
+) -> Result<SasToken> {
+    let header = authorization.ok_or_else(|| Error::unauthorized("Missing Authorization header"))?;
+    let token = SasToken::parse(header)?;
+    token.check_expiry(super::now().unix_timestamp(), max_lifetime_secs)?;
+    let expected = format!("{scope}/registrations/{registration_id}");
+    if !token.resource.eq_ignore_ascii_case(&expected) {
+        return Err(Error::unauthorized("SAS token resource does not match this registration"));
+    }
+    Ok(token)
+}
+
+/// Whether `token` is signed with the enrollment's symmetric keys (group keys derived for `derive_for`).
+fn signed_by_spec_keys(token: &SasToken, spec: &EnrollmentSpec, derive_for: Option<&str>) -> bool {
+    let Some(keys) = spec.attestation.symmetric_key.as_ref() else {
+        return false;
+    };
+    if spec.attestation.kind != AttestationType::SymmetricKey {
+        return false;
+    }
+    let candidates = [keys.primary_key.as_deref(), keys.secondary_key.as_deref()];
+    candidates.into_iter().flatten().any(|key| match derive_for {
+        None => token.signed_with_any([key]),
+        Some(id) => derive_device_key(key, id).is_ok_and(|derived| token.signed_with_any([derived.as_str()])),
+    })
+}
