@@ -22,7 +22,9 @@ IOT_THING_ACTIONS = {
     "iot:GetThingShadow", "iot:UpdateThingShadow", "iot:DeleteThingShadow",
 }
 IOT_GROUP_ACTIONS = {"iot:AddThingToThingGroup"}
-IOT_CERT_ACTIONS = {"iot:DescribeCertificate", "iot:UpdateCertificate", "iot:DeleteCertificate", "iot:AttachPolicy"}
+IOT_CERT_ACTIONS = {
+    "iot:DescribeCertificate", "iot:UpdateCertificate", "iot:DeleteCertificate", "iot:AttachPolicy", "iot:DetachPolicy",
+}
 # No resource type in the Service Authorization Reference: only Resource "*" grants them.
 IOT_UNSCOPED_ACTIONS = {
     "iot:RegisterCertificateWithoutCA", "iot:CreateCertificateFromCsr", "iot:AttachThingPrincipal",

@@ -24,9 +24,9 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(1);
 /// Connect timeout (IoT Core endpoints answer in milliseconds from the same region).
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// Timeout of one attempt.
-pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(3);
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Timeout of one call, retries included.
-pub const OPERATION_TIMEOUT: Duration = Duration::from_secs(6);
+pub const OPERATION_TIMEOUT: Duration = Duration::from_secs(5);
 /// Session name of assumed roles (shows in the hub account's CloudTrail).
 const SESSION_NAME: &str = "dps-hub-connector";
 

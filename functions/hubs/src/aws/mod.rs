@@ -98,10 +98,10 @@ impl HubConnector for AwsIotCoreConnector {
     }
 
     async fn remove_device(&self, hub: HubTarget<'_>, device_id: &str) -> Result<(), HubFailure> {
-        let (clients, _) = self.hub(hub, device_id).await?;
+        let (clients, settings) = self.hub(hub, device_id).await?;
         // The shadow first: once the thing is gone a retried removal would not know to look for it.
         shadow::delete(&clients.data, device_id).await?;
-        registry::remove_thing(&clients.iot, device_id).await
+        registry::remove_thing(&clients.iot, device_id, &settings).await
     }
 
     async fn issue_certificate(

@@ -156,9 +156,9 @@ pub(crate) async fn attach(iot: &Client, thing: &str, certificate_arn: &str, set
     Ok(())
 }
 
-/// Detach every principal from the thing and delete the certificates no other thing uses; then delete the thing.
-/// A thing already gone is not an error.
-pub(crate) async fn remove_thing(iot: &Client, thing: &str) -> Result<(), HubFailure> {
+/// Detach every principal from the thing and delete the certificates no other thing uses (detached from the
+/// hub's policy first); then delete the thing. A thing already gone is not an error.
+pub(crate) async fn remove_thing(iot: &Client, thing: &str, settings: &AwsSettings) -> Result<(), HubFailure> {
     let mut principals = Vec::new();
     let mut pages = iot.list_thing_principals().thing_name(thing).into_paginator().send();
     while let Some(page) = pages.next().await {
@@ -175,7 +175,7 @@ pub(crate) async fn remove_thing(iot: &Client, thing: &str) -> Result<(), HubFai
             Err(err) => return Err(failure("DetachThingPrincipal", thing, err)),
         }
         if let Some(id) = principal.split_once(":cert/").map(|(_, id)| id) {
-            delete_certificate_unless_shared(iot, thing, principal, id).await?;
+            delete_certificate_unless_shared(iot, thing, principal, id, settings).await?;
         }
     }
     match iot.delete_thing().thing_name(thing).send().await {
@@ -187,7 +187,13 @@ pub(crate) async fn remove_thing(iot: &Client, thing: &str) -> Result<(), HubFai
 
 /// Deactivate and delete a certificate detached from `thing`, unless another thing still uses it (a device
 /// whose certificate is shared, or one that moved to another hub of the same registry).
-async fn delete_certificate_unless_shared(iot: &Client, thing: &str, arn: &str, id: &str) -> Result<(), HubFailure> {
+async fn delete_certificate_unless_shared(
+    iot: &Client,
+    thing: &str,
+    arn: &str,
+    id: &str,
+    settings: &AwsSettings,
+) -> Result<(), HubFailure> {
     let things = iot
         .list_principal_things()
         .principal(arn)
@@ -201,10 +207,18 @@ async fn delete_certificate_unless_shared(iot: &Client, thing: &str, arn: &str, 
         tracing::info!(thing, certificate = id, "certificate kept: another thing uses it");
         return Ok(());
     }
+    // The policy this connector attached; others are dropped by `forceDelete`.
+    if let Some(policy) = &settings.policy_name {
+        match iot.detach_policy().policy_name(policy).target(arn).send().await {
+            Ok(_) => {}
+            Err(err) if is_not_found(&err) => {}
+            Err(err) => return Err(failure("DetachPolicy", thing, err)),
+        }
+    }
     deactivate_and_delete(iot, thing, id).await
 }
 
-/// Deactivate, then delete (policies are detached by `forceDelete`). A certificate already gone is not an error.
+/// Deactivate, then delete (`forceDelete`: policies still attached do not block it). A certificate already gone is not an error.
 pub(crate) async fn deactivate_and_delete(iot: &Client, thing: &str, id: &str) -> Result<(), HubFailure> {
     match iot.update_certificate().certificate_id(id).new_status(CertificateStatus::Inactive).send().await {
         Ok(_) => {}

@@ -76,6 +76,7 @@ fn operation(method: &str, uri: &str) -> String {
         ("GET", ["things", _, "principals"]) => "ListThingPrincipals",
         ("GET", ["principals", "things"]) => "ListPrincipalThings",
         ("PUT", ["target-policies", _]) => "AttachPolicy",
+        ("POST", ["target-policies", _]) => "DetachPolicy",
         ("GET", ["things", _, "shadow"]) => "GetThingShadow",
         ("POST", ["things", _, "shadow"]) => "UpdateThingShadow",
         ("DELETE", ["things", _, "shadow"]) => "DeleteThingShadow",
