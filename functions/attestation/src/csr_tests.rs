@@ -5,7 +5,10 @@ use crate::testing::{KeyKind, WEAK_RSA_CSR, csr};
 fn accepts_p256_and_rsa_2048_csrs_for_the_registration_id() {
     let (der, _) = csr("device-01", KeyKind::EcdsaP256);
     let info = check_csr(&der, "device-01").unwrap();
-    assert_eq!((info.common_name.as_str(), info.key, info.der.as_slice()), ("device-01", CsrKey::EcP256, der.as_slice()));
+    assert_eq!(
+        (info.common_name.as_str(), info.key, info.der.as_slice()),
+        ("device-01", CsrKey::EcP256, der.as_slice())
+    );
     assert!(!info.public_key_info.is_empty());
 
     let (der, _) = csr("device-02", KeyKind::Rsa2048(0));
@@ -35,6 +38,7 @@ fn refuses_a_csr_for_another_registration_id() {
 fn refuses_a_csr_without_common_name() {
     let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
     let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.distinguished_name = rcgen::DistinguishedName::new();
     params.distinguished_name.push(rcgen::DnType::OrganizationName, "no CN");
     let der = params.serialize_request(&key).unwrap().der().to_vec();
     assert_eq!(check_csr(&der, "device-01"), Err(CsrError::NoCommonName));
@@ -53,7 +57,10 @@ fn refuses_weak_and_unsupported_keys() {
 #[test]
 fn refuses_garbage_oversized_and_trailing_bytes() {
     assert_eq!(check_csr(b"not a csr at all", "device-01"), Err(CsrError::Malformed));
-    assert_eq!(check_csr(b"-----BEGIN CERTIFICATE REQUEST-----\n!!\n-----END CERTIFICATE REQUEST-----\n", "d"), Err(CsrError::Malformed));
+    assert_eq!(
+        check_csr(b"-----BEGIN CERTIFICATE REQUEST-----\n!!\n-----END CERTIFICATE REQUEST-----\n", "d"),
+        Err(CsrError::Malformed)
+    );
     assert_eq!(check_csr(&[], "device-01"), Err(CsrError::Malformed));
     let big = vec![0x30; MAX_CSR_BYTES + 1];
     assert_eq!(check_csr(&big, "device-01"), Err(CsrError::TooLarge(MAX_CSR_BYTES + 1)));

@@ -37,7 +37,9 @@ fn sdk(http: SharedHttpClient) -> SdkConfig {
     SdkConfig::builder()
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new("us-east-1"))
-        .credentials_provider(SharedCredentialsProvider::new(Credentials::new(ACCESS_KEY, SECRET_KEY, None, None, "tests")))
+        .credentials_provider(SharedCredentialsProvider::new(Credentials::new(
+            ACCESS_KEY, SECRET_KEY, None, None, "tests",
+        )))
         .http_client(http)
         .build()
 }
@@ -49,9 +51,11 @@ fn http() -> SharedHttpClient {
 fn env() -> Env {
     let endpoint = moto_endpoint();
     let calls = Calls::default();
-    let connector = AwsIotCoreConnector::new(&sdk(SharedHttpClient::new(Recording { inner: http(), calls: calls.clone() })));
+    let connector =
+        AwsIotCoreConnector::new(&sdk(SharedHttpClient::new(Recording { inner: http(), calls: calls.clone() })));
     let admin = sdk(http());
-    let iot = aws_sdk_iot::Client::from_conf(aws_sdk_iot::config::Builder::from(&admin).endpoint_url(&endpoint).build());
+    let iot =
+        aws_sdk_iot::Client::from_conf(aws_sdk_iot::config::Builder::from(&admin).endpoint_url(&endpoint).build());
     let data = aws_sdk_iotdataplane::Client::from_conf(
         aws_sdk_iotdataplane::config::Builder::from(&admin).endpoint_url(&endpoint).build(),
     );
@@ -124,7 +128,9 @@ async fn symmetric_key_device_gets_its_thing_type_group_attributes_and_shadow_id
     env.iot.create_thing_type().thing_type_name("sensor").send().await.unwrap();
     env.iot.create_thing_group().thing_group_name("fleet-a").send().await.unwrap();
     let settings = settings(json!({"thingType": "sensor", "thingGroup": "fleet-a"}));
-    let initial = twin(json!({"tags": {"site": "plant-7", "floor": 3}, "properties": {"desired": {"rate": 5, "mode": {"eco": true}}}}));
+    let initial = twin(
+        json!({"tags": {"site": "plant-7", "floor": 3}, "properties": {"desired": {"rate": 5, "mode": {"eco": true}}}}),
+    );
 
     let started = Instant::now();
     env.connector.upsert_device(hub(&settings), &device("sym-1", None)).await.unwrap();
@@ -157,7 +163,12 @@ async fn symmetric_key_device_gets_its_thing_type_group_attributes_and_shadow_id
 
     // Read back (as a move's migration would): tags as strings, desired as is.
     let read = env.connector.read_twin(hub(&settings), "sym-1").await.unwrap().unwrap();
-    assert_eq!(read, twin(json!({"tags": {"site": "plant-7", "floor": "3"}, "properties": {"desired": {"rate": 5, "mode": {"eco": true}}}})));
+    assert_eq!(
+        read,
+        twin(
+            json!({"tags": {"site": "plant-7", "floor": "3"}, "properties": {"desired": {"rate": 5, "mode": {"eco": true}}}})
+        )
+    );
     assert_eq!(env.connector.read_twin(hub(&settings), "no-such-thing").await.unwrap(), None);
 }
 
@@ -166,7 +177,9 @@ async fn applying_another_twin_replaces_attributes_and_desired_state() {
     let env = env();
     let settings = settings(json!({}));
     env.connector.upsert_device(hub(&settings), &device("replace-1", None)).await.unwrap();
-    let old = twin(json!({"tags": {"a": "1", "b": "2"}, "properties": {"desired": {"keep": 1, "drop": 2, "nested": {"x": 1, "y": 2}}}}));
+    let old = twin(
+        json!({"tags": {"a": "1", "b": "2"}, "properties": {"desired": {"keep": 1, "drop": 2, "nested": {"x": 1, "y": 2}}}}),
+    );
     env.connector.apply_twin(hub(&settings), "replace-1", &old).await.unwrap();
     let new = twin(json!({"tags": {"c": "3"}, "properties": {"desired": {"keep": 1, "nested": {"x": 9}}}}));
     env.connector.apply_twin(hub(&settings), "replace-1", &new).await.unwrap();
@@ -202,12 +215,25 @@ async fn x509_device_certificate_is_registered_active_and_attached_with_the_poli
     let latency = started.elapsed();
     let first = env.calls.take();
     println!("first registration, X.509, policy: {} calls {first:?} in {latency:?}", first.len());
-    assert_eq!(first, ["CreateThing", "RegisterCertificateWithoutCA", "AttachThingPrincipal", "AttachPolicy", "UpdateThing", "GetThingShadow"]);
+    assert_eq!(
+        first,
+        [
+            "CreateThing",
+            "RegisterCertificateWithoutCA",
+            "AttachThingPrincipal",
+            "AttachPolicy",
+            "UpdateThing",
+            "GetThingShadow"
+        ]
+    );
 
     let id = certificate_id(&cert.der);
     let principals = env.principals("x509-1").await;
     assert_eq!(principals.len(), 1);
-    assert!(principals[0].ends_with(&format!(":cert/{id}")), "moto's certificate ID is the DER's SHA-256: {principals:?}");
+    assert!(
+        principals[0].ends_with(&format!(":cert/{id}")),
+        "moto's certificate ID is the DER's SHA-256: {principals:?}"
+    );
     assert_eq!(env.certificate_status(&id).await, Some(CertificateStatus::Active));
     assert_eq!(env.policies_of(&principals[0]).await, ["x509-device"]);
 
@@ -235,14 +261,25 @@ async fn a_csr_gets_an_issued_certificate_attached_to_the_thing_and_the_policy()
 
     let started = Instant::now();
     env.connector.upsert_device(hub(&settings), &device("csr-1", None)).await.unwrap();
-    env.connector.apply_twin(hub(&settings), "csr-1", &twin(json!({"properties": {"desired": {"a": 1}}}))).await.unwrap();
+    env.connector
+        .apply_twin(hub(&settings), "csr-1", &twin(json!({"properties": {"desired": {"a": 1}}})))
+        .await
+        .unwrap();
     let chain = env.connector.issue_certificate(hub(&settings), &device("csr-1", None), &csr_der).await.unwrap();
     let latency = started.elapsed();
     let first = env.calls.take();
     println!("first registration, symmetric key + CSR, policy: {} calls {first:?} in {latency:?}", first.len());
     assert_eq!(
         first,
-        ["CreateThing", "UpdateThing", "GetThingShadow", "UpdateThingShadow", "CreateCertificateFromCsr", "AttachThingPrincipal", "AttachPolicy"]
+        [
+            "CreateThing",
+            "UpdateThing",
+            "GetThingShadow",
+            "UpdateThingShadow",
+            "CreateCertificateFromCsr",
+            "AttachThingPrincipal",
+            "AttachPolicy"
+        ]
     );
 
     assert_eq!(chain.len(), 1, "the leaf; IoT Core's issuer chains to Amazon's root");
@@ -269,14 +306,18 @@ async fn a_move_reads_the_twin_sets_it_in_the_new_hub_and_removes_the_old_thing(
     let eu_iot = aws_sdk_iot::Client::from_conf(
         aws_sdk_iot::config::Builder::from(&eu).region(Region::new("eu-west-1")).endpoint_url(&endpoint).build(),
     );
-    let document = json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "iot:Connect", "Resource": "*"}]});
+    let document =
+        json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "iot:Connect", "Resource": "*"}]});
     eu_iot.create_policy().policy_name("move-device").policy_document(document.to_string()).send().await.unwrap();
     let old_hub = settings(json!({"policyName": "move-device"}));
     let new_hub = settings(json!({"policyName": "move-device", "region": "eu-west-1"}));
     let cert = self_signed_device("move-1", KeyKind::EcdsaP256);
     let dev = device("move-1", Some(cert.der.clone()));
     env.connector.upsert_device(hub(&old_hub), &dev).await.unwrap();
-    env.connector.apply_twin(hub(&old_hub), "move-1", &twin(json!({"tags": {"t": "1"}, "properties": {"desired": {"d": 1}}}))).await.unwrap();
+    env.connector
+        .apply_twin(hub(&old_hub), "move-1", &twin(json!({"tags": {"t": "1"}, "properties": {"desired": {"d": 1}}})))
+        .await
+        .unwrap();
     env.calls.clear();
 
     // As the core's move does it: read from the old hub, create and apply in the new one, remove from the old one.
@@ -291,17 +332,32 @@ async fn a_move_reads_the_twin_sets_it_in_the_new_hub_and_removes_the_old_thing(
     assert_eq!(
         moved,
         [
-            "DescribeThing", "GetThingShadow", // read
-            "CreateThing", "RegisterCertificateWithoutCA", "AttachThingPrincipal", "AttachPolicy", // upsert
-            "UpdateThing", "GetThingShadow", "UpdateThingShadow", // apply
-            "DeleteThingShadow", "ListThingPrincipals", "DetachThingPrincipal", "ListPrincipalThings",
-            "DetachPolicy", "UpdateCertificate", "DeleteCertificate", "DeleteThing", // remove
+            "DescribeThing",
+            "GetThingShadow", // read
+            "CreateThing",
+            "RegisterCertificateWithoutCA",
+            "AttachThingPrincipal",
+            "AttachPolicy", // upsert
+            "UpdateThing",
+            "GetThingShadow",
+            "UpdateThingShadow", // apply
+            "DeleteThingShadow",
+            "ListThingPrincipals",
+            "DetachThingPrincipal",
+            "ListPrincipalThings",
+            "DetachPolicy",
+            "UpdateCertificate",
+            "DeleteCertificate",
+            "DeleteThing", // remove
         ]
     );
 
     // The new region's registry has the device; the old one has neither thing nor certificate.
     let eu_data = aws_sdk_iotdataplane::Client::from_conf(
-        aws_sdk_iotdataplane::config::Builder::from(&eu).region(Region::new("eu-west-1")).endpoint_url(&endpoint).build(),
+        aws_sdk_iotdataplane::config::Builder::from(&eu)
+            .region(Region::new("eu-west-1"))
+            .endpoint_url(&endpoint)
+            .build(),
     );
     let thing = eu_iot.describe_thing().thing_name("move-1").send().await.unwrap();
     assert_eq!(thing.attributes.unwrap()["t"], "1");
@@ -347,7 +403,13 @@ async fn a_refused_call_names_the_operation_and_no_secret() {
     let err = env.connector.upsert_device(hub(&settings), &device("refused-1", None)).await.unwrap_err();
     println!("{:?}: {}", err.kind, err.message);
     assert_eq!(err.kind, HubFailureKind::Refused);
-    assert!(err.message.starts_with("AWS IoT Core AddThingToThingGroup for thing 'refused-1' was refused (ResourceNotFoundException)"), "{}", err.message);
+    assert!(
+        err.message.starts_with(
+            "AWS IoT Core AddThingToThingGroup for thing 'refused-1' was refused (ResourceNotFoundException)"
+        ),
+        "{}",
+        err.message
+    );
     assert!(!err.message.contains(ACCESS_KEY) && !err.message.contains(SECRET_KEY));
 
     let no_policy = self::settings(json!({"policyName": "no-such-policy"}));

@@ -92,7 +92,8 @@ impl ClientCache {
             config = config.region(Region::new(region.clone()));
         }
         if let Some(role) = &key.role_arn {
-            let mut provider = AssumeRoleProvider::builder(role.clone()).session_name(SESSION_NAME).configure(&self.base);
+            let mut provider =
+                AssumeRoleProvider::builder(role.clone()).session_name(SESSION_NAME).configure(&self.base);
             if let Some(region) = &key.region {
                 provider = provider.region(Region::new(region.clone()));
             }

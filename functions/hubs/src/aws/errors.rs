@@ -8,12 +8,19 @@ use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use dps_core::hubs::{HubFailure, HubFailureKind};
 
 /// Error codes meaning "slow down" (the SDK has already retried them with backoff).
-const THROTTLING_CODES: &[&str] = &["ThrottlingException", "TooManyRequestsException", "Throttling", "RequestLimitExceeded"];
+const THROTTLING_CODES: &[&str] =
+    &["ThrottlingException", "TooManyRequestsException", "Throttling", "RequestLimitExceeded"];
 /// Error codes of a service that is failing rather than refusing; the device's retry may succeed.
-const TRANSIENT_CODES: &[&str] = &["InternalFailureException", "InternalException", "ServiceUnavailableException", "InternalServerException"];
+const TRANSIENT_CODES: &[&str] =
+    &["InternalFailureException", "InternalException", "ServiceUnavailableException", "InternalServerException"];
 /// Error codes whose AWS message names the caller (role ARN, account): left out of our message.
-const AUTHORIZATION_CODES: &[&str] =
-    &["AccessDeniedException", "UnauthorizedException", "UnrecognizedClientException", "InvalidClientTokenId", "ExpiredTokenException"];
+const AUTHORIZATION_CODES: &[&str] = &[
+    "AccessDeniedException",
+    "UnauthorizedException",
+    "UnrecognizedClientException",
+    "InvalidClientTokenId",
+    "ExpiredTokenException",
+];
 /// Longest piece of an AWS message we repeat.
 const MAX_DETAIL: usize = 200;
 
@@ -43,10 +50,16 @@ where
             let message = service.err().message().unwrap_or_default();
             tracing::warn!(op, thing, code, reason = message, "AWS IoT Core refused a call");
             if THROTTLING_CODES.contains(&code) {
-                return HubFailure::new(HubFailureKind::Throttled, format!("{what} was throttled ({code}); retry later"));
+                return HubFailure::new(
+                    HubFailureKind::Throttled,
+                    format!("{what} was throttled ({code}); retry later"),
+                );
             }
             if TRANSIENT_CODES.contains(&code) {
-                return HubFailure::new(HubFailureKind::Unreachable, format!("{what} failed at AWS ({code}); retry later"));
+                return HubFailure::new(
+                    HubFailureKind::Unreachable,
+                    format!("{what} failed at AWS ({code}); retry later"),
+                );
             }
             if AUTHORIZATION_CODES.contains(&code) {
                 return HubFailure::new(

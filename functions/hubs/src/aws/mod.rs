@@ -40,7 +40,10 @@ impl AwsIotCoreConnector {
 
     async fn hub(&self, hub: HubTarget<'_>, thing: &str) -> Result<(HubClients, AwsSettings), HubFailure> {
         let settings = AwsSettings::parse(hub.settings).map_err(|why| {
-            HubFailure::new(dps_core::hubs::HubFailureKind::NotConfigured, format!("AWS IoT Core hub '{}': {why}", hub.host_name))
+            HubFailure::new(
+                dps_core::hubs::HubFailureKind::NotConfigured,
+                format!("AWS IoT Core hub '{}': {why}", hub.host_name),
+            )
         })?;
         if !settings::valid_thing_name(thing) {
             return Err(refused(format!(

@@ -87,7 +87,8 @@ pub(crate) async fn register_certificate(iot: &Client, thing: &str, der: &[u8]) 
     match registered {
         Ok(out) => out.certificate_arn.ok_or_else(|| missing("RegisterCertificateWithoutCA", thing, "certificateArn")),
         Err(err) => {
-            if let Some(RegisterCertificateWithoutCAError::ResourceAlreadyExistsException(exists)) = err.as_service_error()
+            if let Some(RegisterCertificateWithoutCAError::ResourceAlreadyExistsException(exists)) =
+                err.as_service_error()
                 && let Some(arn) = exists.resource_arn()
             {
                 return Ok(arn.to_string());
@@ -111,7 +112,11 @@ pub(crate) async fn register_certificate(iot: &Client, thing: &str, der: &[u8]) 
 }
 
 /// Issue a certificate from a CSR (DER), active. Returns its ARN and DER.
-pub(crate) async fn issue_certificate(iot: &Client, thing: &str, csr_der: &[u8]) -> Result<(String, Vec<u8>), HubFailure> {
+pub(crate) async fn issue_certificate(
+    iot: &Client,
+    thing: &str,
+    csr_der: &[u8],
+) -> Result<(String, Vec<u8>), HubFailure> {
     let csr_pem = pem::encode(&pem::Pem::new("CERTIFICATE REQUEST", csr_der));
     let issued = iot
         .create_certificate_from_csr()
@@ -128,7 +133,8 @@ pub(crate) async fn issue_certificate(iot: &Client, thing: &str, csr_der: &[u8])
             f
         })?;
     let arn = issued.certificate_arn.ok_or_else(|| missing("CreateCertificateFromCsr", thing, "certificateArn"))?;
-    let pem_text = issued.certificate_pem.ok_or_else(|| missing("CreateCertificateFromCsr", thing, "certificatePem"))?;
+    let pem_text =
+        issued.certificate_pem.ok_or_else(|| missing("CreateCertificateFromCsr", thing, "certificatePem"))?;
     let der = pem::parse(pem_text)
         .ok()
         .filter(|p| p.tag() == "CERTIFICATE")
@@ -138,7 +144,12 @@ pub(crate) async fn issue_certificate(iot: &Client, thing: &str, csr_der: &[u8])
 }
 
 /// Attach a certificate to the thing, and to the hub's IoT policy if it has one.
-pub(crate) async fn attach(iot: &Client, thing: &str, certificate_arn: &str, settings: &AwsSettings) -> Result<(), HubFailure> {
+pub(crate) async fn attach(
+    iot: &Client,
+    thing: &str,
+    certificate_arn: &str,
+    settings: &AwsSettings,
+) -> Result<(), HubFailure> {
     iot.attach_thing_principal()
         .thing_name(thing)
         .principal(certificate_arn)

@@ -19,7 +19,8 @@ pub const THING_GROUP: &str = "thingGroup";
 /// `policyName`: the IoT policy attached to device certificates (registered or issued).
 pub const POLICY_NAME: &str = "policyName";
 
-const KNOWN: [&str; 8] = [REGION, ENDPOINT_URL, DATA_ENDPOINT_URL, ROLE_ARN, EXTERNAL_ID, THING_TYPE, THING_GROUP, POLICY_NAME];
+const KNOWN: [&str; 8] =
+    [REGION, ENDPOINT_URL, DATA_ENDPOINT_URL, ROLE_ARN, EXTERNAL_ID, THING_TYPE, THING_GROUP, POLICY_NAME];
 
 /// The settings of one AWS IoT Core hub.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -127,12 +128,15 @@ impl AwsSettings {
 
 /// AWS thing names (and device IDs used as thing names): 1 to 128 of `[a-zA-Z0-9:_-]`.
 pub fn valid_thing_name(name: &str) -> bool {
-    (1..=128).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b':' | b'_' | b'-'))
+    (1..=128).contains(&name.len())
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b':' | b'_' | b'-'))
 }
 
 fn valid_policy_name(name: &str) -> bool {
     (1..=128).contains(&name.len())
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'=' | b',' | b'.' | b'@' | b'-' | b'_'))
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'=' | b',' | b'.' | b'@' | b'-' | b'_'))
 }
 
 fn valid_region(region: &str) -> bool {

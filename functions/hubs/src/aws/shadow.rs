@@ -14,11 +14,13 @@ pub(crate) async fn desired(data: &Client, thing: &str) -> Result<Option<Map<Str
         Err(err) if is_not_found(&err) => return Ok(None),
         Err(err) => return Err(failure("GetThingShadow", thing, err)),
     };
-    let document: Value = out
-        .payload
-        .as_ref()
-        .and_then(|p| serde_json::from_slice(p.as_ref()).ok())
-        .ok_or_else(|| HubFailure::new(HubFailureKind::Refused, format!("AWS IoT Core GetThingShadow for thing '{thing}' answered no JSON document")))?;
+    let document: Value =
+        out.payload.as_ref().and_then(|p| serde_json::from_slice(p.as_ref()).ok()).ok_or_else(|| {
+            HubFailure::new(
+                HubFailureKind::Refused,
+                format!("AWS IoT Core GetThingShadow for thing '{thing}' answered no JSON document"),
+            )
+        })?;
     let desired = document.pointer("/state/desired").and_then(Value::as_object).cloned().unwrap_or_default();
     Ok(Some(desired))
 }

@@ -27,7 +27,11 @@ fn value_char(c: char) -> bool {
 }
 
 /// The attributes for `tags` on thing `thing`, at most `max` of them.
-pub(crate) fn attributes(thing: &str, tags: &Map<String, Value>, max: usize) -> Result<HashMap<String, String>, HubFailure> {
+pub(crate) fn attributes(
+    thing: &str,
+    tags: &Map<String, Value>,
+    max: usize,
+) -> Result<HashMap<String, String>, HubFailure> {
     let mut out = HashMap::new();
     for (name, value) in tags {
         let text = match value {
@@ -62,7 +66,11 @@ pub(crate) fn attributes(thing: &str, tags: &Map<String, Value>, max: usize) -> 
         return Err(refused(format!(
             "Thing '{thing}' would get {} attributes from its tags; AWS IoT Core allows {max} {}",
             out.len(),
-            if max == 3 { "on a thing without a thing type (set the hub's thingType for up to 50)" } else { "per thing" }
+            if max == 3 {
+                "on a thing without a thing type (set the hub's thingType for up to 50)"
+            } else {
+                "per thing"
+            }
         )));
     }
     Ok(out)
@@ -70,11 +78,7 @@ pub(crate) fn attributes(thing: &str, tags: &Map<String, Value>, max: usize) -> 
 
 /// Tags from a thing's attributes (all strings).
 pub(crate) fn tags(attributes: Option<&HashMap<String, String>>) -> Map<String, Value> {
-    attributes
-        .into_iter()
-        .flatten()
-        .map(|(k, v)| (k.clone(), Value::String(v.clone())))
-        .collect()
+    attributes.into_iter().flatten().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect()
 }
 
 /// The shadow update that turns desired state `old` into `new`: `new`, plus a null for every key (at any
@@ -121,10 +125,15 @@ mod tests {
 
     #[test]
     fn tags_become_string_attributes() {
-        let attrs = attributes("t", &map(json!({"site": "plant-7", "floor": 3, "ratio": 1.5, "on": true, "gone": null, "empty": ""})), 50)
-            .unwrap();
-        let expected: HashMap<String, String> =
-            [("site", "plant-7"), ("floor", "3"), ("ratio", "1.5"), ("on", "true")].map(|(k, v)| (k.into(), v.into())).into();
+        let attrs = attributes(
+            "t",
+            &map(json!({"site": "plant-7", "floor": 3, "ratio": 1.5, "on": true, "gone": null, "empty": ""})),
+            50,
+        )
+        .unwrap();
+        let expected: HashMap<String, String> = [("site", "plant-7"), ("floor", "3"), ("ratio", "1.5"), ("on", "true")]
+            .map(|(k, v)| (k.into(), v.into()))
+            .into();
         assert_eq!(attrs, expected);
         assert_eq!(tags(Some(&expected))["floor"], json!("3"));
     }
@@ -137,7 +146,10 @@ mod tests {
             (json!({"a b": "x"}), "Tag name 'a b' of thing 't' is not a valid"),
             (json!({"a": "x y"}), "Tag 'a' of thing 't' has a value"),
             (json!({"a": "x".repeat(801)}), "has a value"),
-            (json!({"a": "1", "b": "2", "c": "3", "d": "4"}), "would get 4 attributes from its tags; AWS IoT Core allows 3"),
+            (
+                json!({"a": "1", "b": "2", "c": "3", "d": "4"}),
+                "would get 4 attributes from its tags; AWS IoT Core allows 3",
+            ),
         ] {
             let err = attributes("t", &map(tags.clone()), 3).expect_err(&tags.to_string());
             assert!(err.message.contains(needle), "{tags}: {}", err.message);
