@@ -96,3 +96,46 @@ where
 pub(crate) fn refused(message: impl Into<String>) -> HubFailure {
     HubFailure::new(HubFailureKind::Refused, message)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_iot::operation::create_thing::CreateThingError;
+    use aws_smithy_runtime_api::http::{Response, StatusCode};
+    use aws_smithy_types::body::SdkBody;
+    use aws_smithy_types::error::ErrorMetadata;
+
+    fn answered(code: &str, message: &str) -> SdkError<CreateThingError, Response> {
+        let err = CreateThingError::generic(ErrorMetadata::builder().code(code).message(message).build());
+        SdkError::service_error(err, Response::new(StatusCode::try_from(400).unwrap(), SdkBody::empty()))
+    }
+
+    #[test]
+    fn service_errors_map_to_failure_kinds() {
+        let f = failure("CreateThing", "d1", answered("ThrottlingException", "Rate exceeded"));
+        assert_eq!(f.kind, HubFailureKind::Throttled);
+        assert_eq!(f.message, "AWS IoT Core CreateThing for thing 'd1' was throttled (ThrottlingException); retry later");
+        let f = failure("CreateThing", "d1", answered("ServiceUnavailableException", "down"));
+        assert_eq!(f.kind, HubFailureKind::Unreachable);
+        let f = failure("CreateThing", "d1", answered("InvalidRequestException", "bad type"));
+        assert_eq!(
+            (f.kind, f.message.as_str()),
+            (HubFailureKind::Refused, "AWS IoT Core CreateThing for thing 'd1' was refused (InvalidRequestException): bad type")
+        );
+    }
+
+    #[test]
+    fn authorization_errors_do_not_repeat_the_callers_identity() {
+        let aws_message = "User: arn:aws:sts::123456789012:assumed-role/dps-device/fn is not authorized to perform: iot:CreateThing";
+        let f = failure("CreateThing", "d1", answered("AccessDeniedException", aws_message));
+        assert_eq!(f.kind, HubFailureKind::Refused);
+        assert!(f.message.contains("was not authorized (AccessDeniedException)"), "{}", f.message);
+        assert!(!f.message.contains("123456789012") && !f.message.contains("assumed-role"), "{}", f.message);
+    }
+
+    #[test]
+    fn long_aws_messages_are_cut() {
+        let f = failure("CreateThing", "d1", answered("InvalidRequestException", &"x".repeat(1000)));
+        assert!(f.message.len() < MAX_DETAIL + 100, "{}", f.message.len());
+    }
+}
