@@ -237,14 +237,36 @@ async fn x509_device_certificate_is_registered_active_and_attached_with_the_poli
     assert_eq!(env.certificate_status(&id).await, Some(CertificateStatus::Active));
     assert_eq!(env.policies_of(&principals[0]).await, ["x509-device"]);
 
-    // Registering again finds the certificate already there and attaches it (no error, no second certificate).
+    // Registering again finds the certificate already there and attaches it (no error, no second certificate);
+    // one left inactive (as a removal whose detachment had not propagated leaves it) is made active again.
+    env.iot.update_certificate().certificate_id(&id).new_status(CertificateStatus::Inactive).send().await.unwrap();
     env.connector.upsert_device(hub(&settings), &device("x509-1", Some(cert.der.clone()))).await.unwrap();
     assert_eq!(env.principals("x509-1").await, principals);
+    assert_eq!(env.certificate_status(&id).await, Some(CertificateStatus::Active));
+    let again = env.calls.take();
+    println!("re-registration of an X.509 device whose certificate is inactive: {again:?}");
+    assert_eq!(
+        again,
+        [
+            "CreateThing",
+            "RegisterCertificateWithoutCA",
+            "DescribeCertificate",
+            "UpdateCertificate",
+            "AttachThingPrincipal",
+            "AttachPolicy"
+        ]
+    );
+    // A revoked certificate is refused.
+    env.iot.update_certificate().certificate_id(&id).new_status(CertificateStatus::Revoked).send().await.unwrap();
+    let err = env.connector.upsert_device(hub(&settings), &device("x509-1", Some(cert.der.clone()))).await.unwrap_err();
+    assert_eq!(err.kind, HubFailureKind::Refused);
+    assert!(err.message.contains("registered in AWS IoT Core with status REVOKED"), "{}", err.message);
+    env.iot.update_certificate().certificate_id(&id).new_status(CertificateStatus::Inactive).send().await.unwrap();
 
     // Removal: detached, deactivated and deleted with the thing.
     env.connector.remove_device(hub(&settings), "x509-1").await.unwrap();
     let removal = env.calls.take();
-    println!("upsert again + removal of an X.509 device: {removal:?}");
+    println!("removal of an X.509 device: {removal:?}");
     assert!(!env.thing_exists("x509-1").await);
     assert_eq!(env.certificate_status(&id).await, None, "the certificate is deleted");
     // Absent is not an error.

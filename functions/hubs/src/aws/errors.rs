@@ -114,19 +114,26 @@ mod tests {
     fn service_errors_map_to_failure_kinds() {
         let f = failure("CreateThing", "d1", answered("ThrottlingException", "Rate exceeded"));
         assert_eq!(f.kind, HubFailureKind::Throttled);
-        assert_eq!(f.message, "AWS IoT Core CreateThing for thing 'd1' was throttled (ThrottlingException); retry later");
+        assert_eq!(
+            f.message,
+            "AWS IoT Core CreateThing for thing 'd1' was throttled (ThrottlingException); retry later"
+        );
         let f = failure("CreateThing", "d1", answered("ServiceUnavailableException", "down"));
         assert_eq!(f.kind, HubFailureKind::Unreachable);
         let f = failure("CreateThing", "d1", answered("InvalidRequestException", "bad type"));
         assert_eq!(
             (f.kind, f.message.as_str()),
-            (HubFailureKind::Refused, "AWS IoT Core CreateThing for thing 'd1' was refused (InvalidRequestException): bad type")
+            (
+                HubFailureKind::Refused,
+                "AWS IoT Core CreateThing for thing 'd1' was refused (InvalidRequestException): bad type"
+            )
         );
     }
 
     #[test]
     fn authorization_errors_do_not_repeat_the_callers_identity() {
-        let aws_message = "User: arn:aws:sts::123456789012:assumed-role/dps-device/fn is not authorized to perform: iot:CreateThing";
+        let aws_message =
+            "User: arn:aws:sts::123456789012:assumed-role/dps-device/fn is not authorized to perform: iot:CreateThing";
         let f = failure("CreateThing", "d1", answered("AccessDeniedException", aws_message));
         assert_eq!(f.kind, HubFailureKind::Refused);
         assert!(f.message.contains("was not authorized (AccessDeniedException)"), "{}", f.message);

@@ -3,7 +3,6 @@
 use std::time::Duration;
 
 use aws_sdk_iot::Client;
-use aws_sdk_iot::operation::register_certificate_without_ca::RegisterCertificateWithoutCAError;
 use aws_sdk_iot::types::{AttributePayload, CertificateStatus};
 use dps_core::hubs::{HubFailure, HubFailureKind};
 use sha2::{Digest, Sha256};
@@ -79,36 +78,49 @@ pub fn certificate_id(der: &[u8]) -> String {
     Sha256::digest(der).iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Register the device's own certificate (no CA), active; one already registered is reused. Returns its ARN.
+/// Register the device's own certificate (no CA), active. One registered before is reused, and made active again
+/// if it is inactive (e.g. left so by an earlier removal): the enrollment, not IoT Core, decides whether the
+/// device may provision. A revoked certificate is refused. Returns its ARN.
 pub(crate) async fn register_certificate(iot: &Client, thing: &str, der: &[u8]) -> Result<String, HubFailure> {
     let pem = pem::encode(&pem::Pem::new("CERTIFICATE", der));
     let registered =
         iot.register_certificate_without_ca().certificate_pem(pem).status(CertificateStatus::Active).send().await;
     match registered {
-        Ok(out) => out.certificate_arn.ok_or_else(|| missing("RegisterCertificateWithoutCA", thing, "certificateArn")),
-        Err(err) => {
-            if let Some(RegisterCertificateWithoutCAError::ResourceAlreadyExistsException(exists)) =
-                err.as_service_error()
-                && let Some(arn) = exists.resource_arn()
-            {
-                return Ok(arn.to_string());
-            }
-            if code(&err) != Some("ResourceAlreadyExistsException") {
-                return Err(failure("RegisterCertificateWithoutCA", thing, err));
-            }
-            // Registered before, and the error did not say where: look it up by its ID.
-            let described = iot
-                .describe_certificate()
-                .certificate_id(certificate_id(der))
+        Ok(out) => {
+            return out.certificate_arn.ok_or_else(|| missing("RegisterCertificateWithoutCA", thing, "certificateArn"));
+        }
+        Err(err) if code(&err) == Some("ResourceAlreadyExistsException") => {}
+        Err(err) => return Err(failure("RegisterCertificateWithoutCA", thing, err)),
+    }
+    let id = certificate_id(der);
+    let described = iot
+        .describe_certificate()
+        .certificate_id(&id)
+        .send()
+        .await
+        .map_err(|e| failure("DescribeCertificate", thing, e))?
+        .certificate_description
+        .ok_or_else(|| missing("DescribeCertificate", thing, "certificateDescription"))?;
+    let arn = described.certificate_arn.ok_or_else(|| missing("DescribeCertificate", thing, "certificateArn"))?;
+    match described.status {
+        Some(CertificateStatus::Active) => {}
+        Some(CertificateStatus::Inactive) => {
+            iot.update_certificate()
+                .certificate_id(&id)
+                .new_status(CertificateStatus::Active)
                 .send()
                 .await
-                .map_err(|e| failure("DescribeCertificate", thing, e))?;
-            described
-                .certificate_description
-                .and_then(|d| d.certificate_arn)
-                .ok_or_else(|| missing("DescribeCertificate", thing, "certificateArn"))
+                .map_err(|e| failure("UpdateCertificate", thing, e))?;
+        }
+        status => {
+            let status = status.map_or_else(|| "unknown".to_string(), |s| s.as_str().to_string());
+            return Err(HubFailure::new(
+                HubFailureKind::Refused,
+                format!("The certificate of thing '{thing}' is registered in AWS IoT Core with status {status}"),
+            ));
         }
     }
+    Ok(arn)
 }
 
 /// Issue a certificate from a CSR (DER), active. Returns its ARN and DER.
