@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Installs moto's server mode (a local DynamoDB API server) into .venv at the repository root.
+# Installs moto's server mode (local DynamoDB, IoT and IoT data API servers; `moto[server]` has them all) into .venv.
 # Idempotent and quiet: does nothing when moto_server is already there. The DynamoDB store's tests start
-# `moto_server` themselves (see functions/store-dynamodb/tests/support/moto.rs); nothing is left running.
+# `moto_server` themselves (functions/store-dynamodb/tests/support/moto.rs, functions/hubs/tests/support/moto.rs);
+# nothing is left running.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"

@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """Least-privilege and hardening checks on template.yaml that linters do not make: each function's role grants
 exactly the actions its code path calls (docs/dynamodb.md lists the calls), the device role only on the
-partitions that path touches, nothing is granted on `*`, and the table and bucket keep their protections. Run
-with the venv's python (it uses cfn-lint's template decoder)."""
+partitions that path touches, nothing is granted on `*` (but the IoT actions IAM has no resource type for), the
+AWS IoT Core hub connector's calls (docs/hub-aws-iot-core.md) on this account's things, thing groups and
+certificates, roles assumed only as the HubRoleArnPattern parameter allows, and the table and bucket keep their
+protections. Run with the venv's python (it uses cfn-lint's template decoder)."""
 
 import re
 import sys
@@ -14,6 +16,28 @@ ROOT = Path(__file__).resolve().parents[2]
 
 DEVICE_TABLE = {"dynamodb:GetItem", "dynamodb:Query", "dynamodb:PutItem", "dynamodb:UpdateItem"}
 SERVICE_TABLE = DEVICE_TABLE | {"dynamodb:DeleteItem"}
+# The AWS IoT Core hub connector's calls (functions/hubs/src/aws), by the resources IAM lets them be scoped to.
+IOT_THING_ACTIONS = {
+    "iot:CreateThing", "iot:UpdateThing", "iot:DescribeThing", "iot:DeleteThing", "iot:ListThingPrincipals",
+    "iot:GetThingShadow", "iot:UpdateThingShadow", "iot:DeleteThingShadow",
+}
+IOT_GROUP_ACTIONS = {"iot:AddThingToThingGroup"}
+IOT_CERT_ACTIONS = {
+    "iot:DescribeCertificate", "iot:UpdateCertificate", "iot:DeleteCertificate", "iot:AttachPolicy", "iot:DetachPolicy",
+}
+# No resource type in the Service Authorization Reference: only Resource "*" grants them.
+IOT_UNSCOPED_ACTIONS = {
+    "iot:RegisterCertificateWithoutCA", "iot:CreateCertificateFromCsr", "iot:AttachThingPrincipal",
+    "iot:DetachThingPrincipal", "iot:ListPrincipalThings",
+}
+DEVICE_IOT = IOT_THING_ACTIONS | IOT_GROUP_ACTIONS | IOT_CERT_ACTIONS | IOT_UNSCOPED_ACTIONS
+# IoT resources of this account, any region, by the ARN type an action may reach.
+IOT_ARN = "arn:${AWS::Partition}:iot:*:${AWS::AccountId}:%s/*"
+IOT_RESOURCES = {
+    frozenset(IOT_THING_ACTIONS): {IOT_ARN % "thing", IOT_ARN % "thingtype"},
+    frozenset(IOT_GROUP_ACTIONS): {IOT_ARN % "thing", IOT_ARN % "thinggroup"},
+    frozenset(IOT_CERT_ACTIONS): {IOT_ARN % "cert"},
+}
 NEVER = {"dynamodb:Scan", "dynamodb:DeleteTable", "dynamodb:UpdateTable", "dynamodb:CreateTable", "s3:DeleteBucket"}
 
 # One partition key of each kind (docs/dynamodb.md, "Item types"; functions/store-dynamodb/src/layout.rs), as
@@ -49,8 +73,12 @@ def as_list(value):
 
 
 def raw_statements(role):
+    """Every statement; one under `Fn::If` as it is when its condition holds (the grant at its widest)."""
     for policy in role["Properties"]["Policies"]:
-        yield from policy["PolicyDocument"]["Statement"]
+        for statement in policy["PolicyDocument"]["Statement"]:
+            if set(statement) == {"Fn::If"}:
+                _, statement, _ = statement["Fn::If"]
+            yield statement
 
 
 def statements(role):
@@ -125,7 +153,8 @@ def main():
         for actions, resources in statements(res[name]):
             check(not any("*" in a for a in actions), f"{name}: wildcard action in {sorted(actions)}")
             check(not (actions & NEVER), f"{name}: grants {sorted(actions & NEVER)}")
-            check(all(r != "*" for r in resources), f"{name}: grants {sorted(actions)} on *")
+            unscoped_ok = name == "DeviceFunctionRole" and actions <= IOT_UNSCOPED_ACTIONS
+            check(unscoped_ok or all(r != "*" for r in resources), f"{name}: grants {sorted(actions)} on *")
 
     device, service = res["DeviceFunctionRole"], res["ServiceFunctionRole"]
     reach = device_table_grants(device, failures)
@@ -136,6 +165,21 @@ def main():
         check(not (need - got), f"device role: {action} on {where} misses {sorted(need - got)} (the registration path needs it)")
     check(grants(device, "dynamodb:") == DEVICE_TABLE, f"device table actions: {sorted(grants(device, 'dynamodb:'))}")
     check(grants(device, "s3:") == {"s3:GetObject", "s3:ListBucket"}, f"device s3 actions: {sorted(grants(device, 's3:'))}")
+    check(grants(device, "iot:") == DEVICE_IOT, f"device iot actions: {sorted(grants(device, 'iot:') ^ DEVICE_IOT)} differ")
+    check(not grants(service, "iot:"), f"service iot actions: {sorted(grants(service, 'iot:'))}")
+    for actions, resources in statements(device):
+        iot = {a for a in actions if a.startswith("iot:")}
+        if not iot or iot <= IOT_UNSCOPED_ACTIONS:
+            continue
+        subs = {r.get("Fn::Sub") if isinstance(r, dict) else r for r in resources}
+        allowed = IOT_RESOURCES.get(frozenset(iot))
+        check(allowed is not None, f"device role: IoT actions {sorted(iot)} not in one of the scoped statements")
+        check(allowed is None or subs <= allowed, f"device role: {sorted(iot)} on {sorted(map(str, subs))}")
+    assume = [(r, s) for s in raw_statements(device) if "sts:AssumeRole" in as_list(s["Action"]) for r in as_list(s["Resource"])]
+    check(all(r == {"Ref": "HubRoleArnPattern"} for r, _ in assume), f"device role: sts:AssumeRole on {assume}")
+    statements_if = [st for p in device["Properties"]["Policies"] for st in p["PolicyDocument"]["Statement"] if "Fn::If" in st]
+    check(all(st["Fn::If"][0] == "HasHubRoles" for st in statements_if), "device role: AssumeRole only when HubRoleArnPattern is set")
+    check(grants(service, "sts:") == set(), "service role assumes no roles")
     check(grants(service, "dynamodb:") == SERVICE_TABLE, f"service table actions: {sorted(grants(service, 'dynamodb:'))}")
     check(grants(service, "s3:") <= {"s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:ListBucket"}, "service s3")
 

@@ -122,3 +122,15 @@ fn rand_serial() -> rcgen::SerialNumber {
     let nanos = OffsetDateTime::now_utc().unix_timestamp_nanos() as u64;
     rcgen::SerialNumber::from_slice(&[&[0x01], &nanos.to_be_bytes()[..], &n.to_be_bytes()[..]].concat())
 }
+
+/// A CSR (DER PKCS#10) with subject CN `common_name` and a key of `kind`, with that key (PKCS#8 PEM).
+pub fn csr(common_name: &str, kind: KeyKind) -> (Vec<u8>, String) {
+    let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+    params.distinguished_name.push(DnType::CommonName, common_name);
+    let key = key(kind);
+    let request = params.serialize_request(&key).expect("CSR");
+    (request.der().to_vec(), key.serialize_pem())
+}
+
+/// A CSR with a 1024-bit RSA key (CN `weak-device`), made once with openssl: ring cannot make or use such keys.
+pub const WEAK_RSA_CSR: &[u8] = include_bytes!("testing/csr-rsa-1024.der");
