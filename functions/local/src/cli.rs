@@ -136,6 +136,10 @@ pub struct ServeArgs {
     /// addresses (and over plain http). Off by default: without it no instance can reach this machine's network.
     #[arg(long, env = "DPS_ALLOW_PRIVATE_WEBHOOK_TARGETS")]
     pub allow_private_webhook_targets: bool,
+    /// Let linked hubs use the AWS IoT Core connector (`connector.kind: awsIotCore`), with the AWS credentials and
+    /// region of the environment. Off by default: without it such hubs cannot be linked (docs/hubs.md).
+    #[arg(long, env = "DPS_AWS_HUBS")]
+    pub aws_hubs: bool,
     #[command(flatten)]
     pub mqtt: Box<crate::mqtt::MqttArgs>,
 }

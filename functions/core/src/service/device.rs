@@ -99,6 +99,11 @@ impl Dps {
     }
 
     async fn register_attested(&self, req: &RegisterRequest) -> Result<RegistrationRecord> {
+        if let Some(csr) = &req.csr {
+            // Checked before any hub is asked: subject CN = registration ID, a strong enough key, a valid
+            // self-signature (dps-attestation's CSR check; each refusal says which).
+            dps_attestation::csr::check_csr(csr, &req.registration_id).map_err(|e| Error::invalid(e.to_string()))?;
+        }
         if let Some(tpm) = &req.tpm {
             return self.register_tpm(req, tpm).await;
         }

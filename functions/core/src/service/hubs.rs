@@ -105,6 +105,12 @@ impl Dps {
     ) -> Result<(), HubFailure> {
         let Placement { hub, device_id, moved_from, old_device_id } = *placement;
         let Some(link) = connection(r.instance, hub) else {
+            if r.req.csr.is_some() {
+                return Err(HubFailure::new(
+                    HubFailureKind::CertificateRefused,
+                    "the hub is linked without a connector (record only) and issues no certificates",
+                ));
+            }
             return Ok(());
         };
         let spec = r.attested.enrollment.spec();

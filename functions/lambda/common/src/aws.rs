@@ -4,6 +4,9 @@
 use std::sync::Arc;
 
 use dps_core::Dps;
+use dps_core::hubs::HubConnectors;
+use dps_core::model::HubKind;
+use dps_hubs::aws::AwsIotCoreConnector;
 use dps_policy::s3::S3Storage;
 use dps_policy::{PolicyAllocator, PolicySettings};
 
@@ -14,7 +17,11 @@ use crate::FunctionConfig;
 /// WebAssembly modules kept in that bucket and webhooks. Every invocation of the warm function reuses it.
 pub async fn dps(config: &FunctionConfig) -> dps_core::Result<Dps> {
     let store = config.dynamo.connect().await;
-    let dps = Dps::new(Arc::new(store), config.settings());
+    // Hubs linked with `connector.kind: awsIotCore` are written with the function's own role (or the role a
+    // hub's `roleArn` names); the template grants the IoT actions the connector makes.
+    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest()).load().await;
+    let hubs = HubConnectors::none().with(HubKind::AwsIotCore, Arc::new(AwsIotCoreConnector::new(&sdk)));
+    let dps = Dps::new(Arc::new(store), config.settings()).with_hubs(hubs);
     let Some(bucket) = &config.policy_bucket else {
         return Ok(dps);
     };
