@@ -293,3 +293,61 @@ test('custom allocation: a wasm policy uploaded through the service function pla
   await assert.rejects(register(`initech-${suffix}`, deriveKey(groupKey, `initech-${suffix}`)),
     'the policy rejects devices of unknown tenants');
 });
+
+// Provisioning that reaches the hub: a hub linked with the AWS IoT Core connector (its control-plane and data
+// endpoints pointed at moto through the hub's settings) gets a thing with the enrollment's initial twin, tags as
+// attributes and desired properties as the shadow's desired state, before the SDK device is told `assigned`.
+// moto's IoT and IoT data APIs share paths (/things/NAME...): the service in the credential scope of the
+// Authorization header tells them apart (moto checks no signature).
+async function iot(service, path) {
+  const auth = `AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/${service}/aws4_request, SignedHeaders=host, Signature=0`;
+  const res = await fetch(`${MOTO_URL}${path}`, { headers: { Authorization: auth } });
+  return { status: res.status, json: await res.json().catch(() => undefined) };
+}
+
+test('AWS IoT Core hub: the SDK device gets a thing with attributes and shadow desired state (moto)', { skip: !MOTO_URL }, async (t) => {
+  const iotHost = `e2e${suffix}-ats.iot.us-east-1.amazonaws.com`;
+  const link = await service('PUT', `/config/linkedHubs/${iotHost}`, {
+    applyAllocationPolicy: false,
+    connector: { kind: 'awsIotCore', settings: { region: 'us-east-1', endpointUrl: MOTO_URL, dataEndpointUrl: MOTO_URL } },
+  });
+  assert.equal(link.status, 200, link.text);
+  assert.equal(link.json.connector.kind, 'awsIotCore', link.text);
+  const shown = await service('GET', `/config/linkedHubs/${iotHost}`);
+  assert.equal(shown.status, 200, shown.text);
+  assert.equal(shown.json.connector.settings.endpointUrl, MOTO_URL, shown.text);
+
+  const registrationId = `lambda-iot-${suffix}`;
+  const primaryKey = newKey();
+  const put = await service('PUT', `/enrollments/${registrationId}`, {
+    registrationId,
+    attestation: { type: 'symmetricKey', symmetricKey: { primaryKey, secondaryKey: newKey() } },
+    allocationPolicy: 'static',
+    iotHubHostName: iotHost,
+    initialTwin: { tags: { site: 'berlin' }, properties: { desired: { interval: 30, mode: 'eco' } } },
+  });
+  assert.equal(put.status, 200, put.text);
+
+  await moto('start-recording');
+  let result;
+  try {
+    result = await register(registrationId, primaryKey);
+  } finally {
+    await moto('stop-recording');
+  }
+  const recorded = (await moto('download-recording', 'GET')).split('\n').filter((l) => l.trim()).map((l) => JSON.parse(l));
+  await moto('reset-recording');
+  assert.equal(result.assignedHub, iotHost);
+  assert.equal(result.deviceId, registrationId);
+
+  const thing = await iot('iot', `/things/${registrationId}`);
+  assert.equal(thing.status, 200, JSON.stringify(thing.json));
+  assert.equal(thing.json.attributes.site, 'berlin', JSON.stringify(thing.json));
+  const shadow = await iot('iotdata', `/things/${registrationId}/shadow`);
+  assert.equal(shadow.status, 200, JSON.stringify(shadow.json));
+  assert.deepEqual(shadow.json.state.desired, { interval: 30, mode: 'eco' });
+
+  const dynamo = recorded.filter((r) => String((r.headers || {})['X-Amz-Target'] || '').startsWith('DynamoDB_'));
+  t.diagnostic(`calls for one first registration into IoT Core: ${recorded.length} in all, ${dynamo.length} DynamoDB, ${recorded.length - dynamo.length} IoT`);
+  assert.ok(dynamo.length <= 2, `DynamoDB calls: ${dynamo.length}`);
+});

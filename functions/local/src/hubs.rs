@@ -22,13 +22,9 @@ const KEY_FILE: &str = "hub-secrets.key";
 pub async fn connectors(aws: bool) -> HubConnectors {
     let mut connectors = HubConnectors::none();
     if aws {
-        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
         // Without a region in the environment the SDK would ask the instance metadata service; a hub's own
         // `region` setting (or its host name) decides per call anyway.
-        if std::env::var_os("AWS_REGION").is_none() && std::env::var_os("AWS_DEFAULT_REGION").is_none() {
-            loader = loader.region(aws_config::Region::new("us-east-1"));
-        }
-        let sdk = loader.load().await;
+        let sdk = dps_hubs::aws::environment_config(Some("us-east-1")).await;
         connectors = connectors.with(HubKind::AwsIotCore, Arc::new(dps_hubs::aws::AwsIotCoreConnector::new(&sdk)));
     }
     connectors

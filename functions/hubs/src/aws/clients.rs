@@ -54,6 +54,11 @@ pub(crate) struct ClientCache {
     clients: Mutex<HashMap<Key, HubClients>>,
 }
 
+/// The HTTP client of the connector's AWS clients: hyper with rustls on ring.
+pub fn http_client() -> aws_smithy_runtime_api::client::http::SharedHttpClient {
+    aws_smithy_http_client::Builder::new().tls_provider(Provider::Rustls(CryptoMode::Ring)).build_https()
+}
+
 impl ClientCache {
     pub fn new(sdk: &SdkConfig) -> Self {
         let mut base = sdk.to_builder().retry_config(retry_config()).timeout_config(timeout_config());
@@ -62,9 +67,7 @@ impl ClientCache {
         base.set_endpoint_url(None);
         // A deployment's config normally has its HTTP client; one without gets ours (rustls on ring).
         if sdk.http_client().is_none() {
-            base = base.http_client(
-                aws_smithy_http_client::Builder::new().tls_provider(Provider::Rustls(CryptoMode::Ring)).build_https(),
-            );
+            base = base.http_client(http_client());
         }
         Self { base: base.build(), clients: Mutex::new(HashMap::new()) }
     }

@@ -26,6 +26,18 @@ pub use settings::AwsSettings;
 use clients::{ClientCache, HubClients};
 use errors::refused;
 
+/// The AWS configuration of the environment (credentials chain, region) for [`AwsIotCoreConnector::new`], loaded
+/// with the connector's HTTP client (rustls on ring: the crates are built without the SDK's default client).
+/// `fallback_region` is used when the environment names none, so that no instance metadata lookup is made.
+pub async fn environment_config(fallback_region: Option<&str>) -> SdkConfig {
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest()).http_client(clients::http_client());
+    let named = ["AWS_REGION", "AWS_DEFAULT_REGION"].iter().any(|v| std::env::var_os(v).is_some());
+    if let (false, Some(region)) = (named, fallback_region) {
+        loader = loader.region(aws_config::Region::new(region.to_string()));
+    }
+    loader.load().await
+}
+
 /// The AWS IoT Core connector (`HubKind::AwsIotCore`).
 pub struct AwsIotCoreConnector {
     clients: ClientCache,

@@ -19,7 +19,7 @@ pub async fn dps(config: &FunctionConfig) -> dps_core::Result<Dps> {
     let store = config.dynamo.connect().await;
     // Hubs linked with `connector.kind: awsIotCore` are written with the function's own role (or the role a
     // hub's `roleArn` names); the template grants the IoT actions the connector makes.
-    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest()).load().await;
+    let sdk = dps_hubs::aws::environment_config(None).await;
     let hubs = HubConnectors::none().with(HubKind::AwsIotCore, Arc::new(AwsIotCoreConnector::new(&sdk)));
     let dps = Dps::new(Arc::new(store), config.settings()).with_hubs(hubs);
     let Some(bucket) = &config.policy_bucket else {
