@@ -1,0 +1,1 @@
+//! The HTTP registry contract (docs/hub-connectors.md).
