@@ -33,10 +33,13 @@ pub enum Fault {
     ConcurrentTwinWrite(&'static str),
 }
 
+/// A twin: etag, tags, desired properties.
+pub type Twin = (u64, Map<String, Value>, Map<String, Value>);
+
 #[derive(Default)]
 pub struct State {
     pub devices: BTreeMap<String, (u64, Value)>,
-    pub twins: BTreeMap<String, (u64, Map<String, Value>, Map<String, Value>)>,
+    pub twins: BTreeMap<String, Twin>,
     pub faults: VecDeque<Fault>,
     next_etag: u64,
 }
@@ -207,7 +210,7 @@ impl State {
     }
 }
 
-fn twin_json(id: &str, (etag, tags, desired): &(u64, Map<String, Value>, Map<String, Value>)) -> Value {
+fn twin_json(id: &str, (etag, tags, desired): &Twin) -> Value {
     let mut desired = desired.clone();
     desired.insert("$metadata".into(), json!({ "$lastUpdated": "2024-01-01T00:00:00Z" }));
     desired.insert("$version".into(), json!(*etag));
