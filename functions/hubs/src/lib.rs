@@ -5,5 +5,6 @@ pub mod azure;
 pub mod http;
 mod rest;
 pub use azure::AzureIotHubConnector;
+pub use http::HttpRegistryConnector;
 
 pub use rest::Limits;
