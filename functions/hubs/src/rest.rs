@@ -18,7 +18,7 @@ use reqwest::{RequestBuilder, StatusCode};
 pub struct Limits {
     /// Time to open a connection (TCP and TLS).
     pub connect_timeout: Duration,
-    /// Time for one attempt, from sending to the last byte of the answer.
+    /// Time for one attempt, from connecting to the last byte of the answer (cut short by `total`).
     pub request_timeout: Duration,
     /// Time for one call including its retries; no retry starts that could not finish within it.
     pub total: Duration,
@@ -83,7 +83,10 @@ impl Call<'_> {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let (failure, retry_after) = match request()?.send().await {
+            // No attempt outlives the call's total time.
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let attempt_timeout = limits.request_timeout.min(remaining);
+            let (failure, retry_after) = match request()?.timeout(attempt_timeout).send().await {
                 Ok(response) => {
                     let status = response.status();
                     let retry_after = retry_after_header(response.headers());
@@ -105,10 +108,11 @@ impl Call<'_> {
                 }
                 Err(err) => (self.transport(&err), None),
             };
-            let backoff = limits.backoff.saturating_mul(1 << (attempt - 1).min(16));
+            let backoff = limits.backoff.saturating_mul(1 << (attempt - 1).min(16)).min(limits.max_backoff);
             let jittered = backoff.mul_f64(0.5 + rand::random::<f64>() / 2.0);
             let wait = retry_after.unwrap_or(jittered);
-            let out_of_time = Instant::now() + wait + limits.request_timeout.min(limits.total / 4) > deadline;
+            // A retry needs a useful slice of time after its wait: at least a tenth of an attempt's timeout.
+            let out_of_time = Instant::now() + wait + limits.request_timeout / 10 >= deadline;
             if attempt >= limits.attempts || wait > limits.max_backoff || out_of_time {
                 let message = format!("{}: {} {} (after {attempt} attempts)", self.hub, self.what, failure.message);
                 return Err(HubFailure::new(failure.kind, self.scrub(&message)));

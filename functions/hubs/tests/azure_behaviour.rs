@@ -134,6 +134,20 @@ async fn server_errors_and_hangs_end_as_unreachable_within_the_bound() {
     assert!(failure.message.contains("timed out"), "{}", failure.message);
     assert!(started.elapsed() < quick().total + Duration::from_secs(1), "{:?}", started.elapsed());
 
+    // The call's total bounds its attempts too: the second attempt gets only what is left of 700 ms.
+    let tight = Limits { total: Duration::from_millis(700), ..quick() };
+    let bounded = AzureIotHubConnector::with_limits(tight).with_endpoint(&s.registry.server.url);
+    s.registry.state.lock().unwrap().faults.clear();
+    for _ in 0..3 {
+        s.registry.fault(Fault::Hang);
+    }
+    let started = Instant::now();
+    let failure = bounded.remove_device(s.hub(), "dev-1").await.unwrap_err();
+    assert_eq!(failure.kind, HubFailureKind::Unreachable, "{failure:?}");
+    assert!(failure.message.contains("2 attempts"), "{}", failure.message);
+    let elapsed = started.elapsed();
+    assert!(elapsed >= Duration::from_millis(650) && elapsed < Duration::from_millis(950), "{elapsed:?}");
+
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let nowhere = AzureIotHubConnector::with_limits(quick()).with_endpoint(format!("http://{closed}"));
     let failure = nowhere.read_twin(s.hub(), "dev-1").await.unwrap_err();
