@@ -74,11 +74,7 @@ pub(crate) struct Call<'a> {
 
 impl Call<'_> {
     /// Send `request()` (called once per attempt), retrying what is worth retrying within `limits`.
-    pub async fn send(
-        &self,
-        limits: &Limits,
-        request: impl Fn() -> Result<RequestBuilder, HubFailure>,
-    ) -> Result<Answer, HubFailure> {
+    pub async fn send(&self, limits: &Limits, request: impl Fn() -> RequestBuilder) -> Result<Answer, HubFailure> {
         let deadline = Instant::now() + limits.total;
         let mut attempt = 0;
         loop {
@@ -86,7 +82,7 @@ impl Call<'_> {
             // No attempt outlives the call's total time.
             let remaining = deadline.saturating_duration_since(Instant::now());
             let attempt_timeout = limits.request_timeout.min(remaining);
-            let (failure, retry_after) = match request()?.timeout(attempt_timeout).send().await {
+            let (failure, retry_after) = match request().timeout(attempt_timeout).send().await {
                 Ok(response) => {
                     let status = response.status();
                     let retry_after = retry_after_header(response.headers());

@@ -128,7 +128,7 @@ impl Registry<'_> {
                 if let Some(body) = body {
                     request = request.header("Content-Type", "application/json; charset=utf-8").body(body.to_string());
                 }
-                Ok(request)
+                request
             })
             .await
     }

@@ -79,7 +79,7 @@ impl HttpRegistryConnector {
                 if !body.is_empty() {
                     request = request.header("Content-Type", "application/json").body(body.clone());
                 }
-                Ok(request)
+                request
             })
             .await?;
         if answer.status.is_success() || answer.status == StatusCode::NOT_FOUND {
