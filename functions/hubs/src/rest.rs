@@ -147,9 +147,14 @@ impl Call<'_> {
         } else {
             "failed in transit"
         };
-        // reqwest's own text names the URL and the cause (DNS, TLS, refused); no header is ever in it.
-        let cause = std::error::Error::source(err).map(|s| format!(": {s}")).unwrap_or_default();
-        HubFailure::new(HubFailureKind::Unreachable, format!("{what}{cause}"))
+        // The causes name DNS, TLS or a refused connection; no header (and so no token) is ever in them.
+        let mut causes = String::new();
+        let mut source = std::error::Error::source(err);
+        while let Some(cause) = source {
+            causes.push_str(&format!(": {cause}"));
+            source = cause.source();
+        }
+        HubFailure::new(HubFailureKind::Unreachable, format!("{what}{causes}"))
     }
 
     /// The first 200 characters of an answer body (error bodies say why), scrubbed.

@@ -152,6 +152,11 @@ async fn server_errors_and_hangs_end_as_unreachable_within_the_bound() {
     let nowhere = AzureIotHubConnector::with_limits(quick()).with_endpoint(format!("http://{closed}"));
     let failure = nowhere.read_twin(s.hub(), "dev-1").await.unwrap_err();
     assert_eq!(failure.kind, HubFailureKind::Unreachable, "{failure:?}");
+    assert!(
+        failure.message.contains("could not connect") && failure.message.contains("refused"),
+        "{}",
+        failure.message
+    );
 }
 
 #[tokio::test]

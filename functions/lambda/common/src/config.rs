@@ -199,6 +199,15 @@ mod tests {
     }
 
     #[test]
+    fn reads_the_hub_secrets_key() {
+        let c =
+            parse(&[("DPS_TABLE_NAME", "table"), ("DPS_SECRETS_KMS_KEY", "arn:aws:kms:eu-west-1:1:key/k")]).unwrap();
+        assert_eq!(c.secrets_kms_key.as_deref(), Some("arn:aws:kms:eu-west-1:1:key/k"));
+        assert_eq!(c.kms_endpoint, None);
+        assert_eq!(parse(&[("DPS_TABLE_NAME", "table"), ("DPS_SECRETS_KMS_KEY", " ")]).unwrap().secrets_kms_key, None);
+    }
+
+    #[test]
     fn what_lambda_and_the_template_set_is_enough() {
         let c = parse(&[("DPS_TABLE_NAME", "dps-Table-1"), ("AWS_REGION", "eu-west-1")]).unwrap();
         assert_eq!(c.dynamo.table_name, "dps-Table-1");

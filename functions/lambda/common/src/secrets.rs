@@ -53,6 +53,12 @@ impl KmsSecretBox {
         }
         Self::new(Client::from_conf(config.build()), key_id)
     }
+
+    /// The function's box, when `DPS_SECRETS_KMS_KEY` is set (`DPS_KMS_ENDPOINT` overriding KMS's endpoint).
+    pub async fn from_config(config: &crate::FunctionConfig) -> Option<Self> {
+        let key_id = config.secrets_kms_key.clone()?;
+        Some(Self::from_env(key_id, config.kms_endpoint.clone()).await)
+    }
 }
 
 #[async_trait]
