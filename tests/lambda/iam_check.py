@@ -202,6 +202,22 @@ def main():
     check(all(bucket["PublicAccessBlockConfiguration"].values()), "bucket: public access blocked")
     check("BucketEncryption" in bucket, "bucket: encryption")
 
+    # Hub connector credentials: sealed by the service function, opened by the device function, one key, one
+    # encryption context (functions/lambda/common/src/secrets.rs).
+    key_arn = {"Fn::GetAtt": ["HubSecretsKey", "Arn"]}
+    context = {"StringEquals": {"kms:EncryptionContext:purpose": "dps-hub-credentials"}}
+    for name, role, need in (("device", device, {"kms:Decrypt"}), ("service", service, {"kms:Encrypt"})):
+        check(grants(role, "kms:") == need, f"{name} kms actions: {sorted(grants(role, 'kms:'))}, want {sorted(need)}")
+        for statement in raw_statements(role):
+            if any(a.startswith("kms:") for a in as_list(statement["Action"])):
+                check(as_list(statement["Resource"]) == [key_arn], f"{name} role: kms only on HubSecretsKey")
+                check(statement.get("Condition") == context, f"{name} role: kms only with the hub credentials context")
+    env = template["Globals"]["Function"]["Environment"]["Variables"]
+    check(env.get("DPS_SECRETS_KMS_KEY") == key_arn, "both functions: DPS_SECRETS_KMS_KEY is HubSecretsKey")
+    key = res["HubSecretsKey"]
+    check(key["Properties"].get("EnableKeyRotation") is True, "hub secrets key: rotation")
+    check(key.get("DeletionPolicy") == "Retain", "hub secrets key: retained on stack deletion")
+
     if failures:
         print("iam_check: FAILED\n  " + "\n  ".join(failures))
         sys.exit(1)

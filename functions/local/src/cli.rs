@@ -140,6 +140,10 @@ pub struct ServeArgs {
     /// region of the environment. Off by default: without it such hubs cannot be linked (docs/hubs.md).
     #[arg(long, env = "DPS_AWS_HUBS")]
     pub aws_hubs: bool,
+    /// Send Azure IoT Hub registry calls to this base URL instead of https://{hub host name} (tokens are still
+    /// signed for the hub): for tests against a local stand-in registry.
+    #[arg(long, env = "DPS_AZURE_HUB_ENDPOINT", hide = true)]
+    pub azure_hub_endpoint: Option<String>,
     #[command(flatten)]
     pub mqtt: Box<crate::mqtt::MqttArgs>,
 }

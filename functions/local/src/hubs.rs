@@ -18,9 +18,16 @@ use dps_core::model::HubKind;
 /// The key file's name in the data dir.
 const KEY_FILE: &str = "hub-secrets.key";
 
-/// The connectors this process has.
-pub async fn connectors(aws: bool) -> HubConnectors {
-    let mut connectors = HubConnectors::none();
+/// The connectors this process has: Azure IoT Hub and the HTTP registry always (`azure_endpoint` sends Azure
+/// registry calls to a local stand-in, for tests), AWS IoT Core when `aws`.
+pub async fn connectors(aws: bool, azure_endpoint: Option<&str>) -> HubConnectors {
+    let mut azure = dps_hubs::AzureIotHubConnector::new();
+    if let Some(endpoint) = azure_endpoint {
+        azure = azure.with_endpoint(endpoint);
+    }
+    let mut connectors = HubConnectors::none()
+        .with(HubKind::AzureIotHub, Arc::new(azure))
+        .with(HubKind::HttpRegistry, Arc::new(dps_hubs::HttpRegistryConnector::new()));
     if aws {
         // Without a region in the environment the SDK would ask the instance metadata service; a hub's own
         // `region` setting (or its host name) decides per call anyway.

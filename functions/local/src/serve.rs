@@ -92,7 +92,7 @@ pub async fn run(global: &Global, args: ServeArgs) -> anyhow::Result<()> {
         tpm_challenge_ttl: Duration::from_secs(args.tpm_challenge_ttl),
     };
     let dps = store::open(&global.data_dir, settings, args.allow_private_webhook_targets)?
-        .with_hubs(crate::hubs::connectors(args.aws_hubs).await)
+        .with_hubs(crate::hubs::connectors(args.aws_hubs, args.azure_hub_endpoint.as_deref()).await)
         .with_secret_box(Arc::new(crate::hubs::secret_box(&global.data_dir)?));
     let instances = store::ensure_default_instance(&dps, &global.service_host_name).await?;
 

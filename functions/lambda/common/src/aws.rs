@@ -7,6 +7,7 @@ use dps_core::Dps;
 use dps_core::hubs::HubConnectors;
 use dps_core::model::HubKind;
 use dps_hubs::aws::AwsIotCoreConnector;
+use dps_hubs::{AzureIotHubConnector, HttpRegistryConnector};
 use dps_policy::s3::S3Storage;
 use dps_policy::{PolicyAllocator, PolicySettings};
 
@@ -20,8 +21,16 @@ pub async fn dps(config: &FunctionConfig) -> dps_core::Result<Dps> {
     // Hubs linked with `connector.kind: awsIotCore` are written with the function's own role (or the role a
     // hub's `roleArn` names); the template grants the IoT actions the connector makes.
     let sdk = dps_hubs::aws::environment_config(None).await;
-    let hubs = HubConnectors::none().with(HubKind::AwsIotCore, Arc::new(AwsIotCoreConnector::new(&sdk)));
-    let dps = Dps::new(Arc::new(store), config.settings()).with_hubs(hubs);
+    let hubs = HubConnectors::none()
+        .with(HubKind::AwsIotCore, Arc::new(AwsIotCoreConnector::new(&sdk)))
+        .with(HubKind::AzureIotHub, Arc::new(AzureIotHubConnector::new()))
+        .with(HubKind::HttpRegistry, Arc::new(HttpRegistryConnector::new()));
+    let mut dps = Dps::new(Arc::new(store), config.settings()).with_hubs(hubs);
+    // Hub credentials (Azure connection strings, HTTP registry secrets) are sealed with the template's KMS key;
+    // without DPS_SECRETS_KMS_KEY a hub cannot be linked with credentials.
+    if let Some(secrets) = crate::secrets::KmsSecretBox::from_config(config).await {
+        dps = dps.with_secret_box(Arc::new(secrets));
+    }
     let Some(bucket) = &config.policy_bucket else {
         return Ok(dps);
     };

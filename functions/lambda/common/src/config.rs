@@ -60,6 +60,11 @@ pub mod vars {
     /// Where device certificates arrive: `none` (default: a function URL carries none), `api-gateway` (an HTTP
     /// API custom domain with mutual TLS) or `alb` (an ALB in mTLS passthrough mode).
     pub const CLIENT_CERTIFICATES: &str = "DPS_CLIENT_CERTIFICATES";
+    /// KMS key (ID, ARN or alias) sealing hub connector credentials; without it hubs cannot be linked with
+    /// credentials.
+    pub const SECRETS_KMS_KEY: &str = "DPS_SECRETS_KMS_KEY";
+    /// KMS endpoint override for local runs (moto); never set on AWS.
+    pub const KMS_ENDPOINT: &str = "DPS_KMS_ENDPOINT";
     /// Region of the AWS clients; the Lambda service sets it.
     pub const AWS_REGION: &str = "AWS_REGION";
 }
@@ -81,6 +86,10 @@ pub struct FunctionConfig {
     pub s3_endpoint: Option<String>,
     /// The front door device certificates arrive through.
     pub client_certificates: dps_api::ClientCertificateSource,
+    /// KMS key sealing hub connector credentials (`secrets::KmsSecretBox`).
+    pub secrets_kms_key: Option<String>,
+    /// KMS endpoint override (local runs only).
+    pub kms_endpoint: Option<String>,
 }
 
 /// A configuration value that is missing or malformed.
@@ -159,6 +168,8 @@ impl FunctionConfig {
             policy_bucket: get(vars::POLICY_BUCKET),
             s3_endpoint,
             client_certificates,
+            secrets_kms_key: get(vars::SECRETS_KMS_KEY),
+            kms_endpoint: get(vars::KMS_ENDPOINT),
         })
     }
 
@@ -185,6 +196,15 @@ mod tests {
 
     fn parse(pairs: &[(&str, &str)]) -> Result<FunctionConfig, ConfigError> {
         parse_for(Function::Device, pairs)
+    }
+
+    #[test]
+    fn reads_the_hub_secrets_key() {
+        let c =
+            parse(&[("DPS_TABLE_NAME", "table"), ("DPS_SECRETS_KMS_KEY", "arn:aws:kms:eu-west-1:1:key/k")]).unwrap();
+        assert_eq!(c.secrets_kms_key.as_deref(), Some("arn:aws:kms:eu-west-1:1:key/k"));
+        assert_eq!(c.kms_endpoint, None);
+        assert_eq!(parse(&[("DPS_TABLE_NAME", "table"), ("DPS_SECRETS_KMS_KEY", " ")]).unwrap().secrets_kms_key, None);
     }
 
     #[test]

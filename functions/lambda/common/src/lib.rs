@@ -6,6 +6,7 @@ pub mod aws;
 pub mod certs;
 pub mod config;
 pub mod logging;
+pub mod secrets;
 
 use std::time::{Duration, Instant};
 

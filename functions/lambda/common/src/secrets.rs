@@ -1,0 +1,111 @@
+//! Hub connector credentials sealed with the deployment's KMS key (`DPS_SECRETS_KMS_KEY`, the template's
+//! `HubSecretsKey`): the service function encrypts what an operator links, the device function decrypts it
+//! when a registration reaches the hub, and keeps what it opened for the life of the warm instance.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use aws_sdk_kms::Client;
+use aws_sdk_kms::error::DisplayErrorContext;
+use aws_sdk_kms::primitives::Blob;
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use dps_core::hubs::SecretBox;
+use dps_core::{Error, Result};
+
+/// Prefix of what [`KmsSecretBox`] seals (another scheme, such as the local binary's `aes256gcm:`, can follow).
+const PREFIX: &str = "kms:";
+
+/// The encryption context bound to every ciphertext; the template's IAM conditions require it, so the key
+/// cannot be used by these roles to decrypt anything else.
+pub const CONTEXT_KEY: &str = "purpose";
+/// The context value.
+pub const CONTEXT_VALUE: &str = "dps-hub-credentials";
+
+/// Opened credentials kept per warm instance, at most this many (a deployment links a handful of hubs).
+const CACHE_ENTRIES: usize = 256;
+
+/// Seals with KMS Encrypt under one key and opens with KMS Decrypt: `kms:` + base64 of the ciphertext blob.
+pub struct KmsSecretBox {
+    client: Client,
+    key_id: String,
+    opened: Mutex<HashMap<String, String>>,
+}
+
+impl KmsSecretBox {
+    /// A box over `key_id` (an ID, ARN or alias) through `client`.
+    pub fn new(client: Client, key_id: impl Into<String>) -> Self {
+        Self { client, key_id: key_id.into(), opened: Mutex::new(HashMap::new()) }
+    }
+
+    /// A box with a client from the function's AWS environment (`endpoint` overrides KMS's, for emulators).
+    pub async fn from_env(key_id: impl Into<String>, endpoint: Option<String>) -> Self {
+        let http = aws_smithy_http_client::Builder::new()
+            .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
+                aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
+            ))
+            .build_https();
+        let shared = aws_config::defaults(aws_config::BehaviorVersion::latest()).http_client(http).load().await;
+        let mut config = aws_sdk_kms::config::Builder::from(&shared);
+        if let Some(url) = endpoint {
+            config = config.endpoint_url(url);
+        }
+        Self::new(Client::from_conf(config.build()), key_id)
+    }
+
+    /// The function's box, when `DPS_SECRETS_KMS_KEY` is set (`DPS_KMS_ENDPOINT` overriding KMS's endpoint).
+    pub async fn from_config(config: &crate::FunctionConfig) -> Option<Self> {
+        let key_id = config.secrets_kms_key.clone()?;
+        Some(Self::from_env(key_id, config.kms_endpoint.clone()).await)
+    }
+}
+
+#[async_trait]
+impl SecretBox for KmsSecretBox {
+    async fn seal(&self, plaintext: &str) -> Result<String> {
+        let sealed = self
+            .client
+            .encrypt()
+            .key_id(&self.key_id)
+            .plaintext(Blob::new(plaintext.as_bytes()))
+            .encryption_context(CONTEXT_KEY, CONTEXT_VALUE)
+            .send()
+            .await
+            .map_err(|e| {
+                Error::internal(format!("cannot seal hub credentials with KMS: {}", DisplayErrorContext(&e)))
+            })?;
+        let blob = sealed.ciphertext_blob().ok_or_else(|| Error::internal("KMS Encrypt returned no ciphertext"))?;
+        Ok(format!("{PREFIX}{}", STANDARD.encode(blob.as_ref())))
+    }
+
+    async fn open(&self, sealed: &str) -> Result<String> {
+        if let Some(plain) = self.opened.lock().expect("secrets cache").get(sealed) {
+            return Ok(plain.clone());
+        }
+        let blob = sealed
+            .strip_prefix(PREFIX)
+            .and_then(|b| STANDARD.decode(b).ok())
+            .ok_or_else(|| Error::internal("stored hub credentials were not sealed with KMS"))?;
+        let opened = self
+            .client
+            .decrypt()
+            .key_id(&self.key_id)
+            .ciphertext_blob(Blob::new(blob))
+            .encryption_context(CONTEXT_KEY, CONTEXT_VALUE)
+            .send()
+            .await
+            .map_err(|e| {
+                Error::internal(format!("cannot open hub credentials with KMS: {}", DisplayErrorContext(&e)))
+            })?;
+        let plain = opened.plaintext().ok_or_else(|| Error::internal("KMS Decrypt returned no plaintext"))?;
+        let plain = String::from_utf8(plain.as_ref().to_vec())
+            .map_err(|_| Error::internal("opened hub credentials are not text"))?;
+        let mut cache = self.opened.lock().expect("secrets cache");
+        if cache.len() >= CACHE_ENTRIES {
+            cache.clear();
+        }
+        cache.insert(sealed.to_owned(), plain.clone());
+        Ok(plain)
+    }
+}
