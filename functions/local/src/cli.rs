@@ -44,7 +44,7 @@ pub enum LogFormat {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve the device API and the service API over HTTPS (the default command).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Manage provisioning service instances (works on the data dir; the server must be stopped).
     #[command(subcommand)]
     Instance(InstanceCommand),

@@ -29,7 +29,7 @@ fn main() -> std::process::ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             None => serve::run(&cli.global, cli.serve).await,
-            Some(Command::Serve(args)) => serve::run(&cli.global, args).await,
+            Some(Command::Serve(args)) => serve::run(&cli.global, *args).await,
             Some(Command::Instance(cmd)) => admin::instance(&cli.global, cmd).await,
             Some(Command::Hub(cmd)) => admin::hub(&cli.global, cmd).await,
             Some(Command::Token(cmd)) => admin::token(&cli.global, cmd).await,
