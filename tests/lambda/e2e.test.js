@@ -316,6 +316,8 @@ test('AWS IoT Core hub: the SDK device gets a thing with attributes and shadow d
   const shown = await service('GET', `/config/linkedHubs/${iotHost}`);
   assert.equal(shown.status, 200, shown.text);
   assert.equal(shown.json.connector.settings.endpointUrl, MOTO_URL, shown.text);
+  // The device function serves instance configuration from its cache for up to DPS_CACHE_TTL (5 s here).
+  await new Promise((resolve) => setTimeout(resolve, 5500));
 
   const registrationId = `lambda-iot-${suffix}`;
   const primaryKey = newKey();

@@ -144,10 +144,11 @@ watch() {
     local log="$1" port="$2" binary="$3"
     start "$log" cargo lambda watch --quiet --only-lambda-apis --disable-cors \
         --invoke-address 127.0.0.1 --invoke-port "$port"
-    # The runtime client gives up if the runtime API is not there yet: start the function once the emulator answers.
-    for _ in $(seq 50); do
-        [[ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "http://127.0.0.1:$port/" || true)" != 000 ]] && break
-        sleep 0.2
+    # The runtime client gives up if the runtime API is not there yet: start the function once the emulator's port
+    # accepts connections (an HTTP request would wait for a function to answer it).
+    for _ in $(seq 100); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
+        sleep 0.1
     done
     # The function, with the variables the emulator names for it and the environment template.yaml sets.
     local vars=(AWS_LAMBDA_FUNCTION_VERSION=1 AWS_LAMBDA_FUNCTION_MEMORY_SIZE=1024

@@ -77,7 +77,11 @@ impl Dps {
                 }
                 record.status = RegistrationStatus::Failed;
                 record.error_code = Some(failure.code());
-                record.error_message = Some(format!("IoT hub '{hub}': {}", failure.message));
+                record.error_message = Some(if failure.message.contains(hub.as_str()) {
+                    failure.message.clone()
+                } else {
+                    format!("IoT hub '{hub}': {}", failure.message)
+                });
                 record.assigned_hub = r.current_hub.map(str::to_string);
                 record.substatus = r.previous.and_then(|p| p.substatus);
                 record.initial_twin = None;

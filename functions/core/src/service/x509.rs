@@ -258,7 +258,31 @@ fn group_anchors(instance: &Instance, spec: &EnrollmentSpec) -> Vec<Certificate>
             .collect(),
         (None, None) => Vec::new(),
     };
-    texts.into_iter().filter_map(|t| Certificate::from_text(t).ok()).collect()
+    texts.into_iter().filter_map(parsed_anchor).collect()
+}
+
+/// Most parsed group certificates kept in memory (the cache starts over when full).
+const PARSED_ANCHORS: usize = 4096;
+
+/// A group certificate's text, parsed once per process: groups and instances are cached as their stored text,
+/// and every X.509 registration looks at every X.509 group's certificates. Keyed by the text's SHA-256, so a
+/// changed certificate is a different entry and nothing is ever stale.
+fn parsed_anchor(text: &str) -> Option<Certificate> {
+    use sha2::{Digest, Sha256};
+    use std::collections::HashMap;
+    use std::sync::{LazyLock, Mutex};
+    static PARSED: LazyLock<Mutex<HashMap<[u8; 32], Certificate>>> = LazyLock::new(Default::default);
+    let key: [u8; 32] = Sha256::digest(text.as_bytes()).into();
+    if let Some(hit) = PARSED.lock().expect("anchor cache").get(&key) {
+        return Some(hit.clone());
+    }
+    let parsed = Certificate::from_text(text).ok()?;
+    let mut cache = PARSED.lock().expect("anchor cache");
+    if cache.len() >= PARSED_ANCHORS {
+        cache.clear();
+    }
+    cache.insert(key, parsed.clone());
+    Some(parsed)
 }
 
 /// Where `anchor` sits above the leaf: the position of the same certificate in the chain (1 = the leaf's
