@@ -213,9 +213,10 @@ function moto(service_, method, urlPath) {
 
 /**
  * Start an example receiver on `port` (its pid is recorded for run.sh's cleanup too). `oneWrite`: the same
- * receiver with its handler's answers written in one send (wbufsize), to tell its own per-call cost from the
- * connector's: the example as shipped writes headers and body separately, and on a kept-alive connection
- * Nagle's algorithm holds the body until the client's delayed ACK (about 40 ms on Linux).
+ * receiver with its handler's answers forced into one send (wbufsize), as a control: the example used to write
+ * headers and body separately, and on a kept-alive connection Nagle's algorithm held the body until the
+ * client's delayed ACK (about 40 ms per call on Linux); it now buffers each answer itself, so both rows should
+ * agree.
  */
 async function startReceiver(port, { oneWrite = false } = {}) {
   const launch = oneWrite
