@@ -330,6 +330,15 @@ test('AWS IoT Core hub: the SDK device gets a thing with attributes and shadow d
   });
   assert.equal(put.status, 200, put.text);
 
+  // Warm the device function's instance cache (expired above), so that the count is a warm registration's.
+  const warmId = `lambda-iot-warm-${suffix}`;
+  const warmKey = newKey();
+  const warm = await service('PUT', `/enrollments/${warmId}`, {
+    registrationId: warmId, attestation: { type: 'symmetricKey', symmetricKey: { primaryKey: warmKey, secondaryKey: warmKey } },
+  });
+  assert.equal(warm.status, 200, warm.text);
+  await register(warmId, warmKey);
+
   await moto('start-recording');
   let result;
   try {
