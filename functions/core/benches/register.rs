@@ -1,7 +1,7 @@
 //! In-process cost of a first-time registration through `Dps::register` (group device, derived key, unique
 //! registration IDs), on the embedded store in a temporary directory and on its in-memory backend, and how it
 //! scales with the number of enrollment groups in the instance (1, 100, 1000; the device's group sorts last, so
-//! this is the worst case of the group search). The core's `MemoryStore` gives the service's own share.
+//! this is the worst case of the group search), and 10,000 groups that declare registration ID prefixes. The core's `MemoryStore` gives the service's own share.
 //!
 //! `cargo bench -p dps-core --bench register`. Token signing by the "device" happens outside the timed part.
 
@@ -26,9 +26,11 @@ struct Bench {
     _dir: Option<tempfile::TempDir>,
 }
 
-fn group(id: &str) -> EnrollmentGroup {
+/// A symmetric-key group; `prefix`: the registration IDs it declares (the extension that shortlists groups).
+fn group(id: &str, prefix: Option<&str>) -> EnrollmentGroup {
     serde_json::from_value(serde_json::json!({
         "enrollmentGroupId": id,
+        "registrationIdPrefix": prefix,
         "attestation": { "type": "symmetricKey", "symmetricKey": {
             "primaryKey": sas::generate_key(), "secondaryKey": sas::generate_key() } }
     }))
@@ -37,6 +39,12 @@ fn group(id: &str) -> EnrollmentGroup {
 
 impl Bench {
     fn new(store: Arc<dyn Store>, dir: Option<tempfile::TempDir>, groups: usize) -> Self {
+        Self::with_prefixes(store, dir, groups, false)
+    }
+
+    /// `prefixed`: every group declares a registration ID prefix of its own (tenant-like `t00042-`), the
+    /// device's group `device-`.
+    fn with_prefixes(store: Arc<dyn Store>, dir: Option<tempfile::TempDir>, groups: usize, prefixed: bool) -> Self {
         let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
         let dps = Dps::new(store.clone(), Settings::default());
         let (scope, group_key) = runtime.block_on(async {
@@ -63,9 +71,12 @@ impl Bench {
             .await
             .unwrap();
             for n in 0..groups.saturating_sub(1) {
-                store.save(&instance.id_scope, group(&format!("group-{n:05}")), Precondition::None).await.unwrap();
+                let prefix = prefixed.then(|| format!("t{n:05}-"));
+                let other = group(&format!("group-{n:05}"), prefix.as_deref());
+                store.save(&instance.id_scope, other, Precondition::None).await.unwrap();
             }
-            let target = store.save(&instance.id_scope, group("zz-target"), Precondition::None).await.unwrap();
+            let target = group("zz-target", prefixed.then_some("device-"));
+            let target = store.save(&instance.id_scope, target, Precondition::None).await.unwrap();
             (instance.id_scope, target.spec.attestation.symmetric_key.unwrap().primary_key.unwrap())
         });
         Self { runtime, dps, scope, group_key, next: AtomicU64::new(0), _dir: dir }
@@ -143,6 +154,12 @@ fn group_count_scaling(c: &mut Criterion) {
             });
         }
     }
+    // The extension: 10,000 groups that each declare a registration ID prefix (the goal: at most 1.2x one group).
+    let groups = 10_000;
+    let bench = Bench::with_prefixes(Arc::new(dps_core::memory::MemoryStore::new()), None, groups, true);
+    g.bench_with_input(BenchmarkId::new("memory_store_prefixed", groups), &groups, |b, _| {
+        b.iter_batched(|| bench.request(), |req| bench.register(req), BatchSize::SmallInput)
+    });
     g.finish();
 }
 

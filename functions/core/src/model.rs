@@ -222,9 +222,23 @@ pub struct IndividualEnrollment {
 pub struct EnrollmentGroup {
     /// The group's ID (case-insensitive key).
     pub enrollment_group_id: String,
+    /// Extension: the registration IDs this group covers, by prefix (case-insensitive). A device whose ID does not
+    /// start with it is never admitted by this group, and registrations shortlist groups by it before any key
+    /// is tried (docs/service-api-extensions.md, "Groups that declare their devices").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registration_id_prefix: Option<String>,
     /// Settings shared with individual enrollments.
     #[serde(flatten)]
     pub spec: EnrollmentSpec,
+}
+
+impl EnrollmentGroup {
+    /// Whether this group covers `registration_id` (always, when it declares no prefix).
+    pub fn covers(&self, registration_id: &str) -> bool {
+        self.registration_id_prefix.as_deref().is_none_or(|prefix| {
+            registration_id.get(..prefix.len()).is_some_and(|head| head.eq_ignore_ascii_case(prefix))
+        })
+    }
 }
 
 /// State of a device registration.

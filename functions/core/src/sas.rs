@@ -8,7 +8,6 @@ use base64::engine::general_purpose::STANDARD as B64;
 use hmac::{Hmac, Mac};
 use percent_encoding::percent_decode_str;
 use sha2::Sha256;
-use subtle::ConstantTimeEq;
 
 use crate::error::{Error, Result};
 
@@ -91,8 +90,17 @@ impl SasToken {
 
     /// Whether the signature was made with `key` (raw bytes), compared in constant time.
     pub fn signed_with(&self, key: &[u8]) -> bool {
-        let expected = sign_raw(key, &self.resource_raw, &self.expiry_raw);
-        expected.len() == self.signature.len() && bool::from(expected.ct_eq(&self.signature))
+        let mut mac = HmacSha256::new_from_slice(key).expect("HMAC takes any key length");
+        mac.update(self.resource_raw.as_bytes());
+        mac.update(b"\n");
+        mac.update(self.expiry_raw.as_bytes());
+        // Constant-time comparison (hmac's verify).
+        mac.verify_slice(&self.signature).is_ok()
+    }
+
+    /// Whether the signature was made with the device key `group` derives for `registration_id`.
+    pub fn signed_with_derived(&self, group: &GroupKey, registration_id: &str) -> bool {
+        self.signed_with(&group.derive(registration_id))
     }
 
     /// Whether the signature was made with one of the base64 `keys`.
@@ -135,6 +143,26 @@ pub fn derive_device_key(group_key_b64: &str, registration_id: &str) -> Result<S
     let mut mac = HmacSha256::new_from_slice(&key).expect("HMAC takes any key length");
     mac.update(registration_id.as_bytes());
     Ok(B64.encode(mac.finalize().into_bytes()))
+}
+
+/// A group key with its HMAC key schedule done once (kept with the cached group list): deriving a device key
+/// is then one update and finalisation, with no base64 and no allocation.
+#[derive(Clone)]
+pub struct GroupKey(HmacSha256);
+
+impl GroupKey {
+    /// Prepare a base64 group key (`None` if it is not base64).
+    pub fn new(group_key_b64: &str) -> Option<Self> {
+        let key = B64.decode(group_key_b64).ok()?;
+        Some(Self(HmacSha256::new_from_slice(&key).expect("HMAC takes any key length")))
+    }
+
+    /// The device key for `registration_id` (raw bytes; [`derive_device_key`] is its base64).
+    pub fn derive(&self, registration_id: &str) -> [u8; 32] {
+        let mut mac = self.0.clone();
+        mac.update(registration_id.as_bytes());
+        mac.finalize().into_bytes().into()
+    }
 }
 
 /// A fresh 64-byte key, base64, as Azure generates them.

@@ -517,3 +517,24 @@ async fn failed_attestations_are_limited_per_address_and_per_scope() {
     let scope_limited = f.dps.register(from("192.0.2.4", &junk)).await;
     assert!(matches!(scope_limited, Err(Error::Throttled { .. })), "the scope's budget is spent: {scope_limited:?}");
 }
+
+#[tokio::test]
+async fn a_group_that_declares_a_registration_id_prefix_admits_only_those_devices() {
+    let f = Fixture::new(hubs(1)).await;
+    f.enroll_group(group("acme", json!({ "registrationIdPrefix": "ACME-" }))).await;
+    f.enroll_group(group("open", json!({}))).await;
+    let (acme_key, _) = f.group_keys("acme").await;
+    let (open_key, _) = f.group_keys("open").await;
+    let record = f.register_in_group("acme-sensor-1", &acme_key).await.unwrap();
+    assert_eq!(record.enrollment_group_id.as_deref(), Some("acme"));
+    // The right derived key, but an ID outside the prefix: the group does not cover it.
+    let err = f.register_in_group("other-sensor-1", &acme_key).await.unwrap_err();
+    assert!(matches!(err, dps_core::Error::Unauthorized(_)), "{err}");
+    // Groups without a prefix still admit any ID (also those a prefixed group covers).
+    assert_eq!(f.register_in_group("acme-sensor-2", &open_key).await.unwrap().enrollment_group_id.as_deref(), Some("open"));
+    // A prefix must be made of registration ID characters.
+    let owner = f.owner().await;
+    let bad: dps_core::model::EnrollmentGroup =
+        serde_json::from_value(group("bad", json!({ "registrationIdPrefix": "a b" }))).unwrap();
+    assert!(f.dps.put_enrollment(&owner, "bad", bad, None).await.is_err());
+}

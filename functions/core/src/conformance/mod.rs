@@ -282,7 +282,7 @@ impl Sample for IndividualEnrollment {
 
 impl Sample for EnrollmentGroup {
     fn make(id: &str, note: &str) -> Self {
-        EnrollmentGroup { enrollment_group_id: id.into(), spec: sample_spec(note) }
+        EnrollmentGroup { enrollment_group_id: id.into(), registration_id_prefix: None, spec: sample_spec(note) }
     }
 }
 

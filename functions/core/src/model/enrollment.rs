@@ -136,6 +136,14 @@ impl Enrollment for EnrollmentGroup {
         if self.spec.attestation.kind == AttestationType::Tpm {
             return Err(Error::invalid("TPM attestation is for individual enrollments only"));
         }
+        if let Some(prefix) = &self.registration_id_prefix {
+            let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | ':');
+            if prefix.is_empty() || prefix.len() > 128 || !prefix.chars().all(allowed) {
+                return Err(Error::invalid(
+                    "registrationIdPrefix must be 1 to 128 of the characters a registration ID may have",
+                ));
+            }
+        }
         Ok(())
     }
     fn into_any(self) -> AnyEnrollment {

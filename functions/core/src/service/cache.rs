@@ -8,7 +8,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::model::{EnrollmentGroup, Instance};
+use super::groups::GroupSet;
+use crate::model::Instance;
 
 type Entry<T> = (Instant, Arc<T>);
 
@@ -16,7 +17,7 @@ pub(crate) struct ConfigCache {
     ttl: Duration,
     by_scope: Mutex<HashMap<String, Entry<Instance>>>,
     host_to_scope: Mutex<HashMap<String, String>>,
-    groups: Mutex<HashMap<String, Entry<Vec<EnrollmentGroup>>>>,
+    groups: Mutex<HashMap<String, Entry<GroupSet>>>,
     generation: AtomicU64,
 }
 
@@ -75,12 +76,12 @@ impl ConfigCache {
         self.by_scope.lock().expect("cache lock").remove(&scope.to_ascii_lowercase());
     }
 
-    pub(crate) fn groups(&self, scope: &str) -> Option<Arc<Vec<EnrollmentGroup>>> {
+    pub(crate) fn groups(&self, scope: &str) -> Option<Arc<GroupSet>> {
         let map = self.groups.lock().expect("cache lock");
         self.fresh(map.get(&scope.to_ascii_lowercase()))
     }
 
-    pub(crate) fn put_groups(&self, scope: &str, groups: Arc<Vec<EnrollmentGroup>>, loaded_in: Generation) {
+    pub(crate) fn put_groups(&self, scope: &str, groups: Arc<GroupSet>, loaded_in: Generation) {
         if !self.current(loaded_in) {
             return;
         }

@@ -7,6 +7,7 @@ mod certificates;
 mod config;
 mod device;
 mod enrollments;
+mod groups;
 mod hubs;
 mod limiter;
 mod policies;
@@ -222,7 +223,7 @@ impl Dps {
     }
 
     /// All enrollment groups of an instance (cached, see [`Settings::cache_ttl`]).
-    async fn groups(&self, scope: &str) -> Result<Arc<Vec<EnrollmentGroup>>> {
+    async fn groups(&self, scope: &str) -> Result<Arc<groups::GroupSet>> {
         if let Some(hit) = self.cache.groups(scope) {
             return Ok(hit);
         }
@@ -237,7 +238,7 @@ impl Dps {
                 None => break,
             }
         }
-        let all = Arc::new(all);
+        let all = Arc::new(groups::GroupSet::new(all));
         self.cache.put_groups(scope, all.clone(), generation);
         Ok(all)
     }

@@ -2,6 +2,7 @@
 //! from a group's.
 
 use super::Dps;
+use super::groups::GroupSet;
 use super::device::DEVICE_DENIED;
 use crate::error::{Error, Result};
 use crate::model::{AnyEnrollment, AttestationType, EnrollmentGroup, EnrollmentSpec, Instance, ProvisioningStatus};
@@ -31,17 +32,18 @@ impl Dps {
             return Err(denied());
         }
         // A device already admitted by a group is checked against that group first.
-        if let Some(group_id) = context.record.as_ref().and_then(|r| r.enrollment_group_id.as_deref()) {
-            let groups = self.groups(&instance.id_scope).await?;
-            if let Some(g) = groups.iter().find(|g| g.enrollment_group_id.eq_ignore_ascii_case(group_id))
-                && signed_by_spec_keys(token, &g.spec, Some(registration_id))
-            {
-                return Ok(AnyEnrollment::Group(g.clone()));
-            }
+        let groups = self.groups(&instance.id_scope).await?;
+        if let Some(group_id) = context.record.as_ref().and_then(|r| r.enrollment_group_id.as_deref())
+            && let Some(index) = groups.position(group_id)
+            && signed_by_group(token, &groups, index, registration_id)
+        {
+            return Ok(AnyEnrollment::Group(groups[index].clone()));
         }
         self.group_that_signed(instance, token, registration_id).await?.map(AnyEnrollment::Group).ok_or_else(denied)
     }
 
+    /// The first group (of those that cover the registration ID, at most `max_groups_tried`) whose derived key
+    /// signed the token.
     async fn group_that_signed(
         &self,
         instance: &Instance,
@@ -49,9 +51,16 @@ impl Dps {
         registration_id: &str,
     ) -> Result<Option<EnrollmentGroup>> {
         let groups = self.groups(&instance.id_scope).await?;
-        let tried = groups.iter().take(self.settings.max_groups_tried);
-        Ok(tried.into_iter().find(|g| signed_by_spec_keys(token, &g.spec, Some(registration_id))).cloned())
+        let mut tried = groups.symmetric_candidates(registration_id).take(self.settings.max_groups_tried);
+        Ok(tried.find(|&index| signed_by_group(token, &groups, index, registration_id)).map(|i| groups[i].clone()))
     }
+}
+
+/// Whether `token` is signed with a key derived from the group at `index` for `registration_id`, and the group
+/// covers that ID.
+fn signed_by_group(token: &SasToken, groups: &GroupSet, index: usize, registration_id: &str) -> bool {
+    groups[index].covers(registration_id)
+        && groups.keys(index).iter().any(|key| token.signed_with_derived(key, registration_id))
 }
 
 /// Parse a device token and check its expiry and resource (`{scope}/registrations/{id}`, case-insensitive).
