@@ -167,13 +167,21 @@ async fn main() -> Result<()> {
             };
             let written = dps
                 .update_instance_as_operator(&id_scope, |i| {
+                    let mut linked = linked;
+                    // Re-linking changes weight and location; a connector set through the service API stays.
+                    linked.connector = i
+                        .linked_hubs
+                        .iter()
+                        .find(|h| h.host_name.eq_ignore_ascii_case(&hub))
+                        .and_then(|h| h.connector.clone());
                     i.linked_hubs.retain(|h| !h.host_name.eq_ignore_ascii_case(&hub));
                     i.linked_hubs.push(linked);
                     Ok(())
                 })
                 .await?;
             if t.json {
-                println!("{}", serde_json::to_string(&written.linked_hubs)?);
+                let shown: Vec<_> = written.linked_hubs.iter().map(dps_core::service::without_credentials).collect();
+                println!("{}", serde_json::to_string(&shown)?);
             } else {
                 println!("{} now links {} hub(s)", written.id_scope, written.linked_hubs.len());
             }

@@ -531,7 +531,10 @@ async fn a_group_that_declares_a_registration_id_prefix_admits_only_those_device
     let err = f.register_in_group("other-sensor-1", &acme_key).await.unwrap_err();
     assert!(matches!(err, dps_core::Error::Unauthorized(_)), "{err}");
     // Groups without a prefix still admit any ID (also those a prefixed group covers).
-    assert_eq!(f.register_in_group("acme-sensor-2", &open_key).await.unwrap().enrollment_group_id.as_deref(), Some("open"));
+    assert_eq!(
+        f.register_in_group("acme-sensor-2", &open_key).await.unwrap().enrollment_group_id.as_deref(),
+        Some("open")
+    );
     // A prefix must be made of registration ID characters.
     let owner = f.owner().await;
     let bad: dps_core::model::EnrollmentGroup =

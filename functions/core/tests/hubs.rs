@@ -61,11 +61,14 @@ impl FakeHubs {
 
 #[async_trait]
 impl HubConnector for FakeHubs {
-    fn check_settings(&self, settings: &Map<String, Value>, _: Option<&str>) -> Result<(), String> {
-        match settings.get("bad") {
-            Some(_) => Err("setting 'bad' is not allowed".into()),
-            None => Ok(()),
+    fn check_settings(&self, settings: &Map<String, Value>, credentials: Option<&str>) -> Result<(), String> {
+        if settings.contains_key("bad") {
+            return Err("setting 'bad' is not allowed".into());
         }
+        if settings.contains_key("url") && credentials.is_none() {
+            return Err("this registry needs its secret".into());
+        }
+        Ok(())
     }
     async fn upsert_device(&self, hub: HubTarget<'_>, device: &HubDevice) -> Result<(), HubFailure> {
         self.call(format!("upsert {} {}", hub.host_name, device.device_id), &hub)?;
@@ -406,4 +409,31 @@ async fn a_csr_gets_the_device_a_certificate_from_its_hub_and_bad_csrs_are_refus
     let failed = f.dps.register(req).await.unwrap();
     assert_eq!(failed.status, RegistrationStatus::Failed);
     assert_eq!(failed.error_code, Some(502_302));
+}
+
+#[tokio::test]
+async fn kept_credentials_satisfy_the_connector_and_go_only_where_they_went() {
+    let (f, fake) = fixture(Vec::new()).await;
+    let owner = f.owner().await;
+    let mut hub = connected("reg.example.net");
+    let link = hub.connector.as_mut().unwrap();
+    link.settings.insert("url".into(), json!("https://registry-a.example.net"));
+    link.credentials = Some("secret-for-registry-a".into());
+    f.dps.put_linked_hub(&owner, hub).await.unwrap();
+    // The hub as a GET shows it (no credentials), weight changed: accepted, and the secret kept.
+    let mut shown = f.dps.get_config(&owner).await.unwrap().linked_hubs[0].clone();
+    shown.allocation_weight = 7;
+    let kept = f.dps.put_linked_hub(&owner, shown.clone()).await.unwrap();
+    assert!(kept.connector.as_ref().unwrap().credentials_set);
+    f.enroll(individual("dev-1", json!({}))).await;
+    let (key, _) = f.keys("dev-1").await;
+    f.register("dev-1", &key).await.unwrap();
+    assert_eq!(
+        fake.0.lock().unwrap().credentials_seen.last().cloned().flatten().as_deref(),
+        Some("secret-for-registry-a")
+    );
+    // Pointing the hub elsewhere without sending the secret again is refused: it is not sent to the new place.
+    shown.connector.as_mut().unwrap().settings.insert("url".into(), json!("https://elsewhere.example.net"));
+    let err = f.dps.put_linked_hub(&owner, shown).await.unwrap_err().to_string();
+    assert!(err.contains("needs its secret"), "{err}");
 }

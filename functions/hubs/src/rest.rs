@@ -31,15 +31,17 @@ pub struct Limits {
 }
 
 impl Default for Limits {
-    /// Sized for a registration that a device waits for (and retries): about 20 s at worst per hub call.
+    /// Sized for a registration that a device waits for inside one Lambda invocation (15 s in template.yaml):
+    /// at most 5 s per hub call, so that a hub that stops answering fails the registration (and its record is
+    /// written) well before the function's timeout, even after earlier calls of the same registration.
     fn default() -> Self {
         Self {
-            connect_timeout: Duration::from_secs(5),
-            request_timeout: Duration::from_secs(10),
-            total: Duration::from_secs(20),
-            attempts: 4,
+            connect_timeout: Duration::from_secs(2),
+            request_timeout: Duration::from_secs(3),
+            total: Duration::from_secs(5),
+            attempts: 3,
             backoff: Duration::from_millis(200),
-            max_backoff: Duration::from_secs(5),
+            max_backoff: Duration::from_secs(2),
         }
     }
 }

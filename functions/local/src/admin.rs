@@ -45,7 +45,7 @@ pub async fn instance(global: &Global, cmd: InstanceCommand) -> anyhow::Result<(
                     "serviceHostName": i.service_host_name,
                     "connectionString": conn,
                     "allocationPolicy": i.allocation_policy,
-                    "linkedHubs": i.linked_hubs,
+                    "linkedHubs": i.linked_hubs.iter().map(dps_core::service::without_credentials).collect::<Vec<_>>(),
                 });
                 println!("{}", serde_json::to_string_pretty(&out)?);
             } else if env {
@@ -93,6 +93,13 @@ pub async fn hub(global: &Global, cmd: HubCommand) -> anyhow::Result<()> {
             };
             let written = dps
                 .update_instance_as_operator(&target.id_scope, move |i| {
+                    let mut hub = hub;
+                    // Re-linking changes weight and location; a connector set through the service API stays.
+                    hub.connector = i
+                        .linked_hubs
+                        .iter()
+                        .find(|h| h.host_name.eq_ignore_ascii_case(&hub.host_name))
+                        .and_then(|h| h.connector.clone());
                     i.linked_hubs.retain(|h| !h.host_name.eq_ignore_ascii_case(&hub.host_name));
                     i.linked_hubs.push(hub);
                     i.linked_hubs.sort_by(|a, b| a.host_name.cmp(&b.host_name));

@@ -357,7 +357,7 @@ impl Dps {
 }
 
 /// A linked hub as answers show it: its connector's credentials left out (`credentialsSet` instead).
-pub(crate) fn without_credentials(hub: &LinkedHub) -> LinkedHub {
+pub fn without_credentials(hub: &LinkedHub) -> LinkedHub {
     LinkedHub { connector: hub.connector.as_ref().map(|c| c.without_credentials()), ..hub.clone() }
 }
 

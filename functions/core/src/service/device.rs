@@ -86,6 +86,8 @@ pub(crate) enum Credential {
 /// The outcome of attestation: the admitting enrollment, the attestation kind, and for X.509 devices what the
 /// registration records about their certificates.
 pub(super) struct Attested {
+    /// TPM devices: the symmetric key their challenge issued (what a hub authenticates them with).
+    pub(super) device_key: Option<String>,
     pub(super) enrollment: AnyEnrollment,
     pub(super) kind: AttestationType,
     pub(super) x509: Option<crate::model::X509RegistrationResult>,
@@ -210,6 +212,7 @@ impl Dps {
     ) -> Result<Attested> {
         match credential {
             Credential::Sas(token) => Ok(Attested {
+                device_key: None,
                 enrollment: self.attest_sas(instance, context, token, registration_id).await?,
                 kind: AttestationType::SymmetricKey,
                 x509: None,
@@ -217,6 +220,7 @@ impl Dps {
             Credential::X509(chain) => {
                 let admission = self.attest_x509(instance, context, chain).await?;
                 Ok(Attested {
+                    device_key: None,
                     enrollment: admission.enrollment,
                     kind: AttestationType::X509,
                     x509: Some(admission.result),

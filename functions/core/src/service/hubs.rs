@@ -18,7 +18,7 @@ use crate::error::{Error, Result};
 use crate::hubs::{HubDevice, HubFailure, HubFailureKind, HubTarget, HubTwin};
 use crate::model::{
     AnyEnrollment, AttestationType, HubConnection, HubDeviceRef, Instance, LinkedHub, RegistrationRecord,
-    RegistrationStatus, Substatus,
+    RegistrationStatus,
 };
 use crate::sas::derive_device_key;
 use crate::store::Precondition;
@@ -43,15 +43,19 @@ fn same(a: &str, b: &str) -> bool {
 
 impl Dps {
     /// Make the hubs match `record` (decided, not yet written). On a hub failure the record becomes a failed
-    /// registration that leaves the device where it was.
-    pub(super) async fn sync_hubs(&self, r: &Registration<'_>, record: &mut RegistrationRecord) {
+    /// registration that leaves the device where it was. Returns the hub device this attempt (perhaps) created
+    /// or changed, so that a retried write can still account for it.
+    pub(super) async fn sync_hubs(
+        &self,
+        r: &Registration<'_>,
+        record: &mut RegistrationRecord,
+    ) -> Option<HubDeviceRef> {
         record.pending_hub_removals = r.previous.map(|p| p.pending_hub_removals.clone()).unwrap_or_default();
         if record.status != RegistrationStatus::Assigned {
-            return;
+            return None;
         }
         let hub = record.assigned_hub.clone().expect("an assigned record names its hub");
         let device_id = record.device_id.clone().unwrap_or_else(|| record.registration_id.clone());
-        record.pending_hub_removals.retain(|owed| !(same(&owed.hub, &hub) && owed.device_id == device_id));
         let moved_from = r.current_hub.filter(|current| !same(current, &hub));
         let old_device_id = r.previous.and_then(|p| p.device_id.clone()).unwrap_or_else(|| device_id.clone());
         let mut touched = false;
@@ -59,7 +63,7 @@ impl Dps {
         match self.provision_in_hub(r, record, &placement, &mut touched).await {
             Ok(()) => {
                 if let Some(old) = moved_from.filter(|old| connection(r.instance, old).is_some()) {
-                    record.pending_hub_removals.push(HubDeviceRef { hub: old.to_string(), device_id: old_device_id });
+                    owe(record, HubDeviceRef { hub: old.to_string(), device_id: old_device_id });
                 }
             }
             Err(failure) => {
@@ -73,7 +77,7 @@ impl Dps {
                 );
                 // A device (perhaps) created in a hub the record will not assign it to is owed a removal.
                 if touched && (moved_from.is_some() || r.current_hub.is_none()) {
-                    record.pending_hub_removals.push(HubDeviceRef { hub: hub.clone(), device_id });
+                    owe(record, HubDeviceRef { hub: hub.clone(), device_id: device_id.clone() });
                 }
                 record.status = RegistrationStatus::Failed;
                 record.error_code = Some(failure.code());
@@ -92,11 +96,8 @@ impl Dps {
                 }
             }
         }
-        // A removal is never owed to the hub the record assigns the device to.
-        let (assigned, id) = (record.assigned_hub.clone(), record.device_id.clone());
-        record.pending_hub_removals.retain(|owed| {
-            !(assigned.as_deref().is_some_and(|a| same(a, &owed.hub)) && id.as_deref() == Some(&owed.device_id))
-        });
+        settle_owed(record);
+        touched.then_some(HubDeviceRef { hub, device_id })
     }
 
     /// Create or update the device in `hub` with its twin (and certificate); nothing for a record-only hub.
@@ -133,8 +134,8 @@ impl Dps {
                 None => initial().map(|t| HubTwin::from_initial_twin(&t)),
             },
             Some(_) => initial().map(|t| HubTwin::from_initial_twin(&t)),
-            // First assignment, or a reset in place ("factory reset without changing hubs").
-            None if r.current_hub.is_none() || record.substatus == Some(Substatus::DeviceDataReset) => {
+            // First assignment, or a reset in place under the reset policy ("factory reset without changing hubs").
+            None if r.current_hub.is_none() || (policy.update_hub_assignment && !policy.migrate_device_data) => {
                 initial().map(|t| HubTwin::from_initial_twin(&t))
             }
             None => None,
@@ -230,24 +231,57 @@ impl Dps {
                     if kinds.is_empty() { "none".to_string() } else { kinds.join(", ") }
                 ))
             })?;
+            // Credentials sent are new; none sent keeps the current ones, but only where they would go to the same
+            // place (same kind and settings): moving a hub's url must come with its secret again.
+            let (plain, kept) = match link.credentials.take() {
+                Some(plain) => (Some(plain), None),
+                None => match connection(before, &hub.host_name)
+                    .filter(|old| old.kind == link.kind && old.settings == link.settings)
+                    .and_then(|old| old.credentials.clone())
+                {
+                    Some(sealed) => (Some(self.open_sealed(&sealed).await?), Some(sealed)),
+                    None => (None, None),
+                },
+            };
             connector
-                .check_settings(&link.settings, link.credentials.as_deref())
+                .check_settings(&link.settings, plain.as_deref())
                 .map_err(|message| Error::invalid(format!("Linked hub '{}': {message}", hub.host_name)))?;
             link.credentials_set = false;
-            link.credentials = match link.credentials.take() {
-                Some(plain) => {
-                    let secrets = self.secrets.as_ref().ok_or_else(|| {
-                        Error::invalid("This deployment cannot store hub credentials (no secret key is configured)")
-                    })?;
-                    Some(secrets.seal(&plain).await?)
-                }
-                None => connection(before, &hub.host_name)
-                    .filter(|old| old.kind == link.kind)
-                    .and_then(|old| old.credentials.clone()),
+            link.credentials = match (kept, plain) {
+                (Some(sealed), _) => Some(sealed),
+                (None, Some(plain)) => Some(self.secret_box()?.seal(&plain).await?),
+                (None, None) => None,
             };
         }
         Ok(())
     }
+}
+
+impl Dps {
+    fn secret_box(&self) -> Result<&std::sync::Arc<dyn crate::hubs::SecretBox>> {
+        self.secrets
+            .as_ref()
+            .ok_or_else(|| Error::invalid("This deployment cannot store hub credentials (no secret key is configured)"))
+    }
+
+    async fn open_sealed(&self, sealed: &str) -> Result<String> {
+        self.secret_box()?.open(sealed).await
+    }
+}
+
+/// Add `owed` to the record's removals (once).
+pub(super) fn owe(record: &mut RegistrationRecord, owed: HubDeviceRef) {
+    if !record.pending_hub_removals.iter().any(|o| same(&o.hub, &owed.hub) && o.device_id == owed.device_id) {
+        record.pending_hub_removals.push(owed);
+    }
+}
+
+/// A removal is never owed to the hub the record assigns the device to (under its device ID there).
+pub(super) fn settle_owed(record: &mut RegistrationRecord) {
+    let (assigned, id) = (record.assigned_hub.clone(), record.device_id.clone());
+    record.pending_hub_removals.retain(|owed| {
+        !(assigned.as_deref().is_some_and(|a| same(a, &owed.hub)) && id.as_deref() == Some(&owed.device_id))
+    });
 }
 
 fn target<'a>(hub: &'a str, link: &'a HubConnection, credentials: Option<&'a str>) -> HubTarget<'a> {
@@ -269,6 +303,8 @@ fn hub_device(r: &Registration<'_>, device_id: &str) -> HubDevice {
                 )),
             }
         }),
+        // The key the TPM challenge issued (the device signs its hub tokens with it, as with Azure).
+        (AttestationType::Tpm, _) => r.attested.device_key.clone().map(|key| (key.clone(), key)),
         _ => None,
     };
     let x509 = r.attested.kind == AttestationType::X509;

@@ -2,11 +2,13 @@
 //! registration of the same device wins the write. Every attestation kind (SAS, X.509, TPM) ends here.
 
 use super::device::{Attested, Credential, RegisterRequest, Registration, WRITE_ATTEMPTS};
+use super::hubs::{owe, settle_owed};
 use super::tpm::{DeviceTpm, enrolled};
 use super::{Dps, today};
 use crate::error::{Error, Result};
 use crate::model::{
-    AnyEnrollment, AttestationType, Instance, OperationCount, OperationKind, RegistrationRecord, TpmRegistrationResult,
+    AnyEnrollment, AttestationType, HubDeviceRef, Instance, OperationCount, OperationKind, RegistrationRecord,
+    TpmRegistrationResult,
 };
 use crate::store::Precondition;
 
@@ -14,8 +16,9 @@ use crate::store::Precondition;
 pub(super) enum Admission<'a> {
     /// A SAS token or a certificate chain.
     Credential(&'a Credential),
-    /// A TPM device that signed with the key its challenge issued (the record carries the TPM result).
-    Tpm(&'a DeviceTpm, &'a TpmRegistrationResult),
+    /// A TPM device that signed with the key its challenge issued (the record carries the TPM result; the key
+    /// is the device's symmetric key in hubs whose devices authenticate with one).
+    Tpm(&'a DeviceTpm, &'a TpmRegistrationResult, &'a str),
 }
 
 impl Dps {
@@ -28,16 +31,20 @@ impl Dps {
         req: &RegisterRequest,
         admission: Admission<'_>,
     ) -> Result<RegistrationRecord> {
+        // Hub devices earlier attempts created or changed: if the attempt that wins the write assigns the device
+        // elsewhere, they are owed a removal.
+        let mut touched: Vec<HubDeviceRef> = Vec::new();
         for _ in 0..WRITE_ATTEMPTS {
             let context = self.store.device_context(&instance.id_scope, &req.registration_id).await?;
             let attested = match admission {
                 Admission::Credential(credential) => {
                     self.attest(instance, &context, credential, &req.registration_id).await?
                 }
-                Admission::Tpm(device, _) => Attested {
+                Admission::Tpm(device, _, key) => Attested {
                     enrollment: AnyEnrollment::Individual(enrolled(&context, device)?.clone()),
                     kind: AttestationType::Tpm,
                     x509: None,
+                    device_key: Some(key.to_string()),
                 },
             };
             let previous = context.record;
@@ -49,10 +56,16 @@ impl Dps {
                 req,
             };
             let mut record = self.decide(&registration).await;
-            if let Admission::Tpm(_, result) = admission {
+            if let Admission::Tpm(_, result, _) = admission {
                 record.tpm = Some(result.clone());
             }
-            self.sync_hubs(&registration, &mut record).await;
+            if let Some(hub_device) = self.sync_hubs(&registration, &mut record).await {
+                touched.push(hub_device);
+            }
+            for earlier in &touched {
+                owe(&mut record, earlier.clone());
+            }
+            settle_owed(&mut record);
             let precondition = match &previous {
                 Some(p) => Precondition::Matches(p.etag.clone().unwrap_or_default()),
                 None => Precondition::NotExists,
@@ -75,8 +88,16 @@ impl Dps {
                 // A concurrent registration of the same device won: read its record and decide again (the hub
                 // calls are idempotent, so making them again is harmless).
                 Err(Error::Conflict(_) | Error::PreconditionFailed(_) | Error::NotFound(_)) => continue,
-                Err(other) => return Err(other),
+                Err(other) => {
+                    if !touched.is_empty() {
+                        tracing::warn!(registration_id = %req.registration_id, hubs = ?touched, "record not written after hub calls: {other}");
+                    }
+                    return Err(other);
+                }
             }
+        }
+        if !touched.is_empty() {
+            tracing::warn!(registration_id = %req.registration_id, hubs = ?touched, "record not written after hub calls: contention");
         }
         // Devices treat 4xx below 429 as fatal: contention is transient, so say when to come back.
         Err(Error::Throttled {

@@ -2,8 +2,8 @@
 //! from a group's.
 
 use super::Dps;
-use super::groups::GroupSet;
 use super::device::DEVICE_DENIED;
+use super::groups::GroupSet;
 use crate::error::{Error, Result};
 use crate::model::{AnyEnrollment, AttestationType, EnrollmentGroup, EnrollmentSpec, Instance, ProvisioningStatus};
 use crate::sas::{SasToken, derive_device_key};

@@ -148,6 +148,7 @@ impl Dps {
         // Consume before recording: of two requests signed with one key, exactly one gets past this write.
         let etag = challenge.etag.clone().unwrap_or_default();
         let result = TpmRegistrationResult { authentication_key: challenge.authentication_key.clone() };
+        let device_key = challenge.key.clone();
         let consumed = TpmChallenge { consumed: true, ..challenge };
         match self.store.put_tpm_challenge(&scope, consumed, Precondition::Matches(etag)).await {
             Ok(_) => {}
@@ -155,19 +156,8 @@ impl Dps {
             Err(Error::NotFound(_)) => return Err(Error::unauthorized(NO_CHALLENGE)),
             Err(other) => return Err(other),
         }
-        self.record_tpm_registration(&instance, req, device, result).await
-    }
-
-    /// Decide and write the record of an attested TPM device (the loop of every registration: a concurrent writer
-    /// of the same record makes it read and decide again).
-    async fn record_tpm_registration(
-        &self,
-        instance: &Instance,
-        req: &RegisterRequest,
-        device: &DeviceTpm,
-        result: TpmRegistrationResult,
-    ) -> Result<RegistrationRecord> {
-        self.write_registration(instance, req, super::provision::Admission::Tpm(device, &result)).await
+        let admission = super::provision::Admission::Tpm(device, &result, &device_key);
+        self.write_registration(&instance, req, admission).await
     }
 
     /// Attest a status lookup: a TPM device signs with the key of its challenge (used or not) until it expires;

@@ -209,7 +209,8 @@ impl Dps {
         // The leaf's CN is the registration ID (checked when the chain was read): a group that declares the IDs it
         // covers is a candidate only for those.
         let registration_id = chain.leaf().common_name().unwrap_or_default();
-        let eligible = |g: &&EnrollmentGroup| g.spec.attestation.kind == AttestationType::X509 && g.covers(registration_id);
+        let eligible =
+            |g: &&EnrollmentGroup| g.spec.attestation.kind == AttestationType::X509 && g.covers(registration_id);
         for group in groups.iter().filter(eligible) {
             for anchor in group_anchors(instance, &group.spec) {
                 if let Some(depth) = depth_in(chain, &anchor) {
