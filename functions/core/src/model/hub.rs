@@ -30,7 +30,7 @@ impl HubKind {
 ///
 /// On the service API, `credentials` is write-only: a PUT carries them in plaintext and the service seals them
 /// before they are stored; every answer leaves them out and says `credentialsSet` instead. A PUT without
-/// `credentials` keeps the hub's current ones when the kind is unchanged.
+/// `credentials` keeps the hub's current ones while the kind and settings are unchanged.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct HubConnection {
