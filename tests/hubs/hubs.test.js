@@ -17,6 +17,8 @@ const https = require('node:https');
 const net = require('node:net');
 const path = require('node:path');
 const { createRequire } = require('node:module');
+// SAS tokens and connection strings as tests/node makes them (the Azure SDKs' form).
+const { serviceToken } = require('../node/harness');
 const { after, before, describe, test } = require('node:test');
 
 const root = path.resolve(__dirname, '..', '..');
@@ -35,10 +37,7 @@ const env = (name) => {
 const DPS_PORT = Number(env('DPS_PORT'));
 const ID_SCOPE = env('ID_SCOPE');
 const SERVICE_HOST = env('SERVICE_HOST');
-const conn = Object.fromEntries(env('CONNECTION_STRING').split(';').map((kv) => {
-  const i = kv.indexOf('=');
-  return [kv.slice(0, i), kv.slice(i + 1)];
-}));
+const CONNECTION_STRING = env('CONNECTION_STRING');
 const MOTO = env('MOTO');
 const AZURE_HUB = env('AZURE_HUB');
 const AZURE_KEY = env('AZURE_KEY');
@@ -61,13 +60,6 @@ const INITIAL_TWIN = {
   tags: { site: 'lab-1', floor: 3 },
   properties: { desired: { interval: 30, mode: 'eco', limits: { max: 80 } } },
 };
-
-function sasToken(resource, keyName, key, ttlSeconds = 3600) {
-  const se = Math.floor(Date.now() / 1000) + ttlSeconds;
-  const sr = encodeURIComponent(resource);
-  const sig = crypto.createHmac('sha256', Buffer.from(key, 'base64')).update(`${sr}\n${se}`).digest('base64');
-  return `SharedAccessSignature sr=${sr}&sig=${encodeURIComponent(sig)}&se=${se}&skn=${keyName}`;
-}
 
 /** One HTTP(S) request; resolves {status, text, json}. */
 function send(mod, options, body) {
@@ -99,7 +91,7 @@ function service(method, urlPath, body, headers = {}) {
     host: '127.0.0.1', port: DPS_PORT, servername: 'localhost', method, path: `${urlPath}?${API}`,
     headers: {
       Host: SERVICE_HOST,
-      Authorization: sasToken(conn.HostName, conn.SharedAccessKeyName, conn.SharedAccessKey),
+      Authorization: serviceToken(CONNECTION_STRING),
       ...headers,
     },
   }, body);
@@ -184,14 +176,14 @@ async function patchAzureTwin(deviceId, patch) {
   const got = await send(http, {
     host: '127.0.0.1', port: Number(env('AZURE_PORT')), method: 'GET',
     path: `/twins/${encodeURIComponent(deviceId)}?api-version=2021-04-12`,
-    headers: { Authorization: sasToken(AZURE_HUB, 'registryReadWrite', AZURE_KEY) },
+    headers: { Authorization: serviceToken(AZURE_CONNECTION) },
   });
   assert.equal(got.status, 200, got.text);
   const patched = await send(http, {
     host: '127.0.0.1', port: Number(env('AZURE_PORT')), method: 'PATCH',
     path: `/twins/${encodeURIComponent(deviceId)}?api-version=2021-04-12`,
     headers: {
-      Authorization: sasToken(AZURE_HUB, 'registryReadWrite', AZURE_KEY),
+      Authorization: serviceToken(AZURE_CONNECTION),
       'If-Match': `"${got.json.etag}"`,
       'Content-Type': 'application/json; charset=utf-8',
     },
@@ -337,7 +329,7 @@ describe('hub connectors through dps serve', () => {
     const forged = await send(http, {
       host: '127.0.0.1', port: Number(env('AZURE_PORT')), method: 'GET',
       path: `/twins/${device.registrationId}?api-version=2021-04-12`,
-      headers: { Authorization: sasToken(AZURE_HUB, 'registryReadWrite', newKey()) },
+      headers: { Authorization: serviceToken(`HostName=${AZURE_HUB};SharedAccessKeyName=registryReadWrite;SharedAccessKey=${newKey()}`) },
     });
     assert.equal(forged.status, 401, forged.text);
   });

@@ -180,7 +180,7 @@ async fn main() -> Result<()> {
                 })
                 .await?;
             if t.json {
-                let shown: Vec<_> = written.linked_hubs.iter().map(dps_core::service::without_credentials).collect();
+                let shown: Vec<_> = written.linked_hubs.iter().map(LinkedHub::without_credentials).collect();
                 println!("{}", serde_json::to_string(&shown)?);
             } else {
                 println!("{} now links {} hub(s)", written.id_scope, written.linked_hubs.len());

@@ -399,6 +399,14 @@ pub struct LinkedHub {
     pub connector: Option<HubConnection>,
 }
 
+impl LinkedHub {
+    /// The hub as answers and operator commands show it: its connector's credentials left out
+    /// (`credentialsSet` instead).
+    pub fn without_credentials(&self) -> LinkedHub {
+        LinkedHub { connector: self.connector.as_ref().map(HubConnection::without_credentials), ..self.clone() }
+    }
+}
+
 fn one() -> u32 {
     1
 }

@@ -90,6 +90,16 @@ impl HubConnector for FakeHubs {
         self.0.lock().unwrap().devices.remove(&(hub.host_name.to_string(), device_id.to_string()));
         Ok(())
     }
+    /// Answers the CSR itself, wrapped, so that the test can see it come back.
+    async fn issue_certificate(
+        &self,
+        hub: HubTarget<'_>,
+        device: &HubDevice,
+        csr: &[u8],
+    ) -> Result<Vec<Vec<u8>>, HubFailure> {
+        self.call(format!("issue {} {}", hub.host_name, device.device_id), &hub)?;
+        Ok(vec![[b"issued:".as_slice(), csr].concat()])
+    }
 }
 
 fn connected(host: &str) -> LinkedHub {
@@ -328,47 +338,11 @@ async fn linking_a_hub_with_a_connector_this_deployment_lacks_or_bad_settings_is
     assert!(f.dps.get_config(&owner).await.unwrap().linked_hubs.is_empty(), "nothing was stored");
 }
 
-/// A connector that also issues certificates: it answers the CSR itself, DER-wrapped so the test can see it.
-#[derive(Clone, Default)]
-struct IssuingHubs(FakeHubs);
-
-#[async_trait]
-impl HubConnector for IssuingHubs {
-    fn check_settings(&self, settings: &Map<String, Value>, credentials: Option<&str>) -> Result<(), String> {
-        self.0.check_settings(settings, credentials)
-    }
-    async fn upsert_device(&self, hub: HubTarget<'_>, device: &HubDevice) -> Result<(), HubFailure> {
-        self.0.upsert_device(hub, device).await
-    }
-    async fn apply_twin(&self, hub: HubTarget<'_>, device_id: &str, twin: &HubTwin) -> Result<(), HubFailure> {
-        self.0.apply_twin(hub, device_id, twin).await
-    }
-    async fn read_twin(&self, hub: HubTarget<'_>, device_id: &str) -> Result<Option<HubTwin>, HubFailure> {
-        self.0.read_twin(hub, device_id).await
-    }
-    async fn remove_device(&self, hub: HubTarget<'_>, device_id: &str) -> Result<(), HubFailure> {
-        self.0.remove_device(hub, device_id).await
-    }
-    async fn issue_certificate(
-        &self,
-        hub: HubTarget<'_>,
-        device: &HubDevice,
-        csr: &[u8],
-    ) -> Result<Vec<Vec<u8>>, HubFailure> {
-        self.0.call(format!("issue {} {}", hub.host_name, device.device_id), &hub)?;
-        Ok(vec![[b"issued:".as_slice(), csr].concat()])
-    }
-}
-
 #[tokio::test]
 async fn a_csr_gets_the_device_a_certificate_from_its_hub_and_bad_csrs_are_refused_before_any_hub_call() {
     use base64::Engine as _;
     use dps_attestation::testing::{KeyKind, WEAK_RSA_CSR, csr};
-    let fake = IssuingHubs::default();
-    let mut f = Fixture::new(Vec::new()).await;
-    f.dps = Dps::new(f.store.clone(), Settings::default())
-        .with_hubs(HubConnectors::none().with(HubKind::HttpRegistry, Arc::new(fake.clone())));
-    f.link(vec![connected("hub-a.example.net"), hub("plain.example.net", 1, false, None)]).await;
+    let (f, fake) = fixture(vec![connected("hub-a.example.net"), hub("plain.example.net", 1, false, None)]).await;
     f.enroll(individual("dev-1", json!({}))).await;
     let (key, _) = f.keys("dev-1").await;
     let with_csr = |der: Vec<u8>| {
@@ -386,7 +360,7 @@ async fn a_csr_gets_the_device_a_certificate_from_its_hub_and_bad_csrs_are_refus
     ] {
         let err = f.dps.register(with_csr(der)).await.unwrap_err();
         assert!(matches!(err, dps_core::Error::Invalid(_)), "{what}: {err}");
-        assert!(fake.0.take_calls().is_empty(), "{what}: no hub call");
+        assert!(fake.take_calls().is_empty(), "{what}: no hub call");
         assert!(f.store.device_context(f.scope(), "dev-1").await.unwrap().record.is_none(), "{what}: nothing recorded");
     }
 
@@ -398,7 +372,7 @@ async fn a_csr_gets_the_device_a_certificate_from_its_hub_and_bad_csrs_are_refus
         base64::engine::general_purpose::STANDARD.decode(&chain[0]).unwrap(),
         [b"issued:".as_slice(), &der].concat()
     );
-    assert_eq!(fake.0.take_calls(), ["upsert hub-a.example.net dev-1", "issue hub-a.example.net dev-1"]);
+    assert_eq!(fake.take_calls(), ["upsert hub-a.example.net dev-1", "issue hub-a.example.net dev-1"]);
 
     // A record-only hub issues nothing: the registration fails with the certificate code, not `assigned`.
     f.enroll(individual("dev-2", json!({ "allocationPolicy": "static", "iotHubHostName": "plain.example.net" }))).await;

@@ -15,8 +15,8 @@ use dps_attestation::testing::{KeyKind, csr, self_signed_device};
 use dps_core::hubs::{HubConnector, HubDevice, HubFailureKind, HubTarget, HubTwin};
 use dps_core::model::AttestationType;
 use dps_hubs::aws::{AwsIotCoreConnector, certificate_id};
+use dps_test_support::moto_endpoint;
 use serde_json::{Map, Value, json};
-use support::moto::moto_endpoint;
 use support::record::{Calls, Recording};
 use x509_parser::prelude::{FromDer, X509Certificate};
 

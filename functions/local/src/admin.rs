@@ -45,7 +45,7 @@ pub async fn instance(global: &Global, cmd: InstanceCommand) -> anyhow::Result<(
                     "serviceHostName": i.service_host_name,
                     "connectionString": conn,
                     "allocationPolicy": i.allocation_policy,
-                    "linkedHubs": i.linked_hubs.iter().map(dps_core::service::without_credentials).collect::<Vec<_>>(),
+                    "linkedHubs": i.linked_hubs.iter().map(LinkedHub::without_credentials).collect::<Vec<_>>(),
                 });
                 println!("{}", serde_json::to_string_pretty(&out)?);
             } else if env {

@@ -67,7 +67,7 @@ impl From<&Instance> for InstanceConfig {
             service_host_name: i.service_host_name.clone(),
             allocation_policy: i.allocation_policy,
             custom_allocation_definition: i.custom_allocation_definition.clone(),
-            linked_hubs: i.linked_hubs.iter().map(without_credentials).collect(),
+            linked_hubs: i.linked_hubs.iter().map(LinkedHub::without_credentials).collect(),
             allow_private_webhook_targets: i.allow_private_webhook_targets,
             etag: i.etag.clone(),
         }
@@ -181,7 +181,7 @@ impl Dps {
             .await?;
         let written =
             written.linked_hubs.iter().find(|h| h.host_name.eq_ignore_ascii_case(&host)).expect("just written");
-        Ok(without_credentials(written))
+        Ok(written.without_credentials())
     }
 
     /// Remove one linked hub (devices keep their records; later registrations no longer pick it).
@@ -354,11 +354,6 @@ impl Dps {
         self.cache.forget_instance(caller.scope());
         Ok(written)
     }
-}
-
-/// A linked hub as answers show it: its connector's credentials left out (`credentialsSet` instead).
-pub fn without_credentials(hub: &LinkedHub) -> LinkedHub {
-    LinkedHub { connector: hub.connector.as_ref().map(|c| c.without_credentials()), ..hub.clone() }
 }
 
 fn without_keys(p: &AccessPolicy) -> AccessPolicy {

@@ -13,6 +13,8 @@ pub(crate) struct GroupSet {
     groups: Vec<EnrollmentGroup>,
     /// Per group (same index): its symmetric keys, prepared (empty for other attestation kinds).
     keys: Vec<Vec<GroupKey>>,
+    /// Lower-cased group ID → index (the group on a device's record is found without a scan).
+    by_id: HashMap<String, usize>,
     /// Lower-cased declared prefix → the symmetric-key groups declaring it, in group order.
     by_prefix: HashMap<String, Vec<usize>>,
     /// Lengths of the declared prefixes, longest first (which heads of a registration ID to look up).
@@ -31,6 +33,7 @@ impl Deref for GroupSet {
 impl GroupSet {
     pub(crate) fn new(groups: Vec<EnrollmentGroup>) -> Self {
         let mut keys = Vec::with_capacity(groups.len());
+        let by_id = groups.iter().enumerate().map(|(i, g)| (g.enrollment_group_id.to_ascii_lowercase(), i)).collect();
         let (mut by_prefix, mut undeclared) = (HashMap::<String, Vec<usize>>::new(), Vec::new());
         for (index, group) in groups.iter().enumerate() {
             keys.push(symmetric_keys(group));
@@ -45,7 +48,7 @@ impl GroupSet {
         let mut prefix_lengths: Vec<usize> = by_prefix.keys().map(String::len).collect();
         prefix_lengths.sort_unstable_by(|a, b| b.cmp(a));
         prefix_lengths.dedup();
-        Self { groups, keys, by_prefix, prefix_lengths, undeclared }
+        Self { groups, keys, by_id, by_prefix, prefix_lengths, undeclared }
     }
 
     /// The prepared symmetric keys of the group at `index`.
@@ -55,7 +58,7 @@ impl GroupSet {
 
     /// The index of the group `id` (case-insensitive).
     pub(crate) fn position(&self, id: &str) -> Option<usize> {
-        self.groups.iter().position(|g| g.enrollment_group_id.eq_ignore_ascii_case(id))
+        self.by_id.get(&id.to_ascii_lowercase()).copied()
     }
 
     /// The symmetric-key groups a device `registration_id` may belong to, in the order they are tried: groups

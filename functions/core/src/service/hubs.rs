@@ -44,7 +44,8 @@ fn same(a: &str, b: &str) -> bool {
 impl Dps {
     /// Make the hubs match `record` (decided, not yet written). On a hub failure the record becomes a failed
     /// registration that leaves the device where it was. Returns the hub device this attempt (perhaps) created
-    /// or changed, so that a retried write can still account for it.
+    /// or changed, so that a retried write can still account for it. The caller drops owed removals that name
+    /// the hub the record ends up assigning ([`settle_owed`]).
     pub(super) async fn sync_hubs(
         &self,
         r: &Registration<'_>,
@@ -96,7 +97,6 @@ impl Dps {
                 }
             }
         }
-        settle_owed(record);
         touched.then_some(HubDeviceRef { hub, device_id })
     }
 
@@ -210,7 +210,7 @@ impl Dps {
         };
         let not_configured =
             || HubFailure::new(HubFailureKind::NotConfigured, "the hub's credentials cannot be opened");
-        let secrets = self.secrets.as_ref().ok_or_else(not_configured)?;
+        let secrets = self.secret_box().map_err(|_| not_configured())?;
         secrets.open(sealed).await.map(Some).map_err(|_| not_configured())
     }
 
@@ -239,7 +239,7 @@ impl Dps {
                     .filter(|old| old.kind == link.kind && old.settings == link.settings)
                     .and_then(|old| old.credentials.clone())
                 {
-                    Some(sealed) => (Some(self.open_sealed(&sealed).await?), Some(sealed)),
+                    Some(sealed) => (Some(self.secret_box()?.open(&sealed).await?), Some(sealed)),
                     None => (None, None),
                 },
             };
@@ -255,17 +255,12 @@ impl Dps {
         }
         Ok(())
     }
-}
 
-impl Dps {
+    /// The deployment's secret box (a service API write with credentials needs one).
     fn secret_box(&self) -> Result<&std::sync::Arc<dyn crate::hubs::SecretBox>> {
         self.secrets
             .as_ref()
             .ok_or_else(|| Error::invalid("This deployment cannot store hub credentials (no secret key is configured)"))
-    }
-
-    async fn open_sealed(&self, sealed: &str) -> Result<String> {
-        self.secret_box()?.open(sealed).await
     }
 }
 

@@ -31,7 +31,7 @@ use crate::store::{EnrollmentStore, PageRequest, Store};
 
 pub use bulk::{BulkItemResult, BulkMode, BulkOutcome, MAX_BULK_ITEMS};
 pub use certificates::MAX_CA_CERTIFICATES;
-pub use config::{InstanceConfig, NewInstance, OWNER_POLICY, without_credentials};
+pub use config::{InstanceConfig, NewInstance, OWNER_POLICY};
 pub use device::{RegisterRequest, StatusRequest};
 pub use enrollments::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
 pub use limiter::FailureBudget;

@@ -5,7 +5,7 @@ use super::Dps;
 use super::device::DEVICE_DENIED;
 use super::groups::GroupSet;
 use crate::error::{Error, Result};
-use crate::model::{AnyEnrollment, AttestationType, EnrollmentGroup, EnrollmentSpec, Instance, ProvisioningStatus};
+use crate::model::{AnyEnrollment, AttestationType, EnrollmentSpec, Instance, ProvisioningStatus};
 use crate::sas::{SasToken, derive_device_key};
 use crate::store::DeviceContext;
 
@@ -20,39 +20,33 @@ impl Dps {
         registration_id: &str,
     ) -> Result<AnyEnrollment> {
         let denied = || Error::unauthorized(DEVICE_DENIED);
+        // Groups are loaded only when a group can decide: a device with an individual enrollment costs no group
+        // list read unless that enrollment is disabled.
         if let Some(enrollment) = &context.enrollment {
-            if signed_by_spec_keys(token, &enrollment.spec, None) {
-                return Ok(AnyEnrollment::Individual(enrollment.clone()));
-            }
-            if enrollment.spec.provisioning_status == ProvisioningStatus::Disabled
-                && self.group_that_signed(instance, token, registration_id).await?.is_some()
-            {
-                return Ok(AnyEnrollment::Individual(enrollment.clone()));
-            }
-            return Err(denied());
+            let admitted = signed_by_spec_keys(token, &enrollment.spec, None)
+                || (enrollment.spec.provisioning_status == ProvisioningStatus::Disabled && {
+                    let groups = self.groups(&instance.id_scope).await?;
+                    self.group_that_signed(&groups, token, registration_id).is_some()
+                });
+            return if admitted { Ok(AnyEnrollment::Individual(enrollment.clone())) } else { Err(denied()) };
         }
-        // A device already admitted by a group is checked against that group first.
         let groups = self.groups(&instance.id_scope).await?;
+        // A device already admitted by a group is checked against that group first.
         if let Some(group_id) = context.record.as_ref().and_then(|r| r.enrollment_group_id.as_deref())
             && let Some(index) = groups.position(group_id)
             && signed_by_group(token, &groups, index, registration_id)
         {
             return Ok(AnyEnrollment::Group(groups[index].clone()));
         }
-        self.group_that_signed(instance, token, registration_id).await?.map(AnyEnrollment::Group).ok_or_else(denied)
+        let index = self.group_that_signed(&groups, token, registration_id).ok_or_else(denied)?;
+        Ok(AnyEnrollment::Group(groups[index].clone()))
     }
 
     /// The first group (of those that cover the registration ID, at most `max_groups_tried`) whose derived key
     /// signed the token.
-    async fn group_that_signed(
-        &self,
-        instance: &Instance,
-        token: &SasToken,
-        registration_id: &str,
-    ) -> Result<Option<EnrollmentGroup>> {
-        let groups = self.groups(&instance.id_scope).await?;
+    fn group_that_signed(&self, groups: &GroupSet, token: &SasToken, registration_id: &str) -> Option<usize> {
         let mut tried = groups.symmetric_candidates(registration_id).take(self.settings.max_groups_tried);
-        Ok(tried.find(|&index| signed_by_group(token, &groups, index, registration_id)).map(|i| groups[i].clone()))
+        tried.find(|&index| signed_by_group(token, groups, index, registration_id))
     }
 }
 

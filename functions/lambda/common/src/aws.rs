@@ -17,10 +17,13 @@ use crate::FunctionConfig;
 /// the store's retry and timeout settings) and, when the policy bucket is configured, custom allocation with
 /// WebAssembly modules kept in that bucket and webhooks. Every invocation of the warm function reuses it.
 pub async fn dps(config: &FunctionConfig) -> dps_core::Result<Dps> {
-    let store = config.dynamo.connect().await;
+    // One SDK configuration (credentials chain, region, rustls HTTP client) for every AWS client of the function:
+    // loading it is the slow part of a cold start.
+    let sdk = config.dynamo.sdk_config().await;
+    let store = config.dynamo.store(&sdk);
     // Hubs linked with `connector.kind: awsIotCore` are written with the function's own role (or the role a
-    // hub's `roleArn` names); the template grants the IoT actions the connector makes.
-    let sdk = dps_hubs::aws::environment_config(None).await;
+    // hub's `roleArn` names); the template grants the IoT actions the connector makes. The connector sets its own
+    // retries and timeouts and drops the store's endpoint override.
     let hubs = HubConnectors::none()
         .with(HubKind::AwsIotCore, Arc::new(AwsIotCoreConnector::new(&sdk)))
         .with(HubKind::AzureIotHub, Arc::new(AzureIotHubConnector::new()))
@@ -28,7 +31,7 @@ pub async fn dps(config: &FunctionConfig) -> dps_core::Result<Dps> {
     let mut dps = Dps::new(Arc::new(store), config.settings()).with_hubs(hubs);
     // Hub credentials (Azure connection strings, HTTP registry secrets) are sealed with the template's KMS key;
     // without DPS_SECRETS_KMS_KEY a hub cannot be linked with credentials.
-    if let Some(secrets) = crate::secrets::KmsSecretBox::from_config(config).await {
+    if let Some(secrets) = crate::secrets::KmsSecretBox::from_config(config, &sdk) {
         dps = dps.with_secret_box(Arc::new(secrets));
     }
     let Some(bucket) = &config.policy_bucket else {

@@ -39,25 +39,14 @@ impl KmsSecretBox {
         Self { client, key_id: key_id.into(), opened: Mutex::new(HashMap::new()) }
     }
 
-    /// A box with a client from the function's AWS environment (`endpoint` overrides KMS's, for emulators).
-    pub async fn from_env(key_id: impl Into<String>, endpoint: Option<String>) -> Self {
-        let http = aws_smithy_http_client::Builder::new()
-            .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
-                aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
-            ))
-            .build_https();
-        let shared = aws_config::defaults(aws_config::BehaviorVersion::latest()).http_client(http).load().await;
-        let mut config = aws_sdk_kms::config::Builder::from(&shared);
-        if let Some(url) = endpoint {
-            config = config.endpoint_url(url);
-        }
-        Self::new(Client::from_conf(config.build()), key_id)
-    }
-
-    /// The function's box, when `DPS_SECRETS_KMS_KEY` is set (`DPS_KMS_ENDPOINT` overriding KMS's endpoint).
-    pub async fn from_config(config: &crate::FunctionConfig) -> Option<Self> {
+    /// The function's box, when `DPS_SECRETS_KMS_KEY` is set: a KMS client from the function's shared SDK
+    /// configuration `sdk` (its credentials, region, HTTP client, retries and timeouts), with `DPS_KMS_ENDPOINT`
+    /// as its endpoint when set (an emulator) and never the store's endpoint override.
+    pub fn from_config(config: &crate::FunctionConfig, sdk: &aws_config::SdkConfig) -> Option<Self> {
         let key_id = config.secrets_kms_key.clone()?;
-        Some(Self::from_env(key_id, config.kms_endpoint.clone()).await)
+        let mut kms = aws_sdk_kms::config::Builder::from(sdk);
+        kms.set_endpoint_url(config.kms_endpoint.clone());
+        Some(Self::new(Client::from_conf(kms.build()), key_id))
     }
 }
 

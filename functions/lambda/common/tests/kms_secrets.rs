@@ -1,14 +1,9 @@
-//! KmsSecretBox against moto's KMS (a moto server started for this test binary, as the store's tests start it):
+//! KmsSecretBox against moto's KMS (dps-test-support's moto server, one per test binary):
 //! credentials sealed by one function open in another, the ciphertext reveals nothing, tampering and another
 //! key are refused, and a warm function keeps what it opened.
 
-use std::io::Read;
-use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
 
 use aws_sdk_kms::Client;
 use aws_sdk_kms::config::interceptors::BeforeSerializationInterceptorContextRef;
@@ -16,42 +11,7 @@ use aws_sdk_kms::config::{ConfigBag, Credentials, Intercept, Region};
 use aws_sdk_kms::error::BoxError;
 use dps_core::hubs::SecretBox;
 use dps_lambda::secrets::KmsSecretBox;
-
-/// Kills the server when our end of its stdin closes (the test binary exited, however it exited).
-const WRAPPER: &str =
-    r#""$0" -H 127.0.0.1 -p "$1" >"$2" 2>&1 </dev/null & pid=$!; cat >/dev/null; kill $pid 2>/dev/null; wait $pid"#;
-
-static MOTO: OnceLock<(String, Mutex<(Child, ChildStdin)>)> = OnceLock::new();
-
-fn moto_endpoint() -> String {
-    let (endpoint, _) = MOTO.get_or_init(|| {
-        let script = std::env::var_os("DPS_MOTO_SERVER")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../.venv/bin/moto_server"));
-        let mut head = [0u8; 2];
-        let ok = std::fs::File::open(&script).and_then(|mut f| f.read(&mut head)).is_ok();
-        assert!(ok, "moto is not installed ({} missing): run scripts/setup/moto.sh", script.display());
-        let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).unwrap().port();
-        let log = std::env::temp_dir().join(format!("dps-lambda-moto-{}-{port}.log", std::process::id()));
-        let mut child = Command::new("sh")
-            .args(["-c", WRAPPER])
-            .arg(&script)
-            .arg(port.to_string())
-            .arg(&log)
-            .stdin(Stdio::piped())
-            .spawn()
-            .expect("start moto_server");
-        let stdin = child.stdin.take().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            let output = || std::fs::read_to_string(&log).unwrap_or_default();
-            assert!(Instant::now() < deadline, "moto_server did not start: {}", output());
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        (format!("http://127.0.0.1:{port}"), Mutex::new((child, stdin)))
-    });
-    endpoint.clone()
-}
+use dps_test_support::moto_endpoint;
 
 fn client() -> Client {
     let config = aws_sdk_kms::config::Builder::new()
@@ -59,7 +19,7 @@ fn client() -> Client {
         .region(Region::new("us-east-1"))
         .credentials_provider(Credentials::new("test", "test", None, None, "moto"))
         .endpoint_url(moto_endpoint())
-        .http_client(aws_smithy_http_client::Builder::new().build_http())
+        .http_client(dps_store_dynamodb::http_client())
         .build();
     Client::from_conf(config)
 }

@@ -1,12 +1,7 @@
-//! S3 module storage against moto's S3 server (feature `s3`). Started once per binary on a free port; moto
-//! missing fails the tests with the setup hint (never skipped).
+//! S3 module storage against moto's S3 server (feature `s3`; dps-test-support's moto, once per binary; moto
+//! missing fails the tests with the setup hint, never skipped).
 
-use std::io::Read;
-use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 
 use dps_core::allocator::CustomAllocator;
 use dps_core::policy::PolicyRegistry;
@@ -16,54 +11,8 @@ use dps_policy::{ModuleStorage, PolicyAllocator, PolicySettings};
 
 use crate::support::*;
 
-/// Kills the server when our end of its stdin closes (the test binary exited, however it exited).
-const WRAPPER: &str =
-    r#""$0" -H 127.0.0.1 -p "$1" >"$2" 2>&1 </dev/null & pid=$!; cat >/dev/null; kill $pid 2>/dev/null; wait $pid"#;
-
-struct Moto {
-    endpoint: String,
-    _child: Mutex<(Child, ChildStdin)>,
-}
-
-static MOTO: OnceLock<Moto> = OnceLock::new();
-
-fn moto_server() -> PathBuf {
-    std::env::var_os("DPS_MOTO_SERVER")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/moto_server"))
-}
-
 fn endpoint() -> String {
-    MOTO.get_or_init(|| {
-        let script = moto_server();
-        let mut head = [0u8; 2];
-        let ok = std::fs::File::open(&script).and_then(|mut f| f.read(&mut head)).is_ok();
-        assert!(ok, "moto is not installed ({} missing): run scripts/setup/moto.sh", script.display());
-        let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).unwrap().port();
-        let log = std::env::temp_dir().join(format!("dps-policy-moto-{}-{port}.log", std::process::id()));
-        let mut child = Command::new("sh")
-            .arg("-c")
-            .arg(WRAPPER)
-            .arg(&script)
-            .arg(port.to_string())
-            .arg(&log)
-            .stdin(Stdio::piped())
-            .spawn()
-            .expect("start moto_server");
-        let stdin = child.stdin.take().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "moto_server did not start: {}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        Moto { endpoint: format!("http://127.0.0.1:{port}"), _child: Mutex::new((child, stdin)) }
-    })
-    .endpoint
-    .clone()
+    dps_test_support::moto_endpoint()
 }
 
 async fn storage(bucket: &str) -> Arc<S3Storage> {

@@ -4,7 +4,6 @@
 
 mod dps;
 mod faults;
-mod moto;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -23,8 +22,8 @@ use dps_core::store::EnrollmentStore;
 use dps_store_dynamodb::{DynamoStore, create_table, http_client, retry_config};
 
 pub use dps::DpsEnv;
+pub use dps_test_support::moto_endpoint;
 pub use faults::{Fault, FaultPlan};
-pub use moto::moto_endpoint;
 
 /// Attempts per call in these tests (the production default).
 pub const MAX_ATTEMPTS: u32 = dps_store_dynamodb::config::DEFAULT_MAX_ATTEMPTS;

@@ -1,9 +1,17 @@
-//! One moto server per test binary, started on first use on a free port of 127.0.0.1 and stopped when the
-//! test binary exits (its stdin pipe closes, and the wrapper shell kills the server).
+//! What the workspace's tests share (a dev-dependency of the crates whose tests use it).
 //!
-//! moto's server answers requests on threads without locking its tables, and a cancelled transaction restores
-//! a snapshot of the tables it touched, which can undo writes made meanwhile by other requests. DynamoDB
-//! serialises writes to an item; to keep that, the server is run with one request at a time (`threaded=False`).
+//! [`moto_endpoint`]: one moto server per test binary (DynamoDB, S3, KMS, IoT and IoT data in one), the
+//! `moto_server` that `scripts/setup/moto.sh` installs into the repository's `.venv` (or `DPS_MOTO_SERVER`),
+//! started on first use on a free port of 127.0.0.1 and stopped when the test binary exits (its stdin pipe
+//! closes, and the wrapper shell kills the server). Tests that need it are never skipped: a missing moto fails
+//! them with the setup hint.
+//!
+//! How it runs moto:
+//! - one request at a time (`threaded=False`): moto answers requests on threads without locking its tables, and
+//!   a cancelled DynamoDB transaction restores a snapshot of the tables it touched, which can undo writes made
+//!   meanwhile by other requests; DynamoDB serialises writes to an item, and so does the server run this way;
+//! - with `iot.use_valid_cert`, so that IoT certificate IDs are computed as AWS computes them (SHA-256 of the
+//!   DER) and the connector's certificate IDs are checked against moto's.
 
 use std::io::Read;
 use std::net::{TcpListener, TcpStream};
@@ -12,10 +20,13 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-/// Runs moto's own `main` with its werkzeug server forced to serve one request at a time.
+/// Runs moto's own `main` with its werkzeug server forced to serve one request at a time, and AWS's IoT
+/// certificate IDs.
 const SERIAL_MOTO: &str = r#"
 import sys
 import moto.server as server
+from moto.core.config import default_user_config
+default_user_config["iot"] = {"use_valid_cert": True}
 run_simple = server.run_simple
 def serial(*args, **kwargs):
     kwargs["threaded"] = False
@@ -61,7 +72,7 @@ fn start() -> Moto {
         panic!(
             "moto is not installed: {} is missing or is not a Python entry point.\n\
              Run scripts/setup/moto.sh (installs moto[server] into .venv), or set DPS_MOTO_SERVER to a moto_server \
-             script. The DynamoDB tests need a real DynamoDB API server and are never skipped.",
+             script. The tests that use moto need a real AWS API server and are never skipped.",
             script.display()
         )
     });
