@@ -6,7 +6,7 @@ use super::device::DEVICE_DENIED;
 use super::groups::GroupSet;
 use crate::error::{Error, Result};
 use crate::model::{AnyEnrollment, AttestationType, EnrollmentSpec, Instance, ProvisioningStatus};
-use crate::sas::{SasToken, derive_device_key};
+use crate::sas::SasToken;
 use crate::store::DeviceContext;
 
 impl Dps {
@@ -23,7 +23,7 @@ impl Dps {
         // Groups are loaded only when a group can decide: a device with an individual enrollment costs no group
         // list read unless that enrollment is disabled.
         if let Some(enrollment) = &context.enrollment {
-            let admitted = signed_by_spec_keys(token, &enrollment.spec, None)
+            let admitted = signed_by_spec_keys(token, &enrollment.spec)
                 || (enrollment.spec.provisioning_status == ProvisioningStatus::Disabled && {
                     let groups = self.groups(&instance.id_scope).await?;
                     self.group_that_signed(&groups, token, registration_id).is_some()
@@ -74,17 +74,11 @@ pub(super) fn device_token(
     Ok(token)
 }
 
-/// Whether `token` is signed with the enrollment's symmetric keys (group keys derived for `derive_for`).
-fn signed_by_spec_keys(token: &SasToken, spec: &EnrollmentSpec, derive_for: Option<&str>) -> bool {
+/// Whether `token` is signed with an individual enrollment's own symmetric keys (groups: [`signed_by_group`]).
+fn signed_by_spec_keys(token: &SasToken, spec: &EnrollmentSpec) -> bool {
     let Some(keys) = spec.attestation.symmetric_key.as_ref() else {
         return false;
     };
-    if spec.attestation.kind != AttestationType::SymmetricKey {
-        return false;
-    }
-    let candidates = [keys.primary_key.as_deref(), keys.secondary_key.as_deref()];
-    candidates.into_iter().flatten().any(|key| match derive_for {
-        None => token.signed_with_any([key]),
-        Some(id) => derive_device_key(key, id).is_ok_and(|derived| token.signed_with_any([derived.as_str()])),
-    })
+    spec.attestation.kind == AttestationType::SymmetricKey
+        && token.signed_with_any([keys.primary_key.as_deref(), keys.secondary_key.as_deref()].into_iter().flatten())
 }
