@@ -26,5 +26,5 @@ if [[ ! -x "$venv/bin/python" ]]; then
 fi
 
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip
-"$venv/bin/python" -m pip install --quiet --disable-pip-version-check 'moto[server]==5.2.5'
+"$venv/bin/python" -m pip install --quiet --disable-pip-version-check 'moto[server]==5.2.5' jsonschema
 echo "moto.sh: installed $("$venv/bin/python" -m pip show moto | awk '/^Version/ {print "moto " $2}') into $venv"

@@ -6,6 +6,7 @@ pub mod allocator;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 pub mod error;
+pub mod events;
 pub mod hubs;
 pub mod ids;
 pub mod memory;

@@ -206,7 +206,7 @@ async fn enrollment_writes_check_certificates() {
 
 #[tokio::test]
 async fn verified_ca_certificates_admit_their_groups() {
-    let f = Fixture::new(hubs(1)).await;
+    let (f, events) = Fixture::new(hubs(1)).await.recording();
     let owner = f.owner().await;
     let ca = testing::root("fleet-ca", KeyKind::Rsa2048(0));
     let uploaded = f.dps.put_ca_certificate(&owner, "fleet", &ca.pem).await.unwrap();
@@ -227,6 +227,12 @@ async fn verified_ca_certificates_admit_their_groups() {
     let verified = f.dps.verify_ca_certificate(&owner, "fleet", &proof.pem).await.unwrap();
     assert!(verified.is_verified);
     assert_eq!(verified.verification_code, None);
+    // Verifying again changes nothing: one event, naming the CA and not carrying its certificate.
+    f.dps.verify_ca_certificate(&owner, "fleet", &proof.pem).await.unwrap();
+    let told: Vec<_> = events.take().into_iter().filter(|e| e["type"] == "dps.caCertificate.verified").collect();
+    assert_eq!(told.len(), 1, "{told:?}");
+    assert_eq!(told[0]["subject"], "certificates/fleet");
+    assert_eq!(told[0]["data"]["sha256Thumbprint"], json!(verified.info.sha256_thumbprint));
 
     let record = register(&f, "dev-1", &[&leaf]).await.unwrap();
     assert_eq!(record.status, RegistrationStatus::Assigned);

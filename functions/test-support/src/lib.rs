@@ -99,3 +99,44 @@ fn start() -> Moto {
     }
     Moto { endpoint: format!("http://127.0.0.1:{port}"), _child: Mutex::new((child, stdin)) }
 }
+
+/// Fail unless every one of `documents` (JSON texts) is valid against the JSON Schema (draft 2020-12, formats
+/// checked) at `schema`, as judged by the `jsonschema` package in the same Python as moto (scripts/setup/moto.sh
+/// installs both). Documentation schemas are checked against what the code emits this way.
+pub fn assert_valid_json(schema: &std::path::Path, documents: &[String]) {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    const CHECK: &str = r#"
+import json, sys
+from jsonschema import Draft202012Validator as V
+v = V(json.load(open(sys.argv[1])), format_checker=V.FORMAT_CHECKER)
+bad = 0
+for n, line in enumerate(sys.stdin, 1):
+    for e in v.iter_errors(json.loads(line)):
+        bad += 1
+        print(f"document {n}: {e.json_path}: {e.message}")
+sys.exit(1 if bad else 0)
+"#;
+    let script = moto_server_path();
+    let python = interpreter(&script)
+        .unwrap_or_else(|| panic!("no Python with jsonschema: run scripts/setup/moto.sh ({} missing)", script.display()));
+    let mut child = Command::new(&python)
+        .args(["-c", CHECK])
+        .arg(schema)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{}: {e}", python.display()));
+    let mut stdin = child.stdin.take().expect("stdin");
+    for doc in documents {
+        writeln!(stdin, "{}", doc.replace('\n', " ")).expect("write to the schema check");
+    }
+    drop(stdin);
+    let out = child.wait_with_output().expect("schema check");
+    assert!(
+        out.status.success(),
+        "documents do not match {}:\n{}",
+        schema.display(),
+        String::from_utf8_lossy(&out.stdout)
+    );
+}

@@ -7,6 +7,7 @@ use dps_attestation::x509::{Certificate, Chain};
 
 use super::{Caller, Dps, now};
 use crate::error::{Error, Result};
+use crate::events::Event;
 use crate::ids::{printable, validate_name};
 use crate::model::{AttestationType, CaCertificate, Right};
 
@@ -81,6 +82,7 @@ impl Dps {
     pub async fn verify_ca_certificate(&self, caller: &Caller, name: &str, proof: &str) -> Result<CaCertificate> {
         caller.require(Right::ServiceConfig)?;
         let proof = Certificate::from_text(proof).map_err(|e| Error::invalid(format!("certificate: {e}")))?;
+        let mut verified_now = false;
         let written = self
             .change_instance(caller, None, |i| {
                 let ca = i.ca_certificates.iter_mut().find(|c| c.name.eq_ignore_ascii_case(name));
@@ -98,12 +100,17 @@ impl Dps {
                     .verify_to(&anchor, now())
                     .map_err(|e| Error::invalid(format!("The certificate is not signed by this CA: {e}")))?;
                 ca.is_verified = true;
+                verified_now = true;
                 ca.verification_code = None;
                 ca.last_updated_date_time_utc = now();
                 Ok(())
             })
             .await?;
-        find(&written.ca_certificates, name).cloned().ok_or_else(|| not_found(name))
+        let ca = find(&written.ca_certificates, name).cloned().ok_or_else(|| not_found(name))?;
+        if verified_now {
+            self.emit(|| Event::ca_verified(caller.scope(), &ca)).await;
+        }
+        Ok(ca)
     }
 
     /// Delete a CA certificate. Refused (409, naming them) while enrollment groups reference it.

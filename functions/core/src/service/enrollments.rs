@@ -3,6 +3,7 @@
 
 use super::{Caller, Dps, now};
 use crate::error::{Error, Result};
+use crate::events::Event;
 use crate::ids::{printable, validate_id};
 use crate::model::{AttestationMechanism, Enrollment, EnrollmentKind, Instance, Right};
 use crate::store::{EnrollmentStore, Page, PageRequest, Precondition};
@@ -104,7 +105,9 @@ impl Dps {
         if_match: Option<&str>,
     ) -> Result<()> {
         validate_id(E::KIND.id_name(), id)?;
-        self.store.remove::<E>(caller.scope(), id, Precondition::if_match(if_match)).await
+        self.store.remove::<E>(caller.scope(), id, Precondition::if_match(if_match)).await?;
+        self.emit(|| Event::enrollment_deleted::<E>(caller.scope(), id)).await;
+        Ok(())
     }
 
     /// Validate and write one enrollment. `precondition` None = upsert, which still writes conditionally on
@@ -164,7 +167,10 @@ impl Dps {
                 None => Precondition::NotExists,
             };
             match self.store.save(scope, candidate, guard).await {
-                Ok(written) => return Ok(written),
+                Ok(written) => {
+                    self.emit(|| Event::enrollment_written(scope, &written, existing.is_none())).await;
+                    return Ok(written);
+                }
                 Err(Error::Conflict(_) | Error::PreconditionFailed(_) | Error::NotFound(_))
                     if precondition.is_none() =>
                 {

@@ -25,6 +25,7 @@ use time::OffsetDateTime;
 
 use crate::allocator::CustomAllocator;
 use crate::error::{Error, Result};
+use crate::events::{Event, EventSink};
 use crate::model::{EnrollmentGroup, Instance, OperationKind, Right};
 use crate::sas::SasToken;
 use crate::store::{EnrollmentStore, PageRequest, Store};
@@ -99,6 +100,7 @@ pub struct Dps {
     failures: Arc<limiter::FailureLimiter>,
     hubs: Arc<crate::hubs::HubConnectors>,
     secrets: Option<Arc<dyn crate::hubs::SecretBox>>,
+    events: Option<Arc<dyn EventSink>>,
 }
 
 /// An authenticated service API caller.
@@ -144,6 +146,7 @@ impl Dps {
             failures,
             hubs: Arc::new(crate::hubs::HubConnectors::none()),
             secrets: None,
+            events: None,
         }
     }
 
@@ -157,6 +160,22 @@ impl Dps {
     pub fn with_secret_box(mut self, secrets: Arc<dyn crate::hubs::SecretBox>) -> Self {
         self.secrets = Some(secrets);
         self
+    }
+
+    /// Tell this sink about every durable change (docs/events.md); without, no events are made.
+    pub fn with_events(mut self, sink: Arc<dyn EventSink>) -> Self {
+        self.events = Some(sink);
+        self
+    }
+
+    /// Hand the event of a change that has committed to the sink, if there is one (`event` is built only
+    /// then). A sink failure is logged: the change stands and the caller's answer does not change.
+    pub(super) async fn emit(&self, event: impl FnOnce() -> Event) {
+        let Some(sink) = &self.events else { return };
+        let event = event();
+        if let Err(err) = sink.publish(std::slice::from_ref(&event)).await {
+            tracing::warn!(event_id = %event.id, event_type = event.event_type.name(), "event not delivered: {err}");
+        }
     }
 
     /// Enable the `custom` policy with this allocator.

@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 use super::{Caller, Dps};
 use crate::allocator::AllocationRequest;
 use crate::error::{Error, Result};
+use crate::events::Event;
 use crate::ids::{printable, validate_name};
 use crate::model::{OperationKind, Right};
 use crate::policy::{DryRun, PolicyInfo, PolicyRegistry};
@@ -31,6 +32,7 @@ impl Dps {
         validate_name("policy name", name)?;
         let info = registry.upload(&caller.instance, name, module).await?;
         self.meter(caller.scope(), OperationKind::ServiceOperation).await;
+        self.emit(|| Event::policy_uploaded(caller.scope(), &info)).await;
         Ok(info)
     }
 
@@ -58,6 +60,7 @@ impl Dps {
             return Err(no_policy(name));
         }
         self.meter(caller.scope(), OperationKind::ServiceOperation).await;
+        self.emit(|| Event::policy_deleted(caller.scope(), name)).await;
         Ok(())
     }
 

@@ -6,6 +6,7 @@ use super::hubs::{owe, settle_owed};
 use super::tpm::{DeviceTpm, enrolled};
 use super::{Dps, today};
 use crate::error::{Error, Result};
+use crate::events::Event;
 use crate::model::{
     AnyEnrollment, AttestationType, HubDeviceRef, Instance, OperationCount, OperationKind, RegistrationRecord,
     TpmRegistrationResult,
@@ -83,7 +84,10 @@ impl Dps {
                         error_code = written.error_code.unwrap_or(0),
                         "registration"
                     );
-                    return Ok(self.settle_hub_removals(instance, written).await);
+                    let written = self.settle_hub_removals(instance, written).await;
+                    let previous_hub = previous.as_ref().and_then(|p| p.assigned_hub.as_deref());
+                    self.emit(|| Event::registration_written(&instance.id_scope, &written, previous_hub)).await;
+                    return Ok(written);
                 }
                 // A concurrent registration of the same device won: read its record and decide again (the hub
                 // calls are idempotent, so making them again is harmless).

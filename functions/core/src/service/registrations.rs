@@ -3,6 +3,7 @@
 use super::enrollments::bounded;
 use super::{Caller, Dps};
 use crate::error::{Error, Result};
+use crate::events::Event;
 use crate::ids::validate_id;
 use crate::model::{EnrollmentKind, RegistrationRecord, Right};
 use crate::store::{Page, PageRequest, Precondition};
@@ -26,7 +27,9 @@ impl Dps {
         caller.require(Right::RegistrationStatusWrite)?;
         self.metered(caller, async {
             validate_id(EnrollmentKind::Individual.id_name(), id)?;
-            self.store.delete_registration(caller.scope(), id, Precondition::if_match(if_match)).await
+            self.store.delete_registration(caller.scope(), id, Precondition::if_match(if_match)).await?;
+            self.emit(|| Event::registration_deleted(caller.scope(), id)).await;
+            Ok(())
         })
         .await
     }

@@ -203,3 +203,36 @@ fn merge(mut base: Value, extra: Value) -> Value {
 pub fn random_key() -> String {
     sas::generate_key()
 }
+
+/// An event sink that keeps every event it is given, as the JSON a sink would deliver.
+#[derive(Clone, Default)]
+pub struct Recorded(Arc<std::sync::Mutex<Vec<Value>>>);
+
+impl Recorded {
+    /// The events since the last call, oldest first.
+    pub fn take(&self) -> Vec<Value> {
+        std::mem::take(&mut self.0.lock().unwrap())
+    }
+    /// The `type` of each event since the last call.
+    pub fn take_types(&self) -> Vec<String> {
+        self.take().iter().map(|e| e["type"].as_str().unwrap().to_string()).collect()
+    }
+}
+
+#[async_trait::async_trait]
+impl dps_core::events::EventSink for Recorded {
+    async fn publish(&self, events: &[dps_core::events::Event]) -> Result<()> {
+        let mut kept = self.0.lock().unwrap();
+        kept.extend(events.iter().map(|e| serde_json::to_value(e).unwrap()));
+        Ok(())
+    }
+}
+
+impl Fixture {
+    /// The same fixture, with its service telling `Recorded` about every change.
+    pub fn recording(mut self) -> (Self, Recorded) {
+        let sink = Recorded::default();
+        self.dps = self.dps.clone().with_events(Arc::new(sink.clone()));
+        (self, sink)
+    }
+}
