@@ -181,8 +181,11 @@ impl Event {
             (EnrollmentKind::Group, false) => EventType::GroupUpdated,
         };
         let spec = enrollment.spec();
-        let data = EnrollmentData::of::<E>(enrollment.id())
-            .with_state(spec.attestation.kind, spec.provisioning_status, spec.etag.as_deref());
+        let data = EnrollmentData::of::<E>(enrollment.id()).with_state(
+            spec.attestation.kind,
+            spec.provisioning_status,
+            spec.etag.as_deref(),
+        );
         Self::new(event_type, id_scope, subject::<E>(enrollment.id()), data)
     }
 

@@ -76,10 +76,8 @@ async fn bulk_operations_tell_each_item_that_changed() {
     let owner = f.owner().await;
     f.enroll(individual("taken", json!({}))).await;
     events.take();
-    let items: Vec<IndividualEnrollment> = ["a", "taken", "b"]
-        .iter()
-        .map(|id| serde_json::from_value(individual(id, json!({}))).unwrap())
-        .collect();
+    let items: Vec<IndividualEnrollment> =
+        ["a", "taken", "b"].iter().map(|id| serde_json::from_value(individual(id, json!({}))).unwrap()).collect();
     let outcome = f.dps.bulk_enrollments(&owner, BulkMode::Create, items).await.unwrap();
     assert_eq!(outcome.errors.len(), 1, "'taken' exists");
     let got = events.take();
@@ -107,8 +105,7 @@ async fn registrations_tell_assigned_reassigned_failed_and_deleted() {
 
     let got: Vec<Value> = events.take().into_iter().filter(|e| e["subject"] == "registrations/dev-1").collect();
     let types: Vec<&str> = got.iter().map(|e| e["type"].as_str().unwrap()).collect();
-    let mut expected =
-        vec!["dps.registration.assigned", "dps.registration.assigned", "dps.registration.reassigned"];
+    let mut expected = vec!["dps.registration.assigned", "dps.registration.assigned", "dps.registration.reassigned"];
     // A disabled enrollment's device is answered `disabled` with a record (as Azure does) or refused outright;
     // a record written is a failed registration for the consumer.
     if let Ok(record) = &disabled {

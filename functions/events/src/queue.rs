@@ -117,7 +117,9 @@ impl EventSink for Queue {
         }
         if dropped > 0 {
             self.counters.dropped.fetch_add(dropped, Ordering::Relaxed);
-            return Err(Error::Unavailable(format!("{dropped} event deliveries dropped: the event queue is full or closed")));
+            return Err(Error::Unavailable(format!(
+                "{dropped} event deliveries dropped: the event queue is full or closed"
+            )));
         }
         Ok(())
     }

@@ -56,7 +56,11 @@ impl Webhook {
                 Ok(answer) if answer.status().is_success() => return Ok(()),
                 // The endpoint refuses this event: retrying would not help.
                 Ok(answer) if answer.status().is_client_error() && !retryable(answer.status()) => {
-                    return Err(Error::invalid(format!("events webhook refused event {}: {}", event.id, answer.status())));
+                    return Err(Error::invalid(format!(
+                        "events webhook refused event {}: {}",
+                        event.id,
+                        answer.status()
+                    )));
                 }
                 Ok(answer) => last = format!("HTTP {}", answer.status()),
                 Err(err) => last = without_url(&err),
@@ -66,7 +70,10 @@ impl Webhook {
                 wait *= 2;
             }
         }
-        Err(Error::Unavailable(format!("events webhook: event {} not delivered after {ATTEMPTS} tries: {last}", event.id)))
+        Err(Error::Unavailable(format!(
+            "events webhook: event {} not delivered after {ATTEMPTS} tries: {last}",
+            event.id
+        )))
     }
 }
 

@@ -146,6 +146,8 @@ pub struct ServeArgs {
     pub azure_hub_endpoint: Option<String>,
     #[command(flatten)]
     pub mqtt: Box<crate::mqtt::MqttArgs>,
+    #[command(flatten)]
+    pub events: Box<crate::events::EventsArgs>,
 }
 
 /// A whole number of seconds, at least 1 (a zero timeout would close every connection at once).

@@ -6,6 +6,7 @@
 mod admin;
 mod cli;
 mod conn;
+mod events;
 mod hubs;
 mod mqtt;
 mod serve;

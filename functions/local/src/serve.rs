@@ -91,9 +91,13 @@ pub async fn run(global: &Global, args: ServeArgs) -> anyhow::Result<()> {
         failed_attestations_per_scope: budget(args.failed_attestations_per_scope, 5),
         tpm_challenge_ttl: Duration::from_secs(args.tpm_challenge_ttl),
     };
-    let dps = store::open(&global.data_dir, settings, args.allow_private_webhook_targets)?
+    let mut dps = store::open(&global.data_dir, settings, args.allow_private_webhook_targets)?
         .with_hubs(crate::hubs::connectors(args.aws_hubs, args.azure_hub_endpoint.as_deref()).await)
         .with_secret_box(Arc::new(crate::hubs::secret_box(&global.data_dir)?));
+    let events = args.events.queue().await?;
+    if let Some(queue) = &events {
+        dps = dps.with_events(queue.clone());
+    }
     let instances = store::ensure_default_instance(&dps, &global.service_host_name).await?;
 
     let files = match (&args.tls_cert, &args.tls_key) {
@@ -145,6 +149,7 @@ pub async fn run(global: &Global, args: ServeArgs) -> anyhow::Result<()> {
     let _ = stop_tx.send(true);
     while tasks.join_next().await.is_some() {}
     drop(dps);
+    crate::events::drain(events, grace).await;
     tracing::info!("stopped");
     Ok(())
 }

@@ -118,8 +118,9 @@ for n, line in enumerate(sys.stdin, 1):
 sys.exit(1 if bad else 0)
 "#;
     let script = moto_server_path();
-    let python = interpreter(&script)
-        .unwrap_or_else(|| panic!("no Python with jsonschema: run scripts/setup/moto.sh ({} missing)", script.display()));
+    let python = interpreter(&script).unwrap_or_else(|| {
+        panic!("no Python with jsonschema: run scripts/setup/moto.sh ({} missing)", script.display())
+    });
     let mut child = Command::new(&python)
         .args(["-c", CHECK])
         .arg(schema)
