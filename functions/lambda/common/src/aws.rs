@@ -34,6 +34,10 @@ pub async fn dps(config: &FunctionConfig) -> dps_core::Result<Dps> {
     if let Some(secrets) = crate::secrets::KmsSecretBox::from_config(config, &sdk) {
         dps = dps.with_secret_box(Arc::new(secrets));
     }
+    // Lifecycle events go to the template's EventBridge bus when DPS_EVENT_BUS is set.
+    if let Some(events) = crate::events::EventBridgeSink::from_config(config, &sdk) {
+        dps = dps.with_events(Arc::new(events));
+    }
     let Some(bucket) = &config.policy_bucket else {
         return Ok(dps);
     };

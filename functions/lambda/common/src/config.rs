@@ -65,6 +65,10 @@ pub mod vars {
     pub const SECRETS_KMS_KEY: &str = "DPS_SECRETS_KMS_KEY";
     /// KMS endpoint override for local runs (moto); never set on AWS.
     pub const KMS_ENDPOINT: &str = "DPS_KMS_ENDPOINT";
+    /// EventBridge bus (name or ARN) lifecycle events are put on; without it no events are sent.
+    pub const EVENT_BUS: &str = "DPS_EVENT_BUS";
+    /// EventBridge endpoint override for local runs (moto); never set on AWS.
+    pub const EVENTS_ENDPOINT: &str = "DPS_EVENTS_ENDPOINT";
     /// Region of the AWS clients; the Lambda service sets it.
     pub const AWS_REGION: &str = "AWS_REGION";
 }
@@ -90,6 +94,10 @@ pub struct FunctionConfig {
     pub secrets_kms_key: Option<String>,
     /// KMS endpoint override (local runs only).
     pub kms_endpoint: Option<String>,
+    /// EventBridge bus for lifecycle events (`events::EventBridgeSink`).
+    pub event_bus: Option<String>,
+    /// EventBridge endpoint override (local runs only).
+    pub events_endpoint: Option<String>,
 }
 
 /// A configuration value that is missing or malformed.
@@ -170,6 +178,8 @@ impl FunctionConfig {
             client_certificates,
             secrets_kms_key: get(vars::SECRETS_KMS_KEY),
             kms_endpoint: get(vars::KMS_ENDPOINT),
+            event_bus: get(vars::EVENT_BUS),
+            events_endpoint: get(vars::EVENTS_ENDPOINT),
         })
     }
 

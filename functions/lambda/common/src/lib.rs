@@ -5,6 +5,7 @@
 pub mod aws;
 pub mod certs;
 pub mod config;
+pub mod events;
 pub mod logging;
 pub mod secrets;
 
