@@ -3,8 +3,8 @@
 exactly the actions its code path calls (docs/dynamodb.md lists the calls), the device role only on the
 partitions that path touches, nothing is granted on `*` (but the IoT actions IAM has no resource type for), the
 AWS IoT Core hub connector's calls (docs/hub-aws-iot-core.md) on this account's things, thing groups and
-certificates, roles assumed only as the HubRoleArnPattern parameter allows, and the table and bucket keep their
-protections. Run with the venv's python (it uses cfn-lint's template decoder)."""
+certificates, roles assumed only as the HubRoleArnPattern parameter allows, lifecycle events put only on the
+stack's event bus, and the table and bucket keep their protections. Run with the venv's python (it uses cfn-lint's template decoder)."""
 
 import re
 import sys
@@ -73,8 +73,11 @@ def as_list(value):
 
 
 def raw_statements(role):
-    """Every statement; one under `Fn::If` as it is when its condition holds (the grant at its widest)."""
+    """Every statement; a policy or statement under `Fn::If` as it is when its condition holds (the grant at its
+    widest)."""
     for policy in role["Properties"]["Policies"]:
+        if set(policy) == {"Fn::If"}:
+            _, policy, _ = policy["Fn::If"]
         for statement in policy["PolicyDocument"]["Statement"]:
             if set(statement) == {"Fn::If"}:
                 _, statement, _ = statement["Fn::If"]
@@ -177,7 +180,8 @@ def main():
         check(allowed is None or subs <= allowed, f"device role: {sorted(iot)} on {sorted(map(str, subs))}")
     assume = [(r, s) for s in raw_statements(device) if "sts:AssumeRole" in as_list(s["Action"]) for r in as_list(s["Resource"])]
     check(all(r == {"Ref": "HubRoleArnPattern"} for r, _ in assume), f"device role: sts:AssumeRole on {assume}")
-    statements_if = [st for p in device["Properties"]["Policies"] for st in p["PolicyDocument"]["Statement"] if "Fn::If" in st]
+    documents = [p for p in device["Properties"]["Policies"] if "PolicyDocument" in p]
+    statements_if = [st for p in documents for st in p["PolicyDocument"]["Statement"] if "Fn::If" in st]
     check(all(st["Fn::If"][0] == "HasHubRoles" for st in statements_if), "device role: AssumeRole only when HubRoleArnPattern is set")
     check(grants(service, "sts:") == set(), "service role assumes no roles")
     check(grants(service, "dynamodb:") == SERVICE_TABLE, f"service table actions: {sorted(grants(service, 'dynamodb:'))}")
@@ -217,6 +221,18 @@ def main():
     key = res["HubSecretsKey"]
     check(key["Properties"].get("EnableKeyRotation") is True, "hub secrets key: rotation")
     check(key.get("DeletionPolicy") == "Retain", "hub secrets key: retained on stack deletion")
+
+    # Lifecycle events (functions/lambda/common/src/events.rs): PutEvents, only on the stack's bus (the one it
+    # creates, or the one EventBusName names), never on every bus.
+    bus = {"Fn::If": ["CreateEventBus", {"Fn::GetAtt": ["EventBus", "Arn"]},
+                      {"Fn::Sub": "arn:${AWS::Partition}:events:${AWS::Region}:${AWS::AccountId}:event-bus/${EventBusName}"}]}
+    for name, role in (("device", device), ("service", service)):
+        check(grants(role, "events:") == {"events:PutEvents"}, f"{name} events actions: {sorted(grants(role, 'events:'))}")
+        for statement in raw_statements(role):
+            if any(a.startswith("events:") for a in as_list(statement["Action"])):
+                check(as_list(statement["Resource"]) == [bus], f"{name} role: events:PutEvents only on the stack's bus")
+    check(env.get("DPS_EVENT_BUS") == {"Fn::If": ["SendsEvents", {"Fn::If": ["CreateEventBus", {"Ref": "EventBus"},
+          {"Ref": "EventBusName"}]}, ""]}, "both functions: DPS_EVENT_BUS is the stack's bus")
 
     if failures:
         print("iam_check: FAILED\n  " + "\n  ".join(failures))
