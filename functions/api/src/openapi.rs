@@ -84,13 +84,14 @@ mod tests {
         let missing: Vec<_> = documented.difference(&routed).collect();
         assert!(undocumented.is_empty(), "routed but not in docs/openapi.json: {undocumented:?}");
         assert!(missing.is_empty(), "in docs/openapi.json but not routed: {missing:?}");
-        for known in [("put", "/enrollments/{}"), ("post", "/enrollmentGroups/{}/attestationmechanism"), ("get", PATH)] {
+        for known in [("put", "/enrollments/{}"), ("post", "/enrollmentGroups/{}/attestationmechanism"), ("get", PATH)]
+        {
             assert!(routed.contains(&(known.0.to_string(), known.1.to_string())), "{known:?} is in the table");
         }
     }
 
     #[test]
-    fn the_documented_api_versions_are_the_accepted_ones() {
+    fn the_documented_versions_are_the_services() {
         let doc = document();
         let listed: Vec<&str> = doc["components"]["schemas"]["ApiVersion"]["enum"]
             .as_array()
@@ -99,6 +100,7 @@ mod tests {
             .filter_map(Value::as_str)
             .collect();
         assert_eq!(listed, crate::API_VERSIONS);
+        assert_eq!(doc["info"]["version"], env!("CARGO_PKG_VERSION"), "the document is versioned with the service");
     }
 
     /// Every `$ref` points at something; every operation has an ID (unique), responses, and declares each path
@@ -202,7 +204,8 @@ mod tests {
                 let items = request.items_of(kind);
                 let parsed = match kind {
                     dps_core::model::EnrollmentKind::Individual => {
-                        crate::service::bulk_items::<IndividualEnrollment>(mode, items, kind.collection()).map(|v| v.len())
+                        crate::service::bulk_items::<IndividualEnrollment>(mode, items, kind.collection())
+                            .map(|v| v.len())
                     }
                     dps_core::model::EnrollmentKind::Group => {
                         crate::service::bulk_items::<EnrollmentGroup>(mode, items, kind.collection()).map(|v| v.len())

@@ -21,11 +21,8 @@ impl Samples {
     async fn send(&mut self, h: &Harness, call: Call) -> Answer {
         let (method, uri) = (call.method.to_string(), call.uri.clone());
         let got = h.send(call).await;
-        let headers: serde_json::Map<String, Value> = got
-            .headers
-            .iter()
-            .map(|(k, v)| (k.as_str().to_string(), json!(v.to_str().unwrap_or_default())))
-            .collect();
+        let headers: serde_json::Map<String, Value> =
+            got.headers.iter().map(|(k, v)| (k.as_str().to_string(), json!(v.to_str().unwrap_or_default()))).collect();
         self.0.push(json!({
             "method": method, "uri": uri, "status": got.status.as_u16(), "headers": headers,
             "body": got.body.clone(),
@@ -103,7 +100,10 @@ async fn real_answers_match_the_documented_responses() {
     got.assert_ok(200);
     assert_eq!(got.body["isSuccessful"], false, "dev-1 exists: {}", got.body);
     let page = s
-        .send(&h, call(Method::POST, "/enrollments/query").header("x-ms-max-item-count", "1").json(&json!({"query": "*"})))
+        .send(
+            &h,
+            call(Method::POST, "/enrollments/query").header("x-ms-max-item-count", "1").json(&json!({"query": "*"})),
+        )
         .await;
     page.assert_ok(200);
     let next = page.header("x-ms-continuation").expect("a second page").to_string();
@@ -173,8 +173,9 @@ async fn real_answers_match_the_documented_responses() {
     s.send(&h, Call::new(Method::GET, "/config").header("host", a.host.clone())).await.assert_error(401, 401002);
 
     // WebAssembly policies.
-    let module = wat::parse_file(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../policies/fixtures/first-hub.wat"))
-        .expect("the first-hub fixture assembles");
+    let module =
+        wat::parse_file(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../policies/fixtures/first-hub.wat"))
+            .expect("the first-hub fixture assembles");
     s.send(&h, call(Method::PUT, "/policies/first").raw(module, "application/wasm")).await.assert_ok(200);
     s.send(&h, call(Method::GET, "/policies")).await.assert_ok(200);
     s.send(&h, call(Method::GET, "/policies/first")).await.assert_ok(200);
