@@ -63,6 +63,8 @@ fn check(samples: Option<&Samples>) -> String {
 async fn the_document_is_served_without_credentials_on_both_routers() {
     let h = Harness::new().await;
     let service = dps_api::service_router(h.dps.clone());
+    let file = std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docs/openapi.json"));
+    assert_eq!(dps_api::OPENAPI_JSON, file.unwrap(), "the binary serves docs/openapi.json as it is");
     for (router, path) in [(&h.app, "/openapi.json"), (&service, "/openapi.json"), (&service, "/OpenAPI.json/")] {
         let got = Call::new(Method::GET, path).header("host", "unknown.dps.test").send(router).await;
         got.assert_ok(200);
