@@ -154,7 +154,9 @@ def main(argv):
             checker.check_sample(sample, reached)
         documented = {(m, p) for p, item in doc["paths"].items() for m in METHODS if m in item}
         for method, path in sorted(documented - reached):
-            checker.problems.append(f"no sample reached {method.upper()} {path}")
+            checker.problems.append(
+                f"no sample reached {method.upper()} {path} (add a call to functions/api/tests/api/openapi.rs)"
+            )
         print(f"openapi_check: {len(samples)} answers checked, {len(reached)} of {len(documented)} operations reached")
     for problem in checker.problems:
         print(problem)
