@@ -9,8 +9,9 @@
    (literal segments in any case, as the router normalises them); its status must be documented (or fall to
    `default`), its required headers present, and its body valid against the documented schema. For this check
    object schemas are closed (`unevaluatedProperties: false` where the schema does not say otherwise), so a
-   field the service sends but the document does not name fails it. Operations no sample reached are listed,
-   and fail the check.
+   field the service sends but the document does not name fails it. A 405 on a documented path (a method it
+   does not have) must be the error body with `Allow`. Operations no sample reached are listed, and fail the
+   check.
 
 Exit status 0 when everything holds; otherwise every problem is printed and the status is 1.
 """
@@ -84,7 +85,7 @@ class Checker:
         segments = [s for s in path.split("/") if s]
         best = None
         for template, item in self.doc["paths"].items():
-            if method not in item:
+            if method is not None and method not in item:
                 continue
             parts = [s for s in template.split("/") if s]
             if len(parts) != len(segments):
@@ -105,6 +106,14 @@ class Checker:
         path = urlsplit(sample["uri"]).path
         what = f"{sample['method']} {sample['uri']} -> {sample['status']}"
         template = self.match(method, path)
+        if template is None and sample["status"] == 405 and self.match(None, path):
+            # A documented path, an undocumented method: the error table's 405 with `Allow`.
+            if "allow" not in {k.lower() for k in sample["headers"]}:
+                self.problems.append(f"{what}: a 405 without Allow")
+            for e in self.errors(pointer("components", "responses", "Error", "content", "application/json", "schema"),
+                                 sample.get("body")):
+                self.problems.append(f"{what}: {e}")
+            return
         if template is None:
             self.problems.append(f"{what}: no documented operation")
             return

@@ -168,6 +168,13 @@ async fn the_document_is_valid_openapi_3_1_and_real_answers_match_it() {
     s.send(&h, call(Method::GET, "/config/operations")).await.assert_ok(200);
     s.send(&h, call(Method::GET, "/config/webhookSigningKey")).await.assert_ok(200);
     s.send(&h, Call::new(Method::GET, "/config").header("host", a.host.clone())).await.assert_error(401, 401002);
+    s.send(&h, call(Method::POST, "/config")).await.assert_error(405, 405001);
+    s.send(&h, call(Method::DELETE, "/config/authorizationPolicies/provisioningserviceowner"))
+        .await
+        .assert_error(409, 409001);
+    let huge =
+        json!({ "registrationId": "dev-3", "attestation": { "type": "symmetricKey" }, "pad": "x".repeat(100_000) });
+    s.send(&h, call(Method::PUT, "/enrollments/dev-3").json(&huge)).await.assert_error(413, 413001);
 
     // WebAssembly policies.
     let module =
