@@ -113,6 +113,25 @@ test('service API: the owner connection string from dps-admin is accepted, a wro
   assert.ok(bad.json.trackingId, bad.text);
 });
 
+test('the service function serves its OpenAPI document without credentials', async () => {
+  // No Authorization header, no api-version (the `service` helper sends both).
+  const res = await new Promise((resolve, reject) => {
+    const options = { host: SERVICE_URL.hostname, port: SERVICE_URL.port, path: '/openapi.json', headers: { Host: SERVICE_HOST } };
+    http.get(options, (r) => {
+      let text = '';
+      r.setEncoding('utf8');
+      r.on('data', (c) => (text += c));
+      r.on('end', () => resolve({ status: r.statusCode, headers: r.headers, text }));
+    }).on('error', reject);
+  });
+  assert.equal(res.status, 200, res.text);
+  assert.match(res.headers['content-type'], /^application\/json/);
+  const doc = JSON.parse(res.text);
+  assert.equal(doc.openapi, '3.1.0');
+  assert.ok(doc.paths['/enrollments/{registrationId}'].put, 'Azure routes are documented');
+  assert.ok(doc.paths['/policies/{name}/dryRun'].post, 'our extensions are documented');
+});
+
 test('individual symmetric-key enrollment: the Azure SDK device registers through the device function', async () => {
   const registrationId = `lambda-dev-${suffix}`;
   const primaryKey = newKey();

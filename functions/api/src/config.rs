@@ -1,12 +1,10 @@
 //! Our extension of the service API: instance configuration under `/config` (ServiceConfig right).
 //! Documented in docs/service-api-extensions.md. `api-version` is optional here, checked when sent.
 
-use axum::Router;
 use axum::extract::{Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use dps_core::Dps;
 use dps_core::model::{AccessPolicy, LinkedHub, Right};
 use dps_core::service::InstanceConfig;
@@ -14,20 +12,28 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::ApiError;
 use crate::extract::{Authed, JsonBody, OptionalApiVersion, Segments, if_match, json, query_param};
+use crate::routes::RouteTable;
 
 /// The /config route table (state supplied by the service router).
-pub(crate) fn routes() -> Router<Dps> {
-    Router::new()
-        .route("/config", get(get_config).put(put_config))
-        .route("/config/linkedHubs", get(list_linked_hubs))
-        .route("/config/linkedHubs/{host_name}", get(get_linked_hub).put(put_linked_hub).delete(delete_linked_hub))
-        .route("/config/authorizationPolicies", get(list_policies))
-        .route("/config/authorizationPolicies/{key_name}", get(get_policy).put(put_policy).delete(delete_policy))
-        .route("/config/certificates", get(list_certificates))
-        .route("/config/certificates/{name}", get(get_certificate).put(put_certificate).delete(delete_certificate))
-        .route("/config/certificates/{name}/verify", axum::routing::post(verify_certificate))
-        .route("/config/operations", get(operations))
-        .route("/config/webhookSigningKey", get(webhook_signing_key))
+pub(crate) fn routes() -> RouteTable<Dps> {
+    RouteTable::new()
+        .get("/config", get_config)
+        .put("/config", put_config)
+        .get("/config/linkedHubs", list_linked_hubs)
+        .get("/config/linkedHubs/{host_name}", get_linked_hub)
+        .put("/config/linkedHubs/{host_name}", put_linked_hub)
+        .delete("/config/linkedHubs/{host_name}", delete_linked_hub)
+        .get("/config/authorizationPolicies", list_policies)
+        .get("/config/authorizationPolicies/{key_name}", get_policy)
+        .put("/config/authorizationPolicies/{key_name}", put_policy)
+        .delete("/config/authorizationPolicies/{key_name}", delete_policy)
+        .get("/config/certificates", list_certificates)
+        .get("/config/certificates/{name}", get_certificate)
+        .put("/config/certificates/{name}", put_certificate)
+        .delete("/config/certificates/{name}", delete_certificate)
+        .post("/config/certificates/{name}/verify", verify_certificate)
+        .get("/config/operations", operations)
+        .get("/config/webhookSigningKey", webhook_signing_key)
 }
 
 /// The key that signs webhook calls (`x-dps-signature-256`), for receivers to verify them.

@@ -9,7 +9,9 @@ mod device;
 pub mod error;
 pub mod extract;
 pub mod layers;
+mod openapi;
 mod policies;
+mod routes;
 mod service;
 pub mod wire;
 
@@ -23,6 +25,8 @@ pub use device::ClientAddress;
 pub use error::ApiError;
 pub use extract::{API_VERSIONS, MAX_BODY_BYTES, MAX_JSON_DEPTH, MAX_POLICY_BYTES, service_host};
 pub use layers::{REQUEST_ID_HEADER, TrackingId};
+pub use openapi::OPENAPI_JSON;
+pub use routes::Route;
 
 /// The device API only: `/{idScope}/registrations/{registrationId}[/register | /operations/{operationId}]`.
 pub fn device_router(dps: Dps) -> Router {
@@ -30,10 +34,15 @@ pub fn device_router(dps: Dps) -> Router {
 }
 
 /// The service API only: `/enrollments`, `/enrollmentGroups`, `/registrations`, and our `/config` and
-/// `/policies` extensions.
+/// `/policies` extensions, described by the OpenAPI document it serves at `/openapi.json` ([`OPENAPI_JSON`]).
 /// The instance is the one whose service host name is the request's host (see [`service_host`]).
 pub fn service_router(dps: Dps) -> Router {
     layers::wrap(service::routes(dps), service::normalise, service::body_limit)
+}
+
+/// Every route of [`service_router`], as it registers them (docs/openapi.json documents exactly these).
+pub fn service_routes() -> Vec<Route> {
+    service::route_table().routes().to_vec()
 }
 
 /// Both APIs on one listener: paths whose first segment is a service API collection go to the service
@@ -73,6 +82,7 @@ mod tests {
         assert!(is_service_path("/config"));
         assert!(is_service_path("/policies/by-region/dryRun"));
         assert!(is_service_path("/Policies"));
+        assert!(is_service_path("/openapi.json"));
         assert!(!is_service_path("/0ne0000000A/registrations/x/register"));
         assert!(!is_service_path("/"));
     }

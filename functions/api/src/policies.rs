@@ -4,11 +4,9 @@
 //! `PUT /policies/{name}` is the one route whose body may exceed 96 KB: up to [`MAX_POLICY_BYTES`] (see
 //! [`crate::service::body_limit`]), and only as `application/wasm`.
 
-use axum::Router;
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use dps_core::Dps;
 use serde_json::Value;
 
@@ -16,16 +14,19 @@ use crate::error::ApiError;
 use crate::extract::{
     Authed, JsonBody, MAX_POLICY_BYTES, OptionalApiVersion, Segments, has_content_type, json, read_body,
 };
+use crate::routes::RouteTable;
 
 /// Media type of a policy upload.
 const WASM_CONTENT_TYPE: &str = "application/wasm";
 
 /// The /policies route table (state supplied by the service router).
-pub(crate) fn routes() -> Router<Dps> {
-    Router::new()
-        .route("/policies", get(list))
-        .route("/policies/{name}", get(get_one).put(upload).delete(delete))
-        .route("/policies/{name}/dryRun", post(dry_run))
+pub(crate) fn routes() -> RouteTable<Dps> {
+    RouteTable::new()
+        .get("/policies", list)
+        .get("/policies/{name}", get_one)
+        .put("/policies/{name}", upload)
+        .delete("/policies/{name}", delete)
+        .post("/policies/{name}/dryRun", dry_run)
 }
 
 async fn upload(

@@ -4,7 +4,6 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
 use dps_core::Dps;
 use dps_core::model::{Enrollment, EnrollmentGroup, EnrollmentKind, IndividualEnrollment};
 use dps_core::service::{BulkMode, BulkOutcome, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
@@ -18,42 +17,49 @@ use crate::extract::{
     set_header,
 };
 use crate::layers::{canon, no_route};
+use crate::routes::RouteTable;
 use crate::wire::{BulkRequest, BulkResult, DeviceRegistrationState};
 
 /// The service API route table (without layers), including our /config and /policies extensions.
 pub(crate) fn routes(dps: Dps) -> Router {
-    let router = Router::new();
-    let router = enrollment_routes::<IndividualEnrollment>(router);
-    let router = enrollment_routes::<EnrollmentGroup>(router);
-    router
-        .route("/registrations/{id}", get(get_registration).delete(delete_registration))
-        .route("/registrations/{id}/query", post(query_registrations))
+    route_table().into_router().fallback(no_route).with_state(dps)
+}
+
+/// Every route of the service API, listed as it is registered (see [`crate::routes`]).
+pub(crate) fn route_table() -> RouteTable<Dps> {
+    let table = RouteTable::new();
+    let table = enrollment_routes::<IndividualEnrollment>(table);
+    let table = enrollment_routes::<EnrollmentGroup>(table);
+    table
+        .get("/registrations/{id}", get_registration)
+        .delete("/registrations/{id}", delete_registration)
+        .post("/registrations/{id}/query", query_registrations)
         .merge(crate::config::routes())
         .merge(crate::policies::routes())
-        .fallback(no_route)
-        .with_state(dps)
+        .get(crate::openapi::PATH, crate::openapi::serve)
 }
 
 /// The routes of one kind of enrollment, under its collection name (`/enrollments`, `/enrollmentGroups`).
-fn enrollment_routes<E: Enrollment>(router: Router<Dps>) -> Router<Dps> {
+fn enrollment_routes<E: Enrollment>(table: RouteTable<Dps>) -> RouteTable<Dps> {
     let base = format!("/{}", E::KIND.collection());
-    router
-        .route(&base, post(bulk_enrollments::<E>))
-        .route(&format!("{base}/query"), post(query_enrollments::<E>))
-        .route(
-            &format!("{base}/{{id}}"),
-            put(put_enrollment::<E>).get(get_enrollment::<E>).delete(delete_enrollment::<E>),
-        )
-        .route(&format!("{base}/{{id}}/attestationmechanism"), post(enrollment_attestation::<E>))
+    let one = format!("{base}/{{id}}");
+    table
+        .post(&base, bulk_enrollments::<E>)
+        .post(&format!("{base}/query"), query_enrollments::<E>)
+        .put(&one, put_enrollment::<E>)
+        .get(&one, get_enrollment::<E>)
+        .delete(&one, delete_enrollment::<E>)
+        .post(&format!("{one}/attestationmechanism"), enrollment_attestation::<E>)
 }
 
 /// First path segments of the service API, as they are spelled canonically.
-const TOP_SEGMENTS: [&str; 5] = [
+const TOP_SEGMENTS: [&str; 6] = [
     EnrollmentKind::Individual.collection(),
     EnrollmentKind::Group.collection(),
     "registrations",
     "config",
     "policies",
+    crate::openapi::SEGMENT,
 ];
 
 /// Whether `segment` is a first path segment the service API owns (any case), used by [`crate::app`].
@@ -255,7 +261,7 @@ fn page_answer<T: Serialize>(page: Page<T>, item_type: &str, max_items: usize) -
 
 /// Parse bulk items; a malformed item fails the whole request. A delete needs only the ID (and etag), so a
 /// missing attestation is tolerated there.
-fn bulk_items<T: serde::de::DeserializeOwned>(
+pub(crate) fn bulk_items<T: serde::de::DeserializeOwned>(
     mode: BulkMode,
     items: Option<Vec<Value>>,
     field: &str,

@@ -5,6 +5,7 @@ mod config;
 mod device;
 mod errors;
 mod host;
+mod openapi;
 mod policies;
 mod service;
 mod tpm;
