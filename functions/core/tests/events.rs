@@ -136,3 +136,72 @@ async fn the_schema_names_every_event_type() {
         assert_eq!(serde_json::to_value(t).unwrap(), t.name(), "wire name of {t:?}");
     }
 }
+
+/// A policy registry that keeps names only (the service's events are what is under test, not wasm).
+#[derive(Default)]
+struct Names(std::sync::Mutex<Vec<String>>);
+
+#[async_trait::async_trait]
+impl dps_core::policy::PolicyRegistry for Names {
+    async fn upload(
+        &self,
+        _: &dps_core::model::Instance,
+        name: &str,
+        module: Vec<u8>,
+    ) -> dps_core::Result<dps_core::policy::PolicyInfo> {
+        if module.is_empty() {
+            return Err(dps_core::Error::invalid("empty module"));
+        }
+        self.0.lock().unwrap().push(name.to_string());
+        Ok(dps_core::policy::PolicyInfo {
+            name: name.to_string(),
+            sha256: "ab".repeat(32),
+            size: module.len() as u64,
+            abi_version: 1,
+            exports: Vec::new(),
+            imports: Vec::new(),
+            uploaded_date_time_utc: dps_core::service::now(),
+        })
+    }
+    async fn list(&self, _: &dps_core::model::Instance) -> dps_core::Result<Vec<dps_core::policy::PolicyInfo>> {
+        Ok(Vec::new())
+    }
+    async fn get(
+        &self,
+        _: &dps_core::model::Instance,
+        _: &str,
+    ) -> dps_core::Result<Option<dps_core::policy::PolicyInfo>> {
+        Ok(None)
+    }
+    async fn delete(&self, _: &dps_core::model::Instance, name: &str) -> dps_core::Result<bool> {
+        let mut names = self.0.lock().unwrap();
+        let before = names.len();
+        names.retain(|n| n != name);
+        Ok(names.len() < before)
+    }
+    async fn dry_run(
+        &self,
+        _: &dps_core::model::Instance,
+        _: &str,
+        _: &dps_core::allocator::AllocationRequest,
+    ) -> dps_core::Result<dps_core::policy::DryRun> {
+        Err(dps_core::Error::invalid("not here"))
+    }
+}
+
+#[tokio::test]
+async fn policy_uploads_and_deletes_are_told_and_refusals_are_not() {
+    let (mut f, events) = Fixture::new(hubs(1)).await.recording();
+    f.dps = f.dps.clone().with_policies(std::sync::Arc::new(Names::default()));
+    let owner = f.owner().await;
+    f.dps.upload_policy(&owner, "by-region", vec![0, 97, 115, 109]).await.unwrap();
+    assert!(f.dps.upload_policy(&owner, "broken", Vec::new()).await.is_err());
+    f.dps.delete_policy(&owner, "by-region").await.unwrap();
+    assert!(f.dps.delete_policy(&owner, "by-region").await.is_err(), "already gone");
+    let got = events.take();
+    let told: Vec<(&str, &str)> =
+        got.iter().map(|e| (e["type"].as_str().unwrap(), e["subject"].as_str().unwrap())).collect();
+    assert_eq!(told, [("dps.policy.uploaded", "policies/by-region"), ("dps.policy.deleted", "policies/by-region")]);
+    assert_eq!(got[0]["data"], json!({ "name": "by-region", "sha256": "ab".repeat(32), "size": 4 }));
+    assert_valid(&got);
+}
