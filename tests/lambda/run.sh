@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The Lambda path, end to end (picked up by scripts/test.sh; docs/aws.md explains each step):
 #   1. template.yaml passes `sam validate --lint` and `cfn-lint`, and iam_check.py (least-privilege roles);
+#      (lifecycle events: a bus in moto routed to a queue, read back by events_check.py after the e2e run);
 #   2. the Lambda binaries and dps-admin build (debug, native target);
 #   3. moto (DynamoDB, S3, CloudFormation) stands in for AWS: dps-admin creates the table, and
 #      infra/scripts/bootstrap.sh creates the instance and its hub from a stand-in stack's outputs, as an operator
@@ -104,11 +105,21 @@ admin=("$bin/dps-admin" --table "$table" --endpoint-url "$endpoint")
 # stack: moto's CloudFormation holds a stack with the outputs template.yaml declares, pointing at this table and
 # host. AWS_ENDPOINT_URL sends both `sam list stack-outputs` and dps-admin to moto.
 bucket="dps-lambda-e2e-policies"
-AWS_ENDPOINT_URL="$endpoint" "$venv/bin/python" - "$table" "$service_host" "$bucket" <<'PY'
+# Lifecycle events: the functions put them on this bus; a rule routes every `dps` event to a queue, read back
+# after the end-to-end run (as an operator would route them; the stack itself adds no rules).
+event_bus="dps-lambda-e2e-events"
+events_queue="dps-lambda-e2e-events"
+AWS_ENDPOINT_URL="$endpoint" "$venv/bin/python" - "$table" "$service_host" "$bucket" "$event_bus" "$events_queue" <<'PY'
 import json, sys
 import boto3
-table, service_host, bucket = sys.argv[1:4]
+table, service_host, bucket, bus, queue = sys.argv[1:6]
 boto3.client("s3").create_bucket(Bucket=bucket)
+events, sqs = boto3.client("events"), boto3.client("sqs")
+events.create_event_bus(Name=bus)
+url = sqs.create_queue(QueueName=queue)["QueueUrl"]
+arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+events.put_rule(Name="all-dps", EventBusName=bus, EventPattern=json.dumps({"source": ["dps"]}))
+events.put_targets(Rule="all-dps", EventBusName=bus, Targets=[{"Id": "queue", "Arn": arn}])
 outputs = {"TableName": table, "ServiceHostName": service_host, "DeviceHostName": "127.0.0.1", "PolicyBucketName": bucket}
 boto3.client("cloudformation").create_stack(
     StackName="dps-lambda-e2e",
@@ -133,6 +144,7 @@ service_port="$(free_port)"
 # As template.yaml sets them, plus the two endpoint overrides that point the functions at moto (DynamoDB, S3).
 function_env="DPS_TABLE_NAME=$table,DPS_DYNAMODB_ENDPOINT=$endpoint,DPS_POLICY_BUCKET=$bucket"
 function_env+=",DPS_S3_ENDPOINT=$endpoint,DPS_CACHE_TTL=5,DPS_LOG_LEVEL=info"
+function_env+=",DPS_EVENT_BUS=$event_bus,DPS_EVENTS_ENDPOINT=$endpoint"
 # One emulator per function, in `--only-lambda-apis` mode: it serves the Lambda runtime API and the function URL
 # front (each HTTP request becomes a function URL event, payload format 2.0, handed to the binary through the
 # runtime API, and the reply turned back), and the binary built above runs as that emulator's default function
@@ -171,6 +183,9 @@ say "end-to-end through the Lambda functions"
 DEVICE_URL="http://127.0.0.1:$device_port" SERVICE_URL="http://127.0.0.1:$service_port" \
     SERVICE_HOST="$service_host" ID_SCOPE="$id_scope" HUB="$hub" CONNECTION_STRING="$connection_string" MOTO_URL="$endpoint" TENANT_HUB="$tenant_hub" \
     node --test --test-concurrency=1 "$here/e2e.test.js"
+
+say "lifecycle events the run made, read back from the queue the bus routes them to"
+AWS_ENDPOINT_URL="$endpoint" "$venv/bin/python" "$here/events_check.py" "$events_queue" "$root/docs/events.schema.json"
 
 # Informational, never gating: init time of each binary, from process start to its first poll of the runtime
 # API (a stand-in runtime API answers nothing, so the function sits ready); the functions log their own
