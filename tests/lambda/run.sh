@@ -1,15 +1,14 @@
 #!/usr/bin/env bash
 # The Lambda path, end to end (picked up by scripts/test.sh; docs/aws.md explains each step):
 #   1. template.yaml passes `sam validate --lint` and `cfn-lint`, and iam_check.py (least-privilege roles);
-#      (lifecycle events: a bus in moto routed to a queue, read back by events_check.py after the e2e run);
 #   2. the Lambda binaries and dps-admin build (debug, native target);
-#   3. moto (DynamoDB, S3, CloudFormation) stands in for AWS: dps-admin creates the table, and
+#   3. moto (DynamoDB, S3, CloudFormation, EventBridge routed to SQS) stands in for AWS: dps-admin creates the table, and
 #      infra/scripts/bootstrap.sh creates the instance and its hub from a stand-in stack's outputs, as an operator
 #      does after `sam deploy`;
 #   4. both Lambda binaries run under `cargo lambda watch --only-lambda-apis` (Lambda runtime API + function URL
 #      emulator, from the cargo-lambda PyPI package); e2e.test.js drives the service function over HTTP, registers devices through
 #      the device function with the official Azure IoT Node.js device SDK, and counts DynamoDB calls per device
-#      operation;
+#      operation; events_check.py then reads back the lifecycle events the run put on the bus;
 #   5. prints each binary's cold-start init time (process start to first poll of the runtime API).
 # Everything listens on free 127.0.0.1 ports; every process started here is stopped on exit.
 set -euo pipefail
