@@ -105,7 +105,7 @@ wait_port "$REGISTRY_PORT" "$receiver_pid" receiver
 
 DPS_PORT=$(free_port)
 RUST_LOG="${RUST_LOG:-info,dps_hubs=debug,dps_core=debug}" "$dps" serve --data-dir "$work/data" \
-    --listen "127.0.0.1:$DPS_PORT" --aws-hubs --azure-hub-endpoint "http://127.0.0.1:$AZURE_PORT" \
+    --listen "127.0.0.1:$DPS_PORT" --aws-hubs --azure-hub-endpoint "http://127.0.0.1:$AZURE_PORT" --allow-private-hub-targets \
     --print-json --log-format json >"$work/dps.out" 2>"$work/dps.log" &
 pids+=($!)
 dps_pid=$!

@@ -4,8 +4,10 @@
 //! Throttling (429, honouring `Retry-After`), 5xx answers, timeouts and connection failures are retried with
 //! jittered exponential backoff while attempts and the total time allow; every other answer goes back to the
 //! caller, which knows what 404, 409 or 412 mean for its operation. Each attempt builds its request afresh, so a
-//! signature or token is never older than its attempt. Messages carry the status and a scrubbed excerpt of the
-//! hub's answer, never a credential.
+//! signature or token is never older than its attempt. Failure messages (which reach the device's registration
+//! record) carry the status, never the hub's answer body or a credential; the operator's log has a scrubbed
+//! excerpt of the body. Hub addresses come from what an instance owner links, so by default the client reaches
+//! only public addresses (dps-netguard): a tenant cannot make the service call the deployment's own network.
 
 use std::time::{Duration, Instant};
 
@@ -48,15 +50,18 @@ impl Default for Limits {
 
 impl Limits {
     /// An HTTPS client with these timeouts (rustls, the webpki roots, no redirects, no proxy from the
-    /// environment).
-    pub(crate) fn client(&self) -> reqwest::Client {
-        reqwest::Client::builder()
+    /// environment); unless `private_targets`, names that resolve to a private, loopback or link-local address
+    /// are refused before connecting.
+    pub(crate) fn client(&self, private_targets: bool) -> reqwest::Client {
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(self.connect_timeout)
             .timeout(self.request_timeout)
             .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .build()
-            .expect("a reqwest client with rustls and webpki roots builds")
+            .no_proxy();
+        if !private_targets {
+            builder = builder.dns_resolver(std::sync::Arc::new(dps_netguard::PublicOnly));
+        }
+        builder.build().expect("a reqwest client with rustls and webpki roots builds")
     }
 }
 
@@ -98,14 +103,18 @@ impl Call<'_> {
                             } else {
                                 HubFailureKind::Unreachable
                             };
-                            let message = format!("answered {} {}", status.as_u16(), self.excerpt(&body));
-                            (HubFailure::new(kind, message), retry_after)
+                            self.log_answer(status, &body);
+                            (HubFailure::new(kind, format!("answered {}", status.as_u16())), retry_after)
                         }
                         Err(err) => (self.transport(&err), None),
                     }
                 }
                 Err(err) => (self.transport(&err), None),
             };
+            // A refused target stays refused: no retry.
+            if failure.kind == HubFailureKind::NotConfigured {
+                return Err(failure);
+            }
             let backoff = limits.backoff.saturating_mul(1 << (attempt - 1).min(16)).min(limits.max_backoff);
             let jittered = backoff.mul_f64(0.5 + rand::random::<f64>() / 2.0);
             let wait = retry_after.unwrap_or(jittered);
@@ -128,9 +137,26 @@ impl Call<'_> {
 
     /// A hub answer the operation does not accept, as a refusal.
     pub fn refused(&self, answer: &Answer) -> HubFailure {
-        let message =
-            format!("{}: {} refused: {} {}", self.hub, self.what, answer.status.as_u16(), self.excerpt(&answer.body));
+        self.log_answer(answer.status, &answer.body);
+        let message = format!("{}: {} refused: {}", self.hub, self.what, answer.status.as_u16());
         HubFailure::new(HubFailureKind::Refused, self.scrub(&message))
+    }
+
+    /// The hub's own words on an answer that fails the call, for the operator only.
+    fn log_answer(&self, status: StatusCode, body: &[u8]) {
+        tracing::warn!(hub = self.hub, what = self.what, status = status.as_u16(), body = %self.excerpt(body), "hub answer");
+    }
+
+    /// A target the guard refused (it resolved to a private, loopback or link-local address).
+    pub fn forbidden(&self) -> HubFailure {
+        HubFailure::new(
+            HubFailureKind::NotConfigured,
+            format!(
+                "{}: {}: the hub's address is not allowed (private, loopback and link-local addresses are not \
+                 allowed here)",
+                self.hub, self.what
+            ),
+        )
     }
 
     /// A 2xx answer whose body is not what the API documents.
@@ -142,6 +168,10 @@ impl Call<'_> {
     }
 
     fn transport(&self, err: &reqwest::Error) -> HubFailure {
+        if let Some(target) = dps_netguard::ForbiddenTarget::in_chain(err) {
+            tracing::warn!(hub = self.hub, target = %target, "hub target refused: private, loopback or link-local address");
+            return self.forbidden();
+        }
         let what = if err.is_timeout() {
             "timed out"
         } else if err.is_connect() {

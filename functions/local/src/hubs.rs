@@ -19,15 +19,16 @@ use dps_core::model::HubKind;
 const KEY_FILE: &str = "hub-secrets.key";
 
 /// The connectors this process has: Azure IoT Hub and the HTTP registry always (`azure_endpoint` sends Azure
-/// registry calls to a local stand-in, for tests), AWS IoT Core when `aws`.
-pub async fn connectors(aws: bool, azure_endpoint: Option<&str>) -> HubConnectors {
+/// registry calls to a local stand-in, for tests), AWS IoT Core when `aws`. HTTP registry URLs may name private,
+/// loopback and link-local addresses only when `private_targets`.
+pub async fn connectors(aws: bool, azure_endpoint: Option<&str>, private_targets: bool) -> HubConnectors {
     let mut azure = dps_hubs::AzureIotHubConnector::new();
     if let Some(endpoint) = azure_endpoint {
         azure = azure.with_endpoint(endpoint);
     }
     let mut connectors = HubConnectors::none()
         .with(HubKind::AzureIotHub, Arc::new(azure))
-        .with(HubKind::HttpRegistry, Arc::new(dps_hubs::HttpRegistryConnector::new()));
+        .with(HubKind::HttpRegistry, Arc::new(registry(private_targets)));
     if aws {
         // Without a region in the environment the SDK would ask the instance metadata service; a hub's own
         // `region` setting (or its host name) decides per call anyway.
@@ -35,6 +36,11 @@ pub async fn connectors(aws: bool, azure_endpoint: Option<&str>) -> HubConnector
         connectors = connectors.with(HubKind::AwsIotCore, Arc::new(dps_hubs::aws::AwsIotCoreConnector::new(&sdk)));
     }
     connectors
+}
+
+fn registry(private_targets: bool) -> dps_hubs::HttpRegistryConnector {
+    let connector = dps_hubs::HttpRegistryConnector::new();
+    if private_targets { connector.allowing_private_targets() } else { connector }
 }
 
 /// The secret box over the data dir's key (made on first use).

@@ -92,7 +92,10 @@ pub async fn run(global: &Global, args: ServeArgs) -> anyhow::Result<()> {
         tpm_challenge_ttl: Duration::from_secs(args.tpm_challenge_ttl),
     };
     let mut dps = store::open(&global.data_dir, settings, args.allow_private_webhook_targets)?
-        .with_hubs(crate::hubs::connectors(args.aws_hubs, args.azure_hub_endpoint.as_deref()).await)
+        .with_hubs(
+            crate::hubs::connectors(args.aws_hubs, args.azure_hub_endpoint.as_deref(), args.allow_private_hub_targets)
+                .await,
+        )
         .with_secret_box(Arc::new(crate::hubs::secret_box(&global.data_dir)?));
     let events = args.events.queue().await?;
     if let Some(queue) = &events {

@@ -2,7 +2,6 @@
 //! AllocationResponse. Signed with the instance's key; private, loopback and link-local targets are refused
 //! (after DNS resolution, on the addresses actually connected to) unless the instance allows them.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,8 +9,8 @@ use base64::Engine as _;
 use dps_core::allocator::AllocationRequest;
 use dps_core::allocator::{AllocationFailure, AllocationResponse};
 use dps_core::model::Instance;
+use dps_netguard::{ForbiddenTarget, PublicOnly, forbidden_host};
 use hmac::{Hmac, Mac};
-use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use reqwest::{Client, Url};
 use serde_json::Value;
 use sha2::Sha256;
@@ -57,29 +56,6 @@ pub struct Webhooks {
 }
 
 /// Marks a DNS answer refused because it contains a forbidden address.
-#[derive(Debug, thiserror::Error)]
-#[error("{host} ({addr})")]
-struct ForbiddenTarget {
-    host: String,
-    addr: IpAddr,
-}
-
-/// Resolves with the system resolver, then refuses names with any forbidden address.
-struct PublicOnly;
-
-impl Resolve for PublicOnly {
-    fn resolve(&self, name: Name) -> Resolving {
-        let host = name.as_str().to_string();
-        Box::pin(async move {
-            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            if let Some(bad) = addrs.iter().find(|a| forbidden(a.ip())) {
-                return Err(Box::new(ForbiddenTarget { host, addr: bad.ip() }) as _);
-            }
-            Ok(Box::new(addrs.into_iter()) as Addrs)
-        })
-    }
-}
-
 impl Webhooks {
     /// Clients with `settings`: no redirects, no proxies, rustls with the webpki roots.
     pub fn new(settings: WebhookSettings) -> Result<Self, reqwest::Error> {
@@ -119,8 +95,7 @@ impl Webhooks {
         }
         let host = url.host_str().ok_or_else(|| bad("it has no host"))?;
         if !self.private_allowed(instance) {
-            let literal = host.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>().ok();
-            if literal.is_some_and(forbidden) {
+            if forbidden_host(host) {
                 return Err(forbidden_target(host));
             }
         }
@@ -173,12 +148,8 @@ impl Webhooks {
     }
 
     fn transport_failure(&self, error: &reqwest::Error) -> AllocationFailure {
-        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
-        while let Some(e) = source {
-            if let Some(target) = e.downcast_ref::<ForbiddenTarget>() {
-                return forbidden_target(&target.to_string());
-            }
-            source = e.source();
+        if let Some(target) = ForbiddenTarget::in_chain(error) {
+            return forbidden_target(&target.to_string());
         }
         if error.is_timeout() {
             let secs = self.settings.total_timeout.as_secs_f32();
@@ -230,88 +201,9 @@ pub fn sign(key: &str, body: &[u8]) -> String {
     format!("sha256={hex}")
 }
 
-/// Whether an address is one webhooks may not reach by default: loopback, private, link-local, unspecified,
-/// carrier-grade NAT, multicast, broadcast, documentation, unique-local, and IPv4 inside IPv6: mapped
-/// (`::ffff:0:0/96`), translated (`::ffff:0:0:0/96`), compatible, 6to4 (`2002::/16`, judged by the IPv4 address it
-/// embeds), Teredo (`2001::/32`, whose embedded client address is obscured: refused whole) and NAT64 (`64:ff9b::/32`).
-pub fn forbidden(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => forbidden_v4(v4),
-        IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return forbidden_v4(v4);
-            }
-            let seg = v6.segments();
-            let first = seg[0];
-            let embedded = |hi: u16, lo: u16| Ipv4Addr::from((u32::from(hi) << 16) | u32::from(lo));
-            if first == 0x2002 {
-                return forbidden_v4(embedded(seg[1], seg[2]));
-            }
-            v6.is_loopback()
-                || v6.is_unspecified()
-                || v6.is_multicast()
-                || (first & 0xfe00) == 0xfc00 // unique local fc00::/7
-                || (first & 0xffc0) == 0xfe80 // link-local fe80::/10
-                || (first & 0xffc0) == 0xfec0 // site-local (deprecated) fec0::/10
-                || v6.segments()[..6] == [0, 0, 0, 0, 0, 0] // IPv4-compatible ::a.b.c.d
-                || first == 0x2001 && v6.segments()[1] == 0x0db8 // documentation
-                || first == 0x0064 && v6.segments()[1] == 0xff9b // NAT64 to anything
-                || first == 0x2001 && v6.segments()[1] == 0x0000 // Teredo
-                || seg[..6] == [0, 0, 0, 0, 0xffff, 0] // IPv4-translated ::ffff:0:a.b.c.d
-        }
-    }
-}
-
-fn forbidden_v4(v4: Ipv4Addr) -> bool {
-    let [a, b, ..] = v4.octets();
-    v4.is_loopback()
-        || v4.is_private()
-        || v4.is_link_local()
-        || v4.is_unspecified()
-        || v4.is_broadcast()
-        || v4.is_multicast()
-        || v4.is_documentation()
-        || a == 0
-        || (a == 100 && (64..128).contains(&b)) // carrier-grade NAT
-        || (a == 192 && b == 0 && v4.octets()[2] == 0) // IETF protocol assignments
-        || (a == 198 && (b == 18 || b == 19)) // benchmarking
-        || a >= 240 // reserved
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn forbidden_addresses() {
-        for bad in [
-            "127.0.0.1",
-            "10.1.2.3",
-            "172.16.0.1",
-            "192.168.1.1",
-            "169.254.169.254",
-            "0.0.0.0",
-            "100.64.0.1",
-            "::1",
-            "::",
-            "fe80::1",
-            "fd00::1",
-            "::ffff:127.0.0.1",
-            "::ffff:169.254.169.254",
-            "2002:7f00:1::",
-            "2002:a00:1::1",
-            "2002:c0a8:101::1",
-            "2001::1",
-            "2001:0:4136:e378:8000:63bf:3fff:fdd2",
-            "::ffff:0:127.0.0.1",
-            "64:ff9b::7f00:1",
-        ] {
-            assert!(forbidden(bad.parse().unwrap()), "{bad} should be forbidden");
-        }
-        for good in ["8.8.8.8", "52.95.110.1", "2606:4700:4700::1111", "::ffff:8.8.8.8", "2002:808:808::1"] {
-            assert!(!forbidden(good.parse().unwrap()), "{good} should be allowed");
-        }
-    }
 
     #[test]
     fn signature_is_hmac_sha256_hex() {

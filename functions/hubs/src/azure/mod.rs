@@ -49,6 +49,16 @@ pub struct AzureIotHubConnector {
     endpoint: Option<String>,
 }
 
+/// Refusal of a hub whose host name is a literal private, loopback or link-local address.
+fn forbidden_host(host: &str) -> HubFailure {
+    HubFailure::new(
+        HubFailureKind::NotConfigured,
+        format!(
+            "hub {host}: the hub's address is not allowed (private, loopback and link-local addresses are not allowed here)"
+        ),
+    )
+}
+
 impl AzureIotHubConnector {
     /// A connector calling `https://{HostName}` with the default limits.
     pub fn new() -> Self {
@@ -57,13 +67,15 @@ impl AzureIotHubConnector {
 
     /// A connector with these timeouts and retry bounds.
     pub fn with_limits(limits: Limits) -> Self {
-        Self { client: limits.client(), limits, endpoint: None }
+        Self { client: limits.client(false), limits, endpoint: None }
     }
 
     /// Call `endpoint` (for example `http://127.0.0.1:8080`) instead of `https://{HostName}`, for tests against
     /// a local registry; tokens are still signed for the hub's HostName.
+    /// The endpoint is the operator's, not a tenant's: it may be private or loopback.
     pub fn with_endpoint(mut self, endpoint: impl Into<String>) -> Self {
         self.endpoint = Some(endpoint.into().trim_end_matches('/').to_owned());
+        self.client = self.limits.client(true);
         self
     }
 
@@ -183,6 +195,9 @@ fn conflict_failure(hub: &str, what: &str) -> HubFailure {
 impl AzureIotHubConnector {
     fn registry(&self, hub: HubTarget<'_>) -> Result<Registry<'_>, HubFailure> {
         let cs = self.open(hub)?;
+        if self.endpoint.is_none() && dps_netguard::forbidden_host(&cs.host_name) {
+            return Err(forbidden_host(&cs.host_name));
+        }
         let base = self.endpoint.clone().unwrap_or_else(|| format!("https://{}", cs.host_name));
         Ok(Registry { connector: self, cs, base })
     }

@@ -30,6 +30,7 @@ const PATH_SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remo
 pub struct HttpRegistryConnector {
     client: reqwest::Client,
     limits: Limits,
+    private_targets: bool,
 }
 
 impl HttpRegistryConnector {
@@ -40,7 +41,25 @@ impl HttpRegistryConnector {
 
     /// A connector with these timeouts and retry bounds.
     pub fn with_limits(limits: Limits) -> Self {
-        Self { client: limits.client(), limits }
+        Self { client: limits.client(false), limits, private_targets: false }
+    }
+
+    /// Let registry URLs name private, loopback and link-local addresses (off by default: the URL is what an
+    /// instance owner links, and the deployment's own network is not theirs to reach).
+    pub fn allowing_private_targets(self) -> Self {
+        Self { client: self.limits.client(true), private_targets: true, ..self }
+    }
+
+    /// The registry's base URL from `settings`, refused when it names a forbidden address literally (names are
+    /// judged when they resolve).
+    fn target(&self, settings: &Map<String, Value>) -> Result<Url, String> {
+        let url = base_url(settings)?;
+        if !self.private_targets && url.host_str().is_some_and(dps_netguard::forbidden_host) {
+            return Err("the setting url names a private, loopback or link-local address, which this deployment \
+                        does not allow"
+                .into());
+        }
+        Ok(url)
     }
 
     async fn call(
@@ -53,7 +72,7 @@ impl HttpRegistryConnector {
     ) -> Result<(StatusCode, Vec<u8>), HubFailure> {
         let not_configured =
             |m: String| HubFailure::new(HubFailureKind::NotConfigured, format!("hub {}: {m}", hub.host_name));
-        let base = base_url(hub.settings).map_err(not_configured)?;
+        let base = self.target(hub.settings).map_err(not_configured)?;
         let secret = secret(hub.credentials).map_err(not_configured)?;
         let url = format!("{}{path}", base.as_str().trim_end_matches('/'));
         let url = Url::parse(&url).map_err(|_| not_configured(format!("cannot form a URL for {what}")))?;
@@ -161,7 +180,7 @@ impl HubConnector for HttpRegistryConnector {
         if let Some(key) = settings.keys().find(|k| *k != "url") {
             return Err(format!("an HTTP registry connector takes only the setting url (got {key:?})"));
         }
-        base_url(settings)?;
+        self.target(settings)?;
         secret(credentials).map(|_| ())
     }
 
