@@ -144,6 +144,8 @@ service_port="$(free_port)"
 function_env="DPS_TABLE_NAME=$table,DPS_DYNAMODB_ENDPOINT=$endpoint,DPS_POLICY_BUCKET=$bucket"
 function_env+=",DPS_S3_ENDPOINT=$endpoint,DPS_CACHE_TTL=5,DPS_LOG_LEVEL=info"
 function_env+=",DPS_EVENT_BUS=$event_bus,DPS_EVENTS_ENDPOINT=$endpoint"
+# The IoT Core hub of e2e.test.js is moto: let hubs name their endpoints (never set on AWS).
+function_env+=",DPS_HUB_ENDPOINT_OVERRIDES=true"
 # One emulator per function, in `--only-lambda-apis` mode: it serves the Lambda runtime API and the function URL
 # front (each HTTP request becomes a function URL event, payload format 2.0, handed to the binary through the
 # runtime API, and the reply turned back), and the binary built above runs as that emulator's default function

@@ -52,7 +52,8 @@ fn env() -> Env {
     let endpoint = moto_endpoint();
     let calls = Calls::default();
     let connector =
-        AwsIotCoreConnector::new(&sdk(SharedHttpClient::new(Recording { inner: http(), calls: calls.clone() })));
+        AwsIotCoreConnector::new(&sdk(SharedHttpClient::new(Recording { inner: http(), calls: calls.clone() })))
+            .allowing_endpoint_overrides();
     let admin = sdk(http());
     let iot =
         aws_sdk_iot::Client::from_conf(aws_sdk_iot::config::Builder::from(&admin).endpoint_url(&endpoint).build());
@@ -457,4 +458,17 @@ async fn settings_are_checked_without_a_call() {
     let err = env.connector.check_settings(&settings(json!({"roleArn": "not-an-arn"})), None).unwrap_err();
     assert!(err.contains("'roleArn' is not an IAM role ARN"), "{err}");
     assert_eq!(env.calls.take(), Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn endpoint_overrides_are_refused_unless_the_deployment_allows_them() {
+    let strict = AwsIotCoreConnector::new(&sdk(http()));
+    let overridden = settings(json!({}));
+    let err = strict.check_settings(&overridden, None).unwrap_err();
+    assert!(err.contains("not allowed in this deployment"), "{err}");
+    let hub = HubTarget { host_name: "iot.example", settings: &overridden, credentials: None };
+    let failure = strict.upsert_device(hub, &device("dev-override", None)).await.unwrap_err();
+    assert_eq!(failure.kind, dps_core::hubs::HubFailureKind::NotConfigured, "{failure:?}");
+    let plain = json!({ "region": "eu-west-1" }).as_object().unwrap().clone();
+    assert_eq!(strict.check_settings(&plain, None), Ok(()));
 }

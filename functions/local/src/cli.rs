@@ -140,9 +140,10 @@ pub struct ServeArgs {
     /// region of the environment. Off by default: without it such hubs cannot be linked (docs/hubs.md).
     #[arg(long, env = "DPS_AWS_HUBS")]
     pub aws_hubs: bool,
-    /// Let HTTP registry hubs (`connector.kind: httpRegistry`) name private, loopback and link-local URLs. Off by
-    /// default: a hub is linked by an instance's owner, and without it no instance can make the server call this
-    /// machine's network (Azure IoT Hub host names are always public).
+    /// Let HTTP registry hubs (`connector.kind: httpRegistry`) name private, loopback and link-local URLs, and AWS
+    /// IoT Core hubs their own `endpointUrl` / `dataEndpointUrl` (an emulator). Off by default: a hub is linked by
+    /// an instance's owner, and without it no instance can make the server call this machine's network or send
+    /// requests signed with its AWS credentials elsewhere (Azure IoT Hub host names are always public).
     #[arg(long, env = "DPS_ALLOW_PRIVATE_HUB_TARGETS")]
     pub allow_private_hub_targets: bool,
     /// Send Azure IoT Hub registry calls to this base URL instead of https://{hub host name} (tokens are still

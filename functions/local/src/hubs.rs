@@ -20,7 +20,8 @@ const KEY_FILE: &str = "hub-secrets.key";
 
 /// The connectors this process has: Azure IoT Hub and the HTTP registry always (`azure_endpoint` sends Azure
 /// registry calls to a local stand-in, for tests), AWS IoT Core when `aws`. HTTP registry URLs may name private,
-/// loopback and link-local addresses only when `private_targets`.
+/// loopback and link-local addresses, and AWS IoT Core hubs may name their own endpoints (emulators), only when
+/// `private_targets`.
 pub async fn connectors(aws: bool, azure_endpoint: Option<&str>, private_targets: bool) -> HubConnectors {
     let mut azure = dps_hubs::AzureIotHubConnector::new();
     if let Some(endpoint) = azure_endpoint {
@@ -33,7 +34,11 @@ pub async fn connectors(aws: bool, azure_endpoint: Option<&str>, private_targets
         // Without a region in the environment the SDK would ask the instance metadata service; a hub's own
         // `region` setting (or its host name) decides per call anyway.
         let sdk = dps_hubs::aws::environment_config(Some("us-east-1")).await;
-        connectors = connectors.with(HubKind::AwsIotCore, Arc::new(dps_hubs::aws::AwsIotCoreConnector::new(&sdk)));
+        let mut iot = dps_hubs::aws::AwsIotCoreConnector::new(&sdk);
+        if private_targets {
+            iot = iot.allowing_endpoint_overrides();
+        }
+        connectors = connectors.with(HubKind::AwsIotCore, Arc::new(iot));
     }
     connectors
 }

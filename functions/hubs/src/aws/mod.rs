@@ -41,17 +41,39 @@ pub async fn environment_config(fallback_region: Option<&str>) -> SdkConfig {
 /// The AWS IoT Core connector (`HubKind::AwsIotCore`).
 pub struct AwsIotCoreConnector {
     clients: ClientCache,
+    endpoint_overrides: bool,
 }
 
 impl AwsIotCoreConnector {
     /// A connector signing with `sdk`'s credentials (and its region, unless a hub says otherwise). Its own
     /// timeouts and retries replace `sdk`'s; `sdk`'s endpoint override is not used (hubs have `endpointUrl`).
     pub fn new(sdk: &SdkConfig) -> Self {
-        Self { clients: ClientCache::new(sdk) }
+        Self { clients: ClientCache::new(sdk), endpoint_overrides: false }
+    }
+
+    /// Honour hubs' `endpointUrl` / `dataEndpointUrl` settings (emulators, VPC endpoints). Off by default: a hub is
+    /// linked by an instance owner, and an endpoint of their choosing would receive requests signed with the
+    /// deployment's credentials.
+    pub fn allowing_endpoint_overrides(self) -> Self {
+        Self { endpoint_overrides: true, ..self }
+    }
+
+    /// The hub's settings, checked, with endpoint overrides refused unless this deployment allows them.
+    fn settings(&self, settings: &Map<String, Value>) -> Result<AwsSettings, String> {
+        let parsed = AwsSettings::parse(settings)?;
+        if !self.endpoint_overrides && (parsed.endpoint_url.is_some() || parsed.data_endpoint_url.is_some()) {
+            return Err(format!(
+                "Settings '{}' and '{}' are not allowed in this deployment (they send requests signed with its \
+                 credentials elsewhere)",
+                settings::ENDPOINT_URL,
+                settings::DATA_ENDPOINT_URL
+            ));
+        }
+        Ok(parsed)
     }
 
     async fn hub(&self, hub: HubTarget<'_>, thing: &str) -> Result<(HubClients, AwsSettings), HubFailure> {
-        let settings = AwsSettings::parse(hub.settings).map_err(|why| {
+        let settings = self.settings(hub.settings).map_err(|why| {
             HubFailure::new(
                 dps_core::hubs::HubFailureKind::NotConfigured,
                 format!("AWS IoT Core hub '{}': {why}", hub.host_name),
@@ -74,7 +96,7 @@ impl HubConnector for AwsIotCoreConnector {
                         roleArn setting for another account"
                 .into());
         }
-        AwsSettings::parse(settings).map(|_| ())
+        self.settings(settings).map(|_| ())
     }
 
     async fn upsert_device(&self, hub: HubTarget<'_>, device: &HubDevice) -> Result<(), HubFailure> {

@@ -24,8 +24,12 @@ pub async fn dps(config: &FunctionConfig) -> dps_core::Result<Dps> {
     // Hubs linked with `connector.kind: awsIotCore` are written with the function's own role (or the role a
     // hub's `roleArn` names); the template grants the IoT actions the connector makes. The connector sets its own
     // retries and timeouts and drops the store's endpoint override.
+    let mut iot = AwsIotCoreConnector::new(&sdk);
+    if config.hub_endpoint_overrides {
+        iot = iot.allowing_endpoint_overrides();
+    }
     let hubs = HubConnectors::none()
-        .with(HubKind::AwsIotCore, Arc::new(AwsIotCoreConnector::new(&sdk)))
+        .with(HubKind::AwsIotCore, Arc::new(iot))
         .with(HubKind::AzureIotHub, Arc::new(AzureIotHubConnector::new()))
         .with(HubKind::HttpRegistry, Arc::new(HttpRegistryConnector::new()));
     let mut dps = Dps::new(Arc::new(store), config.settings()).with_hubs(hubs);

@@ -65,6 +65,10 @@ pub mod vars {
     pub const SECRETS_KMS_KEY: &str = "DPS_SECRETS_KMS_KEY";
     /// KMS endpoint override for local runs (moto); never set on AWS.
     pub const KMS_ENDPOINT: &str = "DPS_KMS_ENDPOINT";
+    /// `true`: AWS IoT Core hubs may name their own endpoints (`endpointUrl`, `dataEndpointUrl`), for local runs
+    /// against an emulator; never set on AWS (an instance owner's endpoint would get requests signed with the
+    /// function's credentials).
+    pub const HUB_ENDPOINT_OVERRIDES: &str = "DPS_HUB_ENDPOINT_OVERRIDES";
     /// EventBridge bus (name or ARN) lifecycle events are put on; without it no events are sent.
     pub const EVENT_BUS: &str = "DPS_EVENT_BUS";
     /// EventBridge endpoint override for local runs (moto); never set on AWS.
@@ -94,6 +98,8 @@ pub struct FunctionConfig {
     pub secrets_kms_key: Option<String>,
     /// KMS endpoint override (local runs only).
     pub kms_endpoint: Option<String>,
+    /// Whether AWS IoT Core hubs may name their own endpoints (local runs only).
+    pub hub_endpoint_overrides: bool,
     /// EventBridge bus for lifecycle events (`events::EventBridgeSink`).
     pub event_bus: Option<String>,
     /// EventBridge endpoint override (local runs only).
@@ -178,6 +184,16 @@ impl FunctionConfig {
             client_certificates,
             secrets_kms_key: get(vars::SECRETS_KMS_KEY),
             kms_endpoint: get(vars::KMS_ENDPOINT),
+            hub_endpoint_overrides: match get(vars::HUB_ENDPOINT_OVERRIDES).as_deref() {
+                None | Some("false") => false,
+                Some("true") => true,
+                Some(other) => {
+                    return Err(ConfigError::Invalid {
+                        name: vars::HUB_ENDPOINT_OVERRIDES,
+                        reason: format!("'{other}' is not true or false"),
+                    });
+                }
+            },
             event_bus: get(vars::EVENT_BUS),
             events_endpoint: get(vars::EVENTS_ENDPOINT),
         })
