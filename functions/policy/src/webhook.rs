@@ -94,10 +94,8 @@ impl Webhooks {
             return Err(bad("it must not carry credentials (Azure Functions keys go in the query)"));
         }
         let host = url.host_str().ok_or_else(|| bad("it has no host"))?;
-        if !self.private_allowed(instance) {
-            if forbidden_host(host) {
-                return Err(forbidden_target(host));
-            }
+        if !self.private_allowed(instance) && forbidden_host(host) {
+            return Err(forbidden_target(host));
         }
         Ok(url)
     }
