@@ -33,12 +33,13 @@ for m in messages:
     for error in validator.iter_errors(detail):
         failures.append(f"{detail['type']} {detail.get('subject')}: {error.json_path}: {error.message}")
     text = json.dumps(detail)
-    if "primaryKey" in text or "SharedAccessSignature" in text:
+    if any(secret in text for secret in ("primaryKey", "secondaryKey", "SharedAccessSignature", "SharedAccessKey")):
         failures.append(f"{detail['type']} carries a key or token")
 
-# What e2e.test.js does: individual and group enrollments, SDK registrations, a record deleted, a policy uploaded.
+# What e2e.test.js does: individual and group enrollments, SDK registrations, a record deleted, a policy uploaded,
+# and one registration that ends failed.
 expected = ["dps.enrollment.created", "dps.enrollmentGroup.created", "dps.registration.assigned",
-            "dps.registration.deleted", "dps.policy.uploaded"]
+            "dps.registration.failed", "dps.registration.deleted", "dps.policy.uploaded"]
 for kind in expected:
     if kinds[kind] == 0:
         failures.append(f"no {kind} event")

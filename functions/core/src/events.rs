@@ -19,47 +19,35 @@ use crate::policy::PolicyInfo;
 /// The CloudEvents version the events follow.
 pub const SPEC_VERSION: &str = "1.0";
 
-/// What happened. The wire names (`dps.registration.assigned`, …) are the CloudEvents `type`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+/// What happened. The wire names ([`EventType::name`]: `dps.registration.assigned`, …) are the CloudEvents
+/// `type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum EventType {
     /// A device was assigned to a hub for the first time, or again to the same hub.
-    #[serde(rename = "dps.registration.assigned")]
     RegistrationAssigned,
     /// A device was assigned to another hub than its record named (`data.previousHub`).
-    #[serde(rename = "dps.registration.reassigned")]
     RegistrationReassigned,
     /// A registration ended failed (`data.errorCode`) or disabled (its enrollment is disabled).
-    #[serde(rename = "dps.registration.failed")]
     RegistrationFailed,
     /// A registration record was deleted through the service API.
-    #[serde(rename = "dps.registration.deleted")]
     RegistrationDeleted,
     /// An individual enrollment was created.
-    #[serde(rename = "dps.enrollment.created")]
     EnrollmentCreated,
     /// An individual enrollment was replaced.
-    #[serde(rename = "dps.enrollment.updated")]
     EnrollmentUpdated,
     /// An individual enrollment was deleted.
-    #[serde(rename = "dps.enrollment.deleted")]
     EnrollmentDeleted,
     /// An enrollment group was created.
-    #[serde(rename = "dps.enrollmentGroup.created")]
     GroupCreated,
     /// An enrollment group was replaced.
-    #[serde(rename = "dps.enrollmentGroup.updated")]
     GroupUpdated,
     /// An enrollment group was deleted.
-    #[serde(rename = "dps.enrollmentGroup.deleted")]
     GroupDeleted,
     /// A WebAssembly allocation policy was uploaded (created or replaced).
-    #[serde(rename = "dps.policy.uploaded")]
     PolicyUploaded,
     /// A WebAssembly allocation policy was deleted.
-    #[serde(rename = "dps.policy.deleted")]
     PolicyDeleted,
     /// A CA certificate passed its proof of possession: its groups now admit devices.
-    #[serde(rename = "dps.caCertificate.verified")]
     CaCertificateVerified,
 }
 
@@ -98,6 +86,12 @@ impl EventType {
             EventType::PolicyDeleted => "dps.policy.deleted",
             EventType::CaCertificateVerified => "dps.caCertificate.verified",
         }
+    }
+}
+
+impl Serialize for EventType {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.name())
     }
 }
 

@@ -411,3 +411,23 @@ async fn kept_credentials_satisfy_the_connector_and_go_only_where_they_went() {
     let err = f.dps.put_linked_hub(&owner, shown).await.unwrap_err().to_string();
     assert!(err.contains("needs its secret"), "{err}");
 }
+
+#[tokio::test]
+async fn a_hub_failure_is_told_as_a_failed_registration_with_its_code() {
+    let (f, fake) = fixture(vec![connected("hub-a.example.net")]).await;
+    let (f, events) = f.recording();
+    f.enroll(individual("dev-1", json!({}))).await;
+    let (key, _) = f.keys("dev-1").await;
+    events.take();
+    fake.fail_at(0, HubFailureKind::Unreachable);
+    let failed = f.register("dev-1", &key).await.unwrap();
+    assert_eq!(failed.status, RegistrationStatus::Failed);
+    let retried = f.register("dev-1", &key).await.unwrap();
+    assert_eq!(retried.status, RegistrationStatus::Assigned);
+    let got = events.take();
+    let types: Vec<&str> = got.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(types, ["dps.registration.failed", "dps.registration.assigned"]);
+    assert_eq!(got[0]["data"]["errorCode"], 503301);
+    assert_eq!(got[0]["data"]["errorCode"], json!(failed.error_code.unwrap()));
+    assert_eq!(got[0]["data"]["errorMessage"], json!(failed.error_message.unwrap()));
+}

@@ -33,7 +33,12 @@ impl EventSink for JsonlFile {
         }
         let failed = |e: std::io::Error| Error::Unavailable(format!("events file {}: {e}", self.path.display()));
         let mut file = self.file.lock().await;
-        file.write_all(&lines).await.map_err(failed)?;
+        let before = file.metadata().await.map_err(failed)?.len();
+        if let Err(err) = file.write_all(&lines).await {
+            // No half line stays for the next batch to be appended to.
+            let _ = file.set_len(before).await;
+            return Err(failed(err));
+        }
         file.sync_data().await.map_err(failed)
     }
 }

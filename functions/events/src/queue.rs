@@ -11,9 +11,6 @@ use dps_core::{Error, Result};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-/// Most events taken from the queue for one delivery call.
-const BATCH: usize = 100;
-
 /// Counts since start, per queue (all sinks together).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct QueueStats {
@@ -40,16 +37,17 @@ pub struct Queue {
 }
 
 impl Queue {
-    /// Start delivering to `sinks`, holding at most `capacity` undelivered events per sink (then new events are
-    /// dropped and counted, never waited for). Must be called inside a Tokio runtime.
-    pub fn start(sinks: Vec<Arc<dyn EventSink>>, capacity: usize) -> Self {
+    /// Start delivering to each sink, up to `batch` events per call (a file takes many per fsync; a webhook one,
+    /// so that a failure counts exactly the event it was about), holding at most `capacity` undelivered events per
+    /// sink (then new events are dropped and counted, never waited for). Must be called inside a Tokio runtime.
+    pub fn start(sinks: Vec<(Arc<dyn EventSink>, usize)>, capacity: usize) -> Self {
         let counters = Arc::new(Counters::default());
         let mut senders = Vec::new();
         let mut tasks = Vec::new();
-        for sink in sinks {
+        for (sink, batch) in sinks {
             let (tx, rx) = mpsc::channel(capacity.max(1));
             senders.push(tx);
-            tasks.push(tokio::spawn(deliver(sink, rx, counters.clone())));
+            tasks.push(tokio::spawn(deliver(sink, batch.max(1), rx, counters.clone())));
         }
         Self { senders: RwLock::new(senders), tasks: tokio::sync::Mutex::new(tasks), counters }
     }
@@ -68,7 +66,11 @@ impl Queue {
     pub async fn close(&self, grace: Duration) -> QueueStats {
         self.senders.write().unwrap_or_else(|p| p.into_inner()).clear();
         let tasks = std::mem::take(&mut *self.tasks.lock().await);
-        let all = futures_join(tasks);
+        let all = async {
+            for task in tasks {
+                let _ = task.await;
+            }
+        };
         if tokio::time::timeout(grace, all).await.is_err() {
             tracing::warn!(grace_secs = grace.as_secs(), "events still undelivered at shutdown are lost");
         }
@@ -76,15 +78,9 @@ impl Queue {
     }
 }
 
-async fn futures_join(tasks: Vec<JoinHandle<()>>) {
-    for task in tasks {
-        let _ = task.await;
-    }
-}
-
-async fn deliver(sink: Arc<dyn EventSink>, mut rx: mpsc::Receiver<Event>, counters: Arc<Counters>) {
-    let mut batch = Vec::with_capacity(BATCH);
-    while rx.recv_many(&mut batch, BATCH).await > 0 {
+async fn deliver(sink: Arc<dyn EventSink>, size: usize, mut rx: mpsc::Receiver<Event>, counters: Arc<Counters>) {
+    let mut batch = Vec::with_capacity(size);
+    while rx.recv_many(&mut batch, size).await > 0 {
         let n = batch.len() as u64;
         match sink.publish(&batch).await {
             Ok(()) => {

@@ -23,9 +23,10 @@ pub struct Webhook {
 impl Webhook {
     /// A webhook at `url` (http or https; https is checked against the Mozilla roots).
     pub fn new(url: &str) -> std::result::Result<Self, String> {
-        let url = reqwest::Url::parse(url).map_err(|e| format!("events webhook URL '{url}': {e}"))?;
+        // Messages never repeat the URL: its path or query may carry the endpoint's secret.
+        let url = reqwest::Url::parse(url).map_err(|e| format!("events webhook URL: {e}"))?;
         if !matches!(url.scheme(), "http" | "https") {
-            return Err(format!("events webhook URL '{url}': only http and https are supported"));
+            return Err(format!("events webhook URL: only http and https are supported, not {}", url.scheme()));
         }
         let client = reqwest::Client::builder()
             .timeout(ATTEMPT_TIMEOUT)
@@ -54,8 +55,9 @@ impl Webhook {
                 .await;
             match sent {
                 Ok(answer) if answer.status().is_success() => return Ok(()),
-                // The endpoint refuses this event: retrying would not help.
-                Ok(answer) if answer.status().is_client_error() && !retryable(answer.status()) => {
+                // The endpoint refuses this event (a 4xx, or a redirect, which is not followed): retrying would
+                // not help.
+                Ok(answer) if !answer.status().is_server_error() && !retryable(answer.status()) => {
                     return Err(Error::invalid(format!(
                         "events webhook refused event {}: {}",
                         event.id,
@@ -95,10 +97,17 @@ fn without_url(err: &reqwest::Error) -> String {
 
 #[async_trait]
 impl EventSink for Webhook {
+    /// Posts each event; a refused one is skipped (the rest still go), an endpoint that stays unreachable stops
+    /// the batch. The delivery queue hands a webhook one event at a time, so its counts are exact.
     async fn publish(&self, events: &[Event]) -> Result<()> {
+        let mut refused = None;
         for event in events {
-            self.post(event).await?;
+            match self.post(event).await {
+                Ok(()) => {}
+                Err(err @ Error::Invalid(_)) => refused = Some(err),
+                Err(other) => return Err(other),
+            }
         }
-        Ok(())
+        refused.map_or(Ok(()), Err)
     }
 }

@@ -64,10 +64,16 @@ async fn the_webhook_retries_transient_failures_and_gets_each_event_once() {
 
 #[tokio::test]
 async fn a_refused_event_is_not_retried_and_an_unreachable_hook_fails_without_its_url() {
-    let (url, hits, _) = endpoint(vec![StatusCode::BAD_REQUEST]).await;
+    // A 400 and a redirect (never followed) are refusals: no retry, and the next event still goes.
+    let (url, hits, got) = endpoint(vec![StatusCode::BAD_REQUEST, StatusCode::MOVED_PERMANENTLY]).await;
     let hook = Webhook::new(&url).unwrap().with_backoff(Duration::from_millis(10));
-    assert!(hook.publish(&events(1)).await.is_err());
-    assert_eq!(hits.load(Ordering::SeqCst), 1);
+    assert!(hook.publish(&events(3)).await.is_err(), "a refusal is reported");
+    assert_eq!(hits.load(Ordering::SeqCst), 3, "one post per event");
+    let got = got.lock().unwrap().clone();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].1["subject"], "registrations/dev-2");
+    let err = Webhook::new("ftp://user:pw@example.net/hook?token=secret-in-query").err().unwrap();
+    assert!(!err.contains("secret-in-query") && !err.contains("pw"), "{err}");
 
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let hook = Webhook::new(&format!("http://{closed}/hook?token=secret-in-query"))
@@ -103,7 +109,7 @@ impl EventSink for Gated {
 #[tokio::test]
 async fn the_queue_answers_at_once_delivers_in_order_and_counts_what_it_drops() {
     let slow = Arc::new(Gated::default());
-    let queue = Queue::start(vec![slow.clone()], 3);
+    let queue = Queue::start(vec![(slow.clone(), 100)], 3);
     // The sink is blocked: the first event is taken by its task, three more fill the queue, the rest drop.
     let all = events(6);
     queue.publish(&all[..1]).await.unwrap();

@@ -16,7 +16,7 @@ pub struct EventsArgs {
     #[arg(long, env = "DPS_EVENTS_FILE")]
     pub events_file: Option<PathBuf>,
     /// POST lifecycle events to this http(s) URL, one CloudEvent per request (retried 5 times with backoff).
-    #[arg(long, env = "DPS_EVENTS_WEBHOOK")]
+    #[arg(long, env = "DPS_EVENTS_WEBHOOK", hide_env_values = true)]
     pub events_webhook: Option<String>,
     /// Most undelivered events held per destination; past it new events are dropped (and logged).
     #[arg(long, env = "DPS_EVENTS_QUEUE", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
@@ -26,14 +26,15 @@ pub struct EventsArgs {
 impl EventsArgs {
     /// The delivery queue to hand the service, or `None` when no destination is configured.
     pub async fn queue(&self) -> anyhow::Result<Option<Arc<Queue>>> {
-        let mut sinks: Vec<Arc<dyn EventSink>> = Vec::new();
+        // A file takes many events per fsync; a webhook one per delivery, so its counts are exact.
+        let mut sinks: Vec<(Arc<dyn EventSink>, usize)> = Vec::new();
         if let Some(path) = &self.events_file {
             let file =
                 JsonlFile::open(path).await.with_context(|| format!("cannot open events file {}", path.display()))?;
-            sinks.push(Arc::new(file));
+            sinks.push((Arc::new(file), 100));
         }
         if let Some(url) = &self.events_webhook {
-            sinks.push(Arc::new(Webhook::new(url).map_err(anyhow::Error::msg)?));
+            sinks.push((Arc::new(Webhook::new(url).map_err(anyhow::Error::msg)?), 1));
         }
         if sinks.is_empty() {
             return Ok(None);

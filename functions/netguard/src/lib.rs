@@ -52,10 +52,15 @@ impl Resolve for PublicOnly {
     }
 }
 
-/// Whether a URL's host (as `Url::host_str` gives it, IPv6 in brackets or not) is a literal forbidden address.
-/// Names are judged by [`PublicOnly`] when they are resolved.
-pub fn forbidden_host(host: &str) -> bool {
-    host.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>().is_ok_and(forbidden)
+/// Whether a parsed URL's host is a literal forbidden address. Judge the URL as it will be called, not the text
+/// it was made from: the URL parser reads `127.1`, `2130706433` and `0x7f.1` as 127.0.0.1. Names are judged by
+/// [`PublicOnly`] when they are resolved.
+pub fn forbidden_url(url: &url::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(v4)) => forbidden(IpAddr::V4(v4)),
+        Some(url::Host::Ipv6(v6)) => forbidden(IpAddr::V6(v6)),
+        Some(url::Host::Domain(_)) | None => false,
+    }
 }
 
 /// Whether an address is one that calls made on a tenant's behalf may not reach by default: loopback, private, link-local, unspecified,
@@ -142,9 +147,23 @@ mod tests {
     }
 
     #[test]
-    fn literal_hosts() {
-        assert!(forbidden_host("127.0.0.1") && forbidden_host("[::1]") && forbidden_host("::ffff:10.0.0.1"));
-        assert!(!forbidden_host("example.net") && !forbidden_host("8.8.8.8") && !forbidden_host("localhost"));
+    fn literal_hosts_in_every_spelling_the_url_parser_reads() {
+        let judged = |text: &str| forbidden_url(&url::Url::parse(text).unwrap());
+        for bad in [
+            "https://127.0.0.1/",
+            "https://[::1]/",
+            "https://[::ffff:10.0.0.1]/",
+            "https://2130706433/",
+            "https://127.1/",
+            "https://0x7f.1/",
+            "https://0177.0.0.1/",
+            "https://10.1/",
+        ] {
+            assert!(judged(bad), "{bad} should be forbidden");
+        }
+        for good in ["https://example.net/", "https://8.8.8.8/", "https://localhost/"] {
+            assert!(!judged(good), "{good} is judged when it resolves, or is public");
+        }
     }
 
     #[tokio::test]

@@ -9,7 +9,7 @@ use base64::Engine as _;
 use dps_core::allocator::AllocationRequest;
 use dps_core::allocator::{AllocationFailure, AllocationResponse};
 use dps_core::model::Instance;
-use dps_netguard::{ForbiddenTarget, PublicOnly, forbidden_host};
+use dps_netguard::{ForbiddenTarget, PublicOnly, forbidden_url};
 use hmac::{Hmac, Mac};
 use reqwest::{Client, Url};
 use serde_json::Value;
@@ -94,7 +94,7 @@ impl Webhooks {
             return Err(bad("it must not carry credentials (Azure Functions keys go in the query)"));
         }
         let host = url.host_str().ok_or_else(|| bad("it has no host"))?;
-        if !self.private_allowed(instance) && forbidden_host(host) {
+        if !self.private_allowed(instance) && forbidden_url(&url) {
             return Err(forbidden_target(host));
         }
         Ok(url)

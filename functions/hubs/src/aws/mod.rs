@@ -79,6 +79,18 @@ impl AwsIotCoreConnector {
                 format!("AWS IoT Core hub '{}': {why}", hub.host_name),
             )
         })?;
+        // Without an override the shadow calls go to the hub's host name, signed with the deployment's
+        // credentials: it must be an AWS IoT Core endpoint, not a host of the instance owner's choosing.
+        if settings.data_endpoint_url.is_none() && !settings::is_iot_data_endpoint(hub.host_name) {
+            return Err(HubFailure::new(
+                dps_core::hubs::HubFailureKind::NotConfigured,
+                format!(
+                    "AWS IoT Core hub '{}': the host name must be the account's IoT data endpoint \
+                     ({{prefix}}-ats.iot.{{region}}.amazonaws.com)",
+                    hub.host_name
+                ),
+            ));
+        }
         if !settings::valid_thing_name(thing) {
             return Err(refused(format!(
                 "Device ID '{thing}' cannot be an AWS IoT Core thing name (1 to 128 of letters, digits, ':', '_', '-')"

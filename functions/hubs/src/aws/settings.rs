@@ -139,6 +139,19 @@ fn valid_policy_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'=' | b',' | b'.' | b'@' | b'-' | b'_'))
 }
 
+/// Whether `host` is an AWS IoT Core data endpoint (`{prefix}[-ats].iot.{region}.amazonaws.com`, or `.com.cn`):
+/// without an endpoint override, the data plane is called at the hub's host name, so it must be AWS's.
+pub fn is_iot_data_endpoint(host: &str) -> bool {
+    let host = host.to_ascii_lowercase();
+    let Some(rest) = host.strip_suffix(".amazonaws.com").or_else(|| host.strip_suffix(".amazonaws.com.cn")) else {
+        return false;
+    };
+    let labels: Vec<&str> = rest.split('.').collect();
+    let [prefix, "iot", region] = labels.as_slice() else { return false };
+    let prefix = prefix.strip_suffix("-ats").unwrap_or(prefix);
+    !prefix.is_empty() && prefix.bytes().all(|b| b.is_ascii_alphanumeric()) && valid_region(region)
+}
+
 fn valid_region(region: &str) -> bool {
     let parts: Vec<&str> = region.split('-').collect();
     parts.len() >= 3
@@ -209,5 +222,21 @@ mod tests {
         assert_eq!(none.region_for("127.0.0.1"), None);
         let set = AwsSettings { region: Some("eu-west-1".into()), ..Default::default() };
         assert_eq!(set.region_for("abc123-ats.iot.us-east-1.amazonaws.com").as_deref(), Some("eu-west-1"));
+    }
+
+    #[test]
+    fn iot_data_endpoints() {
+        assert!(is_iot_data_endpoint("a1b2c3d4e5f6g7-ats.iot.eu-west-1.amazonaws.com"));
+        assert!(is_iot_data_endpoint("A1B2C3.iot.cn-north-1.amazonaws.com.cn"));
+        for bad in [
+            "evil.example.net",
+            "127.0.0.1",
+            "x.iot.eu-west-1.amazonaws.com.evil.net",
+            "a.b.iot.eu-west-1.amazonaws.com",
+            "-ats.iot.eu-west-1.amazonaws.com",
+            "a.s3.eu-west-1.amazonaws.com",
+        ] {
+            assert!(!is_iot_data_endpoint(bad), "{bad}");
+        }
     }
 }

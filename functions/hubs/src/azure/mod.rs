@@ -195,10 +195,11 @@ fn conflict_failure(hub: &str, what: &str) -> HubFailure {
 impl AzureIotHubConnector {
     fn registry(&self, hub: HubTarget<'_>) -> Result<Registry<'_>, HubFailure> {
         let cs = self.open(hub)?;
-        if self.endpoint.is_none() && dps_netguard::forbidden_host(&cs.host_name) {
+        let base = self.endpoint.clone().unwrap_or_else(|| format!("https://{}", cs.host_name));
+        // The URL as it will be called: a host name of digits is an IPv4 address to the URL parser.
+        if self.endpoint.is_none() && url::Url::parse(&base).map_or(true, |u| dps_netguard::forbidden_url(&u)) {
             return Err(forbidden_host(&cs.host_name));
         }
-        let base = self.endpoint.clone().unwrap_or_else(|| format!("https://{}", cs.host_name));
         Ok(Registry { connector: self, cs, base })
     }
 }

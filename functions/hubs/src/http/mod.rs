@@ -54,7 +54,7 @@ impl HttpRegistryConnector {
     /// judged when they resolve).
     fn target(&self, settings: &Map<String, Value>) -> Result<Url, String> {
         let url = base_url(settings)?;
-        if !self.private_targets && url.host_str().is_some_and(dps_netguard::forbidden_host) {
+        if !self.private_targets && dps_netguard::forbidden_url(&url) {
             return Err("the setting url names a private, loopback or link-local address, which this deployment \
                         does not allow"
                 .into());
