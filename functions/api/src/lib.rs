@@ -9,6 +9,7 @@ mod device;
 pub mod error;
 pub mod extract;
 pub mod layers;
+mod metrics;
 mod policies;
 mod service;
 pub mod wire;
@@ -23,6 +24,7 @@ pub use device::ClientAddress;
 pub use error::ApiError;
 pub use extract::{API_VERSIONS, MAX_BODY_BYTES, MAX_JSON_DEPTH, MAX_POLICY_BYTES, service_host};
 pub use layers::{REQUEST_ID_HEADER, TrackingId};
+pub use metrics::with_request_metrics;
 
 /// The device API only: `/{idScope}/registrations/{registrationId}[/register | /operations/{operationId}]`.
 pub fn device_router(dps: Dps) -> Router {

@@ -9,6 +9,7 @@ pub mod error;
 pub mod hubs;
 pub mod ids;
 pub mod memory;
+pub mod metrics;
 pub mod model;
 pub mod policy;
 pub mod sas;

@@ -7,6 +7,7 @@ mod admin;
 mod cli;
 mod conn;
 mod hubs;
+mod metrics;
 mod mqtt;
 mod serve;
 mod store;

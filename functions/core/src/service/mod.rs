@@ -99,6 +99,7 @@ pub struct Dps {
     failures: Arc<limiter::FailureLimiter>,
     hubs: Arc<crate::hubs::HubConnectors>,
     secrets: Option<Arc<dyn crate::hubs::SecretBox>>,
+    metrics: Arc<dyn crate::metrics::Metrics>,
 }
 
 /// An authenticated service API caller.
@@ -144,6 +145,7 @@ impl Dps {
             failures,
             hubs: Arc::new(crate::hubs::HubConnectors::none()),
             secrets: None,
+            metrics: Arc::new(crate::metrics::NoMetrics),
         }
     }
 
@@ -157,6 +159,17 @@ impl Dps {
     pub fn with_secret_box(mut self, secrets: Arc<dyn crate::hubs::SecretBox>) -> Self {
         self.secrets = Some(secrets);
         self
+    }
+
+    /// Report measurements to this sink (without, nothing is measured).
+    pub fn with_metrics(mut self, metrics: Arc<dyn crate::metrics::Metrics>) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    /// The measurements sink (the front doors report their requests to it).
+    pub fn metrics(&self) -> &Arc<dyn crate::metrics::Metrics> {
+        &self.metrics
     }
 
     /// Enable the `custom` policy with this allocator.
