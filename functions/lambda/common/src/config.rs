@@ -33,6 +33,14 @@ impl Function {
         }
     }
 
+    /// The front door its requests are counted under.
+    pub fn front_door(self) -> dps_core::metrics::FrontDoor {
+        match self {
+            Function::Device => dps_core::metrics::FrontDoor::Device,
+            Function::Service => dps_core::metrics::FrontDoor::Service,
+        }
+    }
+
     /// Longest `DPS_CACHE_TTL` this function accepts.
     pub fn max_cache_ttl(self) -> Duration {
         match self {
@@ -65,6 +73,8 @@ pub mod vars {
     pub const SECRETS_KMS_KEY: &str = "DPS_SECRETS_KMS_KEY";
     /// KMS endpoint override for local runs (moto); never set on AWS.
     pub const KMS_ENDPOINT: &str = "DPS_KMS_ENDPOINT";
+    /// CloudWatch namespace of the Embedded Metric Format lines (`emf.rs`); unset, no metrics are written.
+    pub const METRICS_NAMESPACE: &str = "DPS_METRICS_NAMESPACE";
     /// Region of the AWS clients; the Lambda service sets it.
     pub const AWS_REGION: &str = "AWS_REGION";
 }
@@ -90,6 +100,8 @@ pub struct FunctionConfig {
     pub secrets_kms_key: Option<String>,
     /// KMS endpoint override (local runs only).
     pub kms_endpoint: Option<String>,
+    /// Namespace of the EMF metrics lines, if they are written.
+    pub metrics_namespace: Option<String>,
 }
 
 /// A configuration value that is missing or malformed.
@@ -170,6 +182,7 @@ impl FunctionConfig {
             client_certificates,
             secrets_kms_key: get(vars::SECRETS_KMS_KEY),
             kms_endpoint: get(vars::KMS_ENDPOINT),
+            metrics_namespace: get(vars::METRICS_NAMESPACE),
         })
     }
 
