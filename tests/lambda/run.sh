@@ -9,7 +9,8 @@
 #      emulator, from the cargo-lambda PyPI package); e2e.test.js drives the service function over HTTP, registers devices through
 #      the device function with the official Azure IoT Node.js device SDK, and counts DynamoDB calls per device
 #      operation;
-#   5. prints each binary's cold-start init time (process start to first poll of the runtime API).
+#   5. checks the device function's Embedded Metric Format lines (emf_check.py);
+#   6. prints each binary's cold-start init time (process start to first poll of the runtime API).
 # Everything listens on free 127.0.0.1 ports; every process started here is stopped on exit.
 set -euo pipefail
 
@@ -133,6 +134,8 @@ service_port="$(free_port)"
 # As template.yaml sets them, plus the two endpoint overrides that point the functions at moto (DynamoDB, S3).
 function_env="DPS_TABLE_NAME=$table,DPS_DYNAMODB_ENDPOINT=$endpoint,DPS_POLICY_BUCKET=$bucket"
 function_env+=",DPS_S3_ENDPOINT=$endpoint,DPS_CACHE_TTL=5,DPS_LOG_LEVEL=info"
+metrics_namespace="DPS/dps-lambda-e2e"
+function_env+=",DPS_METRICS_NAMESPACE=$metrics_namespace"
 # One emulator per function, in `--only-lambda-apis` mode: it serves the Lambda runtime API and the function URL
 # front (each HTTP request becomes a function URL event, payload format 2.0, handed to the binary through the
 # runtime API, and the reply turned back), and the binary built above runs as that emulator's default function
@@ -171,6 +174,10 @@ say "end-to-end through the Lambda functions"
 DEVICE_URL="http://127.0.0.1:$device_port" SERVICE_URL="http://127.0.0.1:$service_port" \
     SERVICE_HOST="$service_host" ID_SCOPE="$id_scope" HUB="$hub" CONNECTION_STRING="$connection_string" MOTO_URL="$endpoint" TENANT_HUB="$tenant_hub" \
     node --test --test-concurrency=1 "$here/e2e.test.js"
+
+say "Embedded Metric Format lines of the device function (docs/metrics.md)"
+# The SDK devices of the individual, group and custom allocation tests were assigned; the last ran a wasm policy.
+"$venv/bin/python" "$here/emf_check.py" "$work/fn-watch-device.log" "$metrics_namespace" 3 1
 
 # Informational, never gating: init time of each binary, from process start to its first poll of the runtime
 # API (a stand-in runtime API answers nothing, so the function sits ready); the functions log their own
