@@ -81,8 +81,8 @@ pub struct Prometheus {
 impl Prometheus {
     /// Every series registered under the `dps_` prefix, none observed yet.
     pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("dps");
-        let this = Self {
+        let mut this = Self {
+            registry: Registry::with_prefix("dps"),
             registrations: Family::default(),
             registration_errors: Family::default(),
             hub_failures: Family::default(),
@@ -91,9 +91,8 @@ impl Prometheus {
             custom_fuel: Family::new_with_constructor(fuel),
             requests: Family::default(),
             request_seconds: Family::new_with_constructor(seconds),
-            registry: Registry::default(),
         };
-        let r = &mut registry;
+        let r = &mut this.registry;
         r.register(
             "registrations",
             "Registration records written, by status, attestation and allocation policy",
@@ -118,7 +117,7 @@ impl Prometheus {
             "Requests by front door and status class, to the response head",
             this.request_seconds.clone(),
         );
-        Self { registry, ..this }
+        this
     }
 
     /// The text a scrape gets.
