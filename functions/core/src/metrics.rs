@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use crate::error::Error;
-use crate::model::{AllocationPolicy, AttestationType, RegistrationStatus};
+use crate::model::{AllocationPolicy, AttestationType, RegistrationRecord, RegistrationStatus};
 
 /// Receives the measurements. Calls are made on the request path: keep them cheap and never blocking.
 pub trait Metrics: Send + Sync + 'static {
@@ -43,6 +43,16 @@ pub struct Written {
 }
 
 impl Written {
+    /// What `record` (just written) says, allocated under `allocation_policy`.
+    pub fn of(record: &RegistrationRecord, allocation_policy: AllocationPolicy) -> Self {
+        Self {
+            attestation: record.attestation_type,
+            allocation_policy,
+            status: record.status,
+            error_code: record.error_code,
+        }
+    }
+
     /// The failure was the hub's (its connector's call failed: the `hubs::codes` table).
     pub fn hub_failed(&self) -> bool {
         use crate::hubs::codes::*;
