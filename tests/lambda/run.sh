@@ -9,7 +9,8 @@
 #      emulator, from the cargo-lambda PyPI package); e2e.test.js drives the service function over HTTP, registers devices through
 #      the device function with the official Azure IoT Node.js device SDK, and counts DynamoDB calls per device
 #      operation; events_check.py then reads back the lifecycle events the run put on the bus;
-#   5. prints each binary's cold-start init time (process start to first poll of the runtime API).
+#   5. checks the device function's Embedded Metric Format lines (emf_check.py);
+#   6. prints each binary's cold-start init time (process start to first poll of the runtime API).
 # Everything listens on free 127.0.0.1 ports; every process started here is stopped on exit.
 set -euo pipefail
 
@@ -146,6 +147,8 @@ function_env+=",DPS_S3_ENDPOINT=$endpoint,DPS_CACHE_TTL=5,DPS_LOG_LEVEL=info"
 function_env+=",DPS_EVENT_BUS=$event_bus,DPS_EVENTS_ENDPOINT=$endpoint"
 # The IoT Core hub of e2e.test.js is moto: let hubs name their endpoints (never set on AWS).
 function_env+=",DPS_HUB_ENDPOINT_OVERRIDES=true"
+metrics_namespace="DPS/dps-lambda-e2e"
+function_env+=",DPS_METRICS_NAMESPACE=$metrics_namespace"
 # One emulator per function, in `--only-lambda-apis` mode: it serves the Lambda runtime API and the function URL
 # front (each HTTP request becomes a function URL event, payload format 2.0, handed to the binary through the
 # runtime API, and the reply turned back), and the binary built above runs as that emulator's default function
@@ -187,6 +190,9 @@ DEVICE_URL="http://127.0.0.1:$device_port" SERVICE_URL="http://127.0.0.1:$servic
 
 say "lifecycle events the run made, read back from the queue the bus routes them to"
 AWS_ENDPOINT_URL="$endpoint" "$venv/bin/python" "$here/events_check.py" "$events_queue" "$root/docs/events.schema.json"
+say "Embedded Metric Format lines of the device function (docs/metrics.md)"
+# The SDK devices of the individual, group and custom allocation tests were assigned; the last ran a wasm policy.
+"$venv/bin/python" "$here/emf_check.py" "$work/fn-watch-device.log" "$metrics_namespace" 3 1
 
 # Informational, never gating: init time of each binary, from process start to its first poll of the runtime
 # API (a stand-in runtime API answers nothing, so the function sits ready); the functions log their own

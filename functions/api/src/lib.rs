@@ -10,6 +10,7 @@ pub mod error;
 pub mod extract;
 pub mod layers;
 mod openapi;
+mod metrics;
 mod policies;
 mod routes;
 mod service;
@@ -27,6 +28,7 @@ pub use extract::{API_VERSIONS, MAX_BODY_BYTES, MAX_JSON_DEPTH, MAX_POLICY_BYTES
 pub use layers::{REQUEST_ID_HEADER, TrackingId};
 pub use openapi::OPENAPI_JSON;
 pub use routes::Route;
+pub use metrics::with_request_metrics;
 
 /// The device API only: `/{idScope}/registrations/{registrationId}[/register | /operations/{operationId}]`.
 pub fn device_router(dps: Dps) -> Router {

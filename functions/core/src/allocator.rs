@@ -156,6 +156,13 @@ pub struct AllocationFailure {
     pub message: String,
 }
 
+/// What a custom allocation consumed besides time (for the metrics).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AllocationCost {
+    /// Fuel a WebAssembly policy consumed (none for webhooks, or when no module ran).
+    pub fuel_consumed: Option<u64>,
+}
+
 /// Runs custom allocation for one registration.
 #[async_trait]
 pub trait CustomAllocator: Send + Sync + 'static {
@@ -176,4 +183,15 @@ pub trait CustomAllocator: Send + Sync + 'static {
         definition: &CustomAllocationDefinition,
         request: &AllocationRequest,
     ) -> Result<AllocationResponse, AllocationFailure>;
+
+    /// [`allocate`](Self::allocate) and what it consumed: an allocator that knows (a WebAssembly policy's fuel)
+    /// overrides this; the default reports nothing. The core calls this one.
+    async fn allocate_measured(
+        &self,
+        instance: &Instance,
+        definition: &CustomAllocationDefinition,
+        request: &AllocationRequest,
+    ) -> (Result<AllocationResponse, AllocationFailure>, AllocationCost) {
+        (self.allocate(instance, definition, request).await, AllocationCost::default())
+    }
 }

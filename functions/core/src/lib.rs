@@ -10,6 +10,7 @@ pub mod events;
 pub mod hubs;
 pub mod ids;
 pub mod memory;
+pub mod metrics;
 pub mod model;
 pub mod policy;
 pub mod sas;

@@ -154,6 +154,10 @@ pub struct ServeArgs {
     pub mqtt: Box<crate::mqtt::MqttArgs>,
     #[command(flatten)]
     pub events: Box<crate::events::EventsArgs>,
+    /// Serve Prometheus metrics at http://ADDR/metrics (plain HTTP, no credential: bind loopback or a private
+    /// network). Off by default; docs/metrics.md lists the series.
+    #[arg(long, env = "DPS_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// A whole number of seconds, at least 1 (a zero timeout would close every connection at once).

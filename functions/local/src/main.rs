@@ -8,6 +8,7 @@ mod cli;
 mod conn;
 mod events;
 mod hubs;
+mod metrics;
 mod mqtt;
 mod serve;
 mod store;

@@ -101,6 +101,10 @@ pub async fn run(global: &Global, args: ServeArgs) -> anyhow::Result<()> {
     if let Some(queue) = &events {
         dps = dps.with_events(queue.clone());
     }
+    let prometheus = args.metrics_listen.map(|_| Arc::new(crate::metrics::Prometheus::new()));
+    if let Some(p) = &prometheus {
+        dps = dps.with_metrics(p.clone());
+    }
     let instances = store::ensure_default_instance(&dps, &global.service_host_name).await?;
 
     let files = match (&args.tls_cert, &args.tls_key) {
@@ -115,25 +119,42 @@ pub async fn run(global: &Global, args: ServeArgs) -> anyhow::Result<()> {
     let acceptor = TlsAcceptor::from(tls_config.clone());
     // The deadline is the API crate's layer, the same one the Lambda functions serve through.
     let limit = Duration::from_secs(args.request_timeout.max(1));
-    let deadline = |router| dps_api::with_deadline(router, limit);
+    let measured = |door, router| match &prometheus {
+        Some(p) => dps_api::with_request_metrics(router, door, p.clone()),
+        None => router,
+    };
+    let deadline = |door, router| measured(door, dps_api::with_deadline(router, limit));
+    use dps_core::metrics::FrontDoor;
 
     let mut listeners = Vec::new();
     match args.service_listen {
-        None => listeners.push(bind("device+service", args.listen, deadline(dps_api::app(dps.clone()))).await?),
+        None => listeners.push(bind("device+service", args.listen, deadline(None, dps_api::app(dps.clone()))).await?),
         Some(service_addr) => {
-            listeners.push(bind("device", args.listen, deadline(dps_api::device_router(dps.clone()))).await?);
-            listeners.push(bind("service", service_addr, deadline(dps_api::service_router(dps.clone()))).await?);
+            let device = deadline(Some(FrontDoor::Device), dps_api::device_router(dps.clone()));
+            listeners.push(bind("device", args.listen, device).await?);
+            let service = deadline(Some(FrontDoor::Service), dps_api::service_router(dps.clone()));
+            listeners.push(bind("service", service_addr, service).await?);
         }
     }
     if let Some(addr) = args.mqtt.mqtt_listen {
-        let mut listener = bind("mqtt", addr, deadline(dps_api::device_router(dps.clone()))).await?;
+        let router = deadline(Some(FrontDoor::Mqtt), dps_api::device_router(dps.clone()));
+        let mut listener = bind("mqtt", addr, router).await?;
         listener.mqtt = Some(Arc::new(args.mqtt.limits()));
         listeners.push(listener);
     }
     let mqtt_acceptor = TlsAcceptor::from(mqtt::tls_config(&tls_config));
     // Signal handlers go in before anyone learns we are up, so an early SIGTERM is still a graceful one.
     let signals = Signals::install();
-    announce(&args, &files, &instances, &listeners)?;
+    let metrics_socket = match args.metrics_listen {
+        Some(addr) => Some(crate::metrics::bind(addr).await?),
+        None => None,
+    };
+    let metrics_listen = metrics_socket.as_ref().and_then(|s| s.local_addr().ok());
+    announce(&args, &files, &instances, &listeners, metrics_listen)?;
+    if let (Some(socket), Some(p)) = (metrics_socket, prometheus) {
+        tracing::info!(addr = ?metrics_listen, "serving metrics");
+        crate::metrics::spawn(socket, p);
+    }
     for l in &listeners {
         tracing::info!(listener = l.what, addr = %l.socket.local_addr()?, "listening");
     }
@@ -379,7 +400,13 @@ impl Signals {
 
 /// Tell the operator how to reach the service: a banner, or one JSON line with `--print-json`. Stdout, not logs:
 /// it carries a connection string (a secret), which the logs never do.
-fn announce(args: &ServeArgs, files: &TlsFiles, instances: &[Instance], listeners: &[Listener]) -> anyhow::Result<()> {
+fn announce(
+    args: &ServeArgs,
+    files: &TlsFiles,
+    instances: &[Instance],
+    listeners: &[Listener],
+    metrics_listen: Option<SocketAddr>,
+) -> anyhow::Result<()> {
     let addr = |i: usize| listeners.get(i).and_then(|l| l.socket.local_addr().ok());
     let listen = addr(0).context("no listener")?;
     let service_listen = if args.service_listen.is_some() { addr(1) } else { None };
@@ -410,6 +437,7 @@ fn announce(args: &ServeArgs, files: &TlsFiles, instances: &[Instance], listener
             "deviceUrl": format!("https://{listen}"),
             "serviceListen": service_listen.map(|a| a.to_string()),
             "mqttListen": mqtt_listen.map(|a| a.to_string()),
+            "metricsListen": metrics_listen.map(|a| a.to_string()),
             "caCertificate": ca,
             "idScope": first.id_scope,
             "serviceHostName": first.service_host_name,
@@ -426,6 +454,9 @@ fn announce(args: &ServeArgs, files: &TlsFiles, instances: &[Instance], listener
     }
     if let Some(addr) = mqtt_listen {
         println!("  device API over MQTT (TLS) on {addr}");
+    }
+    if let Some(addr) = metrics_listen {
+        println!("  Prometheus metrics on http://{addr}/metrics");
     }
     for i in instances {
         println!();

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use dps_core::allocator::{AllocationFailure, AllocationRequest, AllocationResponse, CustomAllocator};
+use dps_core::allocator::{AllocationCost, AllocationFailure, AllocationRequest, AllocationResponse, CustomAllocator};
 use dps_core::model::{CustomAllocationDefinition, Instance};
 use dps_core::policy::{DryRun, PolicyInfo, PolicyRegistry, PolicyTrace};
 use dps_core::{Error, Result};
@@ -237,6 +237,15 @@ impl CustomAllocator for PolicyAllocator {
         definition: &CustomAllocationDefinition,
         request: &AllocationRequest,
     ) -> Result<AllocationResponse, AllocationFailure> {
+        self.allocate_measured(instance, definition, request).await.0
+    }
+
+    async fn allocate_measured(
+        &self,
+        instance: &Instance,
+        definition: &CustomAllocationDefinition,
+        request: &AllocationRequest,
+    ) -> (Result<AllocationResponse, AllocationFailure>, AllocationCost) {
         if let Some(name) = &definition.policy_name {
             let (decision, trace) = self.evaluate(instance, name, request).await;
             tracing::debug!(
@@ -248,13 +257,16 @@ impl CustomAllocator for PolicyAllocator {
                 ok = decision.is_ok(),
                 "custom allocation policy"
             );
-            return decision;
+            // A module that never ran (not found, not compiled) consumed nothing worth a sample.
+            let ran = trace.fuel_consumed > 0;
+            return (decision, AllocationCost { fuel_consumed: ran.then_some(trace.fuel_consumed) });
         }
+        let none = AllocationCost::default();
         if let Some(url) = &definition.webhook_url {
             // The core checks the answer against the hubs offered, for webhooks and policies alike.
-            return self.webhooks.call(instance, url, request).await;
+            return (self.webhooks.call(instance, url, request).await, none);
         }
-        Err(failure(codes::NO_DEFINITION, "Custom allocation has no definition (webhook or policy)"))
+        (Err(failure(codes::NO_DEFINITION, "Custom allocation has no definition (webhook or policy)")), none)
     }
 }
 

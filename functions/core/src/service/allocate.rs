@@ -7,6 +7,7 @@ use super::device::Registration;
 use super::{Dps, now};
 use crate::allocation;
 use crate::allocator::{AllocationFailure, AllocationRequest, AllocationResponse, DeviceRuntimeContext, codes};
+use crate::metrics::{CustomAllocationRun, CustomMechanism};
 use crate::model::{
     AllocationPolicy, AnyEnrollment, AttestationType, EnrollmentSpec, Instance, LinkedHub, ProvisioningStatus,
     RegistrationRecord, RegistrationStatus, ReprovisionPolicy, Substatus,
@@ -156,8 +157,20 @@ impl Dps {
             payload: r.req.payload.clone(),
         };
         let request = AllocationRequest::new(&r.attested.enrollment, context, linked_hubs);
-        let response = allocator.allocate(r.instance, definition, &request).await?;
-        request.check_offered(response)
+        let started = std::time::Instant::now();
+        let (answer, cost) = allocator.allocate_measured(r.instance, definition, &request).await;
+        let answer = answer.and_then(|response| request.check_offered(response));
+        self.metrics.custom_allocation(&CustomAllocationRun {
+            mechanism: if definition.policy_name.is_some() {
+                CustomMechanism::Policy
+            } else {
+                CustomMechanism::Webhook
+            },
+            duration: started.elapsed(),
+            fuel_consumed: cost.fuel_consumed,
+            error_code: answer.as_ref().err().map(|f| f.code),
+        });
+        answer
     }
 }
 

@@ -97,7 +97,11 @@ impl Dps {
     /// Register a device: attest, allocate, record. Always returns the record written (its status may be
     /// `assigned`, `failed` or `disabled`); errors are for requests that could not be attested or processed.
     pub async fn register(&self, req: RegisterRequest) -> Result<RegistrationRecord> {
-        self.limited(&req.id_scope, req.client_address, self.register_attested(&req)).await
+        let started = std::time::Instant::now();
+        let result = self.limited(&req.id_scope, req.client_address, self.register_attested(&req)).await;
+        let outcome = crate::metrics::Outcome::of(&result, |record| record.status);
+        self.metrics.registration_ended(outcome, started.elapsed());
+        result
     }
 
     async fn register_attested(&self, req: &RegisterRequest) -> Result<RegistrationRecord> {

@@ -101,6 +101,7 @@ pub struct Dps {
     hubs: Arc<crate::hubs::HubConnectors>,
     secrets: Option<Arc<dyn crate::hubs::SecretBox>>,
     events: Option<Arc<dyn EventSink>>,
+    metrics: Arc<dyn crate::metrics::Metrics>,
 }
 
 /// An authenticated service API caller.
@@ -147,6 +148,7 @@ impl Dps {
             hubs: Arc::new(crate::hubs::HubConnectors::none()),
             secrets: None,
             events: None,
+            metrics: Arc::new(crate::metrics::NoMetrics),
         }
     }
 
@@ -176,6 +178,17 @@ impl Dps {
         if let Err(err) = sink.publish(std::slice::from_ref(&event)).await {
             tracing::warn!(event_id = %event.id, event_type = event.event_type.name(), "event not delivered: {err}");
         }
+    }
+
+    /// Report measurements to this sink (without, nothing is measured).
+    pub fn with_metrics(mut self, metrics: Arc<dyn crate::metrics::Metrics>) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    /// The measurements sink (the front doors report their requests to it).
+    pub fn metrics(&self) -> &Arc<dyn crate::metrics::Metrics> {
+        &self.metrics
     }
 
     /// Enable the `custom` policy with this allocator.

@@ -75,6 +75,8 @@ impl Dps {
             let meter = OperationCount { date: today(), kind, count: 1 };
             match self.store.put_registration(&instance.id_scope, record, precondition, Some(meter)).await {
                 Ok(written) => {
+                    let policy = attested.enrollment.spec().allocation_policy.unwrap_or(instance.allocation_policy);
+                    self.metrics.registration_written(&crate::metrics::Written::of(&written, policy));
                     tracing::info!(
                         scope = %instance.id_scope,
                         registration_id = %written.registration_id,

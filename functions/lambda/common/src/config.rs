@@ -33,6 +33,14 @@ impl Function {
         }
     }
 
+    /// The front door its requests are counted under.
+    pub fn front_door(self) -> dps_core::metrics::FrontDoor {
+        match self {
+            Function::Device => dps_core::metrics::FrontDoor::Device,
+            Function::Service => dps_core::metrics::FrontDoor::Service,
+        }
+    }
+
     /// Longest `DPS_CACHE_TTL` this function accepts.
     pub fn max_cache_ttl(self) -> Duration {
         match self {
@@ -73,6 +81,8 @@ pub mod vars {
     pub const EVENT_BUS: &str = "DPS_EVENT_BUS";
     /// EventBridge endpoint override for local runs (moto); never set on AWS.
     pub const EVENTS_ENDPOINT: &str = "DPS_EVENTS_ENDPOINT";
+    /// CloudWatch namespace of the Embedded Metric Format lines (`emf.rs`); unset, no metrics are written.
+    pub const METRICS_NAMESPACE: &str = "DPS_METRICS_NAMESPACE";
     /// Region of the AWS clients; the Lambda service sets it.
     pub const AWS_REGION: &str = "AWS_REGION";
 }
@@ -104,6 +114,8 @@ pub struct FunctionConfig {
     pub event_bus: Option<String>,
     /// EventBridge endpoint override (local runs only).
     pub events_endpoint: Option<String>,
+    /// Namespace of the EMF metrics lines, if they are written.
+    pub metrics_namespace: Option<String>,
 }
 
 /// A configuration value that is missing or malformed.
@@ -196,6 +208,7 @@ impl FunctionConfig {
             },
             event_bus: get(vars::EVENT_BUS),
             events_endpoint: get(vars::EVENTS_ENDPOINT),
+            metrics_namespace: get(vars::METRICS_NAMESPACE),
         })
     }
 

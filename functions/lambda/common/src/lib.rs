@@ -6,6 +6,7 @@ pub mod aws;
 pub mod certs;
 pub mod config;
 pub mod events;
+pub mod emf;
 pub mod logging;
 pub mod secrets;
 
@@ -31,9 +32,14 @@ pub fn run(function: Function, router: impl FnOnce(Dps) -> axum::Router) -> Resu
     runtime.block_on(async {
         let config = FunctionConfig::from_env(function)?;
         logging::init_json(&config.log_filter);
-        let dps = aws::dps(&config).await?;
+        let mut dps = aws::dps(&config).await?;
+        if let Some(namespace) = &config.metrics_namespace {
+            dps = dps.with_metrics(std::sync::Arc::new(emf::Emf::new(namespace.clone(), std::io::stdout())));
+        }
+        let metrics = dps.metrics().clone();
         let router = certs::with_client_certificates(router(dps), config.client_certificates);
         let router = dps_api::with_deadline(router, REQUEST_DEADLINE);
+        let router = dps_api::with_request_metrics(router, Some(function.front_door()), metrics);
         tracing::info!(
             function = function.name(),
             table = %config.dynamo.table_name,

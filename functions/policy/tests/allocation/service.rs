@@ -20,11 +20,16 @@ struct Service {
 }
 
 async fn service() -> Service {
+    service_measured(Arc::new(dps_core::metrics::NoMetrics)).await
+}
+
+async fn service_measured(metrics: Arc<dyn dps_core::metrics::Metrics>) -> Service {
     let harness = Harness::new();
     let allocator = harness.allocator.clone();
     let dps = Dps::new(Arc::new(MemoryStore::new()), Settings::default())
         .with_allocator(allocator.clone())
-        .with_policies(allocator);
+        .with_policies(allocator)
+        .with_metrics(metrics);
     let created = dps
         .create_instance(NewInstance {
             name: "e2e".into(),
@@ -171,4 +176,50 @@ async fn policy_calls_need_the_service_config_right() {
         Error::invalid("Invalid policy name 'bad name!'")
     );
     assert!(s.dps.list_policies(&s.caller).await.unwrap().is_empty());
+}
+
+/// Keeps what the core reports.
+#[derive(Default)]
+struct Recorded {
+    custom: std::sync::Mutex<Vec<dps_core::metrics::CustomAllocationRun>>,
+    written: std::sync::Mutex<Vec<dps_core::metrics::Written>>,
+}
+
+impl dps_core::metrics::Metrics for Recorded {
+    fn custom_allocation(&self, run: &dps_core::metrics::CustomAllocationRun) {
+        self.custom.lock().unwrap().push(*run);
+    }
+    fn registration_written(&self, written: &dps_core::metrics::Written) {
+        self.written.lock().unwrap().push(*written);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn custom_allocation_reports_its_time_and_the_fuel_the_policy_used() {
+    use dps_core::metrics::CustomMechanism;
+    use dps_core::model::AllocationPolicy;
+    let recorded = Arc::new(Recorded::default());
+    let s = service_measured(recorded.clone()).await;
+    s.dps.upload_policy(&s.caller, "tenants", example("tenant_prefix")).await.unwrap();
+    s.dps.upload_policy(&s.caller, "spin", fixture("infinite-loop")).await.unwrap();
+    s.group("tenants", "tenants").await.unwrap();
+    s.group("spinning", "spin").await.unwrap();
+    assert_eq!(s.register("tenants", "acme-1", None).await.status, RegistrationStatus::Assigned);
+    assert_eq!(s.register("spinning", "victim-1", None).await.error_code, Some(POLICY_FUEL));
+
+    let runs = recorded.custom.lock().unwrap().clone();
+    assert_eq!(runs.len(), 2, "{runs:?}");
+    let (ok, spun) = (runs[0], runs[1]);
+    assert_eq!((ok.mechanism, ok.error_code), (CustomMechanism::Policy, None));
+    let limit = dps_policy::Limits::default().fuel;
+    assert!(ok.fuel_consumed.is_some_and(|f| f > 0 && f < limit), "{ok:?}");
+    assert!(!ok.duration.is_zero());
+    // Out of fuel: all of it was consumed.
+    assert_eq!((spun.error_code, spun.fuel_consumed), (Some(POLICY_FUEL), Some(limit)));
+    let written = recorded.written.lock().unwrap().clone();
+    assert!(written.iter().all(|w| w.allocation_policy == AllocationPolicy::Custom), "{written:?}");
+    assert_eq!(
+        written.iter().map(|w| w.status).collect::<Vec<_>>(),
+        [RegistrationStatus::Assigned, RegistrationStatus::Failed]
+    );
 }
