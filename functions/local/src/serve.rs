@@ -127,6 +127,14 @@ pub async fn run(global: &Global, args: ServeArgs) -> anyhow::Result<()> {
     // Signal handlers go in before anyone learns we are up, so an early SIGTERM is still a graceful one.
     let signals = Signals::install();
     announce(&args, &files, &instances, &listeners)?;
+    // Tells client commands on this data dir where the service API is (docs/cli.md); removed on stop.
+    let service = listeners.get(usize::from(args.service_listen.is_some())).context("no listener")?;
+    let _serve_file = crate::remote::ServeFile::write(
+        &global.data_dir,
+        service.socket.local_addr()?,
+        files.ca.as_deref(),
+        &instances,
+    )?;
     for l in &listeners {
         tracing::info!(listener = l.what, addr = %l.socket.local_addr()?, "listening");
     }

@@ -1,0 +1,335 @@
+//! The client commands (`dps enrollment ...`, `dps import`, `dps export`, ...) end to end: the real `dps`
+//! binary as a client of a real `dps serve` on an ephemeral port, found through the data dir; and, for the
+//! 429 storm, of a small stand-in service on 127.0.0.1 (the server has no service API rate limit to provoke).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+
+use serde_json::{Value, json};
+
+struct Server {
+    child: Child,
+    info: Value,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let _ = self.child.wait();
+    }
+}
+
+fn serve(data_dir: &Path) -> Server {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dps"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--print-json", "--data-dir"])
+        .arg(data_dir)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("dps serve starts");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    Server { child, info: serde_json::from_str(&line).expect("startup JSON") }
+}
+
+fn dps(data_dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_dps"))
+        .args(args)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .env("RUST_LOG", "warn")
+        .env_remove("DPS_CONNECTION_STRING")
+        .env_remove("DPS_PROFILE")
+        .env_remove("DPS_ENDPOINT")
+        .env_remove("DPS_CA_FILE")
+        .output()
+        .expect("dps runs")
+}
+
+fn code(out: &Output) -> i32 {
+    out.status.code().expect("exited")
+}
+
+fn json_of(data_dir: &Path, args: &[&str]) -> Value {
+    let out = dps(data_dir, args);
+    assert_eq!(code(&out), 0, "dps {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("dps {args:?} printed no JSON ({e})"))
+}
+
+const KEY: &str = "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LTEyMzQ=";
+
+#[test]
+fn enrollments_groups_and_hubs_through_the_cli_with_exit_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    let server = serve(data);
+
+    let created = json_of(data, &["enrollment", "create", "dev-1", "--key", KEY, "--tags", r#"{"site":"p2"}"#, "--json"]);
+    assert_eq!(created["registrationId"], "dev-1");
+    assert_eq!(created["initialTwin"]["tags"]["site"], "p2");
+    assert_eq!(created["attestation"]["symmetricKey"], json!({}), "keys are not printed unless asked");
+    let again = dps(data, &["enrollment", "create", "dev-1", "--key", KEY]);
+    assert_eq!(code(&again), 3, "exists already: {}", String::from_utf8_lossy(&again.stderr));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("update"), "the error says what to do");
+
+    let shown = json_of(data, &["enrollment", "show", "dev-1", "--show-keys", "--json"]);
+    assert_eq!(shown["attestation"]["symmetricKey"]["primaryKey"], KEY);
+    let table = dps(data, &["enrollment", "show", "dev-1"]);
+    assert!(!String::from_utf8_lossy(&table.stdout).contains(KEY), "no key without --show-keys");
+
+    let updated = json_of(data, &["enrollment", "update", "dev-1", "--device-id", "pump-7", "--json"]);
+    assert_eq!(updated["deviceId"], "pump-7");
+    assert_eq!(updated["initialTwin"]["tags"]["site"], "p2", "update keeps what it was not told to change");
+    json_of(data, &["enrollment", "disable", "dev-1", "--json"]);
+    let listed = json_of(data, &["enrollment", "list", "--json"]);
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+    assert_eq!(listed[0]["provisioningStatus"], "disabled");
+    let shown = json_of(data, &["enrollment", "show", "dev-1", "--show-keys", "--json"]);
+    assert_eq!(shown["attestation"]["symmetricKey"]["primaryKey"], KEY, "updates keep the keys");
+    json_of(data, &["enrollment", "enable", "dev-1", "--json"]);
+
+    // Groups, derive-key against the service, and records.
+    json_of(data, &["group", "create", "line-2", "--key", KEY, "--prefix", "line2-", "--json"]);
+    let derived = json_of(data, &["derive-key", "--group", "line-2", "line2-a", "--json"]);
+    assert_eq!(derived[0]["key"], dps_core::sas::derive_device_key(KEY, "line2-a").unwrap());
+    let records = json_of(data, &["registration", "list", "--group", "line-2", "--json"]);
+    assert_eq!(records, json!([]));
+    assert_eq!(code(&dps(data, &["registration", "show", "line2-a"])), 2);
+
+    // Hubs go through the service API while the server runs (the data dir is held).
+    json_of(data, &["hub", "link", "--host", "hub-1.example.net", "--weight", "5", "--json"]);
+    let hubs = json_of(data, &["hub", "list", "--json"]);
+    assert_eq!(hubs[0]["hostName"], "hub-1.example.net");
+    assert_eq!(hubs[0]["allocationWeight"], 5);
+    json_of(data, &["hub", "unlink", "--host", "hub-1.example.net", "--json"]);
+    assert_eq!(code(&dps(data, &["hub", "unlink", "--host", "hub-1.example.net"])), 2);
+
+    // Exit codes: not found, usage, auth, unreachable.
+    json_of(data, &["enrollment", "delete", "dev-1", "--json"]);
+    assert_eq!(code(&dps(data, &["enrollment", "show", "dev-1"])), 2);
+    assert_eq!(code(&dps(data, &["enrollment", "frobnicate"])), 1);
+    assert_eq!(code(&dps(data, &["enrollment", "create", "bad id!"])), 1);
+    let url = server.info["deviceUrl"].as_str().unwrap();
+    let ca = server.info["caCertificate"].as_str().unwrap();
+    let forged = "HostName=localhost;SharedAccessKeyName=provisioningserviceowner;SharedAccessKey=AAAAAAAAAAAAAAAAAAAAAA==";
+    let refused = dps(data, &["enrollment", "list", "--connection-string", forged, "--endpoint", url, "--ca-file", ca]);
+    assert_eq!(code(&refused), 4, "{}", String::from_utf8_lossy(&refused.stderr));
+    let good = server.info["connectionString"].as_str().unwrap();
+    let explicit = dps(data, &["enrollment", "list", "--connection-string", good, "--endpoint", url, "--ca-file", ca]);
+    assert_eq!(code(&explicit), 0, "an explicit connection string and endpoint reach the same server");
+    let untrusted = dps(data, &["enrollment", "list", "--connection-string", good, "--endpoint", url]);
+    assert_eq!(code(&untrusted), 6, "the local CA is not trusted without --ca-file");
+    drop(server);
+    let gone = dps(data, &["enrollment", "list"]);
+    assert_eq!(code(&gone), 1, "no server: says how to name one");
+    assert!(String::from_utf8_lossy(&gone.stderr).contains("--connection-string"));
+}
+
+#[test]
+fn profiles_name_a_deployment() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = serve(&data);
+    let profiles = dir.path().join("profiles.toml");
+    let text = format!(
+        "[profiles.plant]\nconnection-string = \"{}\"\nendpoint = \"{}\"\nca-file = \"{}\"\n",
+        server.info["connectionString"].as_str().unwrap(),
+        server.info["deviceUrl"].as_str().unwrap(),
+        server.info["caCertificate"].as_str().unwrap()
+    );
+    std::fs::write(&profiles, text).unwrap();
+    let other = dir.path().join("elsewhere");
+    let out = Command::new(env!("CARGO_BIN_EXE_dps"))
+        .args(["group", "list", "--json", "--profile", "plant", "--data-dir"])
+        .arg(&other)
+        .env("DPS_PROFILES", &profiles)
+        .env_remove("DPS_CONNECTION_STRING")
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(serde_json::from_slice::<Value>(&out.stdout).unwrap(), json!([]));
+    let out = Command::new(env!("CARGO_BIN_EXE_dps"))
+        .args(["group", "list", "--profile", "nope"])
+        .env("DPS_PROFILES", &profiles)
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 1);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("plant"), "names the profiles there are");
+}
+
+fn lines(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+#[test]
+fn import_with_a_bad_row_then_export_reads_back_the_same_and_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let _server = serve(&data);
+    let n = 3000;
+    let input = dir.path().join("devices.jsonl");
+    let mut file = std::fs::File::create(&input).unwrap();
+    for i in 0..n {
+        let mut e = json!({
+            "registrationId": format!("dev-{i:05}"),
+            "attestation": { "type": "symmetricKey", "symmetricKey": {} },
+            "initialTwin": { "tags": { "n": i } },
+        });
+        if i == 1234 {
+            e["attestation"]["symmetricKey"]["primaryKey"] = json!("not base64!");
+        }
+        writeln!(file, "{e}").unwrap();
+        if i == 2000 {
+            writeln!(file, "{{not json").unwrap();
+        }
+    }
+    drop(file);
+
+    let out = dps(&data, &["import", input.to_str().unwrap(), "--concurrency", "8", "--json"]);
+    assert_eq!(code(&out), 7, "some rows failed: {}", String::from_utf8_lossy(&out.stderr));
+    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((summary["total"].as_u64(), summary["succeeded"].as_u64()), (Some(n + 1), Some(n - 1)));
+    let failed = std::fs::read_to_string(dir.path().join("devices.failed.jsonl")).unwrap();
+    let failed: Vec<&str> = failed.lines().collect();
+    assert_eq!(failed.len(), 2, "{failed:?}");
+    assert!(failed[0].contains("dev-01234") && failed[1] == "{not json");
+    let reasons = lines(&dir.path().join("devices.failed.errors.jsonl"));
+    assert_eq!(reasons[0]["id"], "dev-01234");
+    assert_eq!(reasons[0]["errorCode"], 400004);
+    assert_eq!(reasons[1]["line"], 2002);
+
+    // One-shot export, compared with what was imported.
+    let whole = dir.path().join("all.jsonl");
+    let out = dps(&data, &["export", "enrollments", "--output", whole.to_str().unwrap(), "--page-size", "700"]);
+    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
+    let exported: BTreeMap<String, Value> =
+        lines(&whole).into_iter().map(|e| (e["registrationId"].as_str().unwrap().to_string(), e)).collect();
+    assert_eq!(exported.len() as u64, n - 1);
+    for i in (0..n).filter(|i| *i != 1234) {
+        let e = &exported[&format!("dev-{i:05}")];
+        assert_eq!(e["initialTwin"]["tags"]["n"], i);
+    }
+    assert!(!exported.contains_key("dev-01234"));
+    assert!(!dir.path().join("all.jsonl.continuation").exists(), "a whole export leaves no position behind");
+
+    // Interrupted after two pages, then resumed: the same lines, none twice.
+    let part = dir.path().join("part.jsonl");
+    let p = part.to_str().unwrap();
+    let out = dps(&data, &["export", "enrollments", "--output", p, "--page-size", "700", "--max-pages", "2"]);
+    assert_ne!(code(&out), 0);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--resume"), "says how to continue");
+    assert_eq!(lines(&part).len(), 1400);
+    // A line written after the position was kept (as by a crash mid-page) is not duplicated.
+    std::fs::OpenOptions::new().append(true).open(&part).unwrap().write_all(b"{\"partial\":").unwrap();
+    let out = dps(&data, &["export", "enrollments", "--output", p, "--page-size", "700", "--resume"]);
+    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
+    let resumed: Vec<String> = lines(&part).iter().map(|e| e["registrationId"].as_str().unwrap().to_string()).collect();
+    assert_eq!(resumed.len() as u64, n - 1);
+    assert_eq!(resumed.iter().collect::<BTreeSet<_>>(), exported.keys().collect::<BTreeSet<_>>());
+
+    // The export imports again (update mode), and with --with-keys carries the keys.
+    let out = dps(&data, &["import", whole.to_str().unwrap(), "--mode", "update", "--json"]);
+    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
+    let keyed = dir.path().join("keys.jsonl");
+    let out = dps(&data, &["export", "enrollments", "--output", keyed.to_str().unwrap(), "--with-keys"]);
+    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(lines(&keyed).iter().all(|e| e["attestation"]["symmetricKey"]["primaryKey"].is_string()));
+}
+
+#[test]
+fn csv_import_refuses_unknown_columns_before_sending_anything() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let _server = serve(&data);
+    let csv = dir.path().join("g.csv");
+    std::fs::write(&csv, "enrollmentGroupId,primaryKey,colour\ng1,,red\n").unwrap();
+    let out = dps(&data, &["import", csv.to_str().unwrap(), "--kind", "groups"]);
+    assert_eq!(code(&out), 1);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("colour"));
+    std::fs::write(&csv, "enrollmentGroupId,primaryKey,registrationIdPrefix,tags\ng1,,a-,\"{\"\"k\"\":1}\"\ng2,,b-,\n")
+        .unwrap();
+    let out = dps(&data, &["import", csv.to_str().unwrap(), "--kind", "groups", "--json"]);
+    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
+    let groups = json_of(&data, &["group", "list", "--json"]);
+    assert_eq!(groups[0]["registrationIdPrefix"], "a-");
+    assert_eq!(groups[0]["initialTwin"]["tags"]["k"], 1);
+    assert_eq!(groups.as_array().unwrap().len(), 2);
+}
+
+/// What the stand-in saw: items accepted, 429s sent, and the Host headers.
+#[derive(Default)]
+struct Seen {
+    accepted: Vec<String>,
+    calls: usize,
+    throttled: usize,
+    hosts: BTreeSet<String>,
+}
+
+/// A stand-in bulk endpoint over plain HTTP: the first 30 calls and then every third one are answered 429 with
+/// `Retry-After: 1`; the others accept every item.
+async fn standin(seen: Arc<Mutex<Seen>>) -> std::net::SocketAddr {
+    use axum::http::{HeaderMap, StatusCode};
+    use axum::response::IntoResponse;
+    let app = axum::Router::new().route(
+        "/enrollments",
+        axum::routing::post(move |headers: HeaderMap, body: axum::body::Bytes| {
+            let seen = seen.clone();
+            async move {
+                let mut s = seen.lock().unwrap();
+                s.calls += 1;
+                s.hosts.insert(headers.get("host").unwrap().to_str().unwrap().to_string());
+                assert!(headers.get("authorization").unwrap().to_str().unwrap().starts_with("SharedAccessSignature "));
+                if s.calls <= 30 || s.calls % 3 == 0 {
+                    s.throttled += 1;
+                    let body = json!({"errorCode": 429001, "message": "Operations are being throttled"}).to_string();
+                    return (StatusCode::TOO_MANY_REQUESTS, [("retry-after", "1")], body).into_response();
+                }
+                let req: Value = serde_json::from_slice(&body).unwrap();
+                for e in req["enrollments"].as_array().unwrap() {
+                    s.accepted.push(e["registrationId"].as_str().unwrap().to_string());
+                }
+                (StatusCode::OK, json!({"isSuccessful": true, "errors": []}).to_string()).into_response()
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_429_storm_is_waited_out_and_every_row_arrives_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let addr = standin(seen.clone()).await;
+    let input = dir.path().join("d.csv");
+    let mut text = String::from("registrationId,primaryKey\n");
+    for i in 0..2000 {
+        text.push_str(&format!("d-{i},{KEY}\n"));
+    }
+    std::fs::write(&input, text).unwrap();
+    let conn = format!("HostName=dps.standin.test;SharedAccessKeyName=owner;SharedAccessKey={KEY}");
+    let endpoint = format!("http://{addr}");
+    let started = std::time::Instant::now();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_dps"))
+        .args(["import", input.to_str().unwrap(), "--concurrency", "16", "--json"])
+        .args(["--connection-string", &conn, "--endpoint", &endpoint])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let s = seen.lock().unwrap();
+    assert_eq!(summary["succeeded"], 2000);
+    assert_eq!(summary["throttled"].as_u64().unwrap() as usize, s.throttled);
+    assert!(s.throttled >= 30 + 60, "a storm, then one call in three: {}", s.throttled);
+    let unique: BTreeSet<&String> = s.accepted.iter().collect();
+    assert_eq!((s.accepted.len(), unique.len()), (2000, 2000), "every row once");
+    assert!(started.elapsed() >= std::time::Duration::from_secs(1), "Retry-After was waited");
+    assert_eq!(s.hosts, BTreeSet::from([format!("dps.standin.test:{}", addr.port())]), "sent as the HostName");
+}
