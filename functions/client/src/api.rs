@@ -192,7 +192,9 @@ impl Client {
         let answer = self.call(Method::POST, path, Some(&json!({ "query": "*" })), &headers).await?;
         let items = match answer.body {
             Value::Array(items) => items,
-            other => return Err(Error::of(crate::ErrorKind::Unavailable, format!("a query page is not an array: {other}"))),
+            other => {
+                return Err(Error::of(crate::ErrorKind::Unavailable, format!("a query page is not an array: {other}")));
+            }
         };
         Ok(Page { items, continuation: answer.continuation })
     }

@@ -77,8 +77,8 @@ mod tests {
 
     #[test]
     fn parts_in_any_order_keep_key_padding() {
-        let c = ConnectionString::parse("SharedAccessKey=abc==; HostName=dps.example;SharedAccessKeyName=owner;")
-            .unwrap();
+        let c =
+            ConnectionString::parse("SharedAccessKey=abc==; HostName=dps.example;SharedAccessKeyName=owner;").unwrap();
         assert_eq!((c.host_name.as_str(), c.key_name.as_str(), c.key.as_str()), ("dps.example", "owner", "abc=="));
         assert_eq!(ConnectionString::parse(&c.to_string()).unwrap(), c);
         assert!(!format!("{c:?}").contains("abc=="), "Debug hides the key");

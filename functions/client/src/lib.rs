@@ -61,7 +61,13 @@ pub struct ClientOptions {
 impl ClientOptions {
     /// Options with the defaults: no endpoint override, no extra CA, 60 s per exchange.
     pub fn new(connection: ConnectionString) -> Self {
-        Self { connection, endpoint: None, ca_pem: None, timeout: Duration::from_secs(60), retry: RetryPolicy::default() }
+        Self {
+            connection,
+            endpoint: None,
+            ca_pem: None,
+            timeout: Duration::from_secs(60),
+            retry: RetryPolicy::default(),
+        }
     }
 }
 
@@ -164,10 +170,7 @@ impl Client {
         body: Option<&Value>,
         headers: &[(&str, String)],
     ) -> Result<Answer, Error> {
-        let body = match body {
-            Some(v) => Some(("application/json", serde_json::to_vec(v).expect("JSON values serialise"))),
-            None => None,
-        };
+        let body = body.map(|v| ("application/json", serde_json::to_vec(v).expect("JSON values serialise")));
         self.send(method, path, body, headers).await
     }
 
@@ -181,8 +184,10 @@ impl Client {
         body: Option<(&str, Vec<u8>)>,
         headers: &[(&str, String)],
     ) -> Result<Answer, Error> {
-        let mut url =
-            self.base.join(path.trim_start_matches('/')).map_err(|e| Error::usage(format!("bad path '{path}': {e}")))?;
+        let mut url = self
+            .base
+            .join(path.trim_start_matches('/'))
+            .map_err(|e| Error::usage(format!("bad path '{path}': {e}")))?;
         url.query_pairs_mut().append_pair("api-version", API_VERSION);
         let mut attempt = 1;
         loop {
@@ -253,10 +258,12 @@ async fn answer(response: reqwest::Response) -> Result<Answer, Error> {
     let continuation = header("x-ms-continuation").filter(|c| !c.is_empty());
     let tracking_id = header("x-ms-request-id");
     let retry_after = header("retry-after").and_then(|v| v.trim().parse::<u64>().ok()).map(Duration::from_secs);
-    let bytes = response.bytes().await.map_err(|e| {
-        Error::of(ErrorKind::Unavailable, format!("the answer broke off while being read: {e}"))
-    })?;
-    let body: Value = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap_or(Value::Null) };
+    let bytes = response
+        .bytes()
+        .await
+        .map_err(|e| Error::of(ErrorKind::Unavailable, format!("the answer broke off while being read: {e}")))?;
+    let body: Value =
+        if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap_or(Value::Null) };
     if status.is_success() {
         return Ok(Answer { status, continuation, body });
     }

@@ -52,7 +52,7 @@ pub enum Command {
     #[command(subcommand)]
     Token(TokenCommand),
     #[command(flatten)]
-    Remote(crate::remote::RemoteCommand),
+    Remote(Box<crate::remote::RemoteCommand>),
 }
 
 #[derive(Debug, Clone, Args)]

@@ -37,7 +37,7 @@ fn main() -> std::process::ExitCode {
             Some(Command::Serve(args)) => serve::run(&cli.global, *args).await,
             Some(Command::Instance(cmd)) => admin::instance(&cli.global, cmd).await,
             Some(Command::Token(cmd)) => admin::token(&cli.global, cmd).await,
-            Some(Command::Remote(cmd)) => remote::run(&cli.global, cmd).await,
+            Some(Command::Remote(cmd)) => remote::run(&cli.global, *cmd).await,
         }
     });
     match result {

@@ -68,7 +68,8 @@ fn enrollments_groups_and_hubs_through_the_cli_with_exit_codes() {
     let data = dir.path();
     let server = serve(data);
 
-    let created = json_of(data, &["enrollment", "create", "dev-1", "--key", KEY, "--tags", r#"{"site":"p2"}"#, "--json"]);
+    let created =
+        json_of(data, &["enrollment", "create", "dev-1", "--key", KEY, "--tags", r#"{"site":"p2"}"#, "--json"]);
     assert_eq!(created["registrationId"], "dev-1");
     assert_eq!(created["initialTwin"]["tags"]["site"], "p2");
     assert_eq!(created["attestation"]["symmetricKey"], json!({}), "keys are not printed unless asked");
@@ -115,7 +116,8 @@ fn enrollments_groups_and_hubs_through_the_cli_with_exit_codes() {
     assert_eq!(code(&dps(data, &["enrollment", "create", "bad id!"])), 1);
     let url = server.info["deviceUrl"].as_str().unwrap();
     let ca = server.info["caCertificate"].as_str().unwrap();
-    let forged = "HostName=localhost;SharedAccessKeyName=provisioningserviceowner;SharedAccessKey=AAAAAAAAAAAAAAAAAAAAAA==";
+    let forged =
+        "HostName=localhost;SharedAccessKeyName=provisioningserviceowner;SharedAccessKey=AAAAAAAAAAAAAAAAAAAAAA==";
     let refused = dps(data, &["enrollment", "list", "--connection-string", forged, "--endpoint", url, "--ca-file", ca]);
     assert_eq!(code(&refused), 4, "{}", String::from_utf8_lossy(&refused.stderr));
     let good = server.info["connectionString"].as_str().unwrap();
@@ -283,7 +285,7 @@ async fn standin(seen: Arc<Mutex<Seen>>) -> std::net::SocketAddr {
                 s.calls += 1;
                 s.hosts.insert(headers.get("host").unwrap().to_str().unwrap().to_string());
                 assert!(headers.get("authorization").unwrap().to_str().unwrap().starts_with("SharedAccessSignature "));
-                if s.calls <= 30 || s.calls % 3 == 0 {
+                if s.calls <= 30 || s.calls.is_multiple_of(3) {
                     s.throttled += 1;
                     let body = json!({"errorCode": 429001, "message": "Operations are being throttled"}).to_string();
                     return (StatusCode::TOO_MANY_REQUESTS, [("retry-after", "1")], body).into_response();

@@ -67,6 +67,10 @@ pub async fn run(connect: &Connect, global: &Global, cmd: Command) -> anyhow::Re
             return Ok(());
         }
     };
-    if connect.json { output::json(&shown) } else { output::fields(&shown) }
+    if connect.json {
+        output::json(&shown)
+    } else {
+        output::fields(&shown)
+    }
     Ok(())
 }

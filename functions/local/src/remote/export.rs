@@ -125,13 +125,10 @@ pub async fn run(connect: &Connect, global: &Global, args: Export) -> anyhow::Re
     let mut pages = 0usize;
     let outcome: anyhow::Result<bool> = async {
         for (i, group) in groups.iter().enumerate() {
-            if args.what == What::Registrations {
-                if position.group.as_deref() != Some(group.as_str()) || i > 0 {
-                    if position.group.as_deref() != Some(group.as_str()) {
-                        position.continuation = None;
-                    }
-                    position.group = Some(group.clone());
-                }
+            // A group other than the kept one starts at its first page.
+            if args.what == What::Registrations && position.group.as_deref() != Some(group.as_str()) {
+                position.continuation = None;
+                position.group = Some(group.clone());
             }
             loop {
                 if args.max_pages.is_some_and(|m| pages >= m) {
@@ -208,7 +205,9 @@ async fn all_ids(client: &Client, kind: EnrollmentKind) -> anyhow::Result<Vec<St
     let mut continuation = None;
     loop {
         let page = client.query_enrollments(kind, 1000, continuation.as_deref()).await?;
-        ids.extend(page.items.iter().filter_map(|g| g.get(kind.id_field()).and_then(Value::as_str)).map(str::to_string));
+        ids.extend(
+            page.items.iter().filter_map(|g| g.get(kind.id_field()).and_then(Value::as_str)).map(str::to_string),
+        );
         continuation = page.continuation;
         if continuation.is_none() {
             return Ok(ids);

@@ -161,7 +161,9 @@ pub fn report(err: &anyhow::Error) -> ExitCode {
                  service host name, and its policy needs the right this call takes)",
             ),
         ),
-        ErrorKind::Throttled => (exit::THROTTLED, Some("the service is throttling: try again later, or lower --concurrency")),
+        ErrorKind::Throttled => {
+            (exit::THROTTLED, Some("the service is throttling: try again later, or lower --concurrency"))
+        }
         ErrorKind::Unavailable => (
             exit::UNAVAILABLE,
             Some(

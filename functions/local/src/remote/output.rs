@@ -22,9 +22,11 @@ pub fn cell(value: &Value, pointer: &str) -> String {
         Some(Value::String(s)) if s.is_empty() => "-".into(),
         Some(Value::String(s)) => s.clone(),
         Some(Value::Array(items)) if items.is_empty() => "-".into(),
-        Some(Value::Array(items)) => {
-            items.iter().map(|i| i.as_str().map(str::to_string).unwrap_or_else(|| i.to_string())).collect::<Vec<_>>().join(",")
-        }
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|i| i.as_str().map(str::to_string).unwrap_or_else(|| i.to_string()))
+            .collect::<Vec<_>>()
+            .join(","),
         Some(other) => other.to_string(),
     }
 }
@@ -88,7 +90,9 @@ pub fn attestation_summary(entity: &Value) -> String {
     let kind = entity.pointer("/attestation/type").and_then(Value::as_str).unwrap_or("-");
     let x509 = entity.pointer("/attestation/x509");
     match (kind, x509) {
-        ("x509", Some(x)) if x.get("caReferences").is_some() => format!("x509 (CA {})", cell(x, "/caReferences/primary")),
+        ("x509", Some(x)) if x.get("caReferences").is_some() => {
+            format!("x509 (CA {})", cell(x, "/caReferences/primary"))
+        }
         ("x509", Some(x)) if x.get("signingCertificates").is_some() => "x509 (signing certificate)".into(),
         ("x509", Some(_)) => "x509 (client certificate)".into(),
         (k, _) => k.to_string(),

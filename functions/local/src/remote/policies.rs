@@ -55,8 +55,10 @@ pub async fn run(connect: &Connect, global: &Global, cmd: Command) -> anyhow::Re
             let rows: Vec<Vec<String>> = all
                 .iter()
                 .map(|p| {
-                    let mut row: Vec<String> =
-                        ["/name", "/size", "/abiVersion", "/uploadedDateTimeUtc"].iter().map(|f| output::cell(p, f)).collect();
+                    let mut row: Vec<String> = ["/name", "/size", "/abiVersion", "/uploadedDateTimeUtc"]
+                        .iter()
+                        .map(|f| output::cell(p, f))
+                        .collect();
                     row.push(output::cell(p, "/sha256").chars().take(16).collect());
                     row
                 })
@@ -91,11 +93,19 @@ pub async fn run(connect: &Connect, global: &Global, cmd: Command) -> anyhow::Re
                 body["linkedHubs"] = json!(hub);
             }
             let result = client.dry_run_policy(&name, &body).await?;
-            if connect.json { output::json(&result) } else { render_dry_run(&result) }
+            if connect.json {
+                output::json(&result)
+            } else {
+                render_dry_run(&result)
+            }
             return Ok(());
         }
     };
-    if connect.json { output::json(&shown) } else { output::fields(&shown) }
+    if connect.json {
+        output::json(&shown)
+    } else {
+        output::fields(&shown)
+    }
     Ok(())
 }
 

@@ -65,10 +65,7 @@ impl ServeFile {
             instances: instances
                 .iter()
                 .map(|i| {
-                    Ok(ServedInstance {
-                        name: i.name.clone(),
-                        connection_string: crate::store::connection_string(i)?,
-                    })
+                    Ok(ServedInstance { name: i.name.clone(), connection_string: crate::store::connection_string(i)? })
                 })
                 .collect::<anyhow::Result<_>>()?,
         };
@@ -139,11 +136,7 @@ pub async fn client(connect: &Connect, global: &Global) -> anyhow::Result<Client
 }
 
 /// [`client`] with its own retry policy.
-pub async fn client_with(
-    connect: &Connect,
-    global: &Global,
-    retry: dps_client::RetryPolicy,
-) -> anyhow::Result<Client> {
+pub async fn client_with(connect: &Connect, global: &Global, retry: dps_client::RetryPolicy) -> anyhow::Result<Client> {
     let (connection, mut endpoint, mut ca_file) = if let Some(text) = &connect.connection_string {
         (ConnectionString::parse(text)?, None, None)
     } else if let Some(name) = &connect.profile {
