@@ -174,9 +174,10 @@ DEVICE_URL="http://127.0.0.1:$device_port" SERVICE_URL="http://127.0.0.1:$servic
     node --test --test-concurrency=1 "$here/e2e.test.js"
 
 say "the operator CLI (dps) against the service function"
-cli=("$bin/dps" --connection-string "$connection_string" --endpoint "http://127.0.0.1:$service_port")
-"${cli[@]}" enrollment create cli-lambda-1 --tags '{"via":"cli"}' --json >"$work/cli-created.json"
-"${cli[@]}" enrollment show cli-lambda-1 --show-keys --json >"$work/cli-shown.json"
+# The deployment options follow the command (they belong to `dps enrollment`, `dps import`, ...).
+cli() { "$bin/dps" "$@" --connection-string "$connection_string" --endpoint "http://127.0.0.1:$service_port"; }
+cli enrollment create cli-lambda-1 --tags '{"via":"cli"}' --json >"$work/cli-created.json"
+cli enrollment show cli-lambda-1 --show-keys --json >"$work/cli-shown.json"
 python3 - "$work" <<'PY'
 import json, sys
 for line in range(40):
@@ -186,12 +187,12 @@ shown = json.load(open(f"{sys.argv[1]}/cli-shown.json"))
 assert shown["initialTwin"]["tags"]["via"] == "cli", shown
 assert shown["attestation"]["symmetricKey"]["primaryKey"], "the service generated keys"
 PY
-"${cli[@]}" import "$work/cli-in.jsonl" --json >"$work/cli-import.json"
-"${cli[@]}" export enrollments --page-size 7 --output "$work/cli-out.jsonl" 2>/dev/null
+cli import "$work/cli-in.jsonl" --json >"$work/cli-import.json"
+cli export enrollments --page-size 7 --output "$work/cli-out.jsonl" 2>/dev/null
 exported="$(grep -c '"cli-' "$work/cli-out.jsonl")"
 [[ "$exported" == 41 ]] || { say "CLI export read back $exported of 41 enrollments"; exit 1; }
-"${cli[@]}" enrollment delete cli-lambda-1 >/dev/null
-set +e; "${cli[@]}" enrollment show cli-lambda-1 >/dev/null 2>&1; code=$?; set -e
+cli enrollment delete cli-lambda-1 >/dev/null
+set +e; cli enrollment show cli-lambda-1 >/dev/null 2>&1; code=$?; set -e
 [[ "$code" == 2 ]] || { say "dps enrollment show of a deleted enrollment exited $code, not 2"; exit 1; }
 
 # Informational, never gating: init time of each binary, from process start to its first poll of the runtime
