@@ -163,6 +163,74 @@ fn profiles_name_a_deployment() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("plant"), "names the profiles there are");
 }
 
+fn fixture(name: &str) -> Vec<u8> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../policies/fixtures").join(format!("{name}.wat"));
+    wat::parse_file(&path).unwrap_or_else(|e| panic!("fixture {}: {e}", path.display()))
+}
+
+fn text(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+#[test]
+fn policies_with_readable_dry_runs_and_ca_certificates() {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let _server = serve(&data);
+    let module = dir.path().join("flood.wasm");
+    std::fs::write(&module, fixture("log-flood")).unwrap();
+    let info = json_of(&data, &["policy", "upload", "flood", module.to_str().unwrap(), "--json"]);
+    assert_eq!(info["name"], "flood");
+    let listed = json_of(&data, &["policy", "list", "--json"]);
+    assert_eq!(listed[0]["sha256"], info["sha256"]);
+    let out = dps(&data, &["policy", "dry-run", "flood", "--registration-id", "dev-1", "--hub", "hub-a.example.net"]);
+    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
+    let shown = text(&out);
+    assert!(shown.contains("decision:   assigned to hub-a.example.net"), "{shown}");
+    assert!(shown.contains("fuel:") && shown.contains(" of ") && shown.contains("log:"), "{shown}");
+    assert!(shown.contains("| log line that is exactly sixty-four bytes long"), "{shown}");
+    assert!(shown.contains("(truncated)"), "the host's log bound shows: {shown}");
+    let trap = dir.path().join("trap.wasm");
+    std::fs::write(&trap, fixture("trap")).unwrap();
+    json_of(&data, &["policy", "upload", "trap", trap.to_str().unwrap(), "--json"]);
+    let failed = text(&dps(&data, &["policy", "dry-run", "trap", "--hub", "hub-a.example.net"]));
+    assert!(failed.starts_with("decision:   failed, errorCode 4002"), "{failed}");
+    json_of(&data, &["policy", "delete", "flood", "--json"]);
+    assert_eq!(code(&dps(&data, &["policy", "show", "flood"])), 2);
+    let bad = dir.path().join("bad.wasm");
+    std::fs::write(&bad, b"not wasm").unwrap();
+    assert_eq!(code(&dps(&data, &["policy", "upload", "bad", bad.to_str().unwrap()])), 1);
+
+    // A CA certificate: upload, verify with a certificate whose CN is the code, reference it from a group.
+    let mut ca_params = CertificateParams::default();
+    ca_params.distinguished_name.push(DnType::CommonName, "fleet CA");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::DigitalSignature];
+    let ca_key = KeyPair::generate().unwrap();
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca_cert.pem()).unwrap();
+    let up = json_of(&data, &["ca", "upload", "fleet", ca_file.to_str().unwrap(), "--json"]);
+    assert_eq!(up["isVerified"], false);
+    let verification_code = up["verificationCode"].as_str().unwrap();
+    let mut proof = CertificateParams::default();
+    proof.distinguished_name.push(DnType::CommonName, verification_code);
+    let proof_key = KeyPair::generate().unwrap();
+    let proof = proof.signed_by(&proof_key, &Issuer::new(ca_params, ca_key)).unwrap();
+    let proof_file = dir.path().join("proof.pem");
+    std::fs::write(&proof_file, proof.pem()).unwrap();
+    assert_eq!(code(&dps(&data, &["ca", "verify", "fleet", ca_file.to_str().unwrap()])), 1, "not the proof");
+    let verified = json_of(&data, &["ca", "verify", "fleet", proof_file.to_str().unwrap(), "--json"]);
+    assert_eq!(verified["isVerified"], true);
+    let table = text(&dps(&data, &["ca", "list"]));
+    assert!(table.starts_with("NAME") && table.contains("fleet") && table.contains("true"), "{table}");
+    json_of(&data, &["group", "create", "fleet-devices", "--ca", "fleet", "--json"]);
+    assert_eq!(code(&dps(&data, &["ca", "delete", "fleet"])), 3, "still referenced by a group");
+    json_of(&data, &["group", "delete", "fleet-devices", "--json"]);
+    json_of(&data, &["ca", "delete", "fleet", "--json"]);
+}
+
 fn lines(path: &Path) -> Vec<Value> {
     std::fs::read_to_string(path).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
 }
