@@ -147,6 +147,10 @@ pub async fn run(connect: &Connect, global: &Global, args: Export) -> anyhow::Re
                 position.continuation = page.continuation;
                 pages += 1;
                 let last = position.continuation.is_none();
+                if last && let Some(next) = groups.get(i + 1) {
+                    // This group is whole: a resumed run starts at the next one.
+                    position.group = Some(next.clone());
+                }
                 if let Some(path) = &state_path {
                     keep(path, &position, last && i + 1 == groups.len())?;
                 }
