@@ -10,7 +10,8 @@
 #      the device function with the official Azure IoT Node.js device SDK, and counts DynamoDB calls per device
 #      operation; events_check.py then reads back the lifecycle events the run put on the bus;
 #   5. checks the device function's Embedded Metric Format lines (emf_check.py);
-#   6. prints each binary's cold-start init time (process start to first poll of the runtime API).
+#   6. the operator CLI (`dps enrollment`, `import`, `export`) against the service function;
+#   7. prints each binary's cold-start init time (process start to first poll of the runtime API).
 # Everything listens on free 127.0.0.1 ports; every process started here is stopped on exit.
 set -euo pipefail
 
@@ -193,6 +194,27 @@ AWS_ENDPOINT_URL="$endpoint" "$venv/bin/python" "$here/events_check.py" "$events
 say "Embedded Metric Format lines of the device function (docs/metrics.md)"
 # The SDK devices of the individual, group and custom allocation tests were assigned; the last ran a wasm policy.
 "$venv/bin/python" "$here/emf_check.py" "$work/fn-watch-device.log" "$metrics_namespace" 3 1
+say "the operator CLI (dps) against the service function"
+# The deployment options follow the command (they belong to `dps enrollment`, `dps import`, ...).
+cli() { "$bin/dps" "$@" --connection-string "$connection_string" --endpoint "http://127.0.0.1:$service_port"; }
+cli enrollment create cli-lambda-1 --tags '{"via":"cli"}' --json >"$work/cli-created.json"
+cli enrollment show cli-lambda-1 --show-keys --json >"$work/cli-shown.json"
+python3 - "$work" <<'PY'
+import json, sys
+for line in range(40):
+    print(json.dumps({"registrationId": f"cli-bulk-{line:03}", "attestation": {"type": "symmetricKey", "symmetricKey": {}}}),
+          file=open(f"{sys.argv[1]}/cli-in.jsonl", "a"))
+shown = json.load(open(f"{sys.argv[1]}/cli-shown.json"))
+assert shown["initialTwin"]["tags"]["via"] == "cli", shown
+assert shown["attestation"]["symmetricKey"]["primaryKey"], "the service generated keys"
+PY
+cli import "$work/cli-in.jsonl" --json >"$work/cli-import.json"
+cli export enrollments --page-size 7 --output "$work/cli-out.jsonl" 2>/dev/null
+exported="$(grep -c '"cli-' "$work/cli-out.jsonl")"
+[[ "$exported" == 41 ]] || { say "CLI export read back $exported of 41 enrollments"; exit 1; }
+cli enrollment delete cli-lambda-1 >/dev/null
+set +e; cli enrollment show cli-lambda-1 >/dev/null 2>&1; code=$?; set -e
+[[ "$code" == 2 ]] || { say "dps enrollment show of a deleted enrollment exited $code, not 2"; exit 1; }
 
 # Informational, never gating: init time of each binary, from process start to its first poll of the runtime
 # API (a stand-in runtime API answers nothing, so the function sits ready); the functions log their own

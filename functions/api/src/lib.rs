@@ -9,8 +9,8 @@ mod device;
 pub mod error;
 pub mod extract;
 pub mod layers;
-mod openapi;
 mod metrics;
+mod openapi;
 mod policies;
 mod routes;
 mod service;
@@ -26,9 +26,9 @@ pub use device::ClientAddress;
 pub use error::ApiError;
 pub use extract::{API_VERSIONS, MAX_BODY_BYTES, MAX_JSON_DEPTH, MAX_POLICY_BYTES, service_host};
 pub use layers::{REQUEST_ID_HEADER, TrackingId};
+pub use metrics::with_request_metrics;
 pub use openapi::OPENAPI_JSON;
 pub use routes::Route;
-pub use metrics::with_request_metrics;
 
 /// The device API only: `/{idScope}/registrations/{registrationId}[/register | /operations/{operationId}]`.
 pub fn device_router(dps: Dps) -> Router {

@@ -1,4 +1,5 @@
-//! Operator commands: instances, linked hubs (on the data dir, through the core's operator path) and SAS tokens.
+//! Operator commands on the data dir of a stopped server (instances, and linked hubs before the first start,
+//! through the core's operator path) and SAS tokens.
 
 use anyhow::{Context, bail};
 use dps_core::model::{Instance, LinkedHub};
@@ -6,7 +7,8 @@ use dps_core::service::NewInstance;
 use dps_core::{Dps, Settings};
 use serde_json::json;
 
-use crate::cli::{Global, HubCommand, InstanceCommand, TokenCommand};
+use crate::cli::{Global, InstanceCommand, TokenCommand};
+use crate::remote::{Connect, HubCommand};
 use crate::store;
 
 fn open(global: &Global) -> anyhow::Result<Dps> {
@@ -78,16 +80,38 @@ fn print_instance(i: &Instance, conn: &str) {
     println!("connection string:  {conn}");
 }
 
-pub async fn hub(global: &Global, cmd: HubCommand) -> anyhow::Result<()> {
-    let dps = open(global)?;
+/// The data dir's store when no server holds it (`None` while `dps serve` runs on it).
+pub async fn open_if_free(global: &Global) -> anyhow::Result<Option<Dps>> {
+    match open(global) {
+        Ok(dps) => Ok(Some(dps)),
+        Err(err) if err.downcast_ref::<store::DataDirInUse>().is_some() => Ok(None),
+        Err(err) => Err(err),
+    }
+}
+
+/// `dps hub ...` on the data dir of a stopped server (see `remote::hubs`).
+pub async fn hub(dps: Dps, global: &Global, connect: &Connect, cmd: HubCommand) -> anyhow::Result<()> {
     store::ensure_default_instance(&dps, &global.service_host_name).await?;
+    let target = store::instance_named(&dps, &connect.instance).await?;
     match cmd {
-        HubCommand::Link { instance, host, weight, location } => {
-            let target = store::instance_named(&dps, &instance).await?;
+        HubCommand::List => {
+            let hubs: Vec<_> = target.linked_hubs.iter().map(LinkedHub::without_credentials).collect();
+            crate::remote::print_hubs(connect, &serde_json::to_value(hubs)?.as_array().cloned().unwrap_or_default());
+        }
+        HubCommand::Show { host } => {
+            let hub = target
+                .linked_hubs
+                .iter()
+                .find(|h| h.host_name.eq_ignore_ascii_case(&host))
+                .with_context(|| format!("'{host}' is not linked to instance '{}'", target.name))?;
+            println!("{}", serde_json::to_string_pretty(&hub.without_credentials())?);
+        }
+        HubCommand::Link { host, weight, location, no_auto_allocation, connector } => {
+            crate::remote::offline_connector(&connector)?;
             let hub = LinkedHub {
                 host_name: host.clone(),
                 allocation_weight: weight,
-                apply_allocation_policy: true,
+                apply_allocation_policy: !no_auto_allocation,
                 location,
                 connector: None,
             };
@@ -109,8 +133,7 @@ pub async fn hub(global: &Global, cmd: HubCommand) -> anyhow::Result<()> {
                 .context("linking the hub")?;
             println!("instance '{}' now links {} hub(s); linked {host}", written.name, written.linked_hubs.len());
         }
-        HubCommand::Unlink { instance, host } => {
-            let target = store::instance_named(&dps, &instance).await?;
+        HubCommand::Unlink { host } => {
             let gone = host.clone();
             dps.update_instance_as_operator(&target.id_scope, move |i| {
                 let before = i.linked_hubs.len();

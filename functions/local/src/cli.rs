@@ -48,12 +48,11 @@ pub enum Command {
     /// Manage provisioning service instances (works on the data dir; the server must be stopped).
     #[command(subcommand)]
     Instance(InstanceCommand),
-    /// Manage linked hubs (works on the data dir; the server must be stopped).
-    #[command(subcommand)]
-    Hub(HubCommand),
     /// Print a SharedAccessSignature Authorization header value.
     #[command(subcommand)]
     Token(TokenCommand),
+    #[command(flatten)]
+    Remote(Box<crate::remote::RemoteCommand>),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -188,34 +187,6 @@ pub enum InstanceCommand {
         /// Print shell variable assignments (`eval "$(dps instance show default --env)"`).
         #[arg(long)]
         env: bool,
-    },
-}
-
-#[derive(Debug, Subcommand)]
-pub enum HubCommand {
-    /// Link a hub to an instance (or update its weight and location).
-    Link {
-        /// Instance name.
-        #[arg(long, default_value = "default")]
-        instance: String,
-        /// Hub host name.
-        #[arg(long)]
-        host: String,
-        /// Allocation weight, 1 to 1000.
-        #[arg(long, default_value_t = 1)]
-        weight: u32,
-        /// Hub region, for the geoLatency policy.
-        #[arg(long)]
-        location: Option<String>,
-    },
-    /// Unlink a hub from an instance.
-    Unlink {
-        /// Instance name.
-        #[arg(long, default_value = "default")]
-        instance: String,
-        /// Hub host name.
-        #[arg(long)]
-        host: String,
     },
 }
 

@@ -10,6 +10,7 @@ mod events;
 mod hubs;
 mod metrics;
 mod mqtt;
+mod remote;
 mod serve;
 mod store;
 mod tls;
@@ -19,7 +20,11 @@ use clap::Parser;
 use crate::cli::{Cli, Command, LogFormat};
 
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    // Usage errors exit 1 (clap's own 2 is the client commands' "not found"; docs/cli.md lists the codes).
+    let cli = Cli::try_parse().unwrap_or_else(|err| {
+        let _ = err.print();
+        std::process::exit(if err.use_stderr() { 1 } else { 0 });
+    });
     init_tracing(cli.global.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
@@ -33,16 +38,13 @@ fn main() -> std::process::ExitCode {
             None => serve::run(&cli.global, cli.serve).await,
             Some(Command::Serve(args)) => serve::run(&cli.global, *args).await,
             Some(Command::Instance(cmd)) => admin::instance(&cli.global, cmd).await,
-            Some(Command::Hub(cmd)) => admin::hub(&cli.global, cmd).await,
             Some(Command::Token(cmd)) => admin::token(&cli.global, cmd).await,
+            Some(Command::Remote(cmd)) => remote::run(&cli.global, *cmd).await,
         }
     });
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("dps: error: {err:#}");
-            std::process::ExitCode::FAILURE
-        }
+        Err(err) => remote::report(&err),
     }
 }
 

@@ -145,6 +145,15 @@ pub async fn run(global: &Global, args: ServeArgs) -> anyhow::Result<()> {
     let mqtt_acceptor = TlsAcceptor::from(mqtt::tls_config(&tls_config));
     // Signal handlers go in before anyone learns we are up, so an early SIGTERM is still a graceful one.
     let signals = Signals::install();
+    // Tells client commands on this data dir where the service API is (docs/cli.md); removed on stop. Written
+    // before the announcement, so that whoever reads the banner can run client commands at once.
+    let service = listeners.get(usize::from(args.service_listen.is_some())).context("no listener")?;
+    let _serve_file = crate::remote::ServeFile::write(
+        &global.data_dir,
+        service.socket.local_addr()?,
+        files.ca.as_deref(),
+        &instances,
+    )?;
     let metrics_socket = match args.metrics_listen {
         Some(addr) => Some(crate::metrics::bind(addr).await?),
         None => None,

@@ -23,11 +23,11 @@ pub fn open(data_dir: &Path, settings: Settings, permit_private_webhooks: bool) 
     let store = EmbeddedStore::open(data_dir).map_err(|err| {
         let text = err.to_string();
         if text.to_ascii_lowercase().contains("already open") || text.to_ascii_lowercase().contains("lock") {
-            anyhow::anyhow!(
+            anyhow::Error::new(DataDirInUse(format!(
                 "the data dir {} is in use by another process (a running `dps serve`?); stop it first, or use the \
                  service API while it runs ({text})",
                 data_dir.display()
-            )
+            )))
         } else {
             anyhow::anyhow!("cannot open the data dir {}: {text}", data_dir.display())
         }
@@ -40,6 +40,11 @@ pub fn open(data_dir: &Path, settings: Settings, permit_private_webhooks: bool) 
     let policies = Arc::new(policies);
     Ok(Dps::new(Arc::new(store), settings).with_allocator(policies.clone()).with_policies(policies))
 }
+
+/// The data dir is held by another process (a running `dps serve`).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct DataDirInUse(String);
 
 /// Create the `default` instance when the data dir has no instance yet. Returns every instance.
 pub async fn ensure_default_instance(dps: &Dps, service_host_name: &str) -> anyhow::Result<Vec<Instance>> {

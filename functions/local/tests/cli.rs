@@ -1,5 +1,5 @@
 //! The `dps` binary as an operator uses it: instance and hub commands on a data dir, tokens, and the data dir
-//! lock while the server runs.
+//! lock while the server runs (client commands over the service API: tests/client.rs).
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -126,12 +126,18 @@ fn operator_commands_are_refused_while_the_server_holds_the_data_dir() {
     assert!(info["idScope"].as_str().unwrap().starts_with("0ne"));
     assert!(Path::new(info["caCertificate"].as_str().unwrap()).is_file());
 
-    let refused = dps(data, &["hub", "link", "--host", "hub-1.example.net"]);
+    let refused = dps(data, &["instance", "create", "--name", "plant-3", "--host", "dps.plant-3.example"]);
     assert!(!refused.status.success());
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(stderr.contains("in use by another process"), "{stderr}");
+    // `dps hub` goes through the running server's service API instead.
+    ok(data, &["hub", "link", "--host", "hub-1.example.net"]);
+    assert!(ok(data, &["hub", "list"]).contains("hub-1.example.net"));
 
     let status = terminate(&mut server);
     assert!(status.success(), "SIGTERM ends the server with status 0, got {status:?}");
-    ok(data, &["hub", "link", "--host", "hub-1.example.net"]);
+    assert!(!data.join("serve.json").exists(), "a stopped server no longer announces itself");
+    ok(data, &["hub", "link", "--host", "hub-2.example.net"]);
+    let shown: Value = serde_json::from_str(&ok(data, &["instance", "show", "default", "--json"])).unwrap();
+    assert_eq!(shown["linkedHubs"].as_array().unwrap().len(), 2, "linked on the data dir while stopped");
 }

@@ -5,8 +5,8 @@
 pub mod aws;
 pub mod certs;
 pub mod config;
-pub mod events;
 pub mod emf;
+pub mod events;
 pub mod logging;
 pub mod secrets;
 

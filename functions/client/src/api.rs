@@ -1,0 +1,287 @@
+//! Typed calls of the service API: the Azure routes (enrollments, groups, registration records, bulk, queries)
+//! and our extensions (`/config/linkedHubs`, `/config/certificates`, `/policies`). Entities travel as JSON
+//! values, exactly as the server wrote them, so that nothing a newer server adds is lost on a round trip
+//! (export, then import).
+
+use reqwest::Method;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::{Client, Error};
+
+/// Most items one bulk call takes (Azure's limit, enforced by the server).
+pub const MAX_BULK_ITEMS: usize = 10;
+/// Largest query page the server serves.
+pub const MAX_PAGE_SIZE: usize = 1000;
+
+/// Individual enrollments or enrollment groups: the same calls under two collections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EnrollmentKind {
+    /// `/enrollments`, keyed by `registrationId`.
+    Individual,
+    /// `/enrollmentGroups`, keyed by `enrollmentGroupId`.
+    Group,
+}
+
+impl EnrollmentKind {
+    /// The collection's path segment.
+    pub fn collection(self) -> &'static str {
+        match self {
+            Self::Individual => "enrollments",
+            Self::Group => "enrollmentGroups",
+        }
+    }
+
+    /// The entity's ID field.
+    pub fn id_field(self) -> &'static str {
+        match self {
+            Self::Individual => "registrationId",
+            Self::Group => "enrollmentGroupId",
+        }
+    }
+
+    /// For messages: "enrollment" or "group".
+    pub fn noun(self) -> &'static str {
+        match self {
+            Self::Individual => "enrollment",
+            Self::Group => "group",
+        }
+    }
+}
+
+/// Bulk operation mode, as the wire spells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum BulkMode {
+    /// Create; items that exist fail.
+    Create,
+    /// Create or replace.
+    Update,
+    /// Replace only where the item's etag matches.
+    #[serde(rename = "updateIfMatchETag")]
+    UpdateIfMatchEtag,
+    /// Delete.
+    Delete,
+}
+
+/// One failed item of a bulk call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BulkItemError {
+    /// The item's ID.
+    pub id: String,
+    /// Azure errorCode.
+    pub error_code: u64,
+    /// Why.
+    pub message: String,
+}
+
+/// One page of a query.
+#[derive(Debug, Clone)]
+pub struct Page {
+    /// The entities, as JSON.
+    pub items: Vec<Value>,
+    /// The token for the next page; `None` on the last.
+    pub continuation: Option<String>,
+}
+
+/// A path segment, percent-encoded (IDs may hold `:` and `.`; host names are plain).
+fn seg(s: &str) -> String {
+    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
+fn etag_header(etag: Option<&str>) -> Vec<(&'static str, String)> {
+    etag.map(|e| vec![("if-match", e.to_string())]).unwrap_or_default()
+}
+
+impl Client {
+    // ---- enrollments and groups ----
+
+    /// Create or replace (`etag`: only if it still matches); the server's answer (without keys).
+    pub async fn put_enrollment(
+        &self,
+        kind: EnrollmentKind,
+        id: &str,
+        body: &Value,
+        etag: Option<&str>,
+    ) -> Result<Value, Error> {
+        let path = format!("{}/{}", kind.collection(), seg(id));
+        Ok(self.call(Method::PUT, &path, Some(body), &etag_header(etag)).await?.body)
+    }
+
+    /// Read one (keys are never in it: see [`Client::attestation_mechanism`]).
+    pub async fn get_enrollment(&self, kind: EnrollmentKind, id: &str) -> Result<Value, Error> {
+        Ok(self.call(Method::GET, &format!("{}/{}", kind.collection(), seg(id)), None, &[]).await?.body)
+    }
+
+    /// Delete (`etag`: only if it still matches).
+    pub async fn delete_enrollment(&self, kind: EnrollmentKind, id: &str, etag: Option<&str>) -> Result<(), Error> {
+        let path = format!("{}/{}", kind.collection(), seg(id));
+        self.call(Method::DELETE, &path, None, &etag_header(etag)).await.map(drop)
+    }
+
+    /// The attestation mechanism with its keys.
+    pub async fn attestation_mechanism(&self, kind: EnrollmentKind, id: &str) -> Result<Value, Error> {
+        let path = format!("{}/{}/attestationmechanism", kind.collection(), seg(id));
+        Ok(self.call(Method::POST, &path, None, &[]).await?.body)
+    }
+
+    /// One page of the collection (`page_size` 1..=1000; `continuation` from the previous page).
+    pub async fn query_enrollments(
+        &self,
+        kind: EnrollmentKind,
+        page_size: usize,
+        continuation: Option<&str>,
+    ) -> Result<Page, Error> {
+        self.query(&format!("{}/query", kind.collection()), page_size, continuation).await
+    }
+
+    /// A bulk operation on at most [`MAX_BULK_ITEMS`] items; the items that failed (the others are committed).
+    pub async fn bulk(
+        &self,
+        kind: EnrollmentKind,
+        mode: BulkMode,
+        items: &[Value],
+    ) -> Result<Vec<BulkItemError>, Error> {
+        if items.len() > MAX_BULK_ITEMS {
+            return Err(Error::usage(format!("a bulk call takes at most {MAX_BULK_ITEMS} items")));
+        }
+        let field = match kind {
+            EnrollmentKind::Individual => "enrollments",
+            EnrollmentKind::Group => "enrollmentGroups",
+        };
+        let body = json!({ "mode": mode, field: items });
+        let answer = self.call(Method::POST, kind.collection(), Some(&body), &[]).await?.body;
+        let errors = answer.get("errors").and_then(Value::as_array).cloned().unwrap_or_default();
+        Ok(errors
+            .iter()
+            .map(|e| BulkItemError {
+                id: e.get(kind.id_field()).and_then(Value::as_str).unwrap_or_default().to_string(),
+                error_code: e.get("errorCode").and_then(Value::as_u64).unwrap_or_default(),
+                message: e.get("errorStatus").and_then(Value::as_str).unwrap_or_default().to_string(),
+            })
+            .collect())
+    }
+
+    // ---- registration records ----
+
+    /// A device's registration record.
+    pub async fn get_registration(&self, id: &str) -> Result<Value, Error> {
+        Ok(self.call(Method::GET, &format!("registrations/{}", seg(id)), None, &[]).await?.body)
+    }
+
+    /// Delete a registration record (`etag`: only if it still matches); the device is not touched in its hub.
+    pub async fn delete_registration(&self, id: &str, etag: Option<&str>) -> Result<(), Error> {
+        self.call(Method::DELETE, &format!("registrations/{}", seg(id)), None, &etag_header(etag)).await.map(drop)
+    }
+
+    /// One page of the registration records of a group's devices.
+    pub async fn query_registrations(
+        &self,
+        group_id: &str,
+        page_size: usize,
+        continuation: Option<&str>,
+    ) -> Result<Page, Error> {
+        self.query(&format!("registrations/{}/query", seg(group_id)), page_size, continuation).await
+    }
+
+    async fn query(&self, path: &str, page_size: usize, continuation: Option<&str>) -> Result<Page, Error> {
+        let mut headers = vec![("x-ms-max-item-count", page_size.clamp(1, MAX_PAGE_SIZE).to_string())];
+        if let Some(c) = continuation {
+            headers.push(("x-ms-continuation", c.to_string()));
+        }
+        let answer = self.call(Method::POST, path, Some(&json!({ "query": "*" })), &headers).await?;
+        let items = match answer.body {
+            Value::Array(items) => items,
+            other => {
+                return Err(Error::of(crate::ErrorKind::Unavailable, format!("a query page is not an array: {other}")));
+            }
+        };
+        Ok(Page { items, continuation: answer.continuation })
+    }
+
+    // ---- linked hubs ----
+
+    /// The instance's linked hubs (credentials never included).
+    pub async fn linked_hubs(&self) -> Result<Vec<Value>, Error> {
+        array(self.call(Method::GET, "config/linkedHubs", None, &[]).await?.body)
+    }
+
+    /// One linked hub.
+    pub async fn linked_hub(&self, host_name: &str) -> Result<Value, Error> {
+        Ok(self.call(Method::GET, &format!("config/linkedHubs/{}", seg(host_name)), None, &[]).await?.body)
+    }
+
+    /// Link a hub, or replace its settings.
+    pub async fn put_linked_hub(&self, host_name: &str, body: &Value) -> Result<Value, Error> {
+        Ok(self.call(Method::PUT, &format!("config/linkedHubs/{}", seg(host_name)), Some(body), &[]).await?.body)
+    }
+
+    /// Unlink a hub.
+    pub async fn delete_linked_hub(&self, host_name: &str) -> Result<(), Error> {
+        self.call(Method::DELETE, &format!("config/linkedHubs/{}", seg(host_name)), None, &[]).await.map(drop)
+    }
+
+    // ---- WebAssembly allocation policies ----
+
+    /// Upload (or replace) a module under `name`; its `PolicyInfo`.
+    pub async fn upload_policy(&self, name: &str, module: Vec<u8>) -> Result<Value, Error> {
+        let path = format!("policies/{}", seg(name));
+        Ok(self.send(Method::PUT, &path, Some(("application/wasm", module)), &[]).await?.body)
+    }
+
+    /// Every policy's `PolicyInfo`.
+    pub async fn policies(&self) -> Result<Vec<Value>, Error> {
+        array(self.call(Method::GET, "policies", None, &[]).await?.body)
+    }
+
+    /// One policy's `PolicyInfo`.
+    pub async fn policy(&self, name: &str) -> Result<Value, Error> {
+        Ok(self.call(Method::GET, &format!("policies/{}", seg(name)), None, &[]).await?.body)
+    }
+
+    /// Remove a policy's name.
+    pub async fn delete_policy(&self, name: &str) -> Result<(), Error> {
+        self.call(Method::DELETE, &format!("policies/{}", seg(name)), None, &[]).await.map(drop)
+    }
+
+    /// Evaluate a policy on an AllocationRequest; the `DryRun` answer (decision and trace).
+    pub async fn dry_run_policy(&self, name: &str, request: &Value) -> Result<Value, Error> {
+        Ok(self.call(Method::POST, &format!("policies/{}/dryRun", seg(name)), Some(request), &[]).await?.body)
+    }
+
+    // ---- CA certificates ----
+
+    /// Upload a CA certificate (PEM) under `name`; unverified, with a verification code.
+    pub async fn put_ca_certificate(&self, name: &str, pem: &str) -> Result<Value, Error> {
+        let path = format!("config/certificates/{}", seg(name));
+        Ok(self.call(Method::PUT, &path, Some(&json!({ "certificate": pem })), &[]).await?.body)
+    }
+
+    /// Prove possession of the CA's key with a certificate it signed whose CN is the verification code.
+    pub async fn verify_ca_certificate(&self, name: &str, pem: &str) -> Result<Value, Error> {
+        let path = format!("config/certificates/{}/verify", seg(name));
+        Ok(self.call(Method::POST, &path, Some(&json!({ "certificate": pem })), &[]).await?.body)
+    }
+
+    /// Every CA certificate.
+    pub async fn ca_certificates(&self) -> Result<Vec<Value>, Error> {
+        array(self.call(Method::GET, "config/certificates", None, &[]).await?.body)
+    }
+
+    /// One CA certificate.
+    pub async fn ca_certificate(&self, name: &str) -> Result<Value, Error> {
+        Ok(self.call(Method::GET, &format!("config/certificates/{}", seg(name)), None, &[]).await?.body)
+    }
+
+    /// Delete a CA certificate (refused while a group references it).
+    pub async fn delete_ca_certificate(&self, name: &str) -> Result<(), Error> {
+        self.call(Method::DELETE, &format!("config/certificates/{}", seg(name)), None, &[]).await.map(drop)
+    }
+}
+
+fn array(body: Value) -> Result<Vec<Value>, Error> {
+    match body {
+        Value::Array(items) => Ok(items),
+        other => Err(Error::of(crate::ErrorKind::Unavailable, format!("expected a JSON array, got {other}"))),
+    }
+}

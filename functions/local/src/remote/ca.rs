@@ -1,0 +1,76 @@
+//! `dps ca upload|verify|list|show|delete`: CA certificates that X.509 groups reference by name.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Subcommand;
+use serde_json::{Value, json};
+
+use super::{Connect, output, target};
+use crate::cli::Global;
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Upload a CA certificate (PEM file); it starts unverified, with a verification code.
+    Upload { name: String, file: PathBuf },
+    /// Prove possession of the CA key: a certificate (PEM file) the CA signed whose subject CN is the code.
+    Verify { name: String, file: PathBuf },
+    /// List the CA certificates.
+    List,
+    /// Show one (certificate PEM, subject, verification state and code).
+    Show { name: String },
+    /// Delete one (refused while a group references it).
+    Delete { name: String },
+}
+
+pub async fn run(connect: &Connect, global: &Global, cmd: Command) -> anyhow::Result<()> {
+    let client = target::client(connect, global).await?;
+    let read = |p: &PathBuf| std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()));
+    let shown = match cmd {
+        Command::Upload { name, file } => {
+            let ca = client.put_ca_certificate(&name, &read(&file)?).await?;
+            if !connect.json && ca["isVerified"] != json!(true) {
+                eprintln!(
+                    "next: issue a certificate with subject CN={} signed by this CA, then `dps ca verify {name} FILE`",
+                    output::cell(&ca, "/verificationCode")
+                );
+            }
+            ca
+        }
+        Command::Verify { name, file } => client.verify_ca_certificate(&name, &read(&file)?).await?,
+        Command::Show { name } => client.ca_certificate(&name).await?,
+        Command::Delete { name } => {
+            client.delete_ca_certificate(&name).await?;
+            if connect.json {
+                output::json(&json!({ "name": name, "deleted": true }));
+            } else {
+                println!("deleted CA certificate '{name}'");
+            }
+            return Ok(());
+        }
+        Command::List => {
+            let all = client.ca_certificates().await?;
+            if connect.json {
+                output::json(&Value::Array(all));
+                return Ok(());
+            }
+            let rows: Vec<Vec<String>> = all
+                .iter()
+                .map(|c| {
+                    ["/name", "/isVerified", "/info/subjectName", "/info/notAfterUtc", "/info/sha256Thumbprint"]
+                        .iter()
+                        .map(|p| output::cell(c, p))
+                        .collect()
+                })
+                .collect();
+            output::table(&["NAME", "VERIFIED", "SUBJECT", "NOT AFTER", "SHA-256"], &rows);
+            return Ok(());
+        }
+    };
+    if connect.json {
+        output::json(&shown)
+    } else {
+        output::fields(&shown)
+    }
+    Ok(())
+}
