@@ -229,6 +229,30 @@ fn policies_with_readable_dry_runs_and_ca_certificates() {
     assert_eq!(code(&dps(&data, &["ca", "delete", "fleet"])), 3, "still referenced by a group");
     json_of(&data, &["group", "delete", "fleet-devices", "--json"]);
     json_of(&data, &["ca", "delete", "fleet", "--json"]);
+
+    // X.509 from PEM files: a group with the CA as its signing certificate, an enrollment with a device's own
+    // certificate; both read back as x509 with the certificates' info, as Azure shows them.
+    let group = json_of(&data, &["group", "create", "signed-devices", "--cert", ca_file.to_str().unwrap(), "--json"]);
+    assert_eq!(group["attestation"]["type"], "x509", "{group}");
+    let signing = &group["attestation"]["x509"]["signingCertificates"]["primary"]["info"];
+    assert!(signing["subjectName"].as_str().unwrap().contains("fleet CA"), "{group}");
+    let device_file = dir.path().join("device.pem");
+    std::fs::write(&device_file, device_pem()).unwrap();
+    let enrolled =
+        json_of(&data, &["enrollment", "create", "x509-device", "--cert", device_file.to_str().unwrap(), "--json"]);
+    assert_eq!(enrolled["attestation"]["type"], "x509", "{enrolled}");
+    let client = &enrolled["attestation"]["x509"]["clientCertificates"]["primary"]["info"];
+    assert!(client["subjectName"].as_str().unwrap().contains("x509-device"), "{enrolled}");
+    assert_eq!(client["sha256Thumbprint"].as_str().unwrap().len(), 64, "{enrolled}");
+    let missing = dir.path().join("missing.pem");
+    assert_eq!(code(&dps(&data, &["enrollment", "create", "nobody", "--cert", missing.to_str().unwrap()])), 1);
+}
+
+/// A self-signed device certificate whose CN is `x509-device` (the enrollment's registration ID), PEM.
+fn device_pem() -> String {
+    let mut params = rcgen::CertificateParams::default();
+    params.distinguished_name.push(rcgen::DnType::CommonName, "x509-device");
+    params.self_signed(&rcgen::KeyPair::generate().unwrap()).unwrap().pem()
 }
 
 fn lines(path: &Path) -> Vec<Value> {
