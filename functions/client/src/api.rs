@@ -4,7 +4,6 @@
 //! (export, then import).
 
 use reqwest::Method;
-use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::{Client, Error};
@@ -49,20 +48,8 @@ impl EnrollmentKind {
     }
 }
 
-/// Bulk operation mode, as the wire spells it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub enum BulkMode {
-    /// Create; items that exist fail.
-    Create,
-    /// Create or replace.
-    Update,
-    /// Replace only where the item's etag matches.
-    #[serde(rename = "updateIfMatchETag")]
-    UpdateIfMatchEtag,
-    /// Delete.
-    Delete,
-}
+/// Bulk operation mode, as the wire spells it (the service's own type).
+pub use dps_core::service::BulkMode;
 
 /// One failed item of a bulk call.
 #[derive(Debug, Clone, PartialEq, Eq)]
