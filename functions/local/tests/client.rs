@@ -3,37 +3,17 @@
 //! 429 storm, of a small stand-in service on 127.0.0.1 (the server has no service API rate limit to provoke).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::sync::{Arc, Mutex};
 
 use serde_json::{Value, json};
-
-struct Server {
-    child: Child,
-    info: Value,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
-        let _ = self.child.wait();
-    }
-}
+mod support;
+use support::Server;
 
 fn serve(data_dir: &Path) -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_dps"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--print-json", "--data-dir"])
-        .arg(data_dir)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("dps serve starts");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    Server { child, info: serde_json::from_str(&line).expect("startup JSON") }
+    Server::start(data_dir, &[])
 }
 
 fn dps(data_dir: &Path, args: &[&str]) -> Output {

@@ -1,29 +1,16 @@
 //! Lifecycle events from the `dps` binary: the JSONL file and the webhook both get every change, in order,
 //! with nothing lost at a graceful shutdown and nothing secret in them.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 
 use dps_loadgen::client::Endpoint;
 use dps_loadgen::setup::{Attestation, Service, enroll, link_hub};
 use serde_json::{Value, json};
+use support::Server;
 
-fn serve(data_dir: &Path, extra: &[String]) -> (Child, Value) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_dps"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--print-json", "--data-dir"])
-        .arg(data_dir)
-        .args(extra)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("dps serve starts");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    (child, serde_json::from_str(&line).expect("startup JSON"))
-}
+mod support;
 
 /// A webhook on loopback that keeps every event posted to it.
 async fn webhook() -> (String, Arc<Mutex<Vec<Value>>>) {
@@ -47,8 +34,10 @@ async fn every_change_reaches_the_file_and_the_webhook_in_order() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("events.jsonl");
     let (hook, posted) = webhook().await;
-    let extra = ["--events-file".to_string(), file.display().to_string(), "--events-webhook".into(), hook];
-    let (mut child, started) = serve(&dir.path().join("data"), &extra);
+    let file_arg = file.display().to_string();
+    let extra = ["--events-file", file_arg.as_str(), "--events-webhook", hook.as_str()];
+    let mut server = Server::start(&dir.path().join("data"), &extra);
+    let started = server.info.clone();
     let endpoint = Endpoint::new(
         started["deviceUrl"].as_str().unwrap(),
         Some(Path::new(started["caCertificate"].as_str().unwrap())),
@@ -81,9 +70,7 @@ async fn every_change_reaches_the_file_and_the_webhook_in_order() {
     service.call(&mut conn, "DELETE", "/enrollments/known", &[], None, 204).await.unwrap();
 
     // A graceful stop delivers what is queued before the process ends.
-    let killed = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
-    assert!(killed.success());
-    assert!(child.wait().unwrap().success());
+    assert!(server.stop().success());
 
     let text = std::fs::read_to_string(&file).unwrap();
     let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();

@@ -2,14 +2,10 @@
 //! in the middle of a burst of first-time registrations loses no registration a device was told is `assigned`,
 //! with the operation counters agreeing with the records after the restart.
 
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use dps_loadgen::client::Endpoint;
 use dps_loadgen::setup::{Attestation, Service, enroll, link_hub};
 use dps_loadgen::{Options, emit, run};
 use serde_json::Value;
@@ -17,36 +13,18 @@ use serde_json::Value;
 /// Longest the test waits for the burst to get going.
 const BOUND: Duration = Duration::from_secs(60);
 
-struct Server {
-    child: Child,
-    info: Value,
+mod support;
+use support::Server;
+
+/// The load generator's view of the server.
+trait Served {
+    fn url(&self) -> String;
+    async fn service(&self) -> Service;
 }
 
-impl Server {
-    fn start(data_dir: &Path) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_dps"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--print-json", "--data-dir"])
-            .arg(data_dir)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("dps serve starts");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        Self { child, info: serde_json::from_str(&line).expect("startup JSON") }
-    }
-
-    fn field(&self, name: &str) -> String {
-        self.info[name].as_str().unwrap_or_else(|| panic!("startup JSON has {name}")).to_string()
-    }
-
+impl Served for Server {
     fn url(&self) -> String {
         format!("https://{}", self.field("listen"))
-    }
-
-    async fn endpoint(&self) -> Endpoint {
-        Endpoint::new(&self.url(), Some(Path::new(&self.field("caCertificate")))).await.unwrap()
     }
 
     async fn service(&self) -> Service {
@@ -54,17 +32,10 @@ impl Server {
     }
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_load_generator_provisions_devices_in_every_mode() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path());
+    let server = Server::start(dir.path(), &[]);
     let report_file = dir.path().join("report.json");
     let pid = server.child.id().to_string();
     let base = [
@@ -110,7 +81,7 @@ async fn the_load_generator_provisions_devices_in_every_mode() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kill_in_the_middle_of_a_burst_loses_no_answered_registration() {
     let dir = tempfile::tempdir().unwrap();
-    let mut server = Server::start(dir.path());
+    let mut server = Server::start(dir.path(), &[]);
     let service = server.service().await;
     link_hub(&service, "hub-1.example.net").await.unwrap();
     let scope = server.field("idScope");
@@ -156,7 +127,7 @@ async fn a_kill_in_the_middle_of_a_burst_loses_no_answered_registration() {
     let assigned = assigned.lock().unwrap().clone();
     assert!(assigned.len() < fleet.len(), "the kill came in the middle of the burst");
 
-    let server = Server::start(dir.path());
+    let server = Server::start(dir.path(), &[]);
     let service = server.service().await;
     let mut conn = service.connect().await.unwrap();
     for id in &assigned {

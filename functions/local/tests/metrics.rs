@@ -1,46 +1,22 @@
 //! `--metrics-listen`: after real registrations against the `dps` binary (one failed for want of a hub, two
 //! assigned, one refused), its `/metrics` text, read by a Prometheus text parser, counts exactly those.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::io::{Read, Write};
 
 use dps_loadgen::client::Endpoint;
 use dps_loadgen::setup::{Attestation, Service, enroll, link_hub};
 use prometheus_parse::{Scrape, Value};
 use serde_json::{Value as Json, json};
 
-struct Server {
-    child: Child,
-    info: Json,
+mod support;
+use support::Server;
+
+/// What these tests read from the server.
+trait Scraped {
+    fn scrape(&self) -> Scrape;
 }
 
-impl Server {
-    fn start(data_dir: &Path, extra: &[&str]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_dps"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--print-json", "--data-dir"])
-            .arg(data_dir)
-            .args(extra)
-            .env("RUST_LOG", "warn")
-            .env_remove("DPS_METRICS_LISTEN")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("dps serve starts");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        Self { child, info: serde_json::from_str(&line).expect("startup JSON") }
-    }
-
-    fn field(&self, name: &str) -> String {
-        self.info[name].as_str().unwrap_or_else(|| panic!("startup JSON has {name}: {}", self.info)).to_string()
-    }
-
-    async fn endpoint(&self) -> Endpoint {
-        let url = format!("https://{}", self.field("listen"));
-        Endpoint::new(&url, Some(Path::new(&self.field("caCertificate")))).await.unwrap()
-    }
-
+impl Scraped for Server {
     /// `GET /metrics` over plain HTTP, parsed.
     fn scrape(&self) -> Scrape {
         let mut stream = std::net::TcpStream::connect(self.field("metricsListen")).unwrap();
@@ -52,13 +28,6 @@ impl Server {
         assert!(head.to_ascii_lowercase().contains("content-type: application/openmetrics-text"), "{head}");
         assert!(body.trim_end().ends_with("# EOF"), "OpenMetrics text ends with # EOF: {body}");
         Scrape::parse(body.lines().map(|l| Ok(l.to_string()))).expect("Prometheus text")
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
