@@ -3,7 +3,8 @@
 # Idempotent and quiet: does nothing when moto_server is already there. The DynamoDB store's tests start
 # `moto_server` themselves (functions/test-support); nothing is left running. The version is pinned: the hub tests
 # know moto 5.2.5's gaps (functions/hubs/tests/aws.rs: it certifies a key of its own for a CSR), and a new moto
-# must be taken on purpose, not by a clean clone.
+# must be taken on purpose, not by a clean clone. jsonschema and openapi-spec-validator (which moto[server] brings
+# along anyway) are named because tests use them: the events schema check and the OpenAPI check (dps-api).
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -26,5 +27,5 @@ if [[ ! -x "$venv/bin/python" ]]; then
 fi
 
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip
-"$venv/bin/python" -m pip install --quiet --disable-pip-version-check 'moto[server]==5.2.5' jsonschema
+"$venv/bin/python" -m pip install --quiet --disable-pip-version-check 'moto[server]==5.2.5' jsonschema 'openapi-spec-validator==0.9.0'
 echo "moto.sh: installed $("$venv/bin/python" -m pip show moto | awk '/^Version/ {print "moto " $2}') into $venv"

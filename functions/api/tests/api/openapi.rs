@@ -1,6 +1,6 @@
 //! docs/openapi.json against the running router: served at `/openapi.json` without credentials, valid OpenAPI 3.1,
 //! and every documented operation's real answers (successes and errors) valid against the documented responses.
-//! The last two are checked by `tests/openapi_check.py` with the `.venv` that scripts/setup/openapi.sh installs
+//! The last two are checked by `tests/openapi_check.py` with the `.venv` that scripts/setup/moto.sh installs
 //! (openapi-spec-validator, jsonschema); a missing venv fails the test, it is never skipped.
 
 use std::path::PathBuf;
@@ -47,7 +47,7 @@ fn check(samples: &Samples) -> String {
     command.arg(file.path());
     let out = command.output().unwrap_or_else(|e| {
         panic!(
-            "cannot run {} ({e}): run scripts/setup/openapi.sh (installs openapi-spec-validator into .venv), or set \
+            "cannot run {} ({e}): run scripts/setup/moto.sh (installs openapi-spec-validator into .venv), or set \
              DPS_PYTHON to a Python that has it",
             python().display()
         )
