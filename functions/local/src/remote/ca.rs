@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Subcommand;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use super::{Connect, output, target};
 use crate::cli::Global;
@@ -49,21 +49,14 @@ pub async fn run(connect: &Connect, global: &Global, cmd: Command) -> anyhow::Re
             return Ok(());
         }
         Command::List => {
-            let all = client.ca_certificates().await?;
-            if connect.json {
-                output::json(&Value::Array(all));
-                return Ok(());
-            }
-            let rows: Vec<Vec<String>> = all
-                .iter()
-                .map(|c| {
-                    ["/name", "/isVerified", "/info/subjectName", "/info/notAfterUtc", "/info/sha256Thumbprint"]
-                        .iter()
-                        .map(|p| output::cell(c, p))
-                        .collect()
-                })
-                .collect();
-            output::table(&["NAME", "VERIFIED", "SUBJECT", "NOT AFTER", "SHA-256"], &rows);
+            let columns = [
+                ("NAME", "/name"),
+                ("VERIFIED", "/isVerified"),
+                ("SUBJECT", "/info/subjectName"),
+                ("NOT AFTER", "/info/notAfterUtc"),
+                ("SHA-256", "/info/sha256Thumbprint"),
+            ];
+            output::list(connect.json, &client.ca_certificates().await?, &columns);
             return Ok(());
         }
     };

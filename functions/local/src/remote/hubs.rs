@@ -112,20 +112,14 @@ pub async fn run(connect: &Connect, global: &Global, cmd: Command) -> anyhow::Re
 
 /// A linked hub's row: host, weight, automatic allocation, location, connector kind.
 pub fn print_list(connect: &Connect, hubs: &[Value]) {
-    if connect.json {
-        output::json(&Value::Array(hubs.to_vec()));
-        return;
-    }
-    let rows: Vec<Vec<String>> = hubs
-        .iter()
-        .map(|h| {
-            ["/hostName", "/allocationWeight", "/applyAllocationPolicy", "/location", "/connector/kind"]
-                .iter()
-                .map(|p| output::cell(h, p))
-                .collect()
-        })
-        .collect();
-    output::table(&["HOST NAME", "WEIGHT", "AUTO", "LOCATION", "CONNECTOR"], &rows);
+    let columns = [
+        ("HOST NAME", "/hostName"),
+        ("WEIGHT", "/allocationWeight"),
+        ("AUTO", "/applyAllocationPolicy"),
+        ("LOCATION", "/location"),
+        ("CONNECTOR", "/connector/kind"),
+    ];
+    output::list(connect.json, hubs, &columns);
 }
 
 /// Refuse what only the service API can do.

@@ -31,6 +31,18 @@ pub fn cell(value: &Value, pointer: &str) -> String {
     }
 }
 
+/// Print `items` as a JSON array (`as_json`) or as a table of `columns`: (header, JSON pointer of the cell).
+pub fn list(as_json: bool, items: &[Value], columns: &[(&str, &str)]) {
+    if as_json {
+        json(&Value::Array(items.to_vec()));
+        return;
+    }
+    let header: Vec<&str> = columns.iter().map(|(h, _)| *h).collect();
+    let rows: Vec<Vec<String>> =
+        items.iter().map(|item| columns.iter().map(|(_, p)| cell(item, p)).collect()).collect();
+    table(&header, &rows);
+}
+
 /// Print rows under a header, each column as wide as its widest cell.
 pub fn table(header: &[&str], rows: &[Vec<String>]) {
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();

@@ -2,7 +2,7 @@
 //! service writes them).
 
 use clap::Subcommand;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use super::{Connect, output, target};
 use crate::cli::Global;
@@ -53,21 +53,17 @@ pub async fn run(connect: &Connect, global: &Global, cmd: Command) -> anyhow::Re
             if let Some(t) = top {
                 items.truncate(t);
             }
-            if connect.json {
-                output::json(&Value::Array(items));
-                return Ok(());
+            let columns = [
+                ("REGISTRATION ID", "/registrationId"),
+                ("STATUS", "/status"),
+                ("HUB", "/assignedHub"),
+                ("DEVICE ID", "/deviceId"),
+                ("UPDATED", "/lastUpdatedDateTimeUtc"),
+            ];
+            output::list(connect.json, &items, &columns);
+            if !connect.json {
+                eprintln!("{} record(s)", items.len());
             }
-            let rows: Vec<Vec<String>> = items
-                .iter()
-                .map(|r| {
-                    ["/registrationId", "/status", "/assignedHub", "/deviceId", "/lastUpdatedDateTimeUtc"]
-                        .iter()
-                        .map(|p| output::cell(r, p))
-                        .collect()
-                })
-                .collect();
-            output::table(&["REGISTRATION ID", "STATUS", "HUB", "DEVICE ID", "UPDATED"], &rows);
-            eprintln!("{} record(s)", items.len());
         }
         Command::Delete { registration_id, etag } => {
             client.delete_registration(&registration_id, etag.as_deref()).await?;
