@@ -55,6 +55,13 @@ impl State {
             EnrollmentKind::Group => &mut self.groups,
         }
     }
+
+    /// Count `meter` (if any) in the same critical section as the write it counts.
+    fn count(&mut self, scope: &str, meter: Option<OperationCount>) {
+        if let Some(m) = meter {
+            *self.operations.entry((key(scope), m.date, m.kind)).or_default() += m.count;
+        }
+    }
 }
 
 fn put<T: Clone>(
@@ -172,10 +179,16 @@ impl Store for MemoryStore {
         scope: &str,
         enrollment: AnyEnrollment,
         precondition: Precondition,
+        meter: Option<OperationCount>,
     ) -> Result<AnyEnrollment> {
         let (kind, at) = (enrollment.kind(), k(scope, enrollment.id()));
         let mut state = self.state();
-        put(state.enrollments(kind), at, enrollment, &precondition, kind.what(), enrollment_etag, |e, t| e.set_etag(t))
+        let written =
+            put(state.enrollments(kind), at, enrollment, &precondition, kind.what(), enrollment_etag, |e, t| {
+                e.set_etag(t)
+            })?;
+        state.count(scope, meter);
+        Ok(written)
     }
 
     async fn delete_enrollment(
@@ -184,8 +197,12 @@ impl Store for MemoryStore {
         kind: EnrollmentKind,
         id: &str,
         precondition: Precondition,
+        meter: Option<OperationCount>,
     ) -> Result<()> {
-        delete(self.state().enrollments(kind), k(scope, id), &precondition, kind.what(), enrollment_etag)
+        let mut state = self.state();
+        delete(state.enrollments(kind), k(scope, id), &precondition, kind.what(), enrollment_etag)?;
+        state.count(scope, meter);
+        Ok(())
     }
 
     async fn query_enrollments(
@@ -225,14 +242,21 @@ impl Store for MemoryStore {
         let written = put(&mut state.registrations, at, record, &precondition, "Registration", record_etag, |r, t| {
             r.etag = Some(t)
         })?;
-        if let Some(m) = meter {
-            *state.operations.entry((key(scope), m.date, m.kind)).or_default() += m.count;
-        }
+        state.count(scope, meter);
         Ok(written)
     }
 
-    async fn delete_registration(&self, scope: &str, registration_id: &str, precondition: Precondition) -> Result<()> {
-        delete(&mut self.state().registrations, k(scope, registration_id), &precondition, "Registration", record_etag)
+    async fn delete_registration(
+        &self,
+        scope: &str,
+        registration_id: &str,
+        precondition: Precondition,
+        meter: Option<OperationCount>,
+    ) -> Result<()> {
+        let mut state = self.state();
+        delete(&mut state.registrations, k(scope, registration_id), &precondition, "Registration", record_etag)?;
+        state.count(scope, meter);
+        Ok(())
     }
 
     async fn query_registrations(
@@ -248,7 +272,7 @@ impl Store for MemoryStore {
     }
 
     async fn add_operations(&self, scope: &str, date: &str, kind: OperationKind, count: u64) -> Result<()> {
-        *self.state().operations.entry((key(scope), date.to_string(), kind)).or_default() += count;
+        self.state().count(scope, Some(OperationCount { date: date.to_string(), kind, count }));
         Ok(())
     }
 

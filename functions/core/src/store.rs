@@ -119,20 +119,23 @@ pub trait Store: Send + Sync + 'static {
 
     /// Read an individual enrollment or a group.
     async fn get_enrollment(&self, scope: &str, kind: EnrollmentKind, id: &str) -> Result<Option<AnyEnrollment>>;
-    /// Write an individual enrollment or a group; returns it with its new etag.
+    /// Write an individual enrollment or a group; returns it with its new etag. `meter` is counted in the same
+    /// atomic write (counted if and only if the enrollment is written), as for [`Store::put_registration`].
     async fn put_enrollment(
         &self,
         scope: &str,
         enrollment: AnyEnrollment,
         precondition: Precondition,
+        meter: Option<OperationCount>,
     ) -> Result<AnyEnrollment>;
-    /// Delete an individual enrollment or a group; `NotFound` if absent.
+    /// Delete an individual enrollment or a group; `NotFound` if absent. `meter` as for `put_enrollment`.
     async fn delete_enrollment(
         &self,
         scope: &str,
         kind: EnrollmentKind,
         id: &str,
         precondition: Precondition,
+        meter: Option<OperationCount>,
     ) -> Result<()>;
     /// Page through the individual enrollments or the groups of a scope.
     async fn query_enrollments(
@@ -155,8 +158,14 @@ pub trait Store: Send + Sync + 'static {
         precondition: Precondition,
         meter: Option<OperationCount>,
     ) -> Result<RegistrationRecord>;
-    /// Delete a registration record; `NotFound` if absent.
-    async fn delete_registration(&self, scope: &str, registration_id: &str, precondition: Precondition) -> Result<()>;
+    /// Delete a registration record; `NotFound` if absent. `meter` is counted in the same atomic write.
+    async fn delete_registration(
+        &self,
+        scope: &str,
+        registration_id: &str,
+        precondition: Precondition,
+        meter: Option<OperationCount>,
+    ) -> Result<()>;
     /// Page through the records of devices admitted by one group.
     async fn query_registrations(
         &self,
@@ -193,9 +202,29 @@ pub trait EnrollmentStore {
     /// Read one enrollment of kind `E`.
     async fn load<E: Enrollment>(&self, scope: &str, id: &str) -> Result<Option<E>>;
     /// Write one enrollment; returns it with its new etag.
-    async fn save<E: Enrollment>(&self, scope: &str, enrollment: E, precondition: Precondition) -> Result<E>;
+    async fn save<E: Enrollment>(&self, scope: &str, enrollment: E, precondition: Precondition) -> Result<E> {
+        self.save_counted(scope, enrollment, precondition, None).await
+    }
+    /// Write one enrollment and count `meter` in the same atomic write.
+    async fn save_counted<E: Enrollment>(
+        &self,
+        scope: &str,
+        enrollment: E,
+        precondition: Precondition,
+        meter: Option<OperationCount>,
+    ) -> Result<E>;
     /// Delete one enrollment of kind `E`; `NotFound` if absent.
-    async fn remove<E: Enrollment>(&self, scope: &str, id: &str, precondition: Precondition) -> Result<()>;
+    async fn remove<E: Enrollment>(&self, scope: &str, id: &str, precondition: Precondition) -> Result<()> {
+        self.remove_counted::<E>(scope, id, precondition, None).await
+    }
+    /// Delete one enrollment of kind `E` and count `meter` in the same atomic write.
+    async fn remove_counted<E: Enrollment>(
+        &self,
+        scope: &str,
+        id: &str,
+        precondition: Precondition,
+        meter: Option<OperationCount>,
+    ) -> Result<()>;
     /// A page of the enrollments of kind `E`.
     async fn page<E: Enrollment>(&self, scope: &str, page: PageRequest) -> Result<Page<E>>;
 }
@@ -206,12 +235,24 @@ impl<S: Store + ?Sized> EnrollmentStore for S {
         self.get_enrollment(scope, E::KIND, id).await?.map(AnyEnrollment::into_typed).transpose()
     }
 
-    async fn save<E: Enrollment>(&self, scope: &str, enrollment: E, precondition: Precondition) -> Result<E> {
-        self.put_enrollment(scope, enrollment.into_any(), precondition).await?.into_typed()
+    async fn save_counted<E: Enrollment>(
+        &self,
+        scope: &str,
+        enrollment: E,
+        precondition: Precondition,
+        meter: Option<OperationCount>,
+    ) -> Result<E> {
+        self.put_enrollment(scope, enrollment.into_any(), precondition, meter).await?.into_typed()
     }
 
-    async fn remove<E: Enrollment>(&self, scope: &str, id: &str, precondition: Precondition) -> Result<()> {
-        self.delete_enrollment(scope, E::KIND, id, precondition).await
+    async fn remove_counted<E: Enrollment>(
+        &self,
+        scope: &str,
+        id: &str,
+        precondition: Precondition,
+        meter: Option<OperationCount>,
+    ) -> Result<()> {
+        self.delete_enrollment(scope, E::KIND, id, precondition, meter).await
     }
 
     async fn page<E: Enrollment>(&self, scope: &str, page: PageRequest) -> Result<Page<E>> {

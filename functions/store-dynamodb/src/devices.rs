@@ -1,13 +1,12 @@
 //! A device's partition: the device context read and registration records, counted in the same transaction.
 
-use aws_sdk_dynamodb::types::{Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update};
+use dps_core::Result;
 use dps_core::model::{OperationCount, RegistrationRecord};
 use dps_core::store::{DeviceContext, Precondition, new_etag};
-use dps_core::{Error, Result};
 
-use crate::item::{self, condition_failed, put_condition};
+use crate::item;
 use crate::layout;
-use crate::{DynamoStore, TransactFailure, counters, errors};
+use crate::{DynamoStore, errors};
 
 /// The enrollment and the record of one device: one strongly consistent Query of its partition.
 pub(crate) async fn context(store: &DynamoStore, scope: &str, registration_id: &str) -> Result<DeviceContext> {
@@ -57,34 +56,6 @@ pub(crate) async fn put_registration(
     let key = layout::registration(scope, &id);
     let index = record.enrollment_group_id.as_deref().map(|group| layout::registration_index(scope, group, &id));
     let record_item = item::entity_item(&key, "registration", index.as_ref(), &etag, &record)?;
-    let Some(meter) = meter.filter(|m| m.count > 0) else {
-        store.put_item(record_item, &precondition, &what).await?;
-        return Ok(record);
-    };
-
-    let mut put = Put::builder().table_name(&*store.table).set_item(Some(record_item));
-    if let Some(condition) = put_condition(&precondition) {
-        put = put
-            .condition_expression(condition.expression)
-            .set_expression_attribute_names(Some(condition.names))
-            .set_expression_attribute_values(condition.values)
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
-    }
-    let put = put.build().map_err(|e| Error::internal(format!("building the record write: {e}")))?;
-    let increment = counters::increment(store, scope, &meter.date, meter.kind, meter.count);
-    let update = Update::builder()
-        .table_name(&*store.table)
-        .set_key(Some(item::key_of(&increment.key)))
-        .update_expression(increment.expression)
-        .set_expression_attribute_names(Some(increment.names))
-        .set_expression_attribute_values(Some(increment.values))
-        .build()
-        .map_err(|e| Error::internal(format!("building the counter update: {e}")))?;
-    let items =
-        vec![TransactWriteItem::builder().put(put).build(), TransactWriteItem::builder().update(update).build()];
-    match store.transact(items).await {
-        Ok(()) => Ok(record),
-        Err(TransactFailure::Condition { old, .. }) => Err(condition_failed(&precondition, &what, old.is_some())),
-        Err(TransactFailure::Error(err)) => Err(err),
-    }
+    store.put_item(record_item, &precondition, &what, meter.as_ref().map(|m| (scope, m))).await?;
+    Ok(record)
 }

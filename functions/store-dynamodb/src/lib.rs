@@ -21,7 +21,7 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::operation::delete_item::DeleteItemError;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use aws_sdk_dynamodb::types::{ReturnValuesOnConditionCheckFailure, TransactWriteItem};
+use aws_sdk_dynamodb::types::{Delete, Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update};
 use dps_core::model::{
     AnyEnrollment, EnrollmentKind, Instance, OperationCount, OperationKind, RegistrationRecord, TpmChallenge,
 };
@@ -46,17 +46,25 @@ pub struct DynamoStore {
     client: Client,
     table: Arc<str>,
     counter_retention: Option<Duration>,
+    access_keys: bool,
 }
 
 impl DynamoStore {
     /// A store over `table`, reached with `client` (its retry and timeout settings apply to every call).
     pub fn new(client: Client, table: impl Into<String>) -> Self {
-        Self { client, table: Arc::from(table.into()), counter_retention: None }
+        Self { client, table: Arc::from(table.into()), counter_retention: None, access_keys: true }
     }
 
     /// Let daily operation counters expire (DynamoDB TTL) this long after their day; by default they are kept.
     pub fn with_counter_retention(mut self, retention: Option<Duration>) -> Self {
         self.counter_retention = retention;
+        self
+    }
+
+    /// Read instances without the service API's access keys, as a role that may not read that attribute must
+    /// (the device function's; template.yaml). Such a store refuses to write instances: it would drop the keys.
+    pub fn without_access_keys(mut self) -> Self {
+        self.access_keys = false;
         self
     }
 
@@ -84,10 +92,38 @@ impl DynamoStore {
         Ok(out.item)
     }
 
-    /// Put a whole item under `precondition`.
-    async fn put_item(&self, item: Item, precondition: &Precondition, what: &str) -> Result<()> {
+    /// Strongly consistent read of some attributes of one item.
+    async fn get_attributes(&self, key: &ItemKey, attributes: &[&str]) -> Result<Option<Item>> {
+        let mut request =
+            self.client.get_item().table_name(&*self.table).set_key(Some(item::key_of(key))).consistent_read(true);
+        let mut projection = Vec::new();
+        for (i, name) in attributes.iter().enumerate() {
+            projection.push(format!("#a{i}"));
+            request = request.expression_attribute_names(format!("#a{i}"), *name);
+        }
+        let out =
+            request.projection_expression(projection.join(", ")).send().await.map_err(|e| errors::sdk("GetItem", e))?;
+        Ok(out.item)
+    }
+
+    /// Put a whole item under `precondition`: one PutItem, or with a meter one TransactWriteItems of the item
+    /// and a counter shard, so that the operation is counted if and only if the item is written.
+    async fn put_item(&self, item: Item, precondition: &Precondition, what: &str, meter: Meter<'_>) -> Result<()> {
+        let condition = put_condition(precondition);
+        if let Some((scope, count)) = meter.filter(|(_, m)| m.count > 0) {
+            let mut put = Put::builder().table_name(&*self.table).set_item(Some(item));
+            if let Some(condition) = condition {
+                put = put
+                    .condition_expression(condition.expression)
+                    .set_expression_attribute_names(Some(condition.names))
+                    .set_expression_attribute_values(condition.values)
+                    .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+            }
+            let put = put.build().map_err(|e| Error::internal(format!("building the write of {what}: {e}")))?;
+            return self.counted(TransactWriteItem::builder().put(put).build(), scope, count, precondition, what).await;
+        }
         let mut request = self.client.put_item().table_name(&*self.table).set_item(Some(item));
-        if let Some(condition) = put_condition(precondition) {
+        if let Some(condition) = condition {
             request = request
                 .condition_expression(condition.expression)
                 .set_expression_attribute_names(Some(condition.names))
@@ -105,13 +141,33 @@ impl DynamoStore {
         }
     }
 
-    /// Delete an item that must exist (with the etag of `precondition`, if any).
-    async fn delete_item(&self, key: &ItemKey, precondition: &Precondition, what: &str) -> Result<()> {
+    /// Delete an item that must exist (with the etag of `precondition`, if any); with a meter, in one
+    /// transaction with a counter shard.
+    async fn delete_item(
+        &self,
+        key: &ItemKey,
+        precondition: &Precondition,
+        what: &str,
+        meter: Meter<'_>,
+    ) -> Result<()> {
         if *precondition == Precondition::NotExists {
             let exists = self.get_item(key).await?.is_some();
             return Err(condition_failed(precondition, what, exists));
         }
         let condition = delete_condition(precondition);
+        if let Some((scope, count)) = meter.filter(|(_, m)| m.count > 0) {
+            let delete = Delete::builder()
+                .table_name(&*self.table)
+                .set_key(Some(item::key_of(key)))
+                .condition_expression(condition.expression)
+                .set_expression_attribute_names(Some(condition.names))
+                .set_expression_attribute_values(condition.values)
+                .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+                .build()
+                .map_err(|e| Error::internal(format!("building the delete of {what}: {e}")))?;
+            let write = TransactWriteItem::builder().delete(delete).build();
+            return self.counted(write, scope, count, precondition, what).await;
+        }
         let result = self
             .client
             .delete_item()
@@ -131,6 +187,31 @@ impl DynamoStore {
                 }
                 _ => Err(errors::sdk("DeleteItem", err)),
             },
+        }
+    }
+
+    /// One conditional write and the increment of a counter shard, in one transaction.
+    async fn counted(
+        &self,
+        write: TransactWriteItem,
+        scope: &str,
+        meter: &OperationCount,
+        precondition: &Precondition,
+        what: &str,
+    ) -> Result<()> {
+        let increment = counters::increment(self, scope, &meter.date, meter.kind, meter.count);
+        let update = Update::builder()
+            .table_name(&*self.table)
+            .set_key(Some(item::key_of(&increment.key)))
+            .update_expression(increment.expression)
+            .set_expression_attribute_names(Some(increment.names))
+            .set_expression_attribute_values(Some(increment.values))
+            .build()
+            .map_err(|e| Error::internal(format!("building the counter update: {e}")))?;
+        match self.transact(vec![write, TransactWriteItem::builder().update(update).build()]).await {
+            Ok(()) => Ok(()),
+            Err(TransactFailure::Condition { old, .. }) => Err(condition_failed(precondition, what, old.is_some())),
+            Err(TransactFailure::Error(err)) => Err(err),
         }
     }
 
@@ -173,6 +254,9 @@ impl DynamoStore {
     }
 }
 
+/// The operation a write counts, with its scope (None: the write counts nothing).
+type Meter<'a> = Option<(&'a str, &'a OperationCount)>;
+
 /// Why a transaction did not commit.
 #[derive(Debug)]
 enum TransactFailure {
@@ -213,8 +297,9 @@ impl Store for DynamoStore {
         scope: &str,
         enrollment: AnyEnrollment,
         precondition: Precondition,
+        meter: Option<OperationCount>,
     ) -> Result<AnyEnrollment> {
-        self.save_enrollment(scope, enrollment, precondition).await
+        self.save_enrollment(scope, enrollment, precondition, meter).await
     }
 
     async fn delete_enrollment(
@@ -223,8 +308,9 @@ impl Store for DynamoStore {
         kind: EnrollmentKind,
         id: &str,
         precondition: Precondition,
+        meter: Option<OperationCount>,
     ) -> Result<()> {
-        self.remove_enrollment(scope, kind, id, precondition).await
+        self.remove_enrollment(scope, kind, id, precondition, meter).await
     }
 
     async fn query_enrollments(
@@ -254,9 +340,16 @@ impl Store for DynamoStore {
         devices::put_registration(self, scope, record, precondition, meter).await
     }
 
-    async fn delete_registration(&self, scope: &str, registration_id: &str, precondition: Precondition) -> Result<()> {
+    async fn delete_registration(
+        &self,
+        scope: &str,
+        registration_id: &str,
+        precondition: Precondition,
+        meter: Option<OperationCount>,
+    ) -> Result<()> {
         let key = layout::registration(scope, registration_id);
-        self.delete_item(&key, &precondition, &format!("Registration '{registration_id}'")).await
+        let meter = meter.as_ref().map(|m| (scope, m));
+        self.delete_item(&key, &precondition, &format!("Registration '{registration_id}'"), meter).await
     }
 
     async fn query_registrations(

@@ -130,6 +130,9 @@ async fn calls_per_operation() {
     assert_eq!(count("device: first-time group registration"), 2);
     assert_eq!(count("store: get_enrollment"), 1);
     assert_eq!(count("store: put_enrollment"), 1);
+    // A service API write is counted in its own write's transaction: a read, then one TransactWriteItems.
+    let put = table.iter().find(|(n, _)| n.starts_with("service API: create or replace")).map(|(_, o)| o).unwrap();
+    assert_eq!(put.as_slice(), ["GetItem", "TransactWriteItems"], "{put:?}");
     assert_eq!(count("store: query_enrollments"), dps_store_dynamodb::layout::ENROLLMENT_SHARDS as usize);
     assert_eq!(count("store: query_groups"), 1);
     assert_eq!(count("store: query_registrations"), dps_store_dynamodb::layout::REGISTRATION_SHARDS as usize);

@@ -3,11 +3,12 @@
 use std::ops::Bound;
 
 use dps_core::error::{Error, Result};
-use dps_core::model::{AnyEnrollment, EnrollmentKind};
+use dps_core::model::{AnyEnrollment, EnrollmentKind, OperationCount};
 use dps_core::store::{Page, PageRequest, Precondition, key, new_etag};
 use redb::ReadableTable;
 
 use crate::EmbeddedStore;
+use crate::operations::count;
 use crate::tables::{current_etag, enrollment_table, get_scoped, internal, to_json};
 
 fn parse(kind: EnrollmentKind) -> impl Fn(&[u8]) -> Result<AnyEnrollment> {
@@ -31,6 +32,7 @@ impl EmbeddedStore {
         scope: &str,
         mut enrollment: AnyEnrollment,
         precondition: Precondition,
+        meter: Option<OperationCount>,
     ) -> Result<AnyEnrollment> {
         let (scope, id, kind) = (key(scope), key(enrollment.id()), enrollment.kind());
         self.write(move |txn| {
@@ -39,6 +41,7 @@ impl EmbeddedStore {
             precondition.check(kind.what(), current.as_deref())?;
             enrollment.set_etag(new_etag());
             table.insert((scope.as_str(), id.as_str()), to_json(&enrollment)?.as_slice()).map_err(internal)?;
+            count(txn, &scope, meter.as_ref())?;
             Ok(enrollment)
         })
         .await
@@ -50,6 +53,7 @@ impl EmbeddedStore {
         kind: EnrollmentKind,
         id: &str,
         precondition: Precondition,
+        meter: Option<OperationCount>,
     ) -> Result<()> {
         let (scope, id) = (key(scope), key(id));
         self.write(move |txn| {
@@ -59,6 +63,7 @@ impl EmbeddedStore {
                 .ok_or_else(|| Error::not_found(format!("{what} not found")))?;
             precondition.check(what, Some(&current))?;
             table.remove((scope.as_str(), id.as_str())).map_err(internal)?;
+            count(txn, &scope, meter.as_ref())?;
             Ok(())
         })
         .await

@@ -118,8 +118,9 @@ impl Store for EmbeddedStore {
         scope: &str,
         enrollment: AnyEnrollment,
         precondition: Precondition,
+        meter: Option<OperationCount>,
     ) -> Result<AnyEnrollment> {
-        self.save_enrollment(scope, enrollment, precondition).await
+        self.save_enrollment(scope, enrollment, precondition, meter).await
     }
 
     async fn delete_enrollment(
@@ -128,8 +129,9 @@ impl Store for EmbeddedStore {
         kind: EnrollmentKind,
         id: &str,
         precondition: Precondition,
+        meter: Option<OperationCount>,
     ) -> Result<()> {
-        self.remove_enrollment(scope, kind, id, precondition).await
+        self.remove_enrollment(scope, kind, id, precondition, meter).await
     }
 
     async fn query_enrollments(
@@ -159,8 +161,14 @@ impl Store for EmbeddedStore {
         self.save_registration(scope, record, precondition, meter).await
     }
 
-    async fn delete_registration(&self, scope: &str, registration_id: &str, precondition: Precondition) -> Result<()> {
-        self.remove_registration(scope, registration_id, precondition).await
+    async fn delete_registration(
+        &self,
+        scope: &str,
+        registration_id: &str,
+        precondition: Precondition,
+        meter: Option<OperationCount>,
+    ) -> Result<()> {
+        self.remove_registration(scope, registration_id, precondition, meter).await
     }
 
     async fn query_registrations(

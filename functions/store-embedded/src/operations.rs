@@ -27,6 +27,14 @@ pub(crate) fn add_count(
     Ok(())
 }
 
+/// Count `meter` (if any) inside the transaction of the write it counts.
+pub(crate) fn count(txn: &WriteTransaction, scope: &str, meter: Option<&OperationCount>) -> Result<()> {
+    match meter {
+        Some(m) => add_count(txn, scope, &m.date, m.kind, m.count),
+        None => Ok(()),
+    }
+}
+
 impl EmbeddedStore {
     pub(crate) async fn count_operations(
         &self,

@@ -8,7 +8,7 @@ use dps_core::store::{DeviceContext, Page, PageRequest, Precondition, key, new_e
 use redb::ReadableTable;
 
 use crate::EmbeddedStore;
-use crate::operations::add_count;
+use crate::operations::count;
 use crate::tables::{ENROLLMENTS, REGISTRATIONS, REGISTRATIONS_BY_GROUP, from_json, get_scoped, internal, to_json};
 
 impl EmbeddedStore {
@@ -53,9 +53,7 @@ impl EmbeddedStore {
             if let Some(group) = &record.enrollment_group_id {
                 by_group.insert((scope.as_str(), key(group).as_str(), id.as_str()), ()).map_err(internal)?;
             }
-            if let Some(m) = meter {
-                add_count(txn, &scope, &m.date, m.kind, m.count)?;
-            }
+            count(txn, &scope, meter.as_ref())?;
             Ok(record)
         })
         .await
@@ -66,6 +64,7 @@ impl EmbeddedStore {
         scope: &str,
         registration_id: &str,
         precondition: Precondition,
+        meter: Option<OperationCount>,
     ) -> Result<()> {
         let (scope, id) = (key(scope), key(registration_id));
         self.write(move |txn| {
@@ -82,6 +81,7 @@ impl EmbeddedStore {
                 let mut by_group = txn.open_table(REGISTRATIONS_BY_GROUP).map_err(internal)?;
                 by_group.remove((scope.as_str(), key(group).as_str(), id.as_str())).map_err(internal)?;
             }
+            count(txn, &scope, meter.as_ref())?;
             Ok(())
         })
         .await

@@ -35,7 +35,7 @@ pub async fn scopes_are_isolated(store: Arc<dyn Store>) {
 
     s.remove::<IndividualEnrollment>(&a, "dev-1", Precondition::None).await.unwrap();
     s.remove::<EnrollmentGroup>(&a, "group-1", Precondition::None).await.unwrap();
-    s.delete_registration(&a, "dev-1", Precondition::None).await.unwrap();
+    s.delete_registration(&a, "dev-1", Precondition::None, None).await.unwrap();
     assert!(s.load::<IndividualEnrollment>(&b, "dev-1").await.unwrap().is_some(), "deleting in A leaves B alone");
     assert!(s.load::<EnrollmentGroup>(&b, "group-1").await.unwrap().is_some());
     assert!(s.get_registration(&b, "dev-1").await.unwrap().is_some());

@@ -111,6 +111,7 @@ macro_rules! conformance_tests {
             device_context_reads_both,
             operations_count_and_range,
             registration_meter_counts_iff_written,
+            write_meters_count_iff_written,
             race_not_exists_one_winner,
             race_matches_one_winner,
             race_group_create_one_winner,

@@ -79,3 +79,42 @@ pub async fn registration_meter_counts_iff_written(store: Arc<dyn Store>) {
         "a successful write counts its meter; no meter, no count"
     );
 }
+
+/// Enrollment writes and deletes, and registration deletes, with a meter count their operation if and only if
+/// they change what is stored (the service API's writes are counted this way, so a crash cannot split them).
+pub async fn write_meters_count_iff_written(store: Arc<dyn Store>) {
+    let (s, scope) = (store.as_ref(), scope());
+    let op = || Some(OperationCount { date: "2024-05-01".into(), kind: OperationKind::ServiceOperation, count: 1 });
+    let service_ops =
+        || async { registrations_counted(s, &scope).await.get(&OperationKind::ServiceOperation).copied() };
+
+    let e = s.save_counted(&scope, IndividualEnrollment::make("dev-1", "a"), Precondition::NotExists, op());
+    let e = e.await.unwrap();
+    let g = s.save_counted(&scope, EnrollmentGroup::make("grp-1", "a"), Precondition::NotExists, op());
+    g.await.unwrap();
+    assert_eq!(service_ops().await, Some(2), "two created enrollments, two counts");
+
+    let dup = s.save_counted(&scope, IndividualEnrollment::make("dev-1", "b"), Precondition::NotExists, op()).await;
+    expect_err(dup, "create over an existing enrollment", is_conflict);
+    let stale =
+        s.save_counted(&scope, EnrollmentGroup::make("grp-1", "b"), Precondition::Matches("\"x\"".into()), op());
+    expect_err(stale.await, "stale group write", is_precondition_failed);
+    let gone = s.remove_counted::<EnrollmentGroup>(&scope, "grp-9", Precondition::None, op()).await;
+    expect_err(gone, "delete of an absent group", is_not_found);
+    let stale_delete =
+        s.remove_counted::<IndividualEnrollment>(&scope, "dev-1", Precondition::Matches("\"x\"".into()), op());
+    expect_err(stale_delete.await, "stale enrollment delete", is_precondition_failed);
+    assert_eq!(service_ops().await, Some(2), "refused writes count nothing");
+
+    s.remove_counted::<IndividualEnrollment>(&scope, "dev-1", Precondition::Matches(e.etag().unwrap().into()), op())
+        .await
+        .unwrap();
+    s.remove_counted::<EnrollmentGroup>(&scope, "grp-1", Precondition::None, op()).await.unwrap();
+    s.put_registration(&scope, sample_record("dev-2", None), Precondition::None, None).await.unwrap();
+    let stale_record = s.delete_registration(&scope, "dev-2", Precondition::Matches("\"x\"".into()), op()).await;
+    expect_err(stale_record, "stale record delete", is_precondition_failed);
+    s.delete_registration(&scope, "dev-2", Precondition::None, op()).await.unwrap();
+    expect_err(s.delete_registration(&scope, "dev-2", Precondition::None, op()).await, "delete twice", is_not_found);
+    assert_eq!(service_ops().await, Some(5), "each delete that happened counts once");
+    assert_eq!(s.load::<IndividualEnrollment>(&scope, "dev-1").await.unwrap(), None);
+}

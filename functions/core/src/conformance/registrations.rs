@@ -24,11 +24,11 @@ pub async fn registration_put_get_delete(store: Arc<dyn Store>) {
     expect_err(stale, "stale record write", is_precondition_failed);
     assert_eq!(s.get_registration(&scope, "Dev-Rec").await.unwrap(), Some(updated.clone()));
 
-    let stale_delete = s.delete_registration(&scope, "dev-rec", Precondition::Matches(etag1)).await;
+    let stale_delete = s.delete_registration(&scope, "dev-rec", Precondition::Matches(etag1), None).await;
     expect_err(stale_delete, "stale record delete", is_precondition_failed);
-    s.delete_registration(&scope, "DEV-rec", Precondition::Matches(updated.etag.clone().unwrap())).await.unwrap();
+    s.delete_registration(&scope, "DEV-rec", Precondition::Matches(updated.etag.clone().unwrap()), None).await.unwrap();
     assert_eq!(s.get_registration(&scope, "dev-rec").await.unwrap(), None);
-    expect_err(s.delete_registration(&scope, "dev-rec", Precondition::None).await, "delete twice", is_not_found);
+    expect_err(s.delete_registration(&scope, "dev-rec", Precondition::None, None).await, "delete twice", is_not_found);
     let again = s.put_registration(&scope, input, Precondition::NotExists, None).await.unwrap();
     fresh_etag(again.etag.as_deref(), &mut seen);
 }
@@ -80,7 +80,7 @@ pub async fn registration_query_by_group(store: Arc<dyn Store>) {
     let etag = moved.etag.clone().unwrap();
     let moved = RegistrationRecord { enrollment_group_id: Some("group-2".into()), ..moved };
     s.put_registration(&scope, moved, Precondition::Matches(etag), None).await.unwrap();
-    s.delete_registration(&scope, "G1-DEV-1", Precondition::None).await.unwrap();
+    s.delete_registration(&scope, "G1-DEV-1", Precondition::None, None).await.unwrap();
     let individual = s.get_registration(&scope, "g1-dev-2").await.unwrap().unwrap();
     let individual = RegistrationRecord { enrollment_group_id: None, ..individual };
     s.put_registration(&scope, individual, Precondition::None, None).await.unwrap();

@@ -2,7 +2,7 @@
 
 use std::collections::HashSet;
 
-use super::{Caller, Dps};
+use super::{CallMeter, Caller, Dps};
 use crate::error::{Error, Result};
 use crate::ids::printable;
 use crate::model::{Enrollment, Right};
@@ -51,15 +51,22 @@ impl Dps {
         items: Vec<E>,
     ) -> Result<BulkOutcome> {
         caller.require(Right::EnrollmentWrite)?;
-        self.metered(caller, async {
-            let outcome = self.bulk(caller, mode, items).await;
+        self.metered_write(caller, |meter| async move {
+            let outcome = self.bulk(caller, mode, items, &meter).await;
             self.forget_enrollments::<E>(caller);
             outcome
         })
         .await
     }
 
-    async fn bulk<E: Enrollment>(&self, caller: &Caller, mode: BulkMode, items: Vec<E>) -> Result<BulkOutcome> {
+    /// One bulk call is one billable operation, counted with the first item written (or on its own if none is).
+    async fn bulk<E: Enrollment>(
+        &self,
+        caller: &Caller,
+        mode: BulkMode,
+        items: Vec<E>,
+        meter: &CallMeter,
+    ) -> Result<BulkOutcome> {
         if items.is_empty() {
             return Err(Error::invalid("A bulk operation needs at least one item"));
         }
@@ -78,7 +85,7 @@ impl Dps {
         let mut outcome = BulkOutcome::default();
         for item in items {
             let id = item.id().to_string();
-            let put = |precondition| self.put_item(&caller.instance, &id, item.clone(), precondition);
+            let put = |precondition| self.put_item(&caller.instance, &id, item.clone(), precondition, meter);
             let result = match mode {
                 BulkMode::Create => put(Some(Precondition::NotExists)).await.map(drop),
                 BulkMode::Update => put(None).await.map(drop),
@@ -86,7 +93,7 @@ impl Dps {
                     Some(tag) => put(Some(Precondition::Matches(tag.to_string()))).await.map(drop),
                     None => Err(Error::invalid("updateIfMatchETag needs the item's etag")),
                 },
-                BulkMode::Delete => self.delete_item::<E>(caller, &id, item.etag()).await,
+                BulkMode::Delete => self.delete_item::<E>(caller, &id, item.etag(), meter).await,
             };
             if let Err(error) = result {
                 outcome.errors.push(BulkItemResult { id, error });

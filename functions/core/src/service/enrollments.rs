@@ -1,7 +1,7 @@
 //! Service API use cases over either kind of enrollment ([`Enrollment`]): create or replace, read, delete,
 //! the attestation mechanism, queries. Validation is in `validation.rs`, bulk operations in `bulk.rs`.
 
-use super::{Caller, Dps, now};
+use super::{CallMeter, Caller, Dps, now};
 use crate::error::{Error, Result};
 use crate::events::Event;
 use crate::ids::{printable, validate_id};
@@ -23,9 +23,9 @@ impl Dps {
         if_match: Option<&str>,
     ) -> Result<E> {
         caller.require(Right::EnrollmentWrite)?;
-        self.metered(caller, async {
+        self.metered_write(caller, |meter| async move {
             let precondition = if_match.map(|t| Precondition::Matches(t.into()));
-            let written = self.put_item(&caller.instance, id, enrollment, precondition).await;
+            let written = self.put_item(&caller.instance, id, enrollment, precondition, &meter).await;
             self.forget_enrollments::<E>(caller);
             written.map(E::without_secrets)
         })
@@ -46,8 +46,8 @@ impl Dps {
         if_match: Option<&str>,
     ) -> Result<()> {
         caller.require(Right::EnrollmentWrite)?;
-        self.metered(caller, async {
-            let deleted = self.delete_item::<E>(caller, id, if_match).await;
+        self.metered_write(caller, |meter| async move {
+            let deleted = self.delete_item::<E>(caller, id, if_match, &meter).await;
             self.forget_enrollments::<E>(caller);
             deleted
         })
@@ -103,9 +103,13 @@ impl Dps {
         caller: &Caller,
         id: &str,
         if_match: Option<&str>,
+        meter: &CallMeter,
     ) -> Result<()> {
         validate_id(E::KIND.id_name(), id)?;
-        self.store.remove::<E>(caller.scope(), id, Precondition::if_match(if_match)).await?;
+        let count = meter.take();
+        let removed =
+            self.store.remove_counted::<E>(caller.scope(), id, Precondition::if_match(if_match), count.clone());
+        removed.await.inspect_err(|_| meter.unused(count))?;
         self.emit(|| Event::enrollment_deleted::<E>(caller.scope(), id)).await;
         Ok(())
     }
@@ -118,6 +122,7 @@ impl Dps {
         path_id: &str,
         item: E,
         precondition: Option<Precondition>,
+        meter: &CallMeter,
     ) -> Result<E> {
         let what = E::KIND.what();
         validate_id(E::KIND.id_name(), path_id)?;
@@ -166,7 +171,12 @@ impl Dps {
                 Some(e) => Precondition::Matches(e.etag().unwrap_or_default().to_string()),
                 None => Precondition::NotExists,
             };
-            match self.store.save(scope, candidate, guard).await {
+            let count = meter.take();
+            let saved = self.store.save_counted(scope, candidate, guard, count.clone()).await;
+            if saved.is_err() {
+                meter.unused(count);
+            }
+            match saved {
                 Ok(written) => {
                     self.emit(|| Event::enrollment_written(scope, &written, existing.is_none())).await;
                     return Ok(written);

@@ -26,7 +26,7 @@ use time::OffsetDateTime;
 use crate::allocator::CustomAllocator;
 use crate::error::{Error, Result};
 use crate::events::{Event, EventSink};
-use crate::model::{EnrollmentGroup, Instance, OperationKind, Right};
+use crate::model::{EnrollmentGroup, Instance, OperationCount, OperationKind, Right};
 use crate::sas::SasToken;
 use crate::store::{EnrollmentStore, PageRequest, Store};
 
@@ -281,12 +281,53 @@ impl Dps {
         result
     }
 
+    /// Run a billable service API write: `work` commits the call's count with the first write it makes
+    /// ([`CallMeter::take`]); a call that wrote nothing is counted on its own afterwards.
+    async fn metered_write<T, F>(&self, caller: &Caller, work: impl FnOnce(Arc<CallMeter>) -> F) -> Result<T>
+    where
+        F: std::future::Future<Output = Result<T>>,
+    {
+        let meter = Arc::new(CallMeter::default());
+        let result = work(meter.clone()).await;
+        if meter.unspent() {
+            self.meter(caller.scope(), OperationKind::ServiceOperation).await;
+        }
+        result
+    }
+
     /// Count billable operations; a failure is logged, never shown to the caller whose work succeeded.
     async fn meter(&self, scope: &str, kind: OperationKind) {
         let date = today();
         if let Err(err) = self.store.add_operations(scope, &date, kind, 1).await {
             tracing::warn!(scope, ?kind, error = %err, "could not count operation");
         }
+    }
+}
+
+/// The count of one billable service call, committed in the same atomic write as the first write the call
+/// makes, so that a crash cannot leave a write without its count (or a count without its write).
+#[derive(Debug, Default)]
+pub(crate) struct CallMeter {
+    spent: std::sync::atomic::AtomicBool,
+}
+
+impl CallMeter {
+    /// The count for the write about to be made (None once an earlier write of the call carried it). Give it
+    /// back with [`CallMeter::unused`] if that write fails.
+    pub(crate) fn take(&self) -> Option<OperationCount> {
+        let first = !self.spent.swap(true, std::sync::atomic::Ordering::SeqCst);
+        first.then(|| OperationCount { date: today(), kind: OperationKind::ServiceOperation, count: 1 })
+    }
+
+    /// The write that took `count` did not happen.
+    pub(crate) fn unused(&self, count: Option<OperationCount>) {
+        if count.is_some() {
+            self.spent.store(false, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    fn unspent(&self) -> bool {
+        !self.spent.load(std::sync::atomic::Ordering::SeqCst)
     }
 }
 

@@ -25,9 +25,12 @@ impl Dps {
     /// Delete a device's registration record (the device may register again as new).
     pub async fn delete_registration(&self, caller: &Caller, id: &str, if_match: Option<&str>) -> Result<()> {
         caller.require(Right::RegistrationStatusWrite)?;
-        self.metered(caller, async {
+        self.metered_write(caller, |meter| async move {
             validate_id(EnrollmentKind::Individual.id_name(), id)?;
-            self.store.delete_registration(caller.scope(), id, Precondition::if_match(if_match)).await?;
+            let count = meter.take();
+            let deleted =
+                self.store.delete_registration(caller.scope(), id, Precondition::if_match(if_match), count.clone());
+            deleted.await.inspect_err(|_| meter.unused(count))?;
             self.emit(|| Event::registration_deleted(caller.scope(), id)).await;
             Ok(())
         })
