@@ -66,6 +66,13 @@ DEVICE_NEEDS = {
     ("dynamodb:UpdateItem", "table"): {"counter shard"},
     ("dynamodb:Query", "index/gsi1"): {"groups listing"},
 }
+# The only attributes of an instance item the device role may read: not `accessKeys`, which holds the service
+# API's keys (functions/store-dynamodb/src/instances.rs reads with this projection).
+INSTANCE_ATTRIBUTES = {"doc", "etag"}
+ATTRIBUTE_CONDITIONS = {
+    "ForAllValues:StringEquals": {"dynamodb:Attributes": sorted(INSTANCE_ATTRIBUTES)},
+    "StringEqualsIfExists": {"dynamodb:Select": "SPECIFIC_ATTRIBUTES"},
+}
 
 
 def as_list(value):
@@ -105,20 +112,25 @@ def string_like(pattern, value):
     return re.fullmatch(regex, value) is not None
 
 
-def device_table_grants(role, failures):
-    """(action, resource) -> set of the partition kinds the role lets that action reach."""
+def device_table_grants(role, failures, readable):
+    """(action, resource) -> set of the partition kinds the role lets that action reach; `readable` gets each
+    action's attribute conditions, one entry per statement."""
     reach = {}
     for statement in raw_statements(role):
         actions = [a for a in as_list(statement["Action"]) if a.startswith("dynamodb:")]
         if not actions:
             continue
         sid = statement.get("Sid", "?")
-        condition = statement.get("Condition")
+        condition = statement.get("Condition") or {}
         patterns = None
-        if condition is not None and set(condition) == {"ForAllValues:StringLike"}:
+        attributes = ATTRIBUTE_CONDITIONS
+        if set(condition) - set(attributes) == {"ForAllValues:StringLike"}:
             keys = condition["ForAllValues:StringLike"]
             if set(keys) == {"dynamodb:LeadingKeys"}:
                 patterns = as_list(keys["dynamodb:LeadingKeys"])
+        limited = {k: condition.get(k) for k in attributes if k in condition}
+        for action in actions:
+            readable[action] = readable.get(action, []) + [limited]
         if patterns is None:
             failures.append(f"DeviceFunctionRole {sid}: {actions} not limited by ForAllValues:StringLike on dynamodb:LeadingKeys")
         for resource in as_list(statement["Resource"]):
@@ -160,7 +172,17 @@ def main():
             check(unscoped_ok or all(r != "*" for r in resources), f"{name}: grants {sorted(actions)} on *")
 
     device, service = res["DeviceFunctionRole"], res["ServiceFunctionRole"]
-    reach = device_table_grants(device, failures)
+    readable = {}
+    reach = device_table_grants(device, failures, readable)
+    # GetItem reaches instance items (the keys' partition): every statement granting it limits the attributes.
+    for limits in readable.get("dynamodb:GetItem", []):
+        got = {k: v for k, v in limits.items() if v is not None}
+        normalized = {
+            k: ({kk: sorted(as_list(vv)) if kk == "dynamodb:Attributes" else vv for kk, vv in v.items()})
+            for k, v in got.items()
+        }
+        check(normalized == ATTRIBUTE_CONDITIONS,
+              f"device role: GetItem not limited to the attributes {sorted(INSTANCE_ATTRIBUTES)} (access keys readable): {got}")
     for grant in sorted(set(reach) | set(DEVICE_NEEDS)):
         got, need = reach.get(grant, set()), DEVICE_NEEDS.get(grant, set())
         action, where = grant

@@ -12,6 +12,7 @@ use crate::layout;
 use crate::{DynamoStore, TransactFailure, errors};
 
 pub(crate) async fn create(store: &DynamoStore, mut instance: Instance) -> Result<Instance> {
+    writable(store)?;
     let etag = new_etag();
     instance.etag = Some(etag.clone());
     let scope = instance.id_scope.clone();
@@ -40,6 +41,7 @@ pub(crate) async fn update(
     mut instance: Instance,
     precondition: Precondition,
 ) -> Result<Instance> {
+    writable(store)?;
     let scope = instance.id_scope.clone();
     let what = format!("Instance '{scope}'");
     if precondition == Precondition::NotExists {
@@ -81,11 +83,44 @@ pub(crate) async fn update(
 }
 
 pub(crate) async fn by_scope(store: &DynamoStore, scope: &str) -> Result<Option<Instance>> {
-    store.get_item(&layout::instance(scope)).await?.map(|i| item::decode(&i)).transpose()
+    let key = layout::instance(scope);
+    let found = match store.access_keys {
+        true => store.get_item(&key).await?,
+        // The only attributes the device function's role may read (template.yaml, InstanceByScope).
+        false => store.get_attributes(&key, &[layout::DOC, layout::ETAG]).await?,
+    };
+    found.map(|i| decode(&i)).transpose()
 }
 
 pub(crate) async fn by_host(store: &DynamoStore, host: &str) -> Result<Option<Instance>> {
-    store.get_item(&layout::instance_host(host)).await?.map(|i| item::decode(&i)).transpose()
+    store.get_item(&layout::instance_host(host)).await?.map(|i| decode(&i)).transpose()
+}
+
+/// An instance from its item: `doc`, with the access policies of `accessKeys` (items written before that
+/// attribute existed hold them in `doc`).
+fn decode(found: &Item) -> Result<Instance> {
+    let mut instance: Instance = item::decode(found)?;
+    if let Some(keys) = item::get_s(found, layout::ACCESS_KEYS) {
+        instance.authorization_policies = serde_json::from_str(keys)
+            .map_err(|e| Error::internal(format!("cannot decode stored access policies: {e}")))?;
+    }
+    Ok(instance)
+}
+
+/// The item of `instance` at `key`: its access policies in their own attribute, the rest in `doc`.
+fn split_item(
+    key: &layout::ItemKey,
+    kind: &'static str,
+    index: Option<&layout::IndexKey>,
+    instance: &Instance,
+    etag: &str,
+) -> Result<Item> {
+    let policies = serde_json::to_string(&instance.authorization_policies)
+        .map_err(|e| Error::internal(format!("cannot encode access policies: {e}")))?;
+    let rest = Instance { authorization_policies: Vec::new(), ..instance.clone() };
+    let mut item = item::entity_item(key, kind, index, etag, &rest)?;
+    item.insert(layout::ACCESS_KEYS.into(), item::s(policies));
+    Ok(item)
 }
 
 /// Every instance, through the index (instances are few: one index partition holds them all).
@@ -106,7 +141,7 @@ pub(crate) async fn list(store: &DynamoStore) -> Result<Vec<Instance>> {
             .await
             .map_err(|e| errors::sdk("Query", e))?;
         for found in out.items() {
-            instances.push(item::decode(found)?);
+            instances.push(decode(found)?);
         }
         match out.last_evaluated_key {
             Some(key) if !key.is_empty() => start = Some(key),
@@ -118,7 +153,7 @@ pub(crate) async fn list(store: &DynamoStore) -> Result<Vec<Instance>> {
 fn instance_item(instance: &Instance, etag: &str) -> Result<Item> {
     let scope = &instance.id_scope;
     let mut item =
-        item::entity_item(&layout::instance(scope), "instance", Some(&layout::instance_index(scope)), etag, instance)?;
+        split_item(&layout::instance(scope), "instance", Some(&layout::instance_index(scope)), instance, etag)?;
     item.insert(layout::NAME_KEY.into(), item::s(key(&instance.name)));
     item.insert(layout::HOST_KEY.into(), item::s(key(&instance.service_host_name)));
     Ok(item)
@@ -126,9 +161,17 @@ fn instance_item(instance: &Instance, etag: &str) -> Result<Item> {
 
 fn host_item(instance: &Instance, etag: &str) -> Result<Item> {
     let mut item =
-        item::entity_item(&layout::instance_host(&instance.service_host_name), "instanceHost", None, etag, instance)?;
+        split_item(&layout::instance_host(&instance.service_host_name), "instanceHost", None, instance, etag)?;
     item.insert(layout::SCOPE.into(), item::s(key(&instance.id_scope)));
     Ok(item)
+}
+
+/// A store that reads instances without their access keys would write them back without.
+fn writable(store: &DynamoStore) -> Result<()> {
+    match store.access_keys {
+        true => Ok(()),
+        false => Err(Error::internal("this store reads instances without access keys and cannot write them")),
+    }
 }
 
 fn put(store: &DynamoStore, item: Item, condition: Option<Condition>) -> Result<TransactWriteItem> {

@@ -19,6 +19,9 @@ pub const TTL: &str = "ttl";
 
 /// The entity, as its wire-form JSON.
 pub(crate) const DOC: &str = "doc";
+/// Instance items only: the service API's access policies (keys included), apart from `doc` so that the device
+/// function's role can be refused them (`dynamodb:Attributes`).
+pub(crate) const ACCESS_KEYS: &str = "accessKeys";
 /// The entity's etag (quoted, as in the doc): the optimistic concurrency guard.
 pub(crate) const ETAG: &str = "etag";
 /// Item type, for people reading the table and for exports.

@@ -197,6 +197,49 @@ async fn instance_name_and_host_name_cannot_change() {
     assert_ne!(updated.etag, created.etag);
 }
 
+/// The device function reads instances without the service API's keys (its role may read only `doc` and
+/// `etag` of an instance item; template.yaml): the keys live in their own attribute, and such a store has
+/// the rest of the instance but no keys, and refuses to write an instance back.
+#[tokio::test]
+async fn the_device_side_reads_instances_without_their_access_keys() {
+    let store = support::store().await;
+    let s = scope();
+    let sl = s.to_ascii_lowercase();
+    let key = "c2VjcmV0LWFjY2Vzcy1rZXktMDAwMDAwMDAwMDAwMDA=";
+    let instance: dps_core::model::Instance = serde_json::from_value(json!({
+        "name": format!("n-{s}"), "idScope": s, "serviceHostName": format!("{s}.example.net"),
+        "linkedHubs": [{ "hostName": "hub-1.example.net" }],
+        "authorizationPolicies": [{
+            "keyName": "provisioningserviceowner", "primaryKey": key, "secondaryKey": key,
+            "rights": ["ServiceConfig", "EnrollmentRead", "EnrollmentWrite"],
+        }],
+    }))
+    .unwrap();
+    let created = store.create_instance(instance).await.unwrap();
+
+    let items = raw_items(&store).await;
+    let item = &items[&(format!("inst#{sl}"), "instance".to_string())];
+    assert!(!item["doc"].contains(key), "the keys are not in doc");
+    assert!(item["accessKeys"].contains(key), "the keys are in accessKeys");
+
+    let service = store.instance_by_scope(&s).await.unwrap().unwrap();
+    assert_eq!(service, created, "the service side reads the whole instance");
+    assert_eq!(store.instance_by_host(&format!("{s}.example.net")).await.unwrap(), Some(created.clone()));
+
+    let device = DynamoStore::new(store.client().clone(), store.table_name()).without_access_keys();
+    let seen = device.instance_by_scope(&s).await.unwrap().unwrap();
+    assert!(seen.authorization_policies.is_empty(), "no access policies on the device side");
+    assert_eq!(seen.linked_hubs, created.linked_hubs);
+    assert_eq!(seen.etag, created.etag);
+    assert_eq!(
+        dps_core::model::Instance { authorization_policies: created.authorization_policies.clone(), ..seen.clone() },
+        created
+    );
+    let write = device.update_instance(seen, Precondition::None).await;
+    assert!(matches!(write, Err(Error::Internal(_))), "{write:?}");
+    assert_eq!(store.instance_by_scope(&s).await.unwrap(), Some(created), "keys intact");
+}
+
 #[tokio::test]
 async fn counters_expire_when_a_retention_is_set() {
     let store = support::store().await.with_counter_retention(Some(Duration::from_secs(400 * 86_400)));

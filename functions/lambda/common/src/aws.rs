@@ -20,7 +20,11 @@ pub async fn dps(config: &FunctionConfig) -> dps_core::Result<Dps> {
     // One SDK configuration (credentials chain, region, rustls HTTP client) for every AWS client of the function:
     // loading it is the slow part of a cold start.
     let sdk = config.dynamo.sdk_config().await;
-    let store = config.dynamo.store(&sdk);
+    let mut store = config.dynamo.store(&sdk);
+    if !config.reads_access_keys {
+        // The device function's role may read an instance item's configuration, not its access keys.
+        store = store.without_access_keys();
+    }
     // Hubs linked with `connector.kind: awsIotCore` are written with the function's own role (or the role a
     // hub's `roleArn` names); the template grants the IoT actions the connector makes. The connector sets its own
     // retries and timeouts and drops the store's endpoint override.

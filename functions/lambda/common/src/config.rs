@@ -116,6 +116,9 @@ pub struct FunctionConfig {
     pub events_endpoint: Option<String>,
     /// Namespace of the EMF metrics lines, if they are written.
     pub metrics_namespace: Option<String>,
+    /// Whether the function may read the service API's access keys (the service function) or reads instances
+    /// without them (the device function, whose role is refused the attribute that holds them).
+    pub reads_access_keys: bool,
 }
 
 /// A configuration value that is missing or malformed.
@@ -209,6 +212,7 @@ impl FunctionConfig {
             event_bus: get(vars::EVENT_BUS),
             events_endpoint: get(vars::EVENTS_ENDPOINT),
             metrics_namespace: get(vars::METRICS_NAMESPACE),
+            reads_access_keys: function == Function::Service,
         })
     }
 
