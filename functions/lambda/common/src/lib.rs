@@ -4,6 +4,7 @@
 
 pub mod aws;
 pub mod certs;
+pub mod client_address;
 pub mod config;
 pub mod emf;
 pub mod events;
@@ -38,6 +39,7 @@ pub fn run(function: Function, router: impl FnOnce(Dps) -> axum::Router) -> Resu
         }
         let metrics = dps.metrics().clone();
         let router = certs::with_client_certificates(router(dps), config.client_certificates);
+        let router = client_address::with_client_addresses(router);
         let router = dps_api::with_deadline(router, REQUEST_DEADLINE);
         let router = dps_api::with_request_metrics(router, Some(function.front_door()), metrics);
         tracing::info!(
