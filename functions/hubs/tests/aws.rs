@@ -472,3 +472,47 @@ async fn endpoint_overrides_are_refused_unless_the_deployment_allows_them() {
     let plain = json!({ "region": "eu-west-1" }).as_object().unwrap().clone();
     assert_eq!(strict.check_settings(&plain, None), Ok(()));
 }
+
+/// A hub with `roleArn` is written with that role's credentials (STS AssumeRole, with the external ID): the thing
+/// lands in the role's account (moto keeps one backend per account), not in the deployment's.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_role_in_another_account_is_assumed_and_that_account_gets_the_thing() {
+    let env = env();
+    let endpoint = moto_endpoint();
+    let role = "arn:aws:iam::111122223333:role/dps-hub-writer";
+    let s = settings(json!({ "roleArn": role, "externalId": "tenant-7", "stsEndpointUrl": endpoint }));
+    env.calls.clear();
+    env.connector.upsert_device(hub(&s), &device("dev-assumed", None)).await.unwrap();
+    let desired = twin(json!({ "properties": { "desired": { "v": 1 } } }));
+    env.connector.apply_twin(hub(&s), "dev-assumed", &desired).await.unwrap();
+    let calls = env.calls.take();
+    // STS's AssumeRole is a form POST to `/` (query protocol): it comes first, once for the hub's clients.
+    assert_eq!(calls.first().map(String::as_str), Some("POST /"), "{calls:?}");
+    assert_eq!(calls.iter().filter(|c| *c == "POST /").count(), 1, "{calls:?}");
+    assert!(!env.thing_exists("dev-assumed").await, "nothing in the deployment's own account");
+
+    let base = sdk(http())
+        .to_builder()
+        .endpoint_url(&endpoint)
+        .time_source(aws_smithy_async::time::SystemTimeSource::new())
+        .build();
+    let provider =
+        aws_config::sts::AssumeRoleProvider::builder(role).session_name("check").configure(&base).build().await;
+    let other = sdk(http()).to_builder().credentials_provider(SharedCredentialsProvider::new(provider)).build();
+    let iot =
+        aws_sdk_iot::Client::from_conf(aws_sdk_iot::config::Builder::from(&other).endpoint_url(&endpoint).build());
+    let thing = iot.describe_thing().thing_name("dev-assumed").send().await.expect("the thing in the role's account");
+    assert_eq!(thing.thing_name(), Some("dev-assumed"));
+    let data = aws_sdk_iotdataplane::Client::from_conf(
+        aws_sdk_iotdataplane::config::Builder::from(&other).endpoint_url(&endpoint).build(),
+    );
+    let shadow = data.get_thing_shadow().thing_name("dev-assumed").send().await.expect("its shadow");
+    let doc: Value = serde_json::from_slice(shadow.payload.unwrap().as_ref()).unwrap();
+    assert_eq!(doc.pointer("/state/desired/v"), Some(&json!(1)));
+
+    // Without the deployment's permission, the STS endpoint cannot be moved either.
+    let strict = AwsIotCoreConnector::new(&sdk(http()));
+    let only_sts = json!({ "roleArn": role, "stsEndpointUrl": endpoint }).as_object().unwrap().clone();
+    let err = strict.check_settings(&only_sts, None).unwrap_err();
+    assert!(err.contains("stsEndpointUrl"), "{err}");
+}

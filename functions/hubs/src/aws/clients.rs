@@ -46,6 +46,7 @@ struct Key {
     external_id: Option<String>,
     endpoint_url: Option<String>,
     data_endpoint_url: String,
+    sts_endpoint_url: Option<String>,
 }
 
 /// Clients by hub.
@@ -69,6 +70,13 @@ impl ClientCache {
         if sdk.http_client().is_none() {
             base = base.http_client(http_client());
         }
+        // So too its clock and timer (STS credentials for `roleArn` expire and are refreshed by them).
+        if sdk.time_source().is_none() {
+            base = base.time_source(aws_smithy_async::time::SystemTimeSource::new());
+        }
+        if sdk.sleep_impl().is_none() {
+            base = base.sleep_impl(aws_smithy_async::rt::sleep::TokioSleep::new());
+        }
         Self { base: base.build(), clients: Mutex::new(HashMap::new()) }
     }
 
@@ -80,6 +88,7 @@ impl ClientCache {
             external_id: settings.external_id.clone(),
             endpoint_url: settings.endpoint_url.clone(),
             data_endpoint_url: settings.data_endpoint_url.clone().unwrap_or_else(|| format!("https://{host_name}")),
+            sts_endpoint_url: settings.sts_endpoint_url.clone(),
         };
         if let Some(clients) = self.clients.lock().expect("client cache").get(&key) {
             return clients.clone();
@@ -95,15 +104,20 @@ impl ClientCache {
             config = config.region(Region::new(region.clone()));
         }
         if let Some(role) = &key.role_arn {
+            let mut sts = self.base.to_builder();
+            sts.set_endpoint_url(key.sts_endpoint_url.clone());
             let mut provider =
-                AssumeRoleProvider::builder(role.clone()).session_name(SESSION_NAME).configure(&self.base);
+                AssumeRoleProvider::builder(role.clone()).session_name(SESSION_NAME).configure(&sts.build());
             if let Some(region) = &key.region {
                 provider = provider.region(Region::new(region.clone()));
             }
             if let Some(id) = &key.external_id {
                 provider = provider.external_id(id.clone());
             }
-            config = config.credentials_provider(SharedCredentialsProvider::new(provider.build().await));
+            // One cache for both clients of this hub: one AssumeRole, refreshed before the credentials expire.
+            config = config
+                .credentials_provider(SharedCredentialsProvider::new(provider.build().await))
+                .identity_cache(aws_config::identity::IdentityCache::lazy().build());
         }
         let config = config.build();
         let mut iot = aws_sdk_iot::config::Builder::from(&config);

@@ -61,12 +61,15 @@ impl AwsIotCoreConnector {
     /// The hub's settings, checked, with endpoint overrides refused unless this deployment allows them.
     fn settings(&self, settings: &Map<String, Value>) -> Result<AwsSettings, String> {
         let parsed = AwsSettings::parse(settings)?;
-        if !self.endpoint_overrides && (parsed.endpoint_url.is_some() || parsed.data_endpoint_url.is_some()) {
+        let overridden =
+            parsed.endpoint_url.is_some() || parsed.data_endpoint_url.is_some() || parsed.sts_endpoint_url.is_some();
+        if !self.endpoint_overrides && overridden {
             return Err(format!(
-                "Settings '{}' and '{}' are not allowed in this deployment (they send requests signed with its \
+                "Settings '{}', '{}' and '{}' are not allowed in this deployment (they send requests signed with its \
                  credentials elsewhere)",
                 settings::ENDPOINT_URL,
-                settings::DATA_ENDPOINT_URL
+                settings::DATA_ENDPOINT_URL,
+                settings::STS_ENDPOINT_URL
             ));
         }
         Ok(parsed)

@@ -8,6 +8,8 @@ pub const REGION: &str = "region";
 pub const ENDPOINT_URL: &str = "endpointUrl";
 /// `dataEndpointUrl`: the IoT data-plane (shadow) endpoint; default `https://{hostName}`.
 pub const DATA_ENDPOINT_URL: &str = "dataEndpointUrl";
+/// `stsEndpointUrl`: the STS endpoint `roleArn` is assumed through (moto, VPC endpoints); default: AWS's.
+pub const STS_ENDPOINT_URL: &str = "stsEndpointUrl";
 /// `roleArn`: an IAM role to assume (another account, or narrower rights) for this hub's calls.
 pub const ROLE_ARN: &str = "roleArn";
 /// `externalId`: the external ID the role's trust policy asks for (with `roleArn` only).
@@ -19,8 +21,17 @@ pub const THING_GROUP: &str = "thingGroup";
 /// `policyName`: the IoT policy attached to device certificates (registered or issued).
 pub const POLICY_NAME: &str = "policyName";
 
-const KNOWN: [&str; 8] =
-    [REGION, ENDPOINT_URL, DATA_ENDPOINT_URL, ROLE_ARN, EXTERNAL_ID, THING_TYPE, THING_GROUP, POLICY_NAME];
+const KNOWN: [&str; 9] = [
+    REGION,
+    ENDPOINT_URL,
+    DATA_ENDPOINT_URL,
+    STS_ENDPOINT_URL,
+    ROLE_ARN,
+    EXTERNAL_ID,
+    THING_TYPE,
+    THING_GROUP,
+    POLICY_NAME,
+];
 
 /// The settings of one AWS IoT Core hub.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -31,6 +42,8 @@ pub struct AwsSettings {
     pub endpoint_url: Option<String>,
     /// Data-plane endpoint override.
     pub data_endpoint_url: Option<String>,
+    /// STS endpoint override (with `roleArn`).
+    pub sts_endpoint_url: Option<String>,
     /// Role to assume.
     pub role_arn: Option<String>,
     /// External ID for the role.
@@ -61,6 +74,7 @@ impl AwsSettings {
             region: text(REGION)?,
             endpoint_url: text(ENDPOINT_URL)?,
             data_endpoint_url: text(DATA_ENDPOINT_URL)?,
+            sts_endpoint_url: text(STS_ENDPOINT_URL)?,
             role_arn: text(ROLE_ARN)?,
             external_id: text(EXTERNAL_ID)?,
             thing_type: text(THING_TYPE)?,
@@ -72,7 +86,12 @@ impl AwsSettings {
         {
             return Err(format!("Setting '{REGION}' is not an AWS region name (like eu-west-1): '{region}'"));
         }
-        for (key, url) in [(ENDPOINT_URL, &parsed.endpoint_url), (DATA_ENDPOINT_URL, &parsed.data_endpoint_url)] {
+        let urls = [
+            (ENDPOINT_URL, &parsed.endpoint_url),
+            (DATA_ENDPOINT_URL, &parsed.data_endpoint_url),
+            (STS_ENDPOINT_URL, &parsed.sts_endpoint_url),
+        ];
+        for (key, url) in urls {
             if let Some(url) = url
                 && !valid_url(url)
             {
@@ -83,6 +102,9 @@ impl AwsSettings {
             && !valid_role_arn(role)
         {
             return Err(format!("Setting '{ROLE_ARN}' is not an IAM role ARN (arn:aws:iam::ACCOUNT:role/NAME)"));
+        }
+        if parsed.sts_endpoint_url.is_some() && parsed.role_arn.is_none() {
+            return Err(format!("Setting '{STS_ENDPOINT_URL}' needs '{ROLE_ARN}'"));
         }
         if parsed.external_id.is_some() && parsed.role_arn.is_none() {
             return Err(format!("Setting '{EXTERNAL_ID}' needs '{ROLE_ARN}'"));
