@@ -20,7 +20,7 @@ HOST = f"localhost:{PORT}"
 CONNECTION_STRING = os.environ["CONNECTION_STRING"].replace("HostName=localhost;", f"HostName={HOST};")
 SERVICE_API = "2021-10-01"
 DEVICE_API = "2021-06-01"
-# Our fixture EK (tests/python/fixtures/ek-rsa2048.b64) and the SRK of the same software TPM.
+# A software TPM's public EK and SRK (how they were made: the comments in each file).
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
 
 
