@@ -21,7 +21,7 @@ CONNECTION_STRING = os.environ["CONNECTION_STRING"].replace("HostName=localhost;
 SERVICE_API = "2021-10-01"
 DEVICE_API = "2021-06-01"
 # A software TPM's public EK and SRK (how they were made: the comments in each file).
-FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
+FIXTURES = os.path.join(os.path.dirname(__file__), "..", "fixtures", "tpm")
 
 
 def fixture(name):
