@@ -46,6 +46,11 @@ class Cert:
             f.write(self.key_pem)
         return base + ".cert.pem", base + ".key.pem"
 
+    @staticmethod
+    def azure_name(name):
+        """A distinguished name as Azure writes it: most specific attribute first (`CN=d, O=Contoso`)."""
+        return ", ".join(f"{a.rfc4514_attribute_name}={a.value}" for rdn in reversed(name.rdns) for a in rdn)
+
     def expected_info(self):
         """What Azure's `X509CertificateInfo` says about this certificate (thumbprints, serial in upper-case hex)."""
         c = self.cert
@@ -56,8 +61,8 @@ class Cert:
             "notAfterUtc": c.not_valid_after_utc,
             "serialNumber": f"{c.serial_number:016X}",
             "version": 3,
-            "commonName": c.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value,
-            "issuerCommonName": c.issuer.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value,
+            "subjectName": self.azure_name(c.subject),
+            "issuerName": self.azure_name(c.issuer),
         }
 
 
@@ -66,7 +71,9 @@ def make(cn, issuer=None, ca=False, rsa_key=False, org="dps python e2e", valid_f
     client-authentication end entity. `valid_from` defaults to an hour ago."""
     key = key or (rsa.generate_private_key(public_exponent=65537, key_size=2048) if rsa_key
                   else ec.generate_private_key(ec.SECP256R1()))
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn), x509.NameAttribute(NameOID.ORGANIZATION_NAME, org)])
+    # Encoded most general first, as CAs usually write names (Azure shows them the other way round).
+    subject = x509.Name([x509.NameAttribute(NameOID.COUNTRY_NAME, "US"), x509.NameAttribute(NameOID.ORGANIZATION_NAME, org),
+                         x509.NameAttribute(NameOID.COMMON_NAME, cn)])
     start = valid_from or datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(hours=1)
     start = start.replace(microsecond=0)
     # 8 bytes with the top bit clear: DER keeps them as they are (no leading zero byte), so the hex is stable.
