@@ -30,8 +30,11 @@ def ca_text():
         return f.read()
 
 
-def tls_context():
+def tls_context(cert=None):
+    """A client TLS context trusting the server's CA, presenting `cert` ((certificate file, key file)) if given."""
     ctx = ssl.create_default_context(cafile=CA)
+    if cert:
+        ctx.load_cert_chain(*cert)
     return ctx
 
 
@@ -63,9 +66,10 @@ def new_key():
     return base64.b64encode(os.urandom(32)).decode()
 
 
-def https(method, path, body=None, headers=None, timeout=10):
-    """One request to the HTTPS listener (Host: localhost); returns (status, headers, parsed body)."""
-    conn = http.client.HTTPSConnection("127.0.0.1", HTTPS_PORT, context=tls_context(), timeout=timeout)
+def https(method, path, body=None, headers=None, timeout=10, cert=None):
+    """One request to the HTTPS listener (Host: localhost), presenting `cert` if given; returns (status, headers,
+    parsed body)."""
+    conn = http.client.HTTPSConnection("127.0.0.1", HTTPS_PORT, context=tls_context(cert), timeout=timeout)
     conn._context.check_hostname = False  # the certificate names localhost; the address is 127.0.0.1
     try:
         data = None if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
@@ -97,6 +101,20 @@ def enroll_group(group_id, key):
     assert status == 200, (status, answer)
 
 
+def enroll_x509(registration_id, certificate_pem):
+    body = {"registrationId": registration_id,
+            "attestation": {"type": "x509", "x509": {"clientCertificates": {"primary": {"certificate": certificate_pem}}}}}
+    status, _, answer = service("PUT", f"/enrollments/{registration_id}", body)
+    assert status == 200, (status, answer)
+
+
+def enroll_x509_group(group_id, signing_pem):
+    body = {"enrollmentGroupId": group_id,
+            "attestation": {"type": "x509", "x509": {"signingCertificates": {"primary": {"certificate": signing_pem}}}}}
+    status, _, answer = service("PUT", f"/enrollmentGroups/{group_id}", body)
+    assert status == 200, (status, answer)
+
+
 def record_status(registration_id):
     """HTTP status of the service API's registration record (404: none was stored)."""
     return service("GET", f"/registrations/{registration_id}")[0]
@@ -106,7 +124,7 @@ class Device:
     """A raw MQTT 3.1.1 client (paho) for one registration ID: what arrives is queued for the test to read."""
 
     def __init__(self, registration_id, password, user=None, client_id=None, api=API, protocol=mqtt.MQTTv311,
-                 subscribe=True, keepalive=60, clean_session=True):
+                 subscribe=True, keepalive=60, clean_session=True, cert=None):
         self.registration_id = registration_id
         self.messages = queue.Queue()
         self.connack = queue.Queue()
@@ -116,7 +134,7 @@ class Device:
         self.client = mqtt.Client(client_id=client_id if client_id is not None else registration_id, protocol=protocol, **kwargs)
         user = user if user is not None else f"{SCOPE}/registrations/{registration_id}/api-version={api}&ClientVersion=raw-test"
         self.client.username_pw_set(user, password)
-        ctx = tls_context()
+        ctx = tls_context(cert)
         ctx.check_hostname = False
         self.client.tls_set_context(ctx)
         self.client.on_connect = lambda c, u, flags, rc, *rest: self.connack.put(rc)

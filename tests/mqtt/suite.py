@@ -5,16 +5,21 @@ client differences and the hostile cases."""
 import http.client
 import http.server
 import json
+import os
 import socket
 import ssl
+import sys
 import threading
 import time
 import unittest
 import uuid
 
-from azure.iot.device import ProvisioningDeviceClient
+from azure.iot.device import X509, ProvisioningDeviceClient
 
 import common as c
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "python"))
+import certs  # noqa: E402  (tests/python/certs.py: the test certificates, shared with the Python client suite)
 
 
 def sdk_register(registration_id, key, payload=None):
@@ -27,6 +32,17 @@ def sdk_register(registration_id, key, payload=None):
     )
     if payload is not None:
         client.provisioning_payload = payload
+    return client.register()
+
+
+def sdk_register_x509(registration_id, cert_file, key_file):
+    client = ProvisioningDeviceClient.create_from_x509_certificate(
+        provisioning_host="localhost",
+        registration_id=registration_id,
+        id_scope=c.SCOPE,
+        x509=X509(cert_file=cert_file, key_file=key_file),
+        server_verification_cert=c.ca_text(),
+    )
     return client.register()
 
 
@@ -111,6 +127,75 @@ class PythonSdk(unittest.TestCase):
         self.assertEqual(c.record_status("py-wrong-key"), 404)
 
 
+class PythonSdkX509(unittest.TestCase):
+    """X.509 devices over MQTT with the official SDK: the certificate chain in the TLS handshake, no password."""
+
+    def assertRecordedX509(self, result, files, leaf, group=None, signing=None):
+        """The stored registration, as the device reads it back over MQTT (its operation status, presenting its
+        certificate), carries `registrationState.x509` for `leaf` (and the group and the certificate validated to);
+        the service API's record says assigned."""
+        registration_id = result.registration_state.device_id
+        d = c.Device(registration_id, None, cert=files)
+        self.addCleanup(d.close)
+        self.assertEqual(d.connect(), 0)
+        topic = f"$dps/registrations/GET/iotdps-get-operationstatus/?$rid=1&operationId={result.operation_id}"
+        status, _, answer = d.ask(topic, " ")
+        self.assertEqual((status, answer["status"]), (200, "assigned"), answer)
+        x509 = answer["registrationState"]["x509"]
+        self.assertEqual(x509["certificateInfo"]["sha256Thumbprint"], leaf.expected_info()["sha256Thumbprint"])
+        self.assertEqual(x509.get("enrollmentGroupId"), group)
+        if signing:
+            self.assertEqual(x509["signingCertificateInfo"]["sha256Thumbprint"], signing.expected_info()["sha256Thumbprint"])
+        status, _, record = c.service("GET", f"/registrations/{registration_id}")
+        self.assertEqual((status, record["status"], record["deviceId"]), (200, "assigned", registration_id), record)
+
+    def test_self_signed_individual_enrollment(self):
+        device = certs.make("py-mqtt-x509-self")
+        c.enroll_x509("py-mqtt-x509-self", device.pem)
+        files = device.files()
+        result = sdk_register_x509("py-mqtt-x509-self", *files)
+        self.assertEqual(result.status, "assigned")
+        self.assertEqual(result.registration_state.device_id, "py-mqtt-x509-self")
+        self.assertIn(result.registration_state.assigned_hub, (c.HUB_A, c.HUB_B))
+        self.assertRecordedX509(result, files, device)
+
+    def test_group_chain_leaf_and_intermediate_under_a_root_signing_certificate(self):
+        root = certs.make("py-mqtt-root", ca=True, rsa_key=True)
+        inter = certs.make("py-mqtt-inter", ca=True, issuer=root)
+        c.enroll_x509_group("py-mqtt-x509-group", root.pem)
+        leaf = certs.make("py-mqtt-chain-dev", issuer=inter)
+        files = leaf.files(chain=[inter])
+        result = sdk_register_x509("py-mqtt-chain-dev", *files)
+        self.assertEqual(result.status, "assigned")
+        self.assertEqual(result.registration_state.device_id, "py-mqtt-chain-dev")
+        self.assertRecordedX509(result, files, leaf, group="py-mqtt-x509-group", signing=root)
+
+    def test_an_impostor_with_the_enrolled_name_but_another_key_is_refused(self):
+        c.enroll_x509("py-mqtt-x509-victim", certs.make("py-mqtt-x509-victim").pem)
+        impostor = certs.make("py-mqtt-x509-victim")
+        with self.assertRaises(Exception) as caught:
+            sdk_register_x509("py-mqtt-x509-victim", *impostor.files())
+        self.assertIn("401", str(caught.exception.__cause__ or caught.exception) + repr(caught.exception))
+        self.assertEqual(c.record_status("py-mqtt-x509-victim"), 404)
+
+    def test_an_unknown_ca_gets_the_https_refusal_and_nothing_is_recorded(self):
+        root = certs.make("py-mqtt-root-2", ca=True)
+        c.enroll_x509_group("py-mqtt-x509-group-2", root.pem)
+        stranger = certs.make("py-mqtt-stranger", issuer=certs.make("py-mqtt-unknown-ca", ca=True))
+        files = stranger.files()
+        with self.assertRaises(Exception):
+            sdk_register_x509("py-mqtt-stranger", *files)
+        d = c.Device("py-mqtt-stranger", None, cert=files)
+        self.addCleanup(d.close)
+        self.assertEqual(d.connect(), 0, "CONNACK accepts: the certificate is judged per request, as over HTTPS")
+        status, _, body = d.register(1)
+        https = c.https("PUT", f"/{c.SCOPE}/registrations/py-mqtt-stranger/register?api-version={c.API}",
+                        {"registrationId": "py-mqtt-stranger"}, cert=files)
+        self.assertEqual((status, body["errorCode"]), (401, 401002))
+        self.assertEqual((status, body["errorCode"], body["message"]), (https[0], https[2]["errorCode"], https[2]["message"]))
+        self.assertEqual(c.record_status("py-mqtt-stranger"), 404)
+
+
 class RawClients(unittest.TestCase):
     """The other clients' differences and the hostile cases, each compared with what HTTPS answers."""
 
@@ -166,6 +251,39 @@ class RawClients(unittest.TestCase):
         status, params, body = d.ask("$dps/registrations/PATCH/iotdps-register/?$rid=3", "{}")
         self.assertEqual((status, params["$rid"], body["errorCode"]), (404, "3", 404000))
         self.assertEqual(c.record_status("raw-bad-2"), 404)
+
+    def test_requests_past_the_in_flight_limit_are_answered_429_and_every_request_once(self):
+        # The server's default --mqtt-max-in-flight is 8; a slow webhook keeps the first 8 in flight.
+        allow_private_webhooks()
+        hook = EchoWebhook(delay=0.5)
+        self.addCleanup(hook.close)
+        key = c.new_key()
+        c.enroll("raw-in-flight", key, allocationPolicy="custom",
+                 customAllocationDefinition={"webhookUrl": hook.url, "apiVersion": "2021-10-01"})
+        d = self.device("raw-in-flight", c.device_token("raw-in-flight", key))
+        self.assertEqual(d.connect(), 0)
+        body = json.dumps({"registrationId": "raw-in-flight"})
+        for rid in range(1, 11):
+            d.client.publish(f"$dps/registrations/PUT/iotdps-register/?$rid={rid}", body, qos=0)
+        answers = {}
+        for _ in range(10):
+            status, params, answer = d.answer(timeout=30)
+            self.assertNotIn(params["$rid"], answers, "a request answered twice")
+            answers[params["$rid"]] = (status, params, answer)
+        time.sleep(0.5)
+        self.assertTrue(d.messages.empty(), "more answers than requests")
+        # The bound refuses the 9th and 10th at once. (Of the 8 in flight, the ones that wait too long behind the
+        # same device's registration get the per-device 429; that is not the in-flight bound.)
+        bound = "At most 8 requests may be in flight on one connection"
+        refused = sorted(int(rid) for rid, (_, _, answer) in answers.items() if answer.get("message") == bound)
+        self.assertEqual(refused, [9, 10], {rid: (a[0], a[2].get("message")) for rid, a in answers.items()})
+        for rid in ("9", "10"):
+            status, params, answer = answers[rid]
+            self.assertEqual((status, answer["errorCode"], params.get("retry-after")), (429, 429001, "1"))
+        self.assertIn(202, [answers[str(rid)][0] for rid in range(1, 9)])
+        # Once they are answered the connection takes requests again.
+        status, _, answer = d.register(11)
+        self.assertEqual((status, answer["status"]), (202, "assigned"))
 
     def test_connects_are_refused_with_connack_codes(self):
         cases = [

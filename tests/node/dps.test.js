@@ -5,7 +5,9 @@
 const assert = require('node:assert/strict');
 const crypto = require('node:crypto');
 const { EventEmitter, once } = require('node:events');
+const fs = require('node:fs');
 const http = require('node:http');
+const path = require('node:path');
 const { after, before, describe, test } = require('node:test');
 
 const { ProvisioningServiceClient } = require('azure-iot-provisioning-service');
@@ -24,6 +26,10 @@ const symmetricKey = (primaryKey = newKey(), secondaryKey = newKey()) => ({
   type: 'symmetricKey',
   symmetricKey: { primaryKey, secondaryKey },
 });
+
+/** A committed fixture of tests/fixtures (comment lines, starting with #, left out). */
+const fixture = (name) => fs.readFileSync(path.join(__dirname, '..', 'fixtures', name), 'utf8')
+  .split('\n').filter((line) => !line.startsWith('#')).join('').trim();
 
 /** The HTTP status behind an SDK error. */
 const statusOf = (err) => err && err.response && err.response.statusCode;
@@ -163,6 +169,52 @@ describe('dps with the Azure IoT Node.js SDKs', () => {
     await h.callback((done) => service.deleteIndividualEnrollment(id, updated.etag, done));
     await assert.rejects(
       h.callback((done) => service.getIndividualEnrollment(id, done)),
+      (err) => statusOf(err) === 404,
+    );
+  });
+
+  test('TPM individual enrollment: create, get, attestation mechanism, update with etag, query, delete', async () => {
+    const id = 'e2e-tpm-1';
+    const ek = fixture('tpm/ek-rsa2048.b64');
+    const srk = fixture('tpm/srk-rsa2048.b64');
+    const created = (await h.callback((done) => service.createOrUpdateIndividualEnrollment({
+      registrationId: id, deviceId: 'e2e-tpm-device', attestation: { type: 'tpm', tpm: { endorsementKey: ek, storageRootKey: srk } },
+    }, done))).result;
+    assert.equal(created.attestation.type, 'tpm');
+
+    const got = (await h.callback((done) => service.getIndividualEnrollment(id, done))).result;
+    assert.equal(got.attestation.tpm.endorsementKey, ek);
+    assert.equal(got.deviceId, 'e2e-tpm-device');
+    const mechanism = (await h.callback((done) => service.getIndividualEnrollmentAttestationMechanism(id, done))).result;
+    assert.equal(mechanism.type, 'tpm');
+    assert.equal(mechanism.tpm.endorsementKey, ek);
+
+    // Written back whole, as the SDK does: the EK stays; a stale etag is refused and changes nothing.
+    got.provisioningStatus = 'disabled';
+    const updated = (await h.callback((done) => service.createOrUpdateIndividualEnrollment(got, done))).result;
+    assert.notEqual(updated.etag, created.etag);
+    assert.equal(updated.attestation.tpm.endorsementKey, ek);
+    await assert.rejects(
+      h.callback((done) => service.createOrUpdateIndividualEnrollment({ ...got, etag: created.etag, deviceId: 'x' }, done)),
+      (err) => statusOf(err) === 412,
+    );
+    const listed = (await allPages(service.createIndividualEnrollmentQuery({ query: '*' }, 50))).flat();
+    const mine = listed.find((e) => e.registrationId === id);
+    assert.equal(mine.provisioningStatus, 'disabled');
+    assert.equal(mine.attestation.tpm.endorsementKey, ek);
+
+    // An EK that is not a TPM2B_PUBLIC is refused and stores nothing.
+    await assert.rejects(
+      h.callback((done) => service.createOrUpdateIndividualEnrollment({
+        registrationId: 'e2e-tpm-bad', attestation: { type: 'tpm', tpm: { endorsementKey: Buffer.from('not an EK').toString('base64') } },
+      }, done)),
+      (err) => statusOf(err) === 400,
+    );
+    await assert.rejects(h.callback((done) => service.getIndividualEnrollment('e2e-tpm-bad', done)), (err) => statusOf(err) === 404);
+
+    await h.callback((done) => service.deleteIndividualEnrollment(id, updated.etag, done));
+    await assert.rejects(
+      h.callback((done) => service.getIndividualEnrollmentAttestationMechanism(id, done)),
       (err) => statusOf(err) === 404,
     );
   });

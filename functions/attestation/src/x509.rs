@@ -12,7 +12,7 @@ use rustls_pki_types::{CertificateDer, UnixTime};
 use sha1::Sha1;
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
-use x509_parser::prelude::{FromDer, X509Certificate};
+use x509_parser::prelude::{FromDer, X509Certificate, X509Name};
 
 /// Most certificates a device may present (leaf, intermediates, root).
 pub const MAX_CHAIN_CERTIFICATES: usize = 5;
@@ -83,10 +83,10 @@ impl Certificate {
         let validity = cert.validity();
         let time = |t: i64| OffsetDateTime::from_unix_timestamp(t).map_err(|_| X509Error::Malformed("bad time"));
         let info = CertificateInfo {
-            subject_name: cert.subject().to_string(),
+            subject_name: azure_name(cert.subject()),
             sha1_thumbprint: hex_upper(&Sha1::digest(der)),
             sha256_thumbprint: hex_upper(&Sha256::digest(der)),
-            issuer_name: cert.issuer().to_string(),
+            issuer_name: azure_name(cert.issuer()),
             not_before: time(validity.not_before.timestamp())?,
             not_after: time(validity.not_after.timestamp())?,
             serial_number: hex_upper(cert.raw_serial()),
@@ -266,6 +266,14 @@ fn chain_reason(error: &webpki::Error) -> String {
         E::MaximumPathDepthExceeded | E::MaximumPathBuildCallsExceeded => "the chain is too long".into(),
         other => format!("{other:?}").chars().take(80).collect(),
     }
+}
+
+/// A distinguished name as Azure (.NET) writes it: the most specific attribute first, `CN=device-01, O=Contoso,
+/// C=US` for a name encoded C, O, CN (x509-parser prints the encoding order).
+fn azure_name(name: &X509Name) -> String {
+    let mut rdns: Vec<_> = name.iter_rdn().cloned().collect();
+    rdns.reverse();
+    X509Name::new(rdns, name.as_raw()).to_string()
 }
 
 fn hex_upper(bytes: &[u8]) -> String {

@@ -29,6 +29,22 @@ fn info_is_what_azure_shows() {
 }
 
 #[test]
+fn names_are_written_most_specific_first_as_azure_writes_them() {
+    let cert = testing::self_signed("device-01", KeyKind::EcdsaP256, |params| {
+        let mut name = rcgen::DistinguishedName::new();
+        name.push(rcgen::DnType::CountryName, "US");
+        name.push(rcgen::DnType::OrganizationName, "Contoso");
+        name.push(rcgen::DnType::OrganizationalUnitName, "Azure IoT");
+        name.push(rcgen::DnType::CommonName, "device-01");
+        params.distinguished_name = name;
+        testing::device(params);
+    });
+    let info = Certificate::from_text(&cert.pem).unwrap().info().clone();
+    assert_eq!(info.subject_name, "CN=device-01, OU=Azure IoT, O=Contoso, C=US");
+    assert_eq!(info.issuer_name, info.subject_name);
+}
+
+#[test]
 fn certificate_text_in_each_accepted_form() {
     let cert = testing::self_signed_device("d", KeyKind::EcdsaP256);
     let from_pem = Certificate::from_text(&cert.pem).unwrap();
