@@ -384,3 +384,82 @@ test('AWS IoT Core hub: the SDK device gets a thing with attributes and shadow d
   t.diagnostic(`calls for one first registration into IoT Core: ${recorded.length} in all, ${dynamo.length} DynamoDB, ${iotCalls} IoT, ${events.length} EventBridge`);
   assert.ok(dynamo.length <= 2, `DynamoDB calls: ${dynamo.length}`);
 });
+
+// The REST hub connectors on the Lambda path: an HTTP registry (the contract's example receiver) and an Azure IoT
+// Hub (the registry stand-in of tests/hubs, reached through DPS_AZURE_HUB_ENDPOINT), each linked with credentials
+// the service function seals with KMS (moto) and the device function opens.
+function localGet(port, urlPath, headers = {}) {
+  return new Promise((resolve, reject) => {
+    const req = http.request({ host: '127.0.0.1', port, method: 'GET', path: urlPath, headers }, (res) => {
+      let text = '';
+      res.setEncoding('utf8');
+      res.on('data', (c) => (text += c));
+      res.on('end', () => {
+        let json;
+        try { json = text ? JSON.parse(text) : undefined; } catch { json = undefined; }
+        resolve({ status: res.statusCode, text, json });
+      });
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+function registryGet(urlPath) {
+  const secret = env('REGISTRY_SECRET');
+  const timestamp = String(Math.floor(Date.now() / 1000));
+  const nonce = crypto.randomUUID();
+  const bodyHash = crypto.createHash('sha256').update('').digest('hex');
+  const toSign = ['v1', 'GET', urlPath, timestamp, nonce, bodyHash].join('\n');
+  const signature = `v1=${crypto.createHmac('sha256', secret).update(toSign).digest('hex')}`;
+  return localGet(Number(env('REGISTRY_PORT')), urlPath,
+    { 'X-Dps-Timestamp': timestamp, 'X-Dps-Nonce': nonce, 'X-Dps-Signature': signature });
+}
+
+test('HTTP registry and Azure IoT Hub connectors: SDK devices reach both through the device function', async () => {
+  const registryHub = `registry-${suffix}.lambda.test`;
+  const azureHub = env('AZURE_HUB');
+  const secrets = [env('REGISTRY_SECRET'), env('AZURE_CONNECTION')];
+  const links = [
+    [registryHub, { kind: 'httpRegistry', settings: { url: `http://127.0.0.1:${env('REGISTRY_PORT')}` }, credentials: secrets[0] }],
+    [azureHub, { kind: 'azureIotHub', credentials: secrets[1] }],
+  ];
+  for (const [host, connector] of links) {
+    const link = await service('PUT', `/config/linkedHubs/${host}`, { applyAllocationPolicy: false, connector });
+    assert.equal(link.status, 200, link.text);
+    const shown = await service('GET', `/config/linkedHubs/${host}`);
+    assert.equal(shown.json.connector.credentialsSet, true, shown.text);
+    for (const secret of secrets) assert.ok(!shown.text.includes(secret), 'a credential is in a GET answer');
+  }
+  await new Promise((resolve) => setTimeout(resolve, 5500)); // the device function's instance cache (5 s)
+
+  const initialTwin = { tags: { line: 'l7' }, properties: { desired: { rate: 5 } } };
+  const devices = [];
+  for (const [host, kind] of [[registryHub, 'reg'], [azureHub, 'az']]) {
+    const registrationId = `lambda-${kind}-${suffix}`;
+    const primaryKey = newKey();
+    const secondaryKey = newKey();
+    const put = await service('PUT', `/enrollments/${registrationId}`, {
+      registrationId, attestation: { type: 'symmetricKey', symmetricKey: { primaryKey, secondaryKey } },
+      allocationPolicy: 'static', iotHubHostName: host, initialTwin,
+    });
+    assert.equal(put.status, 200, put.text);
+    const result = await register(registrationId, primaryKey);
+    assert.equal(result.assignedHub, host);
+    assert.equal(result.deviceId, registrationId);
+    devices.push({ registrationId, primaryKey, secondaryKey });
+  }
+
+  const twin = await registryGet(`/devices/${devices[0].registrationId}/twin`);
+  assert.equal(twin.status, 200, twin.text);
+  assert.deepEqual(twin.json, initialTwin);
+
+  const state = (await localGet(Number(env('AZURE_PORT')), '/_standin/state')).json;
+  const held = state[devices[1].registrationId];
+  assert.ok(held, `the Azure stand-in does not hold ${devices[1].registrationId}`);
+  assert.deepEqual(held.device.authentication,
+    { type: 'sas', symmetricKey: { primaryKey: devices[1].primaryKey, secondaryKey: devices[1].secondaryKey } });
+  assert.deepEqual(held.twin.tags, initialTwin.tags);
+  const { $metadata, $version, ...desired } = held.twin.properties.desired;
+  assert.deepEqual(desired, initialTwin.properties.desired);
+});

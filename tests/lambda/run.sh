@@ -110,6 +110,8 @@ bucket="dps-lambda-e2e-policies"
 # after the end-to-end run (as an operator would route them; the stack itself adds no rules).
 event_bus="dps-lambda-e2e-events"
 events_queue="dps-lambda-e2e-events"
+# The KMS key sealing hub credentials (template.yaml's HubSecretsKey); its ID is printed.
+kms_key="$(AWS_ENDPOINT_URL="$endpoint" "$venv/bin/python" -c 'import boto3; print(boto3.client("kms").create_key()["KeyMetadata"]["KeyId"])')"
 AWS_ENDPOINT_URL="$endpoint" "$venv/bin/python" - "$table" "$service_host" "$bucket" "$event_bus" "$events_queue" <<'PY'
 import json, sys
 import boto3
@@ -140,14 +142,32 @@ connection_string="$(sed -n 's/^connection string: *//p' <<<"$boot")"
 tenant_hub="acme-hub.lambda.test"
 "${admin[@]}" hub link --id-scope "$id_scope" --hub "$tenant_hub" --no-auto-allocation
 
+# The two REST hub connectors' far ends, on loopback: the HTTP registry contract's example receiver and the
+# Azure IoT Hub registry stand-in of tests/hubs (it checks the hub SAS tokens and etags).
+random_b64() { "$venv/bin/python" -c 'import base64,os; print(base64.b64encode(os.urandom(32)).decode())'; }
+registry_secret="registry-secret-$(random_b64)"
+registry_port="$(free_port)"
+start receiver.log env DPS_REGISTRY_SECRET="$registry_secret" "$venv/bin/python" \
+    "$root/examples/hub-registry/receiver.py" --port "$registry_port"
+azure_hub="azure-hub.lambda.test"
+azure_key="$(random_b64)"
+azure_port="$(free_port)"
+start azure-standin.log "$venv/bin/python" "$root/tests/hubs/azure_standin.py" --port "$azure_port" \
+    --host-name "$azure_hub" --policy registryReadWrite --key "$azure_key"
+for port in "$registry_port" "$azure_port"; do
+    for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
+done
+
 device_port="$(free_port)"
 service_port="$(free_port)"
 # As template.yaml sets them, plus the two endpoint overrides that point the functions at moto (DynamoDB, S3).
 function_env="DPS_TABLE_NAME=$table,DPS_DYNAMODB_ENDPOINT=$endpoint,DPS_POLICY_BUCKET=$bucket"
 function_env+=",DPS_S3_ENDPOINT=$endpoint,DPS_CACHE_TTL=5,DPS_LOG_LEVEL=info"
 function_env+=",DPS_EVENT_BUS=$event_bus,DPS_EVENTS_ENDPOINT=$endpoint"
-# The IoT Core hub of e2e.test.js is moto: let hubs name their endpoints (never set on AWS).
-function_env+=",DPS_HUB_ENDPOINT_OVERRIDES=true"
+# The IoT Core hub of e2e.test.js is moto and the REST hubs are on loopback: let hubs name their endpoints and
+# private URLs, and send Azure registry calls to the stand-in (none of these is ever set on AWS).
+function_env+=",DPS_HUB_ENDPOINT_OVERRIDES=true,DPS_AZURE_HUB_ENDPOINT=http://127.0.0.1:$azure_port"
+function_env+=",DPS_SECRETS_KMS_KEY=$kms_key,DPS_KMS_ENDPOINT=$endpoint"
 metrics_namespace="DPS/dps-lambda-e2e"
 function_env+=",DPS_METRICS_NAMESPACE=$metrics_namespace"
 # One emulator per function, in `--only-lambda-apis` mode: it serves the Lambda runtime API and the function URL
@@ -187,7 +207,17 @@ fi
 say "end-to-end through the Lambda functions"
 DEVICE_URL="http://127.0.0.1:$device_port" SERVICE_URL="http://127.0.0.1:$service_port" \
     SERVICE_HOST="$service_host" ID_SCOPE="$id_scope" HUB="$hub" CONNECTION_STRING="$connection_string" MOTO_URL="$endpoint" TENANT_HUB="$tenant_hub" \
+    REGISTRY_PORT="$registry_port" REGISTRY_SECRET="$registry_secret" AZURE_HUB="$azure_hub" AZURE_PORT="$azure_port" \
+    AZURE_CONNECTION="HostName=$azure_hub;SharedAccessKeyName=registryReadWrite;SharedAccessKey=$azure_key" \
     node --test --test-concurrency=1 "$here/e2e.test.js"
+
+say "the hub credentials never reached the functions' logs"
+for secret in "$registry_secret" "$azure_key"; do
+    if grep -qF -- "$secret" "$work"/fn-watch-*.log "$work"/watch-*.log; then
+        say "a hub credential appears in a function's log"
+        exit 1
+    fi
+done
 
 say "lifecycle events the run made, read back from the queue the bus routes them to"
 AWS_ENDPOINT_URL="$endpoint" "$venv/bin/python" "$here/events_check.py" "$events_queue" "$root/docs/events.schema.json"

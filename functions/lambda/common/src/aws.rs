@@ -28,14 +28,19 @@ pub async fn dps(config: &FunctionConfig) -> dps_core::Result<Dps> {
     // Hubs linked with `connector.kind: awsIotCore` are written with the function's own role (or the role a
     // hub's `roleArn` names); the template grants the IoT actions the connector makes. The connector sets its own
     // retries and timeouts and drops the store's endpoint override.
-    let mut iot = AwsIotCoreConnector::new(&sdk);
+    let (mut iot, mut registry) = (AwsIotCoreConnector::new(&sdk), HttpRegistryConnector::new());
     if config.hub_endpoint_overrides {
         iot = iot.allowing_endpoint_overrides();
+        registry = registry.allowing_private_targets();
+    }
+    let mut azure = AzureIotHubConnector::new();
+    if let Some(endpoint) = &config.azure_hub_endpoint {
+        azure = azure.with_endpoint(endpoint);
     }
     let hubs = HubConnectors::none()
         .with(HubKind::AwsIotCore, Arc::new(iot))
-        .with(HubKind::AzureIotHub, Arc::new(AzureIotHubConnector::new()))
-        .with(HubKind::HttpRegistry, Arc::new(HttpRegistryConnector::new()));
+        .with(HubKind::AzureIotHub, Arc::new(azure))
+        .with(HubKind::HttpRegistry, Arc::new(registry));
     let mut dps = Dps::new(Arc::new(store), config.settings()).with_hubs(hubs);
     // Hub credentials (Azure connection strings, HTTP registry secrets) are sealed with the template's KMS key;
     // without DPS_SECRETS_KMS_KEY a hub cannot be linked with credentials.

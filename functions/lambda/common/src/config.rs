@@ -73,10 +73,13 @@ pub mod vars {
     pub const SECRETS_KMS_KEY: &str = "DPS_SECRETS_KMS_KEY";
     /// KMS endpoint override for local runs (moto); never set on AWS.
     pub const KMS_ENDPOINT: &str = "DPS_KMS_ENDPOINT";
-    /// `true`: AWS IoT Core hubs may name their own endpoints (`endpointUrl`, `dataEndpointUrl`), for local runs
-    /// against an emulator; never set on AWS (an instance owner's endpoint would get requests signed with the
-    /// function's credentials).
+    /// `true`: AWS IoT Core hubs may name their own endpoints (`endpointUrl`, `dataEndpointUrl`, `stsEndpointUrl`)
+    /// and HTTP registry hubs private or loopback URLs, for local runs against emulators; never set on AWS (an
+    /// instance owner's endpoint would get requests signed with the function's credentials, or reach the VPC).
     pub const HUB_ENDPOINT_OVERRIDES: &str = "DPS_HUB_ENDPOINT_OVERRIDES";
+    /// Base URL every Azure IoT Hub registry call goes to instead of `https://{HostName}` (tokens are still signed
+    /// for the HostName): a local registry stand-in, for local runs only; never set on AWS.
+    pub const AZURE_HUB_ENDPOINT: &str = "DPS_AZURE_HUB_ENDPOINT";
     /// EventBridge bus (name or ARN) lifecycle events are put on; without it no events are sent.
     pub const EVENT_BUS: &str = "DPS_EVENT_BUS";
     /// EventBridge endpoint override for local runs (moto); never set on AWS.
@@ -108,8 +111,10 @@ pub struct FunctionConfig {
     pub secrets_kms_key: Option<String>,
     /// KMS endpoint override (local runs only).
     pub kms_endpoint: Option<String>,
-    /// Whether AWS IoT Core hubs may name their own endpoints (local runs only).
+    /// Whether AWS IoT Core hubs may name their own endpoints and HTTP registries private URLs (local runs only).
     pub hub_endpoint_overrides: bool,
+    /// Where Azure IoT Hub registry calls go instead of the hub's HostName (local runs only).
+    pub azure_hub_endpoint: Option<String>,
     /// EventBridge bus for lifecycle events (`events::EventBridgeSink`).
     pub event_bus: Option<String>,
     /// EventBridge endpoint override (local runs only).
@@ -209,6 +214,7 @@ impl FunctionConfig {
                     });
                 }
             },
+            azure_hub_endpoint: get(vars::AZURE_HUB_ENDPOINT),
             event_bus: get(vars::EVENT_BUS),
             events_endpoint: get(vars::EVENTS_ENDPOINT),
             metrics_namespace: get(vars::METRICS_NAMESPACE),
