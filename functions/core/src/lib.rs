@@ -16,6 +16,8 @@ pub mod policy;
 pub mod sas;
 pub mod service;
 pub mod store;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use error::{Error, Result};
 pub use service::{Caller, Dps, Settings};
