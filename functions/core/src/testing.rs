@@ -7,7 +7,7 @@ use crate::service::{NewInstance, now};
 use crate::{Caller, Dps, sas};
 
 /// Name of the all-rights policy of a new instance.
-pub const OWNER: &str = "provisioningserviceowner";
+pub const OWNER: &str = crate::service::OWNER_POLICY;
 
 /// A linked hub that only records (no connector): weight 1, applying the allocation policy, no location.
 pub fn hub(host_name: &str) -> LinkedHub {
