@@ -23,10 +23,10 @@ pub(crate) fn routes() -> RouteTable<Dps> {
         .get("/config/linkedHubs/{host_name}", get_linked_hub)
         .put("/config/linkedHubs/{host_name}", put_linked_hub)
         .delete("/config/linkedHubs/{host_name}", delete_linked_hub)
-        .get("/config/authorizationPolicies", list_policies)
-        .get("/config/authorizationPolicies/{key_name}", get_policy)
-        .put("/config/authorizationPolicies/{key_name}", put_policy)
-        .delete("/config/authorizationPolicies/{key_name}", delete_policy)
+        .get("/config/authorizationPolicies", list_access_policies)
+        .get("/config/authorizationPolicies/{key_name}", get_access_policy)
+        .put("/config/authorizationPolicies/{key_name}", put_access_policy)
+        .delete("/config/authorizationPolicies/{key_name}", delete_access_policy)
         .get("/config/certificates", list_certificates)
         .get("/config/certificates/{name}", get_certificate)
         .put("/config/certificates/{name}", put_certificate)
@@ -158,29 +158,29 @@ async fn delete_certificate(Call { dps, caller, .. }: ExtensionCall, Segments(na
 /// A policy as listed: name and rights, never keys.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
-struct PolicySummary {
+struct AccessPolicySummary {
     key_name: String,
     rights: Vec<Right>,
 }
 
-async fn list_policies(Call { dps, caller, .. }: ExtensionCall) -> Answer {
-    let policies: Vec<PolicySummary> = dps
+async fn list_access_policies(Call { dps, caller, .. }: ExtensionCall) -> Answer {
+    let policies: Vec<AccessPolicySummary> = dps
         .list_access_policies(&caller)
         .await?
         .into_iter()
-        .map(|p| PolicySummary { key_name: p.key_name, rights: p.rights })
+        .map(|p| AccessPolicySummary { key_name: p.key_name, rights: p.rights })
         .collect();
     Ok(json(StatusCode::OK, &policies))
 }
 
-async fn get_policy(Call { dps, caller, .. }: ExtensionCall, Segments(key_name): Segments<String>) -> Answer {
+async fn get_access_policy(Call { dps, caller, .. }: ExtensionCall, Segments(key_name): Segments<String>) -> Answer {
     Ok(json(StatusCode::OK, &dps.get_access_policy(&caller, &key_name).await?))
 }
 
 /// A policy as PUT: rights, and optionally the keys (generated, or kept when replacing, if absent).
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct PolicyBody {
+struct AccessPolicyBody {
     #[serde(default)]
     key_name: Option<String>,
     rights: Vec<Right>,
@@ -190,10 +190,10 @@ struct PolicyBody {
     secondary_key: Option<String>,
 }
 
-async fn put_policy(
+async fn put_access_policy(
     Call { dps, caller, .. }: ExtensionCall,
     Segments(key_name): Segments<String>,
-    JsonBody(body): JsonBody<PolicyBody>,
+    JsonBody(body): JsonBody<AccessPolicyBody>,
 ) -> Answer {
     let body = body.ok_or_else(|| ApiError::malformed_body("A policy body is required"))?;
     if body.key_name.as_ref().is_some_and(|k| !k.eq_ignore_ascii_case(&key_name)) {
@@ -208,7 +208,7 @@ async fn put_policy(
     Ok(json(StatusCode::OK, &dps.put_access_policy(&caller, policy).await?))
 }
 
-async fn delete_policy(Call { dps, caller, .. }: ExtensionCall, Segments(key_name): Segments<String>) -> Answer {
+async fn delete_access_policy(Call { dps, caller, .. }: ExtensionCall, Segments(key_name): Segments<String>) -> Answer {
     dps.delete_access_policy(&caller, &key_name).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -7,7 +7,7 @@ use anyhow::{Context, bail};
 use dps_core::model::Instance;
 use dps_core::service::NewInstance;
 use dps_core::{Dps, Settings};
-use dps_policy::{DirStorage, PolicyAllocator, PolicySettings};
+use dps_custom_allocation::{DirStorage, PolicyAllocator, PolicySettings};
 use dps_store_embedded::EmbeddedStore;
 
 /// Name of the instance created on first run.

@@ -141,9 +141,9 @@ impl Harness {
         let mut dps = Dps::new(Arc::new(store), Settings::default());
         if policies {
             let allocator = Arc::new(
-                dps_policy::PolicyAllocator::new(
-                    Arc::new(dps_policy::DirStorage::new(policy_dir.clone())),
-                    dps_policy::PolicySettings::default(),
+                dps_custom_allocation::PolicyAllocator::new(
+                    Arc::new(dps_custom_allocation::DirStorage::new(policy_dir.clone())),
+                    dps_custom_allocation::PolicySettings::default(),
                 )
                 .unwrap(),
             );

@@ -8,8 +8,8 @@ use dps_core::hubs::HubConnectors;
 use dps_core::model::HubKind;
 use dps_hubs::aws::AwsIotCoreConnector;
 use dps_hubs::{AzureIotHubConnector, HttpRegistryConnector};
-use dps_policy::s3::S3Storage;
-use dps_policy::{PolicyAllocator, PolicySettings};
+use dps_custom_allocation::s3::S3Storage;
+use dps_custom_allocation::{PolicyAllocator, PolicySettings};
 
 use crate::FunctionConfig;
 

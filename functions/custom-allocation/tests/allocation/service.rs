@@ -8,7 +8,7 @@ use dps_core::model::{EnrollmentGroup, RegistrationStatus, Right};
 use dps_core::service::RegisterRequest;
 use dps_core::testing;
 use dps_core::{Caller, Dps, Error, Settings, sas};
-use dps_policy::codes::*;
+use dps_custom_allocation::codes::*;
 use serde_json::{Value, json};
 
 use crate::support::*;
@@ -190,7 +190,7 @@ async fn custom_allocation_reports_its_time_and_the_fuel_the_policy_used() {
     assert_eq!(runs.len(), 2, "{runs:?}");
     let (ok, spun) = (runs[0], runs[1]);
     assert_eq!((ok.mechanism, ok.error_code), (CustomMechanism::Policy, None));
-    let limit = dps_policy::Limits::default().fuel;
+    let limit = dps_custom_allocation::Limits::default().fuel;
     assert!(ok.fuel_consumed.is_some_and(|f| f > 0 && f < limit), "{ok:?}");
     assert!(!ok.duration.is_zero());
     // Out of fuel: all of it was consumed.

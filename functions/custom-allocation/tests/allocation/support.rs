@@ -6,7 +6,7 @@ use std::sync::Arc;
 use dps_core::allocator::{AllocationFailure, AllocationResponse, CustomAllocator};
 use dps_core::model::{CustomAllocationDefinition, Instance, LinkedHub};
 use dps_core::policy::PolicyRegistry;
-use dps_policy::{DirStorage, Limits, PolicyAllocator, PolicySettings};
+use dps_custom_allocation::{DirStorage, Limits, PolicyAllocator, PolicySettings};
 use serde_json::{Value, json};
 
 /// The policies workspace.
