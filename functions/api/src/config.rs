@@ -7,7 +7,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use dps_core::Dps;
 use dps_core::model::{AccessPolicy, LinkedHub, Right};
-use dps_core::service::InstanceConfig;
+use dps_core::usecases::InstanceConfig;
 use serde::{Deserialize, Serialize};
 
 use crate::error::ApiError;
@@ -221,7 +221,7 @@ async fn operations(Call { dps, caller, .. }: ExtensionCall, req: Request) -> An
 
 /// `from` and `to` (`YYYY-MM-DD`), each defaulting to today (UTC).
 fn day_range(parts: &Parts) -> (String, String) {
-    let today = dps_core::service::today();
+    let today = dps_core::usecases::today();
     let from = query_param(parts, "from").unwrap_or_else(|| today.clone());
     let to = query_param(parts, "to").unwrap_or(today);
     (from, to)

@@ -5,8 +5,8 @@ use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use dps_core::Dps;
 use dps_core::model::{Enrollment, EnrollmentGroup, EnrollmentKind, IndividualEnrollment};
-use dps_core::service::{BulkMode, BulkOutcome, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
 use dps_core::store::{Page, PageRequest};
+use dps_core::usecases::{BulkMode, BulkOutcome, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json as json_value};
 

@@ -11,9 +11,9 @@ use std::time::Duration;
 
 use criterion::{BatchSize, BenchmarkId, Criterion, criterion_group, criterion_main};
 use dps_core::model::{EnrollmentGroup, RegistrationStatus};
-use dps_core::service::RegisterRequest;
 use dps_core::store::{EnrollmentStore, Precondition, Store};
 use dps_core::testing;
+use dps_core::usecases::RegisterRequest;
 use dps_core::{Dps, Settings, sas};
 use dps_store_embedded::EmbeddedStore;
 use tokio::runtime::Runtime;

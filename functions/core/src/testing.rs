@@ -3,11 +3,11 @@
 //! an instance, link a hub, make an owner token"; helpers panic on failure, as test set-up does.
 
 use crate::model::{Instance, LinkedHub};
-use crate::service::{NewInstance, now};
+use crate::usecases::{NewInstance, now};
 use crate::{Caller, Dps, sas};
 
 /// Name of the all-rights policy of a new instance.
-pub const OWNER: &str = crate::service::OWNER_POLICY;
+pub const OWNER: &str = crate::usecases::OWNER_POLICY;
 
 /// A linked hub that only records (no connector): weight 1, applying the allocation policy, no location.
 pub fn hub(host_name: &str) -> LinkedHub {

@@ -16,9 +16,9 @@ use std::time::{Duration, Instant};
 
 use dps_core::memory::MemoryStore;
 use dps_core::model::{EnrollmentGroup, OperationCount, OperationKind, RegistrationRecord};
-use dps_core::service::RegisterRequest;
 use dps_core::store::{EnrollmentStore, Precondition, Store};
 use dps_core::testing;
+use dps_core::usecases::RegisterRequest;
 use dps_core::{Dps, Settings, sas};
 use dps_store_embedded::EmbeddedStore;
 

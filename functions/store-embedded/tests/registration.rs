@@ -5,9 +5,9 @@
 use std::sync::Arc;
 
 use dps_core::model::{EnrollmentGroup, OperationKind, RegistrationStatus};
-use dps_core::service::{RegisterRequest, today};
 use dps_core::store::Store;
 use dps_core::testing;
+use dps_core::usecases::{RegisterRequest, today};
 use dps_core::{Dps, Error, Settings, sas};
 use dps_store_embedded::EmbeddedStore;
 

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use dps_core::memory::MemoryStore;
 use dps_core::model::{Enrollment, EnrollmentGroup, IndividualEnrollment, Instance, LinkedHub, RegistrationRecord};
-use dps_core::service::{RegisterRequest, StatusRequest};
 use dps_core::store::{EnrollmentStore, Store};
+use dps_core::usecases::{RegisterRequest, StatusRequest};
 use dps_core::{Caller, Dps, Result, Settings, sas};
 use serde_json::{Value, json};
 

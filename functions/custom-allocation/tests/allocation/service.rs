@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use dps_core::memory::MemoryStore;
 use dps_core::model::{EnrollmentGroup, RegistrationStatus, Right};
-use dps_core::service::RegisterRequest;
 use dps_core::testing;
+use dps_core::usecases::RegisterRequest;
 use dps_core::{Caller, Dps, Error, Settings, sas};
 use dps_custom_allocation::codes::*;
 use serde_json::{Value, json};

@@ -5,9 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dps_core::model::{EnrollmentGroup, IndividualEnrollment, OperationKind, RegistrationRecord};
-use dps_core::service::{RegisterRequest, StatusRequest};
 use dps_core::store::Store;
 use dps_core::testing;
+use dps_core::usecases::{RegisterRequest, StatusRequest};
 use dps_core::{Caller, Dps, Result, Settings, sas};
 use dps_store_dynamodb::DynamoStore;
 use serde_json::json;
@@ -116,7 +116,7 @@ impl DpsEnv {
 
     /// Registrations and re-registrations counted today.
     pub async fn counted(&self) -> (u64, u64) {
-        let today = dps_core::service::today();
+        let today = dps_core::usecases::today();
         let counts = self.store.operations(&self.scope, &today, &today).await.expect("operations");
         let sum = |kind| counts.iter().filter(|c| c.kind == kind).map(|c| c.count).sum();
         (sum(OperationKind::Registration), sum(OperationKind::ReRegistration))
