@@ -5,7 +5,7 @@
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use dps_core::model::{AccessPolicy, Instance, LinkedHub};
-use dps_core::service::NewInstance;
+use dps_core::usecases::NewInstance;
 use dps_core::{Dps, Settings};
 use dps_store_dynamodb::DynamoConfig;
 use std::sync::Arc;

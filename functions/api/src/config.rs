@@ -1,17 +1,17 @@
 //! Our extension of the service API: instance configuration under `/config` (ServiceConfig right).
 //! Documented in docs/service-api-extensions.md. `api-version` is optional here, checked when sent.
 
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::IntoResponse;
 use dps_core::Dps;
 use dps_core::model::{AccessPolicy, LinkedHub, Right};
-use dps_core::service::InstanceConfig;
+use dps_core::usecases::InstanceConfig;
 use serde::{Deserialize, Serialize};
 
 use crate::error::ApiError;
-use crate::extract::{Authed, JsonBody, OptionalApiVersion, Segments, if_match, json, query_param};
+use crate::extract::{Answer, Call, ExtensionCall, JsonBody, Segments, if_match, json, query_param};
 use crate::routes::RouteTable;
 
 /// The /config route table (state supplied by the service router).
@@ -23,10 +23,10 @@ pub(crate) fn routes() -> RouteTable<Dps> {
         .get("/config/linkedHubs/{host_name}", get_linked_hub)
         .put("/config/linkedHubs/{host_name}", put_linked_hub)
         .delete("/config/linkedHubs/{host_name}", delete_linked_hub)
-        .get("/config/authorizationPolicies", list_policies)
-        .get("/config/authorizationPolicies/{key_name}", get_policy)
-        .put("/config/authorizationPolicies/{key_name}", put_policy)
-        .delete("/config/authorizationPolicies/{key_name}", delete_policy)
+        .get("/config/authorizationPolicies", list_access_policies)
+        .get("/config/authorizationPolicies/{key_name}", get_access_policy)
+        .put("/config/authorizationPolicies/{key_name}", put_access_policy)
+        .delete("/config/authorizationPolicies/{key_name}", delete_access_policy)
         .get("/config/certificates", list_certificates)
         .get("/config/certificates/{name}", get_certificate)
         .put("/config/certificates/{name}", put_certificate)
@@ -43,48 +43,29 @@ struct WebhookSigningKey {
     webhook_signing_key: String,
 }
 
-async fn webhook_signing_key(
-    State(dps): State<Dps>,
-    _: OptionalApiVersion,
-    Authed(caller): Authed,
-) -> Result<Response, ApiError> {
+async fn webhook_signing_key(Call { dps, caller, .. }: ExtensionCall) -> Answer {
     let webhook_signing_key = dps.webhook_signing_key(&caller).await?;
     Ok(json(StatusCode::OK, &WebhookSigningKey { webhook_signing_key }))
 }
 
-async fn get_config(
-    State(dps): State<Dps>,
-    _: OptionalApiVersion,
-    Authed(caller): Authed,
-) -> Result<Response, ApiError> {
+async fn get_config(Call { dps, caller, .. }: ExtensionCall) -> Answer {
     Ok(json(StatusCode::OK, &dps.get_config(&caller).await?))
 }
 
 async fn put_config(
-    State(dps): State<Dps>,
-    _: OptionalApiVersion,
-    Authed(caller): Authed,
+    Call { dps, caller, .. }: ExtensionCall,
     headers: HeaderMap,
     JsonBody(body): JsonBody<InstanceConfig>,
-) -> Result<Response, ApiError> {
+) -> Answer {
     let body = body.ok_or_else(|| ApiError::malformed_body("A configuration body is required"))?;
     Ok(json(StatusCode::OK, &dps.put_config(&caller, body, if_match(&headers)).await?))
 }
 
-async fn list_linked_hubs(
-    State(dps): State<Dps>,
-    _: OptionalApiVersion,
-    Authed(caller): Authed,
-) -> Result<Response, ApiError> {
+async fn list_linked_hubs(Call { dps, caller, .. }: ExtensionCall) -> Answer {
     Ok(json(StatusCode::OK, &dps.get_config(&caller).await?.linked_hubs))
 }
 
-async fn get_linked_hub(
-    State(dps): State<Dps>,
-    _: OptionalApiVersion,
-    Authed(caller): Authed,
-    Segments(host_name): Segments<String>,
-) -> Result<Response, ApiError> {
+async fn get_linked_hub(Call { dps, caller, .. }: ExtensionCall, Segments(host_name): Segments<String>) -> Answer {
     let hub = dps
         .get_config(&caller)
         .await?
@@ -113,12 +94,10 @@ struct LinkedHubBody {
 }
 
 async fn put_linked_hub(
-    State(dps): State<Dps>,
-    _: OptionalApiVersion,
-    Authed(caller): Authed,
+    Call { dps, caller, .. }: ExtensionCall,
     Segments(host_name): Segments<String>,
     JsonBody(body): JsonBody<LinkedHubBody>,
-) -> Result<Response, ApiError> {
+) -> Answer {
     let body = body.ok_or_else(|| ApiError::malformed_body("A linked hub body is required"))?;
     if body.host_name.as_ref().is_some_and(|h| !h.eq_ignore_ascii_case(&host_name)) {
         return Err(ApiError::invalid("The hostName in the body does not match the path"));
@@ -133,12 +112,7 @@ async fn put_linked_hub(
     Ok(json(StatusCode::OK, &dps.put_linked_hub(&caller, hub).await?))
 }
 
-async fn delete_linked_hub(
-    State(dps): State<Dps>,
-    _: OptionalApiVersion,
-    Authed(caller): Authed,
-    Segments(host_name): Segments<String>,
-) -> Result<Response, ApiError> {
+async fn delete_linked_hub(Call { dps, caller, .. }: ExtensionCall, Segments(host_name): Segments<String>) -> Answer {
     dps.delete_linked_hub(&caller, &host_name).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -150,51 +124,33 @@ struct CertificateBody {
     certificate: String,
 }
 
-async fn list_certificates(
-    State(dps): State<Dps>,
-    _: OptionalApiVersion,
-    Authed(caller): Authed,
-) -> Result<Response, ApiError> {
+async fn list_certificates(Call { dps, caller, .. }: ExtensionCall) -> Answer {
     Ok(json(StatusCode::OK, &dps.list_ca_certificates(&caller).await?))
 }
 
-async fn get_certificate(
-    State(dps): State<Dps>,
-    _: OptionalApiVersion,
-    Authed(caller): Authed,
-    Segments(name): Segments<String>,
-) -> Result<Response, ApiError> {
+async fn get_certificate(Call { dps, caller, .. }: ExtensionCall, Segments(name): Segments<String>) -> Answer {
     Ok(json(StatusCode::OK, &dps.get_ca_certificate(&caller, &name).await?))
 }
 
 async fn put_certificate(
-    State(dps): State<Dps>,
-    _: OptionalApiVersion,
-    Authed(caller): Authed,
+    Call { dps, caller, .. }: ExtensionCall,
     Segments(name): Segments<String>,
     JsonBody(body): JsonBody<CertificateBody>,
-) -> Result<Response, ApiError> {
+) -> Answer {
     let body = body.ok_or_else(|| ApiError::malformed_body("A body with the certificate is required"))?;
     Ok(json(StatusCode::OK, &dps.put_ca_certificate(&caller, &name, &body.certificate).await?))
 }
 
 async fn verify_certificate(
-    State(dps): State<Dps>,
-    _: OptionalApiVersion,
-    Authed(caller): Authed,
+    Call { dps, caller, .. }: ExtensionCall,
     Segments(name): Segments<String>,
     JsonBody(body): JsonBody<CertificateBody>,
-) -> Result<Response, ApiError> {
+) -> Answer {
     let body = body.ok_or_else(|| ApiError::malformed_body("A body with the verification certificate is required"))?;
     Ok(json(StatusCode::OK, &dps.verify_ca_certificate(&caller, &name, &body.certificate).await?))
 }
 
-async fn delete_certificate(
-    State(dps): State<Dps>,
-    _: OptionalApiVersion,
-    Authed(caller): Authed,
-    Segments(name): Segments<String>,
-) -> Result<Response, ApiError> {
+async fn delete_certificate(Call { dps, caller, .. }: ExtensionCall, Segments(name): Segments<String>) -> Answer {
     dps.delete_ca_certificate(&caller, &name).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -202,38 +158,29 @@ async fn delete_certificate(
 /// A policy as listed: name and rights, never keys.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
-struct PolicySummary {
+struct AccessPolicySummary {
     key_name: String,
     rights: Vec<Right>,
 }
 
-async fn list_policies(
-    State(dps): State<Dps>,
-    _: OptionalApiVersion,
-    Authed(caller): Authed,
-) -> Result<Response, ApiError> {
-    let policies: Vec<PolicySummary> = dps
+async fn list_access_policies(Call { dps, caller, .. }: ExtensionCall) -> Answer {
+    let policies: Vec<AccessPolicySummary> = dps
         .list_access_policies(&caller)
         .await?
         .into_iter()
-        .map(|p| PolicySummary { key_name: p.key_name, rights: p.rights })
+        .map(|p| AccessPolicySummary { key_name: p.key_name, rights: p.rights })
         .collect();
     Ok(json(StatusCode::OK, &policies))
 }
 
-async fn get_policy(
-    State(dps): State<Dps>,
-    _: OptionalApiVersion,
-    Authed(caller): Authed,
-    Segments(key_name): Segments<String>,
-) -> Result<Response, ApiError> {
+async fn get_access_policy(Call { dps, caller, .. }: ExtensionCall, Segments(key_name): Segments<String>) -> Answer {
     Ok(json(StatusCode::OK, &dps.get_access_policy(&caller, &key_name).await?))
 }
 
 /// A policy as PUT: rights, and optionally the keys (generated, or kept when replacing, if absent).
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct PolicyBody {
+struct AccessPolicyBody {
     #[serde(default)]
     key_name: Option<String>,
     rights: Vec<Right>,
@@ -243,13 +190,11 @@ struct PolicyBody {
     secondary_key: Option<String>,
 }
 
-async fn put_policy(
-    State(dps): State<Dps>,
-    _: OptionalApiVersion,
-    Authed(caller): Authed,
+async fn put_access_policy(
+    Call { dps, caller, .. }: ExtensionCall,
     Segments(key_name): Segments<String>,
-    JsonBody(body): JsonBody<PolicyBody>,
-) -> Result<Response, ApiError> {
+    JsonBody(body): JsonBody<AccessPolicyBody>,
+) -> Answer {
     let body = body.ok_or_else(|| ApiError::malformed_body("A policy body is required"))?;
     if body.key_name.as_ref().is_some_and(|k| !k.eq_ignore_ascii_case(&key_name)) {
         return Err(ApiError::invalid("The keyName in the body does not match the path"));
@@ -263,22 +208,12 @@ async fn put_policy(
     Ok(json(StatusCode::OK, &dps.put_access_policy(&caller, policy).await?))
 }
 
-async fn delete_policy(
-    State(dps): State<Dps>,
-    _: OptionalApiVersion,
-    Authed(caller): Authed,
-    Segments(key_name): Segments<String>,
-) -> Result<Response, ApiError> {
+async fn delete_access_policy(Call { dps, caller, .. }: ExtensionCall, Segments(key_name): Segments<String>) -> Answer {
     dps.delete_access_policy(&caller, &key_name).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-async fn operations(
-    State(dps): State<Dps>,
-    _: OptionalApiVersion,
-    Authed(caller): Authed,
-    req: Request,
-) -> Result<Response, ApiError> {
+async fn operations(Call { dps, caller, .. }: ExtensionCall, req: Request) -> Answer {
     let (parts, _) = req.into_parts();
     let (from, to) = day_range(&parts);
     Ok(json(StatusCode::OK, &dps.operations(&caller, &from, &to).await?))
@@ -286,7 +221,7 @@ async fn operations(
 
 /// `from` and `to` (`YYYY-MM-DD`), each defaulting to today (UTC).
 fn day_range(parts: &Parts) -> (String, String) {
-    let today = dps_core::service::today();
+    let today = dps_core::usecases::today();
     let from = query_param(parts, "from").unwrap_or_else(|| today.clone());
     let to = query_param(parts, "to").unwrap_or(today);
     (from, to)

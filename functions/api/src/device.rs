@@ -9,7 +9,7 @@ use axum::response::Response;
 use axum::routing::{get, post, put};
 use dps_core::Dps;
 use dps_core::model::{RegistrationRecord, RegistrationStatus};
-use dps_core::service::{RegisterRequest, StatusRequest};
+use dps_core::usecases::{RegisterRequest, StatusRequest};
 
 use crate::certs::ClientCertificates;
 use crate::error::ApiError;

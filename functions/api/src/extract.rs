@@ -1,6 +1,8 @@
 //! Request extractors and response helpers shared by the routes: bounded JSON bodies, `api-version`, path
 //! segments, the service caller, and JSON answers.
 
+use std::marker::PhantomData;
+
 use axum::body::Body;
 use axum::extract::{FromRequest, FromRequestParts, Path, Request};
 use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, HOST};
@@ -216,18 +218,34 @@ pub fn service_host(parts: &Parts) -> Option<String> {
         .filter(|h| !h.is_empty())
 }
 
-/// An authenticated service API caller (SAS token of one of the instance's policies).
-pub struct Authed(pub Caller);
+/// What every service API handler starts from: the service, the `api-version` check `V`, and the authenticated
+/// caller (SAS token of one of the instance's policies), checked in that order. [`ServiceCall`] for the Azure
+/// routes, [`ExtensionCall`] for our `/config` and `/policies` extensions.
+pub struct Call<V> {
+    /// The service the router was built with.
+    pub dps: Dps,
+    /// Who is calling, and on which instance.
+    pub caller: Caller,
+    version: PhantomData<fn() -> V>,
+}
 
-impl FromRequestParts<Dps> for Authed {
+/// A call of an Azure service API route: `api-version` required.
+pub type ServiceCall = Call<ApiVersion>;
+/// A call of our extensions: `api-version` optional, checked when sent.
+pub type ExtensionCall = Call<OptionalApiVersion>;
+/// What a service API handler answers.
+pub type Answer = Result<Response, ApiError>;
+
+impl<V: FromRequestParts<Dps, Rejection = ApiError>> FromRequestParts<Dps> for Call<V> {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, dps: &Dps) -> Result<Self, ApiError> {
+        V::from_request_parts(parts, dps).await?;
         let host = service_host(parts).ok_or_else(|| ApiError::invalid("The Host header is required"))?;
         let authorization = header_str(&parts.headers, AUTHORIZATION.as_str());
         let caller = dps.authenticate_service(&host, parts.uri.path(), authorization).await?;
         tracing::Span::current().record("scope", caller.instance.id_scope.as_str());
-        Ok(Authed(caller))
+        Ok(Call { dps: dps.clone(), caller, version: PhantomData })
     }
 }
 

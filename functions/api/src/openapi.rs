@@ -186,7 +186,7 @@ mod tests {
         n += examples_parse_as::<IndividualEnrollment>(&doc, "IndividualEnrollment");
         n += examples_parse_as::<EnrollmentGroup>(&doc, "EnrollmentGroup");
         n += examples_parse_as::<AttestationMechanism>(&doc, "AttestationMechanism");
-        n += examples_parse_as::<dps_core::service::InstanceConfig>(&doc, "InstanceConfig");
+        n += examples_parse_as::<dps_core::usecases::InstanceConfig>(&doc, "InstanceConfig");
         n += examples_parse_as::<LinkedHub>(&doc, "LinkedHub");
         n += examples_parse_as::<OperationCount>(&doc, "OperationCount");
         n += examples_parse_as::<dps_core::allocator::AllocationRequest>(&doc, "AllocationRequest");

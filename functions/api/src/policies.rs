@@ -4,15 +4,15 @@
 //! `PUT /policies/{name}` is the one route whose body may exceed 96 KB: up to [`MAX_POLICY_BYTES`] (see
 //! [`crate::service::body_limit`]), and only as `application/wasm`.
 
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::response::IntoResponse;
 use dps_core::Dps;
 use serde_json::Value;
 
 use crate::error::ApiError;
 use crate::extract::{
-    Authed, JsonBody, MAX_POLICY_BYTES, OptionalApiVersion, Segments, has_content_type, json, read_body,
+    Answer, Call, ExtensionCall, JsonBody, MAX_POLICY_BYTES, Segments, has_content_type, json, read_body,
 };
 use crate::routes::RouteTable;
 
@@ -29,13 +29,7 @@ pub(crate) fn routes() -> RouteTable<Dps> {
         .post("/policies/{name}/dryRun", dry_run)
 }
 
-async fn upload(
-    State(dps): State<Dps>,
-    _: OptionalApiVersion,
-    Authed(caller): Authed,
-    Segments(name): Segments<String>,
-    req: Request,
-) -> Result<Response, ApiError> {
+async fn upload(Call { dps, caller, .. }: ExtensionCall, Segments(name): Segments<String>, req: Request) -> Answer {
     let (parts, body) = req.into_parts();
     if !has_content_type(&parts.headers, WASM_CONTENT_TYPE) {
         return Err(ApiError::media_type_of(WASM_CONTENT_TYPE));
@@ -47,36 +41,24 @@ async fn upload(
     Ok(json(StatusCode::OK, &dps.upload_policy(&caller, &name, module.to_vec()).await?))
 }
 
-async fn list(State(dps): State<Dps>, _: OptionalApiVersion, Authed(caller): Authed) -> Result<Response, ApiError> {
+async fn list(Call { dps, caller, .. }: ExtensionCall) -> Answer {
     Ok(json(StatusCode::OK, &dps.list_policies(&caller).await?))
 }
 
-async fn get_one(
-    State(dps): State<Dps>,
-    _: OptionalApiVersion,
-    Authed(caller): Authed,
-    Segments(name): Segments<String>,
-) -> Result<Response, ApiError> {
+async fn get_one(Call { dps, caller, .. }: ExtensionCall, Segments(name): Segments<String>) -> Answer {
     Ok(json(StatusCode::OK, &dps.get_policy(&caller, &name).await?))
 }
 
-async fn delete(
-    State(dps): State<Dps>,
-    _: OptionalApiVersion,
-    Authed(caller): Authed,
-    Segments(name): Segments<String>,
-) -> Result<Response, ApiError> {
+async fn delete(Call { dps, caller, .. }: ExtensionCall, Segments(name): Segments<String>) -> Answer {
     dps.delete_policy(&caller, &name).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 async fn dry_run(
-    State(dps): State<Dps>,
-    _: OptionalApiVersion,
-    Authed(caller): Authed,
+    Call { dps, caller, .. }: ExtensionCall,
     Segments(name): Segments<String>,
     JsonBody(body): JsonBody<Value>,
-) -> Result<Response, ApiError> {
+) -> Answer {
     let body = body.ok_or_else(|| ApiError::malformed_body("A dry run needs an AllocationRequest body"))?;
     Ok(json(StatusCode::OK, &dps.dry_run_policy(&caller, &name, body).await?))
 }

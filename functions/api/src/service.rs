@@ -1,20 +1,19 @@
 //! The service API: individual enrollments, enrollment groups, registration records (Azure shapes).
 
 use axum::Router;
-use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use dps_core::Dps;
 use dps_core::model::{Enrollment, EnrollmentGroup, EnrollmentKind, IndividualEnrollment};
-use dps_core::service::{BulkMode, BulkOutcome, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
 use dps_core::store::{Page, PageRequest};
+use dps_core::usecases::{BulkMode, BulkOutcome, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json as json_value};
 
 use crate::error::ApiError;
 use crate::extract::{
-    ApiVersion, Authed, JsonBody, MAX_BODY_BYTES, MAX_POLICY_BYTES, Segments, from_value, header_str, if_match, json,
-    set_header,
+    Answer, Call, JsonBody, MAX_BODY_BYTES, MAX_POLICY_BYTES, Segments, ServiceCall, from_value, header_str, if_match,
+    json, set_header,
 };
 use crate::layers::{canon, no_route};
 use crate::routes::RouteTable;
@@ -103,53 +102,43 @@ pub(crate) fn body_limit(method: &Method, path: &str) -> usize {
 // ---- enrollments, either kind ----
 
 async fn put_enrollment<E: Enrollment>(
-    State(dps): State<Dps>,
-    _: ApiVersion,
-    Authed(caller): Authed,
+    Call { dps, caller, .. }: ServiceCall,
     Segments(id): Segments<String>,
     headers: HeaderMap,
     JsonBody(body): JsonBody<E>,
-) -> Result<Response, ApiError> {
+) -> Answer {
     let body = body.ok_or_else(|| ApiError::malformed_body(format!("{} body is required", article(E::KIND))))?;
     Ok(json(StatusCode::OK, &dps.put_enrollment(&caller, &id, body, if_match(&headers)).await?))
 }
 
 async fn get_enrollment<E: Enrollment>(
-    State(dps): State<Dps>,
-    _: ApiVersion,
-    Authed(caller): Authed,
+    Call { dps, caller, .. }: ServiceCall,
     Segments(id): Segments<String>,
-) -> Result<Response, ApiError> {
+) -> Answer {
     Ok(json(StatusCode::OK, &dps.get_enrollment::<E>(&caller, &id).await?))
 }
 
 async fn delete_enrollment<E: Enrollment>(
-    State(dps): State<Dps>,
-    _: ApiVersion,
-    Authed(caller): Authed,
+    Call { dps, caller, .. }: ServiceCall,
     Segments(id): Segments<String>,
     headers: HeaderMap,
-) -> Result<Response, ApiError> {
+) -> Answer {
     dps.delete_enrollment::<E>(&caller, &id, if_match(&headers)).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 async fn enrollment_attestation<E: Enrollment>(
-    State(dps): State<Dps>,
-    _: ApiVersion,
-    Authed(caller): Authed,
+    Call { dps, caller, .. }: ServiceCall,
     Segments(id): Segments<String>,
-) -> Result<Response, ApiError> {
+) -> Answer {
     Ok(json(StatusCode::OK, &dps.enrollment_attestation::<E>(&caller, &id).await?))
 }
 
 async fn query_enrollments<E: Enrollment>(
-    State(dps): State<Dps>,
-    _: ApiVersion,
-    Authed(caller): Authed,
+    Call { dps, caller, .. }: ServiceCall,
     headers: HeaderMap,
     JsonBody(body): JsonBody<QuerySpecification>,
-) -> Result<Response, ApiError> {
+) -> Answer {
     let page = page_request(&headers)?;
     let max = page.max_items;
     let got = dps.query_enrollments::<E>(&caller, &query_text(body), page).await?;
@@ -157,11 +146,9 @@ async fn query_enrollments<E: Enrollment>(
 }
 
 async fn bulk_enrollments<E: Enrollment>(
-    State(dps): State<Dps>,
-    _: ApiVersion,
-    Authed(caller): Authed,
+    Call { dps, caller, .. }: ServiceCall,
     JsonBody(body): JsonBody<BulkRequest>,
-) -> Result<Response, ApiError> {
+) -> Answer {
     let body = body.ok_or_else(|| ApiError::malformed_body("A bulk operation body is required"))?;
     let mode = body.mode;
     let items: Vec<E> = bulk_items(mode, body.items_of(E::KIND), E::KIND.collection())?;
@@ -179,35 +166,26 @@ fn article(kind: EnrollmentKind) -> &'static str {
 
 // ---- registration records ----
 
-async fn get_registration(
-    State(dps): State<Dps>,
-    _: ApiVersion,
-    Authed(caller): Authed,
-    Segments(id): Segments<String>,
-) -> Result<Response, ApiError> {
+async fn get_registration(Call { dps, caller, .. }: ServiceCall, Segments(id): Segments<String>) -> Answer {
     let record = dps.get_registration(&caller, &id).await?;
     Ok(json(StatusCode::OK, &DeviceRegistrationState::from(record)))
 }
 
 async fn delete_registration(
-    State(dps): State<Dps>,
-    _: ApiVersion,
-    Authed(caller): Authed,
+    Call { dps, caller, .. }: ServiceCall,
     Segments(id): Segments<String>,
     headers: HeaderMap,
-) -> Result<Response, ApiError> {
+) -> Answer {
     dps.delete_registration(&caller, &id, if_match(&headers)).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 async fn query_registrations(
-    State(dps): State<Dps>,
-    _: ApiVersion,
-    Authed(caller): Authed,
+    Call { dps, caller, .. }: ServiceCall,
     Segments(group_id): Segments<String>,
     headers: HeaderMap,
     JsonBody(body): JsonBody<QuerySpecification>,
-) -> Result<Response, ApiError> {
+) -> Answer {
     let page = page_request(&headers)?;
     let max = page.max_items;
     // The body ({"query":"*"} from the Node SDK) selects nothing more: the group is in the path.

@@ -32,7 +32,7 @@ pub struct DeviceRegistration {
     /// Must equal the path's registration ID when present.
     #[serde(default)]
     pub registration_id: Option<String>,
-    /// TPM attestation: the device's EK and SRK (see the core's `service/tpm.rs`).
+    /// TPM attestation: the device's EK and SRK (see the core's `usecases/tpm.rs`).
     #[serde(default)]
     pub tpm: Option<TpmRegistration>,
     /// Passed to custom allocation.
@@ -166,7 +166,7 @@ mod tests {
 #[serde(rename_all = "camelCase")]
 pub struct BulkRequest {
     /// create, update, updateIfMatchETag or delete.
-    pub mode: dps_core::service::BulkMode,
+    pub mode: dps_core::usecases::BulkMode,
     /// The item arrays, by field name.
     #[serde(flatten)]
     pub fields: serde_json::Map<String, Value>,

@@ -49,7 +49,7 @@ impl EnrollmentKind {
 }
 
 /// Bulk operation mode, as the wire spells it (the service's own type).
-pub use dps_core::service::BulkMode;
+pub use dps_core::usecases::BulkMode;
 
 /// One failed item of a bulk call.
 #[derive(Debug, Clone, PartialEq, Eq)]

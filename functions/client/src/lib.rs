@@ -29,14 +29,14 @@ const TOKEN_LIFETIME_SECS: i64 = 3600;
 
 /// How throttled (429) and unavailable (503) answers are retried.
 #[derive(Debug, Clone, Copy)]
-pub struct RetryPolicy {
+pub struct Retries {
     /// Most attempts of one call, the first included.
     pub max_attempts: u32,
     /// The longest wait honoured from a `Retry-After` (a longer one is cut to this).
     pub max_wait: Duration,
 }
 
-impl Default for RetryPolicy {
+impl Default for Retries {
     fn default() -> Self {
         Self { max_attempts: 8, max_wait: Duration::from_secs(30) }
     }
@@ -55,19 +55,13 @@ pub struct ClientOptions {
     /// Deadline of one HTTP exchange.
     pub timeout: Duration,
     /// Retries of 429 and 503.
-    pub retry: RetryPolicy,
+    pub retry: Retries,
 }
 
 impl ClientOptions {
     /// Options with the defaults: no endpoint override, no extra CA, 60 s per exchange.
     pub fn new(connection: ConnectionString) -> Self {
-        Self {
-            connection,
-            endpoint: None,
-            ca_pem: None,
-            timeout: Duration::from_secs(60),
-            retry: RetryPolicy::default(),
-        }
+        Self { connection, endpoint: None, ca_pem: None, timeout: Duration::from_secs(60), retry: Retries::default() }
     }
 }
 
@@ -89,7 +83,7 @@ pub struct Client {
     base: Url,
     connection: Arc<ConnectionString>,
     token: Arc<Mutex<(String, i64)>>,
-    retry: RetryPolicy,
+    retry: Retries,
     stats: Arc<Stats>,
 }
 
@@ -174,7 +168,7 @@ impl Client {
         self.send(method, path, body, headers).await
     }
 
-    /// Send a request with a raw body of `content_type`, retrying 429 and 503 as the [`RetryPolicy`] allows
+    /// Send a request with a raw body of `content_type`, retrying 429 and 503 as the [`Retries`] allows
     /// (waiting `Retry-After`, at most `max_wait`, 1 s when absent). `path` is relative to the service root and
     /// may carry a query; `api-version` is added.
     pub async fn send(

@@ -10,9 +10,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use criterion::{BatchSize, BenchmarkId, Criterion, criterion_group, criterion_main};
-use dps_core::model::{EnrollmentGroup, LinkedHub, RegistrationStatus};
-use dps_core::service::{NewInstance, RegisterRequest, now};
+use dps_core::model::{EnrollmentGroup, RegistrationStatus};
 use dps_core::store::{EnrollmentStore, Precondition, Store};
+use dps_core::testing;
+use dps_core::usecases::RegisterRequest;
 use dps_core::{Dps, Settings, sas};
 use dps_store_embedded::EmbeddedStore;
 use tokio::runtime::Runtime;
@@ -48,28 +49,8 @@ impl Bench {
         let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
         let dps = Dps::new(store.clone(), Settings::default());
         let (scope, group_key) = runtime.block_on(async {
-            let instance = dps
-                .create_instance(NewInstance {
-                    name: "bench".into(),
-                    service_host_name: "bench.example.net".into(),
-                    id_scope: None,
-                })
-                .await
-                .unwrap();
-            dps.update_instance_as_operator(&instance.id_scope, |i| {
-                i.linked_hubs = (1..=3)
-                    .map(|n| LinkedHub {
-                        host_name: format!("hub-{n}.example.net"),
-                        allocation_weight: 1,
-                        apply_allocation_policy: true,
-                        location: None,
-                        connector: None,
-                    })
-                    .collect();
-                Ok(())
-            })
-            .await
-            .unwrap();
+            let hubs = (1..=3).map(|n| testing::hub(&format!("hub-{n}.example.net"))).collect();
+            let instance = testing::instance(&dps, "bench", "bench.example.net", hubs).await;
             for n in 0..groups.saturating_sub(1) {
                 let prefix = prefixed.then(|| format!("t{n:05}-"));
                 let other = group(&format!("group-{n:05}"), prefix.as_deref());
@@ -101,8 +82,7 @@ impl Bench {
     fn request(&self) -> RegisterRequest {
         let id = format!("device-{:08}", self.next.fetch_add(1, Ordering::Relaxed));
         let key = sas::derive_device_key(&self.group_key, &id).unwrap();
-        let resource = format!("{}/registrations/{id}", self.scope);
-        let token = sas::token(&resource, &key, now().unix_timestamp() + 3600, Some("registration")).unwrap();
+        let token = testing::device_token(&self.scope, &id, &key, testing::in_an_hour());
         RegisterRequest {
             id_scope: self.scope.clone(),
             registration_id: id.clone(),

@@ -129,7 +129,7 @@ impl Event {
             source: format!("/instances/{id_scope}"),
             event_type,
             subject,
-            time: crate::service::now(),
+            time: crate::usecases::now(),
             datacontenttype: "application/json",
             idscope: id_scope.to_string(),
             data: serde_json::to_value(data).unwrap_or(Value::Null),

@@ -14,8 +14,10 @@ pub mod metrics;
 pub mod model;
 pub mod policy;
 pub mod sas;
-pub mod service;
 pub mod store;
+#[cfg(feature = "testing")]
+pub mod testing;
+pub mod usecases;
 
 pub use error::{Error, Result};
-pub use service::{Caller, Dps, Settings};
+pub use usecases::{Caller, Dps, Settings};

@@ -1,5 +1,5 @@
 //! The policy registry port: WebAssembly allocation policies an instance uploads, lists, deletes and dry-runs.
-//! Implemented by the `dps-policy` crate; the service API reaches it through [`crate::Dps`] methods.
+//! Implemented by the `dps-custom-allocation` crate; the service API reaches it through [`crate::Dps`] methods.
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};

@@ -7,8 +7,8 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use dps_core::model::{EnrollmentGroup, IndividualEnrollment, OperationKind, RegistrationStatus, Substatus};
-use dps_core::service::today;
 use dps_core::store::EnrollmentStore;
+use dps_core::usecases::today;
 use dps_core::{Error, Settings, sas};
 use serde_json::json;
 use support::*;
@@ -68,7 +68,7 @@ async fn bad_tokens_are_refused() {
     let unauthorized = |r: &dps_core::Result<_>| matches!(r, Err(Error::Unauthorized(_)));
 
     let mut expired = register_request(&scope, "dev-1", &key);
-    expired.authorization = Some(device_token(&scope, "dev-1", &key, dps_core::service::now().unix_timestamp() - 1));
+    expired.authorization = Some(device_token(&scope, "dev-1", &key, dps_core::usecases::now().unix_timestamp() - 1));
     assert!(unauthorized(&f.dps.register(expired).await), "expired");
 
     let forged = register_request(&scope, "dev-1", &random_key());
@@ -488,7 +488,7 @@ async fn a_registration_tries_at_most_max_groups_tried_groups() {
 
 #[tokio::test]
 async fn failed_attestations_are_limited_per_address_and_per_scope() {
-    use dps_core::service::FailureBudget;
+    use dps_core::usecases::FailureBudget;
     let settings = Settings {
         failed_attestations_per_address: FailureBudget { burst: 3.0, per_second: 0.01 },
         failed_attestations_per_scope: FailureBudget { burst: 5.0, per_second: 0.01 },

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use dps_core::events::EventType;
 use dps_core::model::{EnrollmentGroup, IndividualEnrollment, RegistrationStatus};
-use dps_core::service::BulkMode;
+use dps_core::usecases::BulkMode;
 use serde_json::{Value, json};
 use support::*;
 
@@ -165,7 +165,7 @@ impl dps_core::policy::PolicyRegistry for Names {
             abi_version: 1,
             exports: Vec::new(),
             imports: Vec::new(),
-            uploaded_date_time_utc: dps_core::service::now(),
+            uploaded_date_time_utc: dps_core::usecases::now(),
         })
     }
     async fn list(&self, _: &dps_core::model::Instance) -> dps_core::Result<Vec<dps_core::policy::PolicyInfo>> {

@@ -12,8 +12,8 @@ use dps_core::model::{
     AnyEnrollment, EnrollmentKind, IndividualEnrollment, Instance, OperationCount, OperationKind, RegistrationRecord,
     TpmChallenge,
 };
-use dps_core::service::{BulkMode, today};
 use dps_core::store::{DeviceContext, Page, PageRequest, Precondition, Store};
+use dps_core::usecases::{BulkMode, today};
 use dps_core::{Dps, Error, Result, Settings};
 use serde_json::json;
 use support::*;

@@ -5,8 +5,8 @@ mod support;
 use dps_core::model::{
     AccessPolicy, AllocationPolicy, EnrollmentGroup, IndividualEnrollment, OperationKind, RegistrationStatus, Right,
 };
-use dps_core::service::{BulkMode, InstanceConfig, today};
 use dps_core::store::{EnrollmentStore, PageRequest};
+use dps_core::usecases::{BulkMode, InstanceConfig, today};
 use dps_core::{Error, Settings, sas};
 use serde_json::json;
 use support::*;
@@ -41,7 +41,7 @@ async fn service_tokens_must_be_signed_by_a_policy_of_the_instance_for_its_host(
         .expect("secondary key, host with a port and another case");
 
     let refused = [
-        ("expired", sas::token(&host, &owner.primary_key, dps_core::service::now().unix_timestamp() - 5, Some(OWNER))),
+        ("expired", sas::token(&host, &owner.primary_key, dps_core::usecases::now().unix_timestamp() - 5, Some(OWNER))),
         ("forged", sas::token(&host, &random_key(), later(), Some(OWNER))),
         ("another host", sas::token("dps-two.example.net", &owner.primary_key, later(), Some(OWNER))),
         ("a longer host", sas::token(&format!("{host}.evil.net"), &owner.primary_key, later(), Some(OWNER))),

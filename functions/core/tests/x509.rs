@@ -6,7 +6,7 @@ mod support;
 use dps_attestation::testing::{self, KeyKind, TestCert};
 use dps_core::Error;
 use dps_core::model::{AttestationType, EnrollmentGroup, ProvisioningStatus, RegistrationRecord, RegistrationStatus};
-use dps_core::service::RegisterRequest;
+use dps_core::usecases::RegisterRequest;
 use serde_json::json;
 use support::{Fixture, hubs};
 

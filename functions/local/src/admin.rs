@@ -3,7 +3,7 @@
 
 use anyhow::{Context, bail};
 use dps_core::model::{Instance, LinkedHub};
-use dps_core::service::NewInstance;
+use dps_core::usecases::NewInstance;
 use dps_core::{Dps, Settings};
 use serde_json::json;
 

@@ -364,9 +364,9 @@ fn body_too_slow(answered: &Response, http1: bool) -> Response {
 }
 
 /// `per_second` failures a second, in bursts of `burst_factor` times that.
-fn budget(per_second: u32, burst_factor: u32) -> dps_core::service::FailureBudget {
+fn budget(per_second: u32, burst_factor: u32) -> dps_core::usecases::FailureBudget {
     let rate = f64::from(per_second);
-    dps_core::service::FailureBudget { burst: rate * f64::from(burst_factor), per_second: rate }
+    dps_core::usecases::FailureBudget { burst: rate * f64::from(burst_factor), per_second: rate }
 }
 
 async fn stopped(stop: &mut watch::Receiver<bool>) {

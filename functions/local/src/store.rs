@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use dps_core::model::Instance;
-use dps_core::service::NewInstance;
+use dps_core::usecases::NewInstance;
 use dps_core::{Dps, Settings};
-use dps_policy::{DirStorage, PolicyAllocator, PolicySettings};
+use dps_custom_allocation::{DirStorage, PolicyAllocator, PolicySettings};
 use dps_store_embedded::EmbeddedStore;
 
 /// Name of the instance created on first run.

@@ -1,13 +1,15 @@
 //! The `dps` binary as an operator uses it: instance and hub commands on a data dir, tokens, and the data dir
 //! lock while the server runs (client commands over the service API: tests/client.rs).
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
 use base64::Engine;
 use dps_core::sas::SasToken;
 use serde_json::Value;
+
+mod support;
+use support::Server;
 
 fn dps(data_dir: &Path, args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_dps"))
@@ -25,27 +27,6 @@ fn ok(data_dir: &Path, args: &[&str]) -> String {
     let out = dps(data_dir, args);
     assert!(out.status.success(), "dps {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).unwrap()
-}
-
-/// `dps serve` on an ephemeral port; returns the child and its startup JSON.
-fn serve(data_dir: &Path) -> (Child, Value) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_dps"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--print-json", "--data-dir"])
-        .arg(data_dir)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("dps serve starts");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    (child, serde_json::from_str(&line).expect("startup JSON"))
-}
-
-fn terminate(child: &mut Child) -> std::process::ExitStatus {
-    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
-    assert!(status.success());
-    child.wait().unwrap()
 }
 
 #[test]
@@ -122,7 +103,8 @@ fn tokens_verify_with_the_keys_they_were_made_from() {
 fn operator_commands_are_refused_while_the_server_holds_the_data_dir() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path();
-    let (mut server, info) = serve(data);
+    let mut server = Server::start(data, &[]);
+    let info = server.info.clone();
     assert!(info["idScope"].as_str().unwrap().starts_with("0ne"));
     assert!(Path::new(info["caCertificate"].as_str().unwrap()).is_file());
 
@@ -134,7 +116,7 @@ fn operator_commands_are_refused_while_the_server_holds_the_data_dir() {
     ok(data, &["hub", "link", "--host", "hub-1.example.net"]);
     assert!(ok(data, &["hub", "list"]).contains("hub-1.example.net"));
 
-    let status = terminate(&mut server);
+    let status = server.stop();
     assert!(status.success(), "SIGTERM ends the server with status 0, got {status:?}");
     assert!(!data.join("serve.json").exists(), "a stopped server no longer announces itself");
     ok(data, &["hub", "link", "--host", "hub-2.example.net"]);

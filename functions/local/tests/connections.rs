@@ -2,9 +2,7 @@
 //! real TLS against the `dps` binary, started with small limits and one-second timeouts. The bounds the tests
 //! wait for are generous (many times the configured timeout) and only tell "closed" from "never closed".
 
-use std::io::{BufRead, BufReader};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,6 +17,8 @@ use tokio::time::timeout;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
+mod support;
+
 /// Longest a test waits for something the server does after a one-second timeout.
 const BOUND: Duration = Duration::from_secs(20);
 const API: &str = "api-version=2021-10-01";
@@ -28,7 +28,7 @@ const H2_SETTINGS: &[u8] = &[0, 0, 0, 4, 0, 0, 0, 0, 0];
 
 /// `dps serve` on an ephemeral port with `args`; killed on drop.
 struct Server {
-    child: Child,
+    server: support::Server,
     addr: SocketAddr,
     tls: TlsConnector,
     /// `Authorization` for the service API of the `default` instance (host `localhost`).
@@ -39,18 +39,8 @@ struct Server {
 impl Server {
     fn start(args: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_dps"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--print-json", "--data-dir"])
-            .arg(dir.path())
-            .args(args)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("dps serve starts");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        let info: Value = serde_json::from_str(&line).expect("startup JSON");
+        let server = support::Server::start(dir.path(), args);
+        let info = server.info.clone();
         let addr = info["listen"].as_str().unwrap().parse().unwrap();
 
         let pem = std::fs::read(info["caCertificate"].as_str().unwrap()).unwrap();
@@ -76,7 +66,7 @@ impl Server {
             Some(&field("SharedAccessKeyName=")),
         )
         .unwrap();
-        Self { child, addr, tls: TlsConnector::from(Arc::new(config)), token, _dir: dir }
+        Self { server, addr, tls: TlsConnector::from(Arc::new(config)), token, _dir: dir }
     }
 
     /// A TCP connection from the loopback address `from` (127.0.0.x: each is a different client address).
@@ -121,9 +111,10 @@ impl Server {
 }
 
 impl Drop for Server {
+    /// Killed outright rather than stopped gracefully: connections the test holds would delay a graceful stop.
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let _ = self.server.child.kill();
+        let _ = self.server.child.wait();
     }
 }
 

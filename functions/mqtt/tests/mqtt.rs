@@ -6,9 +6,8 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
-use dps_core::model::LinkedHub;
-use dps_core::service::NewInstance;
-use dps_core::{Dps, Settings, sas};
+use dps_core::testing::{self, in_an_hour};
+use dps_core::{Dps, Settings};
 use dps_mqtt::{Ended, Limits};
 use dps_store_embedded::EmbeddedStore;
 use futures::{SinkExt, StreamExt};
@@ -38,35 +37,20 @@ impl World {
         let dir = tempfile::tempdir().unwrap();
         let dps = Dps::new(Arc::new(EmbeddedStore::open(dir.path()).unwrap()), Settings::default());
         let host = "mqtt.dps.test".to_string();
-        let instance = dps
-            .create_instance(NewInstance { name: "m".into(), service_host_name: host.clone(), id_scope: None })
-            .await
-            .unwrap();
-        dps.update_instance_as_operator(&instance.id_scope, |i| {
-            i.linked_hubs.push(LinkedHub {
-                host_name: "hub.example.net".into(),
-                allocation_weight: 1,
-                apply_allocation_policy: true,
-                location: None,
-                connector: None,
-            });
-            Ok(())
-        })
-        .await
-        .unwrap();
+        let instance = testing::instance(&dps, "m", &host, vec![testing::hub("hub.example.net")]).await;
         Self {
             router: dps_api::device_router(dps.clone()),
             service: dps_api::service_router(dps),
+            owner_key: testing::owner_key(&instance),
             scope: instance.id_scope,
             host,
-            owner_key: instance.authorization_policies[0].primary_key.clone(),
             _dir: dir,
         }
     }
 
     /// A service API call as the instance's owner; returns status and JSON body.
     async fn service(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-        let token = sas::token(&self.host, &self.owner_key, in_an_hour(), Some("provisioningserviceowner")).unwrap();
+        let token = testing::service_token(&self.host, &self.owner_key, testing::OWNER);
         let mut req = http::Request::builder()
             .method(method)
             .uri(format!("{path}?api-version=2021-10-01"))
@@ -94,7 +78,7 @@ impl World {
     }
 
     fn token(&self, id: &str, key: &str) -> String {
-        sas::token(&format!("{}/registrations/{id}", self.scope), key, in_an_hour(), Some("registration")).unwrap()
+        testing::device_token(&self.scope, id, key, in_an_hour())
     }
 
     fn user(&self, id: &str) -> String {
@@ -215,10 +199,6 @@ fn parse_answer(p: &Publish) -> (u16, String, Option<String>, Value) {
     };
     let body = serde_json::from_slice(&p.payload).expect("a JSON body");
     (status.parse().unwrap(), param("$rid").unwrap(), param("retry-after"), body)
-}
-
-fn in_an_hour() -> i64 {
-    time::OffsetDateTime::now_utc().unix_timestamp() + 3600
 }
 
 /// The parts of an answer that are the same whichever door it came through.

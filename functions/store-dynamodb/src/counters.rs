@@ -75,30 +75,23 @@ pub(crate) async fn read(store: &DynamoStore, scope: &str, from: &str, to: &str)
 }
 
 async fn read_shard(store: &DynamoStore, pk: String, low: &str, high: &str) -> Result<Vec<Item>> {
-    let mut items = Vec::new();
-    let mut start = None;
-    loop {
-        let out = store
-            .client
-            .query()
-            .table_name(&*store.table)
-            .key_condition_expression("#pk = :pk AND #sk BETWEEN :low AND :high")
-            .expression_attribute_names("#pk", layout::PK)
-            .expression_attribute_names("#sk", layout::SK)
-            .expression_attribute_values(":pk", item::s(&pk))
-            .expression_attribute_values(":low", item::s(low))
-            .expression_attribute_values(":high", item::s(high))
-            .consistent_read(true)
-            .set_exclusive_start_key(start)
-            .send()
-            .await
-            .map_err(|e| errors::sdk("Query", e))?;
-        items.extend(out.items.unwrap_or_default());
-        match out.last_evaluated_key {
-            Some(key) if !key.is_empty() => start = Some(key),
-            _ => return Ok(items),
-        }
-    }
+    store
+        .client
+        .query()
+        .table_name(&*store.table)
+        .key_condition_expression("#pk = :pk AND #sk BETWEEN :low AND :high")
+        .expression_attribute_names("#pk", layout::PK)
+        .expression_attribute_names("#sk", layout::SK)
+        .expression_attribute_values(":pk", item::s(&pk))
+        .expression_attribute_values(":low", item::s(low))
+        .expression_attribute_values(":high", item::s(high))
+        .consistent_read(true)
+        .into_paginator()
+        .items()
+        .send()
+        .try_collect()
+        .await
+        .map_err(|e| errors::sdk("Query", e))
 }
 
 /// Epoch seconds at which a counter of day `date` may go: the end of that day plus `keep`.

@@ -125,29 +125,21 @@ fn split_item(
 
 /// Every instance, through the index (instances are few: one index partition holds them all).
 pub(crate) async fn list(store: &DynamoStore) -> Result<Vec<Instance>> {
-    let mut instances = Vec::new();
-    let mut start = None;
-    loop {
-        let out = store
-            .client
-            .query()
-            .table_name(&*store.table)
-            .index_name(layout::GSI1)
-            .key_condition_expression("#pk = :pk")
-            .expression_attribute_names("#pk", layout::GSI1PK)
-            .expression_attribute_values(":pk", item::s(layout::INSTANCES_INDEX_PK))
-            .set_exclusive_start_key(start)
-            .send()
-            .await
-            .map_err(|e| errors::sdk("Query", e))?;
-        for found in out.items() {
-            instances.push(decode(found)?);
-        }
-        match out.last_evaluated_key {
-            Some(key) if !key.is_empty() => start = Some(key),
-            _ => return Ok(instances),
-        }
-    }
+    let found = store
+        .client
+        .query()
+        .table_name(&*store.table)
+        .index_name(layout::GSI1)
+        .key_condition_expression("#pk = :pk")
+        .expression_attribute_names("#pk", layout::GSI1PK)
+        .expression_attribute_values(":pk", item::s(layout::INSTANCES_INDEX_PK))
+        .into_paginator()
+        .items()
+        .send()
+        .try_collect()
+        .await
+        .map_err(|e| errors::sdk("Query", e))?;
+    found.iter().map(decode).collect()
 }
 
 fn instance_item(instance: &Instance, etag: &str) -> Result<Item> {

@@ -113,7 +113,7 @@ async fn calls_per_operation() {
     measure("store: device_context", log);
     s.instance_by_host(&env.caller.instance.service_host_name).await.unwrap();
     measure("store: instance_by_host", log);
-    let today = dps_core::service::today();
+    let today = dps_core::usecases::today();
     s.operations(scope, &today, &today).await.unwrap();
     measure("store: operations (any date range)", log);
     s.remove::<IndividualEnrollment>(scope, "dev-1", Precondition::None).await.unwrap();

@@ -15,9 +15,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dps_core::memory::MemoryStore;
-use dps_core::model::{EnrollmentGroup, LinkedHub, OperationCount, OperationKind, RegistrationRecord};
-use dps_core::service::{NewInstance, RegisterRequest, now};
+use dps_core::model::{EnrollmentGroup, OperationCount, OperationKind, RegistrationRecord};
 use dps_core::store::{EnrollmentStore, Precondition, Store};
+use dps_core::testing;
+use dps_core::usecases::RegisterRequest;
 use dps_core::{Dps, Settings, sas};
 use dps_store_embedded::EmbeddedStore;
 
@@ -32,27 +33,8 @@ fn process_cpu() -> Duration {
 /// An instance with one linked hub and one group; the tokens of `devices` new devices of that group.
 async fn prepare(store: Arc<dyn Store>, devices: usize) -> (Dps, Vec<RegisterRequest>) {
     let dps = Dps::new(store.clone(), Settings::default());
-    let instance = dps
-        .create_instance(NewInstance {
-            name: "bench".into(),
-            service_host_name: "bench.example.net".into(),
-            id_scope: None,
-        })
-        .await
-        .unwrap();
+    let instance = testing::instance(&dps, "bench", "bench.example.net", vec![testing::hub("hub-1.example.net")]).await;
     let scope = instance.id_scope;
-    dps.update_instance_as_operator(&scope, |i| {
-        i.linked_hubs = vec![LinkedHub {
-            host_name: "hub-1.example.net".into(),
-            allocation_weight: 1,
-            apply_allocation_policy: true,
-            location: None,
-            connector: None,
-        }];
-        Ok(())
-    })
-    .await
-    .unwrap();
     let group: EnrollmentGroup = serde_json::from_value(serde_json::json!({
         "enrollmentGroupId": "group-1",
         "attestation": { "type": "symmetricKey", "symmetricKey": { "primaryKey": sas::generate_key() } }
@@ -64,14 +46,13 @@ async fn prepare(store: Arc<dyn Store>, devices: usize) -> (Dps, Vec<RegisterReq
         .map(|i| {
             let id = format!("device-{i}");
             let device_key = sas::derive_device_key(&key, &id).unwrap();
-            let resource = format!("{scope}/registrations/{id}");
-            let token = sas::token(&resource, &device_key, now().unix_timestamp() + 3600, Some("registration"));
+            let token = testing::device_token(&scope, &id, &device_key, testing::in_an_hour());
             RegisterRequest {
                 id_scope: scope.clone(),
                 registration_id: id,
                 body_registration_id: None,
                 payload: None,
-                authorization: Some(token.unwrap()),
+                authorization: Some(token),
                 api_version: "2021-06-01".into(),
                 ..Default::default()
             }

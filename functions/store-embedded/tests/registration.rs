@@ -4,9 +4,10 @@
 
 use std::sync::Arc;
 
-use dps_core::model::{EnrollmentGroup, LinkedHub, OperationKind, RegistrationStatus};
-use dps_core::service::{NewInstance, RegisterRequest, now, today};
+use dps_core::model::{EnrollmentGroup, OperationKind, RegistrationStatus};
 use dps_core::store::Store;
+use dps_core::testing;
+use dps_core::usecases::{RegisterRequest, today};
 use dps_core::{Dps, Error, Settings, sas};
 use dps_store_embedded::EmbeddedStore;
 
@@ -15,30 +16,9 @@ async fn concurrent_registrations_over_the_embedded_store() {
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
     let dps = Dps::new(store.clone(), Settings::default());
-    let instance = dps
-        .create_instance(NewInstance {
-            name: "one".into(),
-            service_host_name: "one.example.net".into(),
-            id_scope: None,
-        })
-        .await
-        .unwrap();
+    let instance = testing::instance(&dps, "one", "one.example.net", vec![testing::hub("hub-1.example.net")]).await;
     let scope = instance.id_scope.clone();
-    dps.update_instance_as_operator(&scope, |i| {
-        i.linked_hubs = vec![LinkedHub {
-            host_name: "hub-1.example.net".into(),
-            allocation_weight: 1,
-            apply_allocation_policy: true,
-            location: None,
-            connector: None,
-        }];
-        Ok(())
-    })
-    .await
-    .unwrap();
-    let owner = &instance.authorization_policies[0];
-    let token = sas::token("one.example.net", &owner.primary_key, now().unix_timestamp() + 600, Some(&owner.key_name));
-    let caller = dps.authenticate_service("one.example.net", "/", Some(&token.unwrap())).await.unwrap();
+    let caller = testing::owner(&dps, &instance).await;
     let group: EnrollmentGroup = serde_json::from_value(serde_json::json!({
         "enrollmentGroupId": "group-1", "attestation": { "type": "symmetricKey" }
     }))
@@ -53,8 +33,7 @@ async fn concurrent_registrations_over_the_embedded_store() {
         .primary_key
         .unwrap();
     let device_key = sas::derive_device_key(&group_key, "busy-device").unwrap();
-    let resource = format!("{scope}/registrations/busy-device");
-    let authorization = sas::token(&resource, &device_key, now().unix_timestamp() + 600, Some("registration")).unwrap();
+    let authorization = testing::device_token(&scope, "busy-device", &device_key, testing::in_an_hour());
 
     let mut tasks = Vec::new();
     for _ in 0..20 {

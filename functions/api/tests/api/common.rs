@@ -5,10 +5,11 @@ use std::sync::Arc;
 use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode};
-use dps_core::model::LinkedHub;
-use dps_core::service::NewInstance;
-use dps_core::{Dps, Settings, sas};
+use dps_core::testing::{self, OWNER, service_token};
+use dps_core::{Dps, Settings};
 use dps_store_embedded::EmbeddedStore;
+
+pub use dps_core::testing::{device_token, in_an_hour};
 use serde_json::Value;
 use tower::ServiceExt;
 
@@ -123,10 +124,6 @@ impl Call {
     }
 }
 
-pub fn in_an_hour() -> i64 {
-    time::OffsetDateTime::now_utc().unix_timestamp() + 3600
-}
-
 impl Harness {
     pub async fn new() -> Self {
         Self::build(false).await
@@ -144,9 +141,9 @@ impl Harness {
         let mut dps = Dps::new(Arc::new(store), Settings::default());
         if policies {
             let allocator = Arc::new(
-                dps_policy::PolicyAllocator::new(
-                    Arc::new(dps_policy::DirStorage::new(policy_dir.clone())),
-                    dps_policy::PolicySettings::default(),
+                dps_custom_allocation::PolicyAllocator::new(
+                    Arc::new(dps_custom_allocation::DirStorage::new(policy_dir.clone())),
+                    dps_custom_allocation::PolicySettings::default(),
                 )
                 .unwrap(),
             );
@@ -207,35 +204,10 @@ impl Harness {
 }
 
 pub fn owner_token(tenant: &Tenant) -> String {
-    sas::token(&tenant.host, &tenant.owner_key, in_an_hour(), Some("provisioningserviceowner")).unwrap()
-}
-
-pub fn device_token(scope: &str, registration_id: &str, key: &str, expiry: i64) -> String {
-    sas::token(&format!("{scope}/registrations/{registration_id}"), key, expiry, Some("registration")).unwrap()
+    service_token(&tenant.host, &tenant.owner_key, OWNER)
 }
 
 async fn tenant(dps: &Dps, name: &str, host: &str, hub: &str) -> Tenant {
-    let instance = dps
-        .create_instance(NewInstance { name: name.into(), service_host_name: host.into(), id_scope: None })
-        .await
-        .unwrap();
-    let hub_name = hub.to_string();
-    dps.update_instance_as_operator(&instance.id_scope, move |i| {
-        i.linked_hubs.push(LinkedHub {
-            host_name: hub_name,
-            allocation_weight: 1,
-            apply_allocation_policy: true,
-            location: None,
-            connector: None,
-        });
-        Ok(())
-    })
-    .await
-    .unwrap();
-    Tenant {
-        scope: instance.id_scope,
-        host: host.into(),
-        owner_key: instance.authorization_policies[0].primary_key.clone(),
-        hub: hub.into(),
-    }
+    let instance = testing::instance(dps, name, host, vec![testing::hub(hub)]).await;
+    Tenant { owner_key: testing::owner_key(&instance), scope: instance.id_scope, host: host.into(), hub: hub.into() }
 }

@@ -139,7 +139,7 @@ async fn operations_are_counted_per_day() {
     h.send(h.device(&h.a, Method::PUT, "/register", "dev-1", &key)).await.assert_ok(202);
     let got = h.send(h.service(&h.a, Method::GET, "/config/operations")).await;
     got.assert_ok(200);
-    let today = dps_core::service::today();
+    let today = dps_core::usecases::today();
     let rows = got.body.as_array().unwrap();
     let count =
         |kind: &str| rows.iter().find(|r| r["kind"] == kind && r["date"] == today.as_str()).map(|r| r["count"].clone());

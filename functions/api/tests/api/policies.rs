@@ -55,7 +55,7 @@ fn sample(registration_id: &str, payload: Value, hubs: Option<&[&str]>) -> Value
 
 #[test]
 fn the_upload_limit_is_the_policy_hosts_module_limit() {
-    assert_eq!(dps_api::MAX_POLICY_BYTES, dps_policy::Limits::default().module_bytes);
+    assert_eq!(dps_api::MAX_POLICY_BYTES, dps_custom_allocation::Limits::default().module_bytes);
     assert_eq!(dps_api::MAX_BODY_BYTES, 96 * 1024, "every other route keeps Azure's limit");
 }
 

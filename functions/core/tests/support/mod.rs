@@ -6,13 +6,14 @@ use std::sync::Arc;
 
 use dps_core::memory::MemoryStore;
 use dps_core::model::{Enrollment, EnrollmentGroup, IndividualEnrollment, Instance, LinkedHub, RegistrationRecord};
-use dps_core::service::{NewInstance, RegisterRequest, StatusRequest, now};
 use dps_core::store::{EnrollmentStore, Store};
+use dps_core::usecases::{RegisterRequest, StatusRequest};
 use dps_core::{Caller, Dps, Result, Settings, sas};
 use serde_json::{Value, json};
 
-/// Name of the all-rights policy of a new instance.
-pub const OWNER: &str = "provisioningserviceowner";
+// Not every test binary uses every one.
+#[allow(unused_imports)]
+pub use dps_core::testing::{OWNER, device_token, in_an_hour as later, instance as add_instance, service_token};
 
 /// A service, its store and one instance.
 pub struct Fixture {
@@ -37,11 +38,6 @@ pub fn hubs(n: usize) -> Vec<LinkedHub> {
     (1..=n).map(|i| hub(&format!("hub-{i}.example.net"), 1, true, None)).collect()
 }
 
-/// Expiry one hour ahead.
-pub fn later() -> i64 {
-    now().unix_timestamp() + 3600
-}
-
 impl Fixture {
     /// A fresh store and service with one instance linked to `linked`.
     pub async fn new(linked: Vec<LinkedHub>) -> Self {
@@ -63,13 +59,12 @@ impl Fixture {
 
     /// The owner policy's primary key.
     pub fn owner_key(&self) -> String {
-        self.instance.authorization_policies.iter().find(|p| p.key_name == OWNER).unwrap().primary_key.clone()
+        dps_core::testing::owner_key(&self.instance)
     }
 
     /// A service caller authenticated with the owner policy.
     pub async fn owner(&self) -> Caller {
-        let token = service_token(&self.instance.service_host_name, &self.owner_key(), OWNER);
-        self.dps.authenticate_service(&self.instance.service_host_name, "/", Some(&token)).await.expect("owner token")
+        dps_core::testing::owner(&self.dps, &self.instance).await
     }
 
     /// Replace the linked hubs as the operator.
@@ -141,30 +136,6 @@ impl Fixture {
             ..Default::default()
         }
     }
-}
-
-/// Create an instance on `dps` and link `linked` to it.
-pub async fn add_instance(dps: &Dps, name: &str, host: &str, linked: Vec<LinkedHub>) -> Instance {
-    let created = dps
-        .create_instance(NewInstance { name: name.into(), service_host_name: host.into(), id_scope: None })
-        .await
-        .expect("create instance");
-    dps.update_instance_as_operator(&created.id_scope, move |i| {
-        i.linked_hubs = linked;
-        Ok(())
-    })
-    .await
-    .expect("link hubs")
-}
-
-/// A device token for `{scope}/registrations/{id}`.
-pub fn device_token(scope: &str, registration_id: &str, key: &str, expiry: i64) -> String {
-    sas::token(&format!("{scope}/registrations/{registration_id}"), key, expiry, Some("registration")).unwrap()
-}
-
-/// A service token for `host` signed by the policy `key_name`.
-pub fn service_token(host: &str, key: &str, key_name: &str) -> String {
-    sas::token(host, key, later(), Some(key_name)).unwrap()
 }
 
 /// A register request as the device API builds it.

@@ -6,10 +6,10 @@ use std::sync::Arc;
 use dps_core::Dps;
 use dps_core::hubs::HubConnectors;
 use dps_core::model::HubKind;
+use dps_custom_allocation::s3::S3Storage;
+use dps_custom_allocation::{PolicyAllocator, PolicySettings};
 use dps_hubs::aws::AwsIotCoreConnector;
 use dps_hubs::{AzureIotHubConnector, HttpRegistryConnector};
-use dps_policy::s3::S3Storage;
-use dps_policy::{PolicyAllocator, PolicySettings};
 
 use crate::FunctionConfig;
 

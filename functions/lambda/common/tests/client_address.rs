@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use dps_core::memory::MemoryStore;
-use dps_core::service::{NewInstance, now};
+use dps_core::usecases::{NewInstance, now};
 use dps_core::{Dps, Settings, sas};
 use http_body_util::BodyExt;
 use serde_json::Value;

@@ -8,9 +8,9 @@ use std::sync::Arc;
 use dps_api::ClientCertificateSource;
 use dps_attestation::testing::{self, KeyKind, TestCert};
 use dps_core::memory::MemoryStore;
-use dps_core::model::{EnrollmentGroup, LinkedHub};
-use dps_core::service::{NewInstance, now};
-use dps_core::{Dps, Settings, sas};
+use dps_core::model::EnrollmentGroup;
+use dps_core::testing::hub;
+use dps_core::{Dps, Settings};
 use http_body_util::BodyExt;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde_json::{Value, json};
@@ -29,29 +29,8 @@ struct World {
 
 async fn world() -> World {
     let dps = Dps::new(Arc::new(MemoryStore::new()), Settings::default());
-    let instance = dps
-        .create_instance(NewInstance {
-            name: "lambda".into(),
-            service_host_name: "svc.example.com".into(),
-            id_scope: None,
-        })
-        .await
-        .unwrap();
-    dps.update_instance_as_operator(&instance.id_scope, |i| {
-        i.linked_hubs = vec![LinkedHub {
-            host_name: "hub.example.net".into(),
-            allocation_weight: 1,
-            apply_allocation_policy: true,
-            location: None,
-            connector: None,
-        }];
-        Ok(())
-    })
-    .await
-    .unwrap();
-    let owner = &instance.authorization_policies[0];
-    let token = sas::token("svc.example.com", &owner.primary_key, now().unix_timestamp() + 600, Some(&owner.key_name));
-    let caller = dps.authenticate_service("svc.example.com", "/", Some(&token.unwrap())).await.unwrap();
+    let instance = dps_core::testing::instance(&dps, "lambda", "svc.example.com", vec![hub("hub.example.net")]).await;
+    let caller = dps_core::testing::owner(&dps, &instance).await;
     let root = testing::root("lambda-root", KeyKind::Rsa2048(0));
     let inter = root.intermediate("lambda-inter", KeyKind::EcdsaP256);
     let group: EnrollmentGroup = serde_json::from_value(json!({ "enrollmentGroupId": "fleet", "attestation": {

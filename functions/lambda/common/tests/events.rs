@@ -7,7 +7,7 @@ use std::sync::Arc;
 use aws_sdk_eventbridge::config::{Credentials, Region};
 use dps_core::memory::MemoryStore;
 use dps_core::model::IndividualEnrollment;
-use dps_core::service::NewInstance;
+use dps_core::usecases::NewInstance;
 use dps_core::{Dps, Settings};
 use dps_lambda::events::EventBridgeSink;
 use dps_test_support::moto_endpoint;

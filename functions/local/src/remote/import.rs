@@ -100,7 +100,7 @@ pub async fn run(connect: &Connect, global: &Global, args: Import) -> anyhow::Re
         Format::Csv => read_csv(&args.file, kind)?,
         Format::Jsonl => (None, read_jsonl(&args.file, kind)?),
     };
-    let retry = dps_client::RetryPolicy {
+    let retry = dps_client::Retries {
         max_attempts: args.max_attempts.max(1),
         max_wait: std::time::Duration::from_secs(args.max_retry_wait),
     };

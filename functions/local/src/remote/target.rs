@@ -132,11 +132,11 @@ pub fn explicit(connect: &Connect) -> bool {
 
 /// The client for the deployment `connect` names.
 pub async fn client(connect: &Connect, global: &Global) -> anyhow::Result<Client> {
-    client_with(connect, global, dps_client::RetryPolicy::default()).await
+    client_with(connect, global, dps_client::Retries::default()).await
 }
 
 /// [`client`] with its own retry policy.
-pub async fn client_with(connect: &Connect, global: &Global, retry: dps_client::RetryPolicy) -> anyhow::Result<Client> {
+pub async fn client_with(connect: &Connect, global: &Global, retry: dps_client::Retries) -> anyhow::Result<Client> {
     let (connection, mut endpoint, mut ca_file) = if let Some(text) = &connect.connection_string {
         (ConnectionString::parse(text)?, None, None)
     } else if let Some(name) = &connect.profile {

@@ -4,9 +4,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use dps_core::model::{EnrollmentGroup, IndividualEnrollment, LinkedHub, OperationKind, RegistrationRecord};
-use dps_core::service::{NewInstance, RegisterRequest, StatusRequest};
+use dps_core::model::{EnrollmentGroup, IndividualEnrollment, OperationKind, RegistrationRecord};
 use dps_core::store::Store;
+use dps_core::testing;
+use dps_core::usecases::{RegisterRequest, StatusRequest};
 use dps_core::{Caller, Dps, Result, Settings, sas};
 use dps_store_dynamodb::DynamoStore;
 use serde_json::json;
@@ -23,10 +24,6 @@ pub struct DpsEnv {
     pub caller: Caller,
 }
 
-fn later() -> i64 {
-    dps_core::service::now().unix_timestamp() + 3600
-}
-
 impl DpsEnv {
     /// A fresh table, an instance with one linked hub, and an authenticated service caller.
     pub async fn new() -> Self {
@@ -37,29 +34,9 @@ impl DpsEnv {
         let dps = Dps::new(store.clone(), settings);
         let suffix = uuid_suffix();
         let host = format!("dps-{suffix}.example.net");
-        let instance = dps
-            .create_instance(NewInstance {
-                name: format!("dps-{suffix}"),
-                service_host_name: host.clone(),
-                id_scope: None,
-            })
-            .await
-            .expect("create instance");
-        dps.update_instance_as_operator(&instance.id_scope, |i| {
-            i.linked_hubs.push(LinkedHub {
-                host_name: "hub-1.example.net".into(),
-                allocation_weight: 1,
-                apply_allocation_policy: true,
-                location: None,
-                connector: None,
-            });
-            Ok(())
-        })
-        .await
-        .expect("link a hub");
-        let owner = &instance.authorization_policies[0];
-        let token = sas::token(&host, &owner.primary_key, later(), Some(&owner.key_name)).unwrap();
-        let caller = dps.authenticate_service(&host, "/", Some(&token)).await.expect("service caller");
+        let hubs = vec![testing::hub("hub-1.example.net")];
+        let instance = testing::instance(&dps, &format!("dps-{suffix}"), &host, hubs).await;
+        let caller = testing::owner(&dps, &instance).await;
         log.reset();
         Self { dps, store, log, faults, scope: instance.id_scope, caller }
     }
@@ -89,8 +66,7 @@ impl DpsEnv {
     }
 
     fn token(&self, registration_id: &str, key: &str) -> String {
-        sas::token(&format!("{}/registrations/{registration_id}", self.scope), key, later(), Some("registration"))
-            .unwrap()
+        testing::device_token(&self.scope, registration_id, key, testing::in_an_hour())
     }
 
     /// A device's register call.
@@ -140,7 +116,7 @@ impl DpsEnv {
 
     /// Registrations and re-registrations counted today.
     pub async fn counted(&self) -> (u64, u64) {
-        let today = dps_core::service::today();
+        let today = dps_core::usecases::today();
         let counts = self.store.operations(&self.scope, &today, &today).await.expect("operations");
         let sum = |kind| counts.iter().filter(|c| c.kind == kind).map(|c| c.count).sum();
         (sum(OperationKind::Registration), sum(OperationKind::ReRegistration))

@@ -1,5 +1,5 @@
 //! Measurements (ignored by default; never asserted as absolute times). Run with
-//! `cargo test -p dps-policy --release --test allocation -- --ignored --nocapture measure`.
+//! `cargo test -p dps-custom-allocation --release --test allocation -- --ignored --nocapture measure`.
 
 use std::time::{Duration, Instant};
 
@@ -7,7 +7,7 @@ use axum::Router;
 use axum::routing::post;
 use dps_core::allocator::CustomAllocator;
 use dps_core::policy::PolicyRegistry;
-use dps_policy::{Limits, Sandbox};
+use dps_custom_allocation::{Limits, Sandbox};
 use serde_json::{Value, json};
 
 use crate::support::*;

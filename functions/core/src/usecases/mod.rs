@@ -9,6 +9,7 @@ mod device;
 mod enrollments;
 mod groups;
 mod hubs;
+mod instances;
 mod limiter;
 mod policies;
 mod provision;
@@ -32,9 +33,10 @@ use crate::store::{EnrollmentStore, PageRequest, Store};
 
 pub use bulk::{BulkItemResult, BulkMode, BulkOutcome, MAX_BULK_ITEMS};
 pub use certificates::MAX_CA_CERTIFICATES;
-pub use config::{InstanceConfig, NewInstance, OWNER_POLICY};
+pub use config::InstanceConfig;
 pub use device::{RegisterRequest, StatusRequest};
 pub use enrollments::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
+pub use instances::{NewInstance, OWNER_POLICY};
 pub use limiter::FailureBudget;
 
 /// Deployment-wide settings of the service.

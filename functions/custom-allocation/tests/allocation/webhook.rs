@@ -9,8 +9,8 @@ use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use dps_core::allocator::{AllocationFailure, AllocationResponse, CustomAllocator};
-use dps_policy::codes::*;
-use dps_policy::{PolicySettings, SIGNATURE_HEADER, WebhookSettings, webhook::sign};
+use dps_custom_allocation::codes::*;
+use dps_custom_allocation::{PolicySettings, SIGNATURE_HEADER, WebhookSettings, webhook::sign};
 use serde_json::{Value, json};
 
 use crate::support::*;

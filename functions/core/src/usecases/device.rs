@@ -52,7 +52,7 @@ pub struct RegisterRequest {
     pub api_version: String,
     /// The client's address, when the front door knows it (failed attestations are limited per address).
     pub client_address: Option<std::net::IpAddr>,
-    /// The `tpm` part of the body: the device attests with its TPM (see `service/tpm.rs`).
+    /// The `tpm` part of the body: the device attests with its TPM (see `usecases/tpm.rs`).
     pub tpm: Option<TpmRegistration>,
     /// The body's `csr` (DER PKCS#10, decoded from base64): the device asks its hub for a certificate.
     pub csr: Option<Vec<u8>>,

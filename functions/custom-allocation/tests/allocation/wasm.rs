@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use dps_policy::Limits;
-use dps_policy::codes::*;
+use dps_custom_allocation::Limits;
+use dps_custom_allocation::codes::*;
 use serde_json::json;
 
 use crate::support::*;

@@ -5,9 +5,9 @@ use std::sync::Arc;
 use dps_core::Error;
 use dps_core::allocator::CustomAllocator;
 use dps_core::policy::PolicyRegistry;
-use dps_policy::codes::*;
-use dps_policy::sandbox::sha256_hex;
-use dps_policy::{DirStorage, PolicyAllocator, PolicySettings};
+use dps_custom_allocation::codes::*;
+use dps_custom_allocation::sandbox::sha256_hex;
+use dps_custom_allocation::{DirStorage, PolicyAllocator, PolicySettings};
 use serde_json::json;
 
 use crate::support::*;
@@ -132,7 +132,7 @@ async fn a_tampered_stored_module_never_runs() {
             .unwrap();
     let r = cold.allocate(&instance(false), &policy("tenants"), &typed(&request("acme-1", None, &HUBS))).await;
     let failure = r.unwrap_err();
-    assert_eq!(failure.code, dps_policy::codes::POLICY_HOST);
+    assert_eq!(failure.code, dps_custom_allocation::codes::POLICY_HOST);
     assert!(failure.message.contains("does not match its hash"), "{}", failure.message);
     assert!(cold.sandbox().cached(&info.sha256).is_none(), "nothing cached under the policy's hash");
 }

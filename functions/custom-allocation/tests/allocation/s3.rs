@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use dps_core::allocator::CustomAllocator;
 use dps_core::policy::PolicyRegistry;
-use dps_policy::codes::POLICY_NOT_FOUND;
-use dps_policy::s3::S3Storage;
-use dps_policy::{ModuleStorage, PolicyAllocator, PolicySettings};
+use dps_custom_allocation::codes::POLICY_NOT_FOUND;
+use dps_custom_allocation::s3::S3Storage;
+use dps_custom_allocation::{ModuleStorage, PolicyAllocator, PolicySettings};
 
 use crate::support::*;
 

@@ -5,9 +5,10 @@ use std::sync::Arc;
 
 use dps_core::memory::MemoryStore;
 use dps_core::model::{EnrollmentGroup, RegistrationStatus, Right};
-use dps_core::service::{NewInstance, RegisterRequest, now};
+use dps_core::testing;
+use dps_core::usecases::RegisterRequest;
 use dps_core::{Caller, Dps, Error, Settings, sas};
-use dps_policy::codes::*;
+use dps_custom_allocation::codes::*;
 use serde_json::{Value, json};
 
 use crate::support::*;
@@ -30,30 +31,9 @@ async fn service_measured(metrics: Arc<dyn dps_core::metrics::Metrics>) -> Servi
         .with_allocator(allocator.clone())
         .with_policies(allocator)
         .with_metrics(metrics);
-    let created = dps
-        .create_instance(NewInstance {
-            name: "e2e".into(),
-            service_host_name: "e2e.example.net".into(),
-            id_scope: None,
-        })
-        .await
-        .unwrap();
+    let created = testing::instance(&dps, "e2e", "e2e.example.net", linked_hubs()).await;
     let scope = created.id_scope.clone();
-    dps.update_instance_as_operator(&scope, |i| {
-        i.linked_hubs = linked_hubs();
-        Ok(())
-    })
-    .await
-    .unwrap();
-    let owner = &created.authorization_policies[0];
-    let token = sas::token(
-        &created.service_host_name,
-        &owner.primary_key,
-        now().unix_timestamp() + 3600,
-        Some(&owner.key_name),
-    )
-    .unwrap();
-    let caller = dps.authenticate_service(&created.service_host_name, "/", Some(&token)).await.unwrap();
+    let caller = testing::owner(&dps, &created).await;
     Service { dps, caller, scope, _harness: harness }
 }
 
@@ -83,8 +63,7 @@ impl Service {
             .symmetric_key
             .unwrap();
         let device_key = sas::derive_device_key(&keys.primary_key.unwrap(), registration_id).unwrap();
-        let resource = format!("{}/registrations/{registration_id}", self.scope);
-        let token = sas::token(&resource, &device_key, now().unix_timestamp() + 3600, Some("registration")).unwrap();
+        let token = testing::device_token(&self.scope, registration_id, &device_key, testing::in_an_hour());
         self.dps
             .register(RegisterRequest {
                 id_scope: self.scope.clone(),
@@ -211,7 +190,7 @@ async fn custom_allocation_reports_its_time_and_the_fuel_the_policy_used() {
     assert_eq!(runs.len(), 2, "{runs:?}");
     let (ok, spun) = (runs[0], runs[1]);
     assert_eq!((ok.mechanism, ok.error_code), (CustomMechanism::Policy, None));
-    let limit = dps_policy::Limits::default().fuel;
+    let limit = dps_custom_allocation::Limits::default().fuel;
     assert!(ok.fuel_consumed.is_some_and(|f| f > 0 && f < limit), "{ok:?}");
     assert!(!ok.duration.is_zero());
     // Out of fuel: all of it was consumed.

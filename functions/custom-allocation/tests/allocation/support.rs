@@ -6,7 +6,7 @@ use std::sync::Arc;
 use dps_core::allocator::{AllocationFailure, AllocationResponse, CustomAllocator};
 use dps_core::model::{CustomAllocationDefinition, Instance, LinkedHub};
 use dps_core::policy::PolicyRegistry;
-use dps_policy::{DirStorage, Limits, PolicyAllocator, PolicySettings};
+use dps_custom_allocation::{DirStorage, Limits, PolicyAllocator, PolicySettings};
 use serde_json::{Value, json};
 
 /// The policies workspace.
@@ -136,13 +136,5 @@ pub fn assert_failure(result: Result<AllocationResponse, AllocationFailure>, cod
 
 /// The test hubs as linked hubs (weight 1, automatic allocation on).
 pub fn linked_hubs() -> Vec<LinkedHub> {
-    HUBS.iter()
-        .map(|h| LinkedHub {
-            host_name: h.to_string(),
-            allocation_weight: 1,
-            apply_allocation_policy: true,
-            location: None,
-            connector: None,
-        })
-        .collect()
+    HUBS.iter().map(|h| dps_core::testing::hub(h)).collect()
 }
