@@ -32,7 +32,9 @@ fn chains(c: &mut Criterion) {
                 })
             });
             let chain = Chain::from_der(&ders).unwrap();
-            c.bench_function(&format!("x509/{name}/{len}/verify"), |b| b.iter(|| chain.verify_to(&anchor, now).unwrap()));
+            c.bench_function(&format!("x509/{name}/{len}/verify"), |b| {
+                b.iter(|| chain.verify_to(&anchor, now).unwrap())
+            });
         }
         c.bench_function(&format!("x509/{name}/parse-anchor"), |b| {
             b.iter(|| Certificate::from_der(&root.der).unwrap())

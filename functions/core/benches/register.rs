@@ -15,10 +15,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use criterion::{BatchSize, BenchmarkId, Criterion, criterion_group, criterion_main};
+use dps_attestation::testing::{self, KeyKind, TestCert};
 use dps_core::model::{EnrollmentGroup, LinkedHub, RegistrationStatus};
 use dps_core::service::{NewInstance, RegisterRequest, now};
 use dps_core::store::{EnrollmentStore, Precondition, Store};
-use dps_attestation::testing::{self, KeyKind, TestCert};
 use dps_core::{Dps, Settings, sas};
 use dps_store_embedded::EmbeddedStore;
 use tokio::runtime::Runtime;

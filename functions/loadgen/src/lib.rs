@@ -181,7 +181,10 @@ impl Devices {
 
 /// The `Authorization` header of a device with a SAS token (none for a certificate device).
 fn auth_header(device: &Device) -> Vec<(&'static str, &str)> {
-    device.authorization().map(|token| ("authorization", token)).into_iter().collect()
+    match device.certificate {
+        None => vec![("authorization", device.authorization.as_str())],
+        Some(_) => Vec::new(),
+    }
 }
 
 fn failed(kind: &str, body: &serde_json::Value) -> Outcome {
@@ -218,7 +221,7 @@ where
                 }
                 let conn = match kept.take() {
                     Some(conn) if devices.connect == Connect::KeepAlive => Ok(conn),
-                    _ => devices.endpoint.connect_as(fleet[i].certificate()).await,
+                    _ => devices.endpoint.connect_as(fleet[i].certificate.as_ref()).await,
                 };
                 let outcome = match conn {
                     Ok(conn) => {

@@ -89,39 +89,24 @@ impl Service {
     }
 }
 
-/// A device and what it proves itself with.
+/// A device and what it proves itself with: a SAS token, or a certificate.
 #[derive(Debug, Clone)]
 pub struct Device {
     /// Registration ID.
     pub id: String,
-    /// Its credential.
-    pub credential: Credential,
-}
-
-/// What a device proves itself with.
-#[derive(Debug, Clone)]
-pub enum Credential {
-    /// A SAS token over `{scope}/registrations/{id}`, sent as `Authorization`.
-    Sas(String),
-    /// A certificate (subject CN = the registration ID) and its key, presented in the TLS handshake.
-    Certificate(Arc<CertifiedKey>),
+    /// SAS token over `{scope}/registrations/{id}`, sent as `Authorization`; empty for a certificate device.
+    pub authorization: String,
+    /// The certificate (subject CN = the registration ID) and key it presents in the TLS handshake, if any.
+    pub certificate: Option<Arc<CertifiedKey>>,
 }
 
 impl Device {
-    /// The `Authorization` header it sends, if it has a SAS token.
-    pub fn authorization(&self) -> Option<&str> {
-        match &self.credential {
-            Credential::Sas(token) => Some(token),
-            Credential::Certificate(_) => None,
-        }
+    fn sas(id: String, authorization: String) -> Self {
+        Self { id, authorization, certificate: None }
     }
 
-    /// The certificate it presents, if it has one.
-    pub fn certificate(&self) -> Option<&Arc<CertifiedKey>> {
-        match &self.credential {
-            Credential::Sas(_) => None,
-            Credential::Certificate(cert) => Some(cert),
-        }
+    fn x509(id: String, certificate: Arc<CertifiedKey>) -> Self {
+        Self { id, authorization: String::new(), certificate: Some(certificate) }
     }
 }
 
@@ -193,7 +178,7 @@ pub async fn enroll(
             ids.into_iter()
                 .map(|id| {
                     let token = sign(&id, &dps_core::sas::derive_device_key(&key, &id)?)?;
-                    Ok(Device { id, credential: Credential::Sas(token) })
+                    Ok(Device::sas(id, token))
                 })
                 .collect()
         }
@@ -206,10 +191,7 @@ pub async fn enroll(
                 })
                 .collect();
             create_individual(service, enrollments, concurrency).await?;
-            keyed
-                .into_iter()
-                .map(|(id, key)| Ok(Device { credential: Credential::Sas(sign(&id, &key)?), id }))
-                .collect()
+            keyed.into_iter().map(|(id, key)| Ok(Device::sas(id.clone(), sign(&id, &key)?))).collect()
         }
         Attestation::X509Group | Attestation::X509Individual => bail!("X.509 devices are enrolled by enroll_x509"),
     }
@@ -240,7 +222,7 @@ pub async fn enroll_x509(
             });
             let mut conn = service.connect().await?;
             service.call(&mut conn, "PUT", &format!("/enrollmentGroups/{run}"), &[], Some(&group), 200).await?;
-            ids.map(|id| Ok(Device { credential: Credential::Certificate(ca.leaf(&id, keys)?.tls), id })).collect()
+            ids.map(|id| Ok(Device::x509(id.clone(), ca.leaf(&id, keys)?.tls))).collect()
         }
         Attestation::X509Individual => {
             if ca.is_some() {
@@ -258,10 +240,7 @@ pub async fn enroll_x509(
                 })
                 .collect();
             create_individual(service, enrollments, concurrency).await?;
-            Ok(certified
-                .into_iter()
-                .map(|(id, cert)| Device { id, credential: Credential::Certificate(cert.tls) })
-                .collect())
+            Ok(certified.into_iter().map(|(id, cert)| Device::x509(id, cert.tls)).collect())
         }
         Attestation::Group | Attestation::Individual => bail!("symmetric-key devices are enrolled by enroll"),
     }

@@ -140,7 +140,7 @@ async fn the_load_generator_provisions_x509_devices_over_mutual_tls() {
 
     // A certificate cannot be kept alive across devices: a clear error, before anything is created.
     let keep_alive = with(&["-n", "2", "--attestation", "x509-group", "--connect", "keep-alive", "--run-id", "ka"]);
-    let error = run(&keep_alive).await.err().expect("keep-alive with X.509 is refused");
+    let error = run(&keep_alive).await.expect_err("keep-alive with X.509 is refused");
     assert!(format!("{error:#}").contains("--connect fresh"), "{error:#}");
     service.call(&mut conn, "GET", "/enrollmentGroups/ka", &[], None, 404).await.unwrap();
 }
@@ -168,7 +168,7 @@ async fn a_kill_in_the_middle_of_a_burst_loses_no_answered_registration() {
                 let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let Some(device) = fleet.get(i) else { return };
                 let path = format!("/{scope}/registrations/{}/register?api-version=2021-06-01", device.id);
-                let auth = [("authorization", device.authorization().expect("a SAS device"))];
+                let auth = [("authorization", device.authorization.as_str())];
                 let body = serde_json::json!({"registrationId": device.id});
                 match conn.call("PUT", endpoint.host(), &path, &auth, Some(&body)).await {
                     Ok(answer) if answer.status == 202 && answer.body["status"] == "assigned" => {
