@@ -3,13 +3,19 @@
 //! scales with the number of enrollment groups in the instance (1, 100, 1000; the device's group sorts last, so
 //! this is the worst case of the group search), and 10,000 groups that declare registration ID prefixes. The core's `MemoryStore` gives the service's own share.
 //!
-//! `cargo bench -p dps-core --bench register`. Token signing by the "device" happens outside the timed part.
+//! `register_x509_first_time` compares a first-time registration of an X.509 group device (RSA-2048 and ECDSA
+//! P-256 chains of length 1 to 3, validated to the group's signing certificate) with a symmetric-key group device,
+//! both on the memory store: what certificate attestation adds to the service's own work.
+//!
+//! `cargo bench -p dps-core --bench register`. Token signing and certificate generation by the "device" happen
+//! outside the timed part.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use criterion::{BatchSize, BenchmarkId, Criterion, criterion_group, criterion_main};
+use dps_attestation::testing::{self as certs, KeyKind, TestCert};
 use dps_core::model::{EnrollmentGroup, RegistrationStatus};
 use dps_core::store::{EnrollmentStore, Precondition, Store};
 use dps_core::testing;
@@ -178,5 +184,80 @@ fn store_calls(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, first_time_registration, group_count_scaling, store_calls);
+/// An X.509 group device's chain as it presents it, for a chain of `len` (1: a leaf the group's root signed; 2: a
+/// leaf and the intermediate that signed it; 3: the root too), and the group's signing certificate (the root).
+struct X509Case {
+    root: TestCert,
+    intermediate: TestCert,
+    kind: KeyKind,
+    len: usize,
+}
+
+impl X509Case {
+    fn new(kind: KeyKind, len: usize) -> Self {
+        let root = certs::root("bench root", kind);
+        let intermediate = root.intermediate("bench intermediate", kind);
+        Self { root, intermediate, kind, len }
+    }
+
+    fn chain(&self, registration_id: &str) -> Vec<Vec<u8>> {
+        match self.len {
+            1 => vec![self.root.device(registration_id, self.kind).der],
+            2 => vec![self.intermediate.device(registration_id, self.kind).der, self.intermediate.der.clone()],
+            _ => vec![
+                self.intermediate.device(registration_id, self.kind).der,
+                self.intermediate.der.clone(),
+                self.root.der.clone(),
+            ],
+        }
+    }
+}
+
+fn x509_registration(c: &mut Criterion) {
+    let mut g = c.benchmark_group("register_x509_first_time");
+    g.sample_size(10).measurement_time(Duration::from_secs(2)).warm_up_time(Duration::from_millis(500));
+    let symmetric = Bench::memory_store(1);
+    g.bench_function("symmetric_key_group", |b| {
+        b.iter_batched(|| symmetric.request(), |req| symmetric.register(req), BatchSize::SmallInput)
+    });
+    for (name, kind) in [("p256", KeyKind::EcdsaP256), ("rsa2048", KeyKind::Rsa2048(0))] {
+        for len in 1..=3 {
+            let case = X509Case::new(kind, len);
+            let bench = Bench::memory_store(1);
+            let group: EnrollmentGroup = serde_json::from_value(serde_json::json!({
+                "enrollmentGroupId": "x509-group",
+                "attestation": { "type": "x509", "x509": {
+                    "signingCertificates": { "primary": { "certificate": case.root.pem } } } }
+            }))
+            .unwrap();
+            bench.runtime.block_on(bench.dps.store().save(&bench.scope, group, Precondition::None)).unwrap();
+            // The leaves are made before the clock starts (`iters` new devices per sample).
+            g.bench_function(BenchmarkId::new(name, format!("len{len}")), |b| {
+                b.iter_custom(|iters| {
+                    let requests: Vec<RegisterRequest> = (0..iters)
+                        .map(|_| {
+                            let id = format!("x509-device-{:08}", bench.next.fetch_add(1, Ordering::Relaxed));
+                            RegisterRequest {
+                                id_scope: bench.scope.clone(),
+                                registration_id: id.clone(),
+                                body_registration_id: Some(id.clone()),
+                                client_certificates: case.chain(&id),
+                                api_version: "2021-06-01".into(),
+                                ..Default::default()
+                            }
+                        })
+                        .collect();
+                    let started = std::time::Instant::now();
+                    for req in requests {
+                        bench.register(req);
+                    }
+                    started.elapsed()
+                })
+            });
+        }
+    }
+    g.finish();
+}
+
+criterion_group!(benches, first_time_registration, group_count_scaling, store_calls, x509_registration);
 criterion_main!(benches);

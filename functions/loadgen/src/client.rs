@@ -10,6 +10,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
+use rustls::sign::{CertifiedKey, SingleCertAndKey};
 use serde_json::Value;
 use tokio_rustls::TlsConnector;
 
@@ -19,7 +20,7 @@ pub struct Endpoint {
     addr: SocketAddr,
     host: String,
     server_name: ServerName<'static>,
-    tls: TlsConnector,
+    tls: Arc<rustls::ClientConfig>,
 }
 
 impl Endpoint {
@@ -59,7 +60,7 @@ impl Endpoint {
             Some(port) => format!("{host}:{port}"),
             None => host,
         };
-        Ok(Self { addr, host, server_name, tls: TlsConnector::from(Arc::new(config)) })
+        Ok(Self { addr, host, server_name, tls: Arc::new(config) })
     }
 
     /// The `Host` the endpoint is called by.
@@ -69,10 +70,24 @@ impl Endpoint {
 
     /// A new TCP connection and TLS handshake.
     pub async fn connect(&self) -> anyhow::Result<Connection> {
+        self.connect_as(None).await
+    }
+
+    /// A new TCP connection and TLS handshake, presenting `certificate` (chain and key) when given: an X.509
+    /// device's connection.
+    pub async fn connect_as(&self, certificate: Option<&Arc<CertifiedKey>>) -> anyhow::Result<Connection> {
+        let tls = match certificate {
+            None => self.tls.clone(),
+            Some(cert) => {
+                let mut config = rustls::ClientConfig::clone(&self.tls);
+                config.client_auth_cert_resolver = Arc::new(SingleCertAndKey::from(cert.clone()));
+                Arc::new(config)
+            }
+        };
         let tcp =
             tokio::net::TcpStream::connect(self.addr).await.with_context(|| format!("connecting to {}", self.addr))?;
         tcp.set_nodelay(true)?;
-        let stream = self.tls.connect(self.server_name.clone(), tcp).await.context("TLS handshake")?;
+        let stream = TlsConnector::from(tls).connect(self.server_name.clone(), tcp).await.context("TLS handshake")?;
         let (sender, connection) = http1::handshake(TokioIo::new(stream)).await?;
         tokio::spawn(connection);
         Ok(Connection { sender })

@@ -1,15 +1,18 @@
 //! `dps-loadgen`: provisions devices through the real HTTPS device API of a running DPS (the local `dps` server
 //! or a deployed stack's URL) and reports throughput, latency percentiles and errors.
 //!
-//! A run creates what it needs through the service API (a linked hub, then a symmetric-key enrollment group or
-//! one individual enrollment per device), computes every device's token before the clock starts, then measures
+//! A run creates what it needs through the service API (a linked hub, then an enrollment group or one individual
+//! enrollment per device, with symmetric keys or X.509 certificates), makes every device's token or certificate
+//! before the clock starts, then measures
 //! one of three things with `--concurrency` devices in flight: first-time registrations, re-registrations of
 //! devices registered just before (untimed), or status polls of their registration operations. Answers that say
 //! `assigning` are followed with status polls until the device is assigned. Connections are kept alive (one per
-//! device slot, one request at a time) or opened fresh for every device, as a fleet of real devices would.
+//! device slot, one request at a time) or opened fresh for every device, as a fleet of real devices would; an
+//! X.509 device presents its certificate in the TLS handshake, so it always has a connection of its own.
 //!
 //! A benchmark tool: it asserts nothing about speed. See docs/PERFORMANCE.md.
 
+pub mod certs;
 pub mod client;
 pub mod report;
 pub mod setup;
@@ -23,6 +26,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use serde_json::json;
 
+use crate::certs::{Ca, KeyType, Keys};
 use crate::client::{Connection, Endpoint};
 use crate::report::{Latency, Progress, Report, process_cpu};
 use crate::setup::{Attestation, Device, Service};
@@ -80,12 +84,22 @@ pub struct Options {
     /// What to measure.
     #[arg(long, value_enum, default_value_t = Mode::First)]
     pub mode: Mode,
-    /// How devices connect.
-    #[arg(long, value_enum, default_value_t = Connect::KeepAlive)]
-    pub connect: Connect,
+    /// How devices connect [default: keep-alive; fresh for X.509, the only way a certificate device can].
+    #[arg(long, value_enum)]
+    pub connect: Option<Connect>,
     /// How devices attest.
     #[arg(long, value_enum, default_value_t = Attestation::Group)]
     pub attestation: Attestation,
+    /// Key type of the X.509 certificates the run makes (its CA's and the devices').
+    #[arg(long, value_enum, default_value_t = KeyType::P256)]
+    pub key_type: KeyType,
+    /// With `--attestation x509-group`: the group's signing certificate (PEM, a CA) to sign the devices'
+    /// certificates with, instead of a CA generated for the run. Needs `--signing-key`.
+    #[arg(long, requires = "signing_key")]
+    pub signing_cert: Option<PathBuf>,
+    /// The private key of `--signing-cert` (PKCS#8 PEM).
+    #[arg(long, requires = "signing_cert")]
+    pub signing_key: Option<PathBuf>,
     /// Link this hub first (the `/config/linkedHubs` extension); `--hub ''` links none (a deployed stack whose
     /// hubs are linked already).
     #[arg(long, default_value = "loadgen-hub.example.net")]
@@ -124,7 +138,7 @@ impl Devices {
     async fn register(&self, conn: &mut Connection, device: &Device) -> anyhow::Result<Outcome> {
         let started = Instant::now();
         let path = format!("/{}/registrations/{}/register?{DEVICE_API}", self.scope, device.id);
-        let auth = [("authorization", device.authorization.as_str())];
+        let auth = auth_header(device);
         let body = json!({"registrationId": device.id});
         let mut answer = conn.call("PUT", self.endpoint.host(), &path, &auth, Some(&body)).await?;
         let mut polls = 0;
@@ -147,7 +161,7 @@ impl Devices {
     async fn poll(&self, conn: &mut Connection, device: &Device, operation_id: &str) -> anyhow::Result<Outcome> {
         let started = Instant::now();
         let path = format!("/{}/registrations/{}/operations/{operation_id}?{DEVICE_API}", self.scope, device.id);
-        let auth = [("authorization", device.authorization.as_str())];
+        let auth = auth_header(device);
         let answer = conn.call("GET", self.endpoint.host(), &path, &auth, None).await?;
         Ok(self.settle(answer, started, 0))
     }
@@ -165,15 +179,23 @@ impl Devices {
     }
 }
 
+/// The `Authorization` header of a device with a SAS token (none for a certificate device).
+fn auth_header(device: &Device) -> Vec<(&'static str, &str)> {
+    match device.certificate {
+        None => vec![("authorization", device.authorization.as_str())],
+        Some(_) => Vec::new(),
+    }
+}
+
 fn failed(kind: &str, body: &serde_json::Value) -> Outcome {
     Outcome::Failed { kind: kind.to_string(), detail: body.to_string() }
 }
 
 /// Run `step` for every device with `concurrency` in flight; each slot holds a connection (or opens one per
-/// device). Returns the outcomes in device order.
+/// device, presenting the device's certificate if it has one). Returns the outcomes in device order.
 async fn drive<S, Fut>(
     devices: &Devices,
-    count: usize,
+    fleet: &Arc<Vec<Device>>,
     concurrency: usize,
     progress: Arc<AtomicUsize>,
     step: S,
@@ -182,11 +204,13 @@ where
     S: Fn(Connection, usize) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = (Option<Connection>, anyhow::Result<Outcome>)> + Send,
 {
+    let count = fleet.len();
     let next = Arc::new(AtomicUsize::new(0));
     let step = Arc::new(step);
     let mut slots = tokio::task::JoinSet::new();
     for _ in 0..concurrency.clamp(1, count.max(1)) {
         let (devices, next, step, progress) = (devices.clone(), next.clone(), step.clone(), progress.clone());
+        let fleet = fleet.clone();
         slots.spawn(async move {
             let mut out = Vec::new();
             let mut kept: Option<Connection> = None;
@@ -197,7 +221,7 @@ where
                 }
                 let conn = match kept.take() {
                     Some(conn) if devices.connect == Connect::KeepAlive => Ok(conn),
-                    _ => devices.endpoint.connect().await,
+                    _ => devices.endpoint.connect_as(fleet[i].certificate.as_ref()).await,
                 };
                 let outcome = match conn {
                     Ok(conn) => {
@@ -226,7 +250,7 @@ where
 async fn register_all(devices: &Devices, fleet: Arc<Vec<Device>>, concurrency: usize, label: &str) -> Vec<Outcome> {
     let progress = Progress::start(label, fleet.len());
     let api = devices.clone();
-    let outcomes = drive(devices, fleet.len(), concurrency, progress.counter(), move |mut conn, i| {
+    let outcomes = drive(devices, &fleet.clone(), concurrency, progress.counter(), move |mut conn, i| {
         let (api, fleet) = (api.clone(), fleet.clone());
         async move {
             let result = api.register(&mut conn, &fleet[i]).await;
@@ -253,6 +277,18 @@ pub fn emit(options: &Options, report: &Report) -> anyhow::Result<()> {
 
 /// Run the load as `options` say and report on the measured phase.
 pub async fn run(options: &Options) -> anyhow::Result<Report> {
+    let connect = match (options.connect, options.attestation.is_x509()) {
+        (Some(Connect::KeepAlive), true) => anyhow::bail!(
+            "X.509 devices present their certificate in the TLS handshake, so each needs a connection of its own: \
+             use --connect fresh"
+        ),
+        (Some(connect), _) => connect,
+        (None, true) => Connect::Fresh,
+        (None, false) => Connect::KeepAlive,
+    };
+    if options.signing_cert.is_some() && options.attestation != Attestation::X509Group {
+        anyhow::bail!("--signing-cert is the signing certificate of an X.509 group: use --attestation x509-group");
+    }
     let endpoint = Endpoint::new(&options.url, options.ca.as_deref()).await?;
     let service_endpoint = match &options.service_url {
         Some(url) => Endpoint::new(url, options.ca.as_deref()).await?,
@@ -267,12 +303,19 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
         .clone()
         .unwrap_or_else(|| format!("loadgen-{:x}", time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000));
     setup::extra_groups(&service, &run_id, options.extra_groups).await.context("creating the other groups")?;
-    let fleet =
-        setup::enroll(&service, &options.scope, &run_id, options.devices, options.attestation, options.concurrency)
-            .await
-            .context("creating the enrollments")?;
-    let fleet = Arc::new(fleet);
-    let devices = Devices { endpoint, scope: options.scope.clone(), connect: options.connect };
+    let (n, attestation, concurrency) = (options.devices, options.attestation, options.concurrency);
+    let fleet = if attestation.is_x509() {
+        let keys = Keys::new(options.key_type)?;
+        let ca = match (&options.signing_cert, &options.signing_key) {
+            (Some(cert), Some(key)) => Some(Ca::from_files(cert, key)?),
+            _ => None,
+        };
+        setup::enroll_x509(&service, &run_id, n, attestation, &keys, ca, concurrency).await
+    } else {
+        setup::enroll(&service, &options.scope, &run_id, n, attestation, concurrency).await
+    };
+    let fleet = Arc::new(fleet.context("creating the enrollments")?);
+    let devices = Devices { endpoint, scope: options.scope.clone(), connect };
 
     // Re-registrations and polls need registered devices: register them first, untimed.
     let mut operations: Vec<Option<String>> = vec![None; fleet.len()];
@@ -295,16 +338,17 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
         Mode::Poll => {
             let progress = Progress::start("measuring", fleet.len());
             let (api, fleet, operations) = (devices.clone(), fleet.clone(), Arc::new(operations));
-            let outcomes = drive(&devices, fleet.len(), options.concurrency, progress.counter(), move |mut conn, i| {
-                let (api, fleet, operations) = (api.clone(), fleet.clone(), operations.clone());
-                async move {
-                    let operation = operations[i].clone().unwrap_or_default();
-                    let result = api.poll(&mut conn, &fleet[i], &operation).await;
-                    let keep = result.is_ok().then_some(conn);
-                    (keep, result)
-                }
-            })
-            .await;
+            let outcomes =
+                drive(&devices, &fleet.clone(), options.concurrency, progress.counter(), move |mut conn, i| {
+                    let (api, fleet, operations) = (api.clone(), fleet.clone(), operations.clone());
+                    async move {
+                        let operation = operations[i].clone().unwrap_or_default();
+                        let result = api.poll(&mut conn, &fleet[i], &operation).await;
+                        let keep = result.is_ok().then_some(conn);
+                        (keep, result)
+                    }
+                })
+                .await;
             progress.finish();
             outcomes
         }
@@ -340,9 +384,15 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
     };
     Ok(Report {
         mode: format!("{:?}", options.mode).to_lowercase(),
-        connection: match options.connect {
+        connection: match connect {
             Connect::KeepAlive => "keepAlive".into(),
             Connect::Fresh => "fresh".into(),
+        },
+        attestation: match attestation {
+            Attestation::Group => "group".into(),
+            Attestation::Individual => "individual".into(),
+            Attestation::X509Group => format!("x509Group/{}", key_name(options.key_type)),
+            Attestation::X509Individual => format!("x509Individual/{}", key_name(options.key_type)),
         },
         devices: options.devices,
         concurrency: options.concurrency,
@@ -354,4 +404,11 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
         assigning_polls,
         server_cpu_us_per_op,
     })
+}
+
+fn key_name(kind: KeyType) -> &'static str {
+    match kind {
+        KeyType::P256 => "p256",
+        KeyType::Rsa2048 => "rsa2048",
+    }
 }

@@ -16,6 +16,9 @@ pub struct Report {
     pub mode: String,
     /// `keepAlive` or `fresh`.
     pub connection: String,
+    /// How the devices attested: `group`, `individual` (symmetric keys), `x509Group/p256`,
+    /// `x509Individual/rsa2048` ...
+    pub attestation: String,
     /// Devices attempted in the measured phase.
     pub devices: usize,
     /// Concurrent devices in flight.
@@ -69,9 +72,10 @@ impl std::fmt::Display for Report {
         let l = &self.latency_ms;
         write!(
             f,
-            "{} {} ({} connections): {} of {} in {:.2} s = {:.0}/s; latency p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, \
-             max {:.2} ms",
+            "{} {} {} ({} connections): {} of {} in {:.2} s = {:.0}/s; latency p50 {:.2} ms, p90 {:.2} ms, p99 \
+             {:.2} ms, max {:.2} ms",
             self.mode,
+            self.attestation,
             self.connection,
             self.concurrency,
             self.succeeded,

@@ -1,4 +1,5 @@
-//! Load against the `dps` binary: the load generator provisions a few devices in each of its modes, and a kill -9
+//! Load against the `dps` binary: the load generator provisions a few devices in each of its modes (symmetric keys
+//! and X.509 certificates), and a kill -9
 //! in the middle of a burst of first-time registrations loses no registration a device was told is `assigned`,
 //! with the operation counters agreeing with the records after the restart.
 
@@ -76,6 +77,72 @@ async fn the_load_generator_provisions_devices_in_every_mode() {
     let record = service.call(&mut conn, "GET", "/registrations/smoke-first-dev-19", &[], None, 200).await.unwrap();
     assert_eq!(record["status"], "assigned");
     assert_eq!(record["assignedHub"], "loadgen-hub.example.net");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_load_generator_provisions_x509_devices_over_mutual_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    // The operator's own CA, for --signing-cert.
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::default();
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CountryName, rcgen::DnValue::PrintableString("NL".try_into().unwrap()));
+    params.distinguished_name.push(rcgen::DnType::OrganizationName, "Contoso fleet");
+    params.distinguished_name.push(rcgen::DnType::CommonName, "Contoso devices CA");
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign];
+    let ca_cert = params.self_signed(&ca_key).unwrap();
+    let (ca_pem, ca_key_pem) = (dir.path().join("fleet-ca.pem"), dir.path().join("fleet-ca-key.pem"));
+    std::fs::write(&ca_pem, ca_cert.pem()).unwrap();
+    std::fs::write(&ca_key_pem, ca_key.serialize_pem()).unwrap();
+
+    let base = [
+        "dps-loadgen".to_string(),
+        "--url".into(),
+        server.url(),
+        "--ca".into(),
+        server.field("caCertificate"),
+        "--connection-string".into(),
+        server.field("connectionString"),
+        "--scope".into(),
+        server.field("idScope"),
+    ];
+    let with = |extra: &[&str]| Options::parse_from(base.iter().map(String::as_str).chain(extra.iter().copied()));
+    let (ca, key) = (ca_pem.to_str().unwrap(), ca_key_pem.to_str().unwrap());
+    let cases = [
+        with(&["-n", "8", "-c", "4", "--attestation", "x509-group", "--run-id", "x509-p256"]),
+        with(&["-n", "4", "-c", "2", "--attestation", "x509-group", "--key-type", "rsa2048", "--run-id", "x509-rsa"]),
+        with(&["-n", "4", "-c", "2", "--attestation", "x509-individual", "--mode", "reregister"]),
+        with(&["-n", "4", "-c", "2", "--attestation", "x509-group", "--mode", "poll"]),
+        with(&["-n", "4", "-c", "2", "--attestation", "x509-group", "--signing-cert", ca, "--signing-key", key]),
+    ];
+    for options in &cases {
+        let report = run(options).await.unwrap_or_else(|e| panic!("{options:?}: {e:#}"));
+        emit(options, &report).unwrap();
+        assert_eq!(report.succeeded, options.devices, "{report}");
+        assert!(report.errors.is_empty(), "{report}");
+        assert_eq!(report.connection, "fresh", "{report}");
+    }
+
+    // The server recorded them as devices of their certificate groups.
+    let service = server.service().await;
+    let mut conn = service.connect().await.unwrap();
+    for (group, count) in [("x509-p256", 8), ("x509-rsa", 4)] {
+        let path = format!("/registrations/{group}/query");
+        let records = service.call(&mut conn, "POST", &path, &[], None, 200).await.unwrap();
+        let records = records.as_array().expect("an array");
+        assert_eq!(records.len(), count, "{records:?}");
+        assert!(records.iter().all(|r| r["status"] == "assigned"), "{records:?}");
+    }
+
+    // A certificate cannot be kept alive across devices: a clear error, before anything is created.
+    let keep_alive = with(&["-n", "2", "--attestation", "x509-group", "--connect", "keep-alive", "--run-id", "ka"]);
+    let error = run(&keep_alive).await.expect_err("keep-alive with X.509 is refused");
+    assert!(format!("{error:#}").contains("--connect fresh"), "{error:#}");
+    service.call(&mut conn, "GET", "/enrollmentGroups/ka", &[], None, 404).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
