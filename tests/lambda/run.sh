@@ -78,6 +78,13 @@ start() {
     setsid "$@" >"$work/$log" 2>&1 &
     groups+=("$!")
 }
+# Until 127.0.0.1:PORT accepts connections (at most 10 s).
+wait_port() {
+    for _ in $(seq 100); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+        sleep 0.1
+    done
+}
 wait_for() {
     local what="$1" url="$2" tries="$3" code
     for _ in $(seq "$tries"); do
@@ -154,9 +161,8 @@ azure_key="$(random_b64)"
 azure_port="$(free_port)"
 start azure-standin.log "$venv/bin/python" "$root/tests/hubs/azure_standin.py" --port "$azure_port" \
     --host-name "$azure_hub" --policy registryReadWrite --key "$azure_key"
-for port in "$registry_port" "$azure_port"; do
-    for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
-done
+wait_port "$registry_port"
+wait_port "$azure_port"
 
 device_port="$(free_port)"
 service_port="$(free_port)"
@@ -183,10 +189,7 @@ watch() {
         --invoke-address 127.0.0.1 --invoke-port "$port"
     # The runtime client gives up if the runtime API is not there yet: start the function once the emulator's port
     # accepts connections (an HTTP request would wait for a function to answer it).
-    for _ in $(seq 100); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
-        sleep 0.1
-    done
+    wait_port "$port"
     # The function, with the variables the emulator names for it and the environment template.yaml sets.
     local vars=(AWS_LAMBDA_FUNCTION_VERSION=1 AWS_LAMBDA_FUNCTION_MEMORY_SIZE=1024
         "AWS_LAMBDA_RUNTIME_API=http://127.0.0.1:$port/.rt" AWS_LAMBDA_FUNCTION_NAME=_)

@@ -2,7 +2,6 @@
 //! written in the same transaction, and the host item holds a copy of the instance so that the service API
 //! finds an instance by host in one read.
 
-use aws_sdk_dynamodb::types::{Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem};
 use dps_core::model::Instance;
 use dps_core::store::{Precondition, key, new_etag};
 use dps_core::{Error, Result};
@@ -21,9 +20,9 @@ pub(crate) async fn create(store: &DynamoStore, mut instance: Instance) -> Resul
     name_item.insert(layout::SCOPE.into(), item::s(key(&scope)));
     let new = put_condition(&Precondition::NotExists);
     let items = vec![
-        put(store, instance_item(&instance, &etag)?, new.clone())?,
-        put(store, name_item, new.clone())?,
-        put(store, host_item(&instance, &etag)?, new)?,
+        store.transact_put(instance_item(&instance, &etag)?, new.clone())?,
+        store.transact_put(name_item, new.clone())?,
+        store.transact_put(host_item(&instance, &etag)?, new)?,
     ];
     match store.transact(items).await {
         Ok(()) => Ok(instance),
@@ -59,8 +58,8 @@ pub(crate) async fn update(
     }
     let host_guard = Condition::must_exist().and(Condition::equals(layout::SCOPE, &key(&scope)));
     let items = vec![
-        put(store, instance_item(&instance, &etag)?, Some(guard))?,
-        put(store, host_item(&instance, &etag)?, Some(host_guard))?,
+        store.transact_put(instance_item(&instance, &etag)?, Some(guard))?,
+        store.transact_put(host_item(&instance, &etag)?, Some(host_guard))?,
     ];
     match store.transact(items).await {
         Ok(()) => Ok(instance),
@@ -164,17 +163,4 @@ fn writable(store: &DynamoStore) -> Result<()> {
         true => Ok(()),
         false => Err(Error::internal("this store reads instances without access keys and cannot write them")),
     }
-}
-
-fn put(store: &DynamoStore, item: Item, condition: Option<Condition>) -> Result<TransactWriteItem> {
-    let mut put = Put::builder().table_name(&*store.table).set_item(Some(item));
-    if let Some(condition) = condition {
-        put = put
-            .condition_expression(condition.expression)
-            .set_expression_attribute_names(Some(condition.names))
-            .set_expression_attribute_values(condition.values)
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
-    }
-    let put = put.build().map_err(|e| Error::internal(format!("building a transaction item: {e}")))?;
-    Ok(TransactWriteItem::builder().put(put).build())
 }

@@ -33,7 +33,7 @@ pub use errors::THROTTLED_RETRY_AFTER_SECS;
 pub use table::create_table;
 
 use crate::errors::Cancellation;
-use crate::item::{Item, condition_failed, delete_condition, put_condition};
+use crate::item::{Condition, Item, condition_failed, delete_condition, put_condition};
 use crate::layout::ItemKey;
 
 /// Attempts at a transaction cancelled only by throttling or a concurrent transaction (the SDK does not
@@ -111,16 +111,7 @@ impl DynamoStore {
     async fn put_item(&self, item: Item, precondition: &Precondition, what: &str, meter: Meter<'_>) -> Result<()> {
         let condition = put_condition(precondition);
         if let Some((scope, count)) = meter.filter(|(_, m)| m.count > 0) {
-            let mut put = Put::builder().table_name(&*self.table).set_item(Some(item));
-            if let Some(condition) = condition {
-                put = put
-                    .condition_expression(condition.expression)
-                    .set_expression_attribute_names(Some(condition.names))
-                    .set_expression_attribute_values(condition.values)
-                    .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
-            }
-            let put = put.build().map_err(|e| Error::internal(format!("building the write of {what}: {e}")))?;
-            return self.counted(TransactWriteItem::builder().put(put).build(), scope, count, precondition, what).await;
+            return self.counted(self.transact_put(item, condition)?, scope, count, precondition, what).await;
         }
         let mut request = self.client.put_item().table_name(&*self.table).set_item(Some(item));
         if let Some(condition) = condition {
@@ -188,6 +179,20 @@ impl DynamoStore {
                 _ => Err(errors::sdk("DeleteItem", err)),
             },
         }
+    }
+
+    /// A Put of a transaction, under `condition` (the old item comes back if it fails).
+    fn transact_put(&self, item: Item, condition: Option<Condition>) -> Result<TransactWriteItem> {
+        let mut put = Put::builder().table_name(&*self.table).set_item(Some(item));
+        if let Some(condition) = condition {
+            put = put
+                .condition_expression(condition.expression)
+                .set_expression_attribute_names(Some(condition.names))
+                .set_expression_attribute_values(condition.values)
+                .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+        }
+        let put = put.build().map_err(|e| Error::internal(format!("building a transaction item: {e}")))?;
+        Ok(TransactWriteItem::builder().put(put).build())
     }
 
     /// One conditional write and the increment of a counter shard, in one transaction.
