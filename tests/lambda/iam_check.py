@@ -14,8 +14,8 @@ from cfnlint.decode import decode
 
 ROOT = Path(__file__).resolve().parents[2]
 
-DEVICE_TABLE = {"dynamodb:GetItem", "dynamodb:Query", "dynamodb:PutItem", "dynamodb:UpdateItem"}
-SERVICE_TABLE = DEVICE_TABLE | {"dynamodb:DeleteItem"}
+DEVICE_TABLE = {"dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:Query", "dynamodb:PutItem", "dynamodb:UpdateItem"}
+SERVICE_TABLE = {"dynamodb:GetItem", "dynamodb:Query", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"}
 # The AWS IoT Core hub connector's calls (functions/hubs/src/aws), by the resources IAM lets them be scoped to.
 IOT_THING_ACTIONS = {
     "iot:CreateThing", "iot:UpdateThing", "iot:DescribeThing", "iot:DeleteThing", "iot:ListThingPrincipals",
@@ -46,7 +46,8 @@ TABLE_PARTITIONS = {
     "instance": "inst#0ne00a1b2c3",
     "instance name": "iname#contoso",
     "instance host": "ihost#dps.example.net",
-    "device (enrollment + record)": "0ne00a1b2c3#dev#device-1",
+    "device (individual enrollment)": "0ne00a1b2c3#dev#device-1",
+    "record (registration record, TPM challenge)": "0ne00a1b2c3#rec#device-1",
     "group": "0ne00a1b2c3#grp#factory-line.2",
     "counter shard": "0ne00a1b2c3#ops#17",
 }
@@ -60,9 +61,9 @@ INDEX_PARTITIONS = {
 # writes, and nothing else. A tenant's configuration (instance, name, host, groups) is never writable, and no
 # listing but the groups of a scope is readable.
 DEVICE_NEEDS = {
-    ("dynamodb:GetItem", "table"): {"instance"},
-    ("dynamodb:Query", "table"): {"device (enrollment + record)"},
-    ("dynamodb:PutItem", "table"): {"device (enrollment + record)"},
+    ("dynamodb:GetItem", "table"): {"instance", "record (registration record, TPM challenge)"},
+    ("dynamodb:BatchGetItem", "table"): {"device (individual enrollment)", "record (registration record, TPM challenge)"},
+    ("dynamodb:PutItem", "table"): {"record (registration record, TPM challenge)"},
     ("dynamodb:UpdateItem", "table"): {"counter shard"},
     ("dynamodb:Query", "index/gsi1"): {"groups listing"},
 }
@@ -129,8 +130,9 @@ def device_table_grants(role, failures, readable):
             if set(keys) == {"dynamodb:LeadingKeys"}:
                 patterns = as_list(keys["dynamodb:LeadingKeys"])
         limited = {k: condition.get(k) for k in attributes if k in condition}
-        for action in actions:
-            readable[action] = readable.get(action, []) + [limited]
+        if patterns is None or any(string_like(p, TABLE_PARTITIONS["instance"]) for p in patterns):
+            for action in actions:
+                readable[action] = readable.get(action, []) + [limited]
         if patterns is None:
             failures.append(f"DeviceFunctionRole {sid}: {actions} not limited by ForAllValues:StringLike on dynamodb:LeadingKeys")
         for resource in as_list(statement["Resource"]):
@@ -174,8 +176,8 @@ def main():
     device, service = res["DeviceFunctionRole"], res["ServiceFunctionRole"]
     readable = {}
     reach = device_table_grants(device, failures, readable)
-    # GetItem reaches instance items (the keys' partition): every statement granting it limits the attributes.
-    for limits in readable.get("dynamodb:GetItem", []):
+    # Every statement that lets an item read reach instance items (the keys' partition) limits the attributes.
+    for limits in readable.get("dynamodb:GetItem", []) + readable.get("dynamodb:BatchGetItem", []):
         got = {k: v for k, v in limits.items() if v is not None}
         normalized = {
             k: ({kk: sorted(as_list(vv)) if kk == "dynamodb:Attributes" else vv for kk, vv in v.items()})

@@ -104,6 +104,9 @@ enum HubCommand {
 enum TableCommand {
     /// Create the table with its index and TTL (for moto / DynamoDB Local).
     Create,
+    /// Move registration records and TPM challenges written by releases before records had a partition of
+    /// their own (docs/dynamodb.md, "Upgrading"); safe to run again, and while the functions run.
+    MigrateRecords,
 }
 
 #[tokio::main]
@@ -115,10 +118,25 @@ async fn main() -> Result<()> {
         DynamoConfig { endpoint_url: t.endpoint_url.clone(), region: t.region.clone(), ..DynamoConfig::new(&table) };
     let store = config.connect().await;
 
-    if let Command::Table(TableCommand::Create) = cli.command {
-        dps_store_dynamodb::create_table(store.client(), &table).await.context("creating the table")?;
-        println!("table {table} is active");
-        return Ok(());
+    match cli.command {
+        Command::Table(TableCommand::Create) => {
+            dps_store_dynamodb::create_table(store.client(), &table).await.context("creating the table")?;
+            println!("table {table} is active");
+            return Ok(());
+        }
+        Command::Table(TableCommand::MigrateRecords) => {
+            let done = store.migrate_records().await.context("moving the records")?;
+            if t.json {
+                println!("{}", serde_json::to_string(&done)?);
+            } else {
+                println!("moved {}, superseded {}, changed while moving {}", done.moved, done.superseded, done.changed);
+            }
+            if done.changed > 0 {
+                anyhow::bail!("{} item(s) changed while being moved: run the command again", done.changed);
+            }
+            return Ok(());
+        }
+        _ => {}
     }
     let dps = Dps::new(Arc::new(store), Settings::default());
     match cli.command {

@@ -1,35 +1,54 @@
-//! A device's partition: the device context read and registration records, counted in the same transaction.
+//! One device: the device context read and registration records, counted in the same transaction.
 
-use dps_core::Result;
+use aws_sdk_dynamodb::types::KeysAndAttributes;
 use dps_core::model::{OperationCount, RegistrationRecord};
 use dps_core::store::{DeviceContext, Precondition, new_etag};
+use dps_core::{Error, Result};
 
-use crate::item;
+use crate::item::{self, Item};
 use crate::layout;
 use crate::{DynamoStore, errors};
 
-/// The enrollment and the record of one device: one strongly consistent Query of its partition.
+/// Rounds of a BatchGetItem whose keys DynamoDB left unprocessed (it does so under throttling).
+const BATCH_GET_ROUNDS: u32 = 4;
+
+/// The enrollment and the record of one device: their two keys (the enrollment in the device partition, the
+/// record in its own) in one strongly consistent BatchGetItem.
 pub(crate) async fn context(store: &DynamoStore, scope: &str, registration_id: &str) -> Result<DeviceContext> {
-    let out = store
-        .client
-        .query()
-        .table_name(&*store.table)
-        .key_condition_expression("#pk = :pk")
-        .expression_attribute_names("#pk", layout::PK)
-        .expression_attribute_values(":pk", item::s(layout::device_pk(scope, registration_id)))
+    let keys = [layout::enrollment(scope, registration_id), layout::registration(scope, registration_id)];
+    let mut pending = KeysAndAttributes::builder()
+        .set_keys(Some(keys.iter().map(item::key_of).collect()))
         .consistent_read(true)
-        .send()
-        .await
-        .map_err(|e| errors::sdk("Query", e))?;
+        .build()
+        .map_err(|e| Error::internal(format!("building the device read: {e}")))?;
     let mut context = DeviceContext::default();
-    for found in out.items() {
-        match item::get_s(found, layout::SK) {
-            Some(layout::ENROLLMENT_SK) => context.enrollment = Some(item::decode(found)?),
-            Some(layout::REGISTRATION_SK) => context.record = Some(item::decode(found)?),
-            _ => {}
+    for round in 1..=BATCH_GET_ROUNDS {
+        let mut out = store
+            .client
+            .batch_get_item()
+            .request_items(&*store.table, pending)
+            .send()
+            .await
+            .map_err(|e| errors::sdk("BatchGetItem", e))?;
+        for found in out.responses.as_mut().and_then(|r| r.remove(&*store.table)).unwrap_or_default() {
+            place(&mut context, &found)?;
         }
+        match out.unprocessed_keys.and_then(|mut u| u.remove(&*store.table)).filter(|k| !k.keys.is_empty()) {
+            None => return Ok(context),
+            Some(left) => pending = left,
+        }
+        crate::back_off(round).await;
     }
-    Ok(context)
+    Err(errors::throttled())
+}
+
+fn place(context: &mut DeviceContext, found: &Item) -> Result<()> {
+    match item::get_s(found, layout::SK) {
+        Some(layout::ENROLLMENT_SK) => context.enrollment = Some(item::decode(found)?),
+        Some(layout::REGISTRATION_SK) => context.record = Some(item::decode(found)?),
+        _ => {}
+    }
+    Ok(())
 }
 
 pub(crate) async fn get_registration(

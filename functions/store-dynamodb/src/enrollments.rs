@@ -56,6 +56,7 @@ impl DynamoStore {
         page: PageRequest,
     ) -> Result<Page<AnyEnrollment>> {
         let pks = layout::enrollment_index_pks_of(kind, scope);
-        listing::query(self, pks, page, |i| item::decode_enrollment(kind, i)).await
+        let at = |id: &str| layout::enrollment_of(kind, scope, id).0;
+        listing::query(self, pks, page, at, |i| item::decode_enrollment(kind, i)).await
     }
 }

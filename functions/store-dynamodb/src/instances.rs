@@ -138,7 +138,7 @@ pub(crate) async fn list(store: &DynamoStore) -> Result<Vec<Instance>> {
         .try_collect()
         .await
         .map_err(|e| errors::sdk("Query", e))?;
-    found.iter().map(decode).collect()
+    found.iter().filter(|i| crate::listing::in_place(i, layout::instance)).map(decode).collect()
 }
 
 fn instance_item(instance: &Instance, etag: &str) -> Result<Item> {

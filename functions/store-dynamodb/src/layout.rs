@@ -76,10 +76,16 @@ pub(crate) fn instance_host(host: &str) -> ItemKey {
     ItemKey { pk: format!("ihost#{}", key(host)), sk: "instanceHost".into() }
 }
 
-/// Partition of one device: its individual enrollment and its registration record live together, so
-/// `device_context` is one Query.
+/// Partition of one device's individual enrollment (written by the service API only).
 pub(crate) fn device_pk(scope: &str, registration_id: &str) -> String {
     format!("{}#dev#{}", key(scope), key(registration_id))
+}
+
+/// Partition of what the registration path writes for one device: its registration record and its TPM
+/// challenge. Apart from [`device_pk`] so that the device function's role may write here (`dynamodb:LeadingKeys`
+/// `*#rec#*`) and cannot replace an enrollment; `device_context` reads both partitions in one BatchGetItem.
+pub(crate) fn record_pk(scope: &str, registration_id: &str) -> String {
+    format!("{}#rec#{}", key(scope), key(registration_id))
 }
 
 pub(crate) const ENROLLMENT_SK: &str = "enrollment";
@@ -105,11 +111,18 @@ fn enrollment_index_pk(scope: &str, shard: u32) -> String {
 }
 
 pub(crate) fn tpm_challenge(scope: &str, registration_id: &str) -> ItemKey {
-    ItemKey { pk: device_pk(scope, registration_id), sk: TPM_CHALLENGE_SK.into() }
+    ItemKey { pk: record_pk(scope, registration_id), sk: TPM_CHALLENGE_SK.into() }
 }
 
 pub(crate) fn registration(scope: &str, registration_id: &str) -> ItemKey {
-    ItemKey { pk: device_pk(scope, registration_id), sk: REGISTRATION_SK.into() }
+    ItemKey { pk: record_pk(scope, registration_id), sk: REGISTRATION_SK.into() }
+}
+
+/// Layout 1 kept records and TPM challenges in the device partition (`{scope}#dev#{id}`, with the
+/// enrollment): the partition [`crate::migrate`] moves such an item to.
+pub(crate) fn record_pk_of_legacy(pk: &str) -> Option<String> {
+    let (scope, id) = pk.split_once("#dev#")?;
+    Some(format!("{scope}#rec#{id}"))
 }
 
 /// Only records of group-admitted devices are indexed (a sparse index).
@@ -202,7 +215,8 @@ mod tests {
     #[test]
     fn keys_are_case_insensitive_and_per_entity() {
         assert_eq!(enrollment("0ne00AB", "Dev-1"), enrollment("0NE00ab", "dev-1"));
-        assert_eq!(enrollment("s", "a").pk, registration("s", "a").pk);
+        assert_ne!(enrollment("s", "a").pk, registration("s", "a").pk, "records are apart from enrollments");
+        assert_eq!(registration("s", "a").pk, tpm_challenge("s", "a").pk);
         assert_ne!(enrollment("s", "a").pk, enrollment("s", "b").pk);
         assert_ne!(enrollment("s1", "a").pk, enrollment("s2", "a").pk);
         assert_eq!(enrollment_index("s", "Dev-1"), enrollment_index("S", "dev-1"));

@@ -10,6 +10,7 @@ mod instances;
 mod item;
 pub mod layout;
 mod listing;
+mod migrate;
 mod table;
 mod tpm_challenges;
 
@@ -30,6 +31,7 @@ use dps_core::{Error, Result};
 
 pub use config::{ConfigError, DynamoConfig, StaticCredentials, http_client, retry_config, timeout_config};
 pub use errors::THROTTLED_RETRY_AFTER_SECS;
+pub use migrate::Migration;
 pub use table::create_table;
 
 use crate::errors::Cancellation;
@@ -147,16 +149,7 @@ impl DynamoStore {
         }
         let condition = delete_condition(precondition);
         if let Some((scope, count)) = meter.filter(|(_, m)| m.count > 0) {
-            let delete = Delete::builder()
-                .table_name(&*self.table)
-                .set_key(Some(item::key_of(key)))
-                .condition_expression(condition.expression)
-                .set_expression_attribute_names(Some(condition.names))
-                .set_expression_attribute_values(condition.values)
-                .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-                .build()
-                .map_err(|e| Error::internal(format!("building the delete of {what}: {e}")))?;
-            let write = TransactWriteItem::builder().delete(delete).build();
+            let write = self.transact_delete(key, condition)?;
             return self.counted(write, scope, count, precondition, what).await;
         }
         let result = self
@@ -193,6 +186,20 @@ impl DynamoStore {
         }
         let put = put.build().map_err(|e| Error::internal(format!("building a transaction item: {e}")))?;
         Ok(TransactWriteItem::builder().put(put).build())
+    }
+
+    /// A Delete of a transaction, under `condition` (the old item comes back if it fails).
+    fn transact_delete(&self, key: &ItemKey, condition: Condition) -> Result<TransactWriteItem> {
+        let delete = Delete::builder()
+            .table_name(&*self.table)
+            .set_key(Some(item::key_of(key)))
+            .condition_expression(condition.expression)
+            .set_expression_attribute_names(Some(condition.names))
+            .set_expression_attribute_values(condition.values)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .build()
+            .map_err(|e| Error::internal(format!("building a transaction item: {e}")))?;
+        Ok(TransactWriteItem::builder().delete(delete).build())
     }
 
     /// One conditional write and the increment of a counter shard, in one transaction.
@@ -253,10 +260,16 @@ impl DynamoStore {
                 tracing::warn!(attempt, error = %retry, "DynamoDB transaction still cancelled after retries");
                 return Err(TransactFailure::Error(retry));
             }
-            let backoff = 25u64 << attempt;
-            tokio::time::sleep(Duration::from_millis(backoff / 2 + rand::random_range(0..=backoff / 2))).await;
+            back_off(attempt).await;
         }
     }
+}
+
+/// Wait before retry `attempt` (1, 2, …) of a call DynamoDB cancelled or left partly undone: 25 ms doubled per
+/// attempt, half of it jittered.
+async fn back_off(attempt: u32) {
+    let backoff = 25u64 << attempt;
+    tokio::time::sleep(Duration::from_millis(backoff / 2 + rand::random_range(0..=backoff / 2))).await;
 }
 
 /// The operation a write counts, with its scope (None: the write counts nothing).
@@ -363,7 +376,8 @@ impl Store for DynamoStore {
         group_id: &str,
         page: PageRequest,
     ) -> Result<Page<RegistrationRecord>> {
-        listing::query(self, layout::registration_index_pks(scope, group_id), page, item::decode).await
+        let at = |id: &str| layout::registration(scope, id);
+        listing::query(self, layout::registration_index_pks(scope, group_id), page, at, item::decode).await
     }
 
     async fn add_operations(&self, scope: &str, date: &str, kind: OperationKind, count: u64) -> Result<()> {

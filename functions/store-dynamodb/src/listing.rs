@@ -13,11 +13,27 @@ use futures::future::try_join_all;
 use crate::item::{self, Item};
 use crate::{DynamoStore, errors, layout};
 
-/// One page of the entities indexed under `index_pks`, each read from its item by `decode`.
+/// Whether a listed item is where the entity it claims to be is kept: `at` gives that table key from the item's
+/// index sort key (the entity's lower-cased ID). A writer that may put items only into some partitions (the
+/// device function's role: record partitions) could give one any index keys; such an item is left out of every
+/// listing but the one of its own kind, and logged.
+pub(crate) fn in_place(found: &Item, at: impl Fn(&str) -> layout::ItemKey) -> bool {
+    let (pk, sk) = (item::get_s(found, layout::PK), item::get_s(found, layout::SK));
+    let expected = item::get_s(found, layout::GSI1SK).map(at);
+    let ok = expected.as_ref().is_some_and(|e| pk == Some(e.pk.as_str()) && sk == Some(e.sk.as_str()));
+    if !ok {
+        tracing::warn!(pk, sk, "a listed item is not where its entity is kept: left out");
+    }
+    ok
+}
+
+/// One page of the entities indexed under `index_pks`, each kept at the table key `at` gives for its ID (others
+/// are left out: [`in_place`]) and read from its item by `decode`.
 pub(crate) async fn query<T>(
     store: &DynamoStore,
     index_pks: Vec<String>,
     page: PageRequest,
+    at: impl Fn(&str) -> layout::ItemKey,
     decode: impl Fn(&Item) -> Result<T>,
 ) -> Result<Page<T>> {
     let after = page.continuation.as_deref().map(decode_token).transpose()?;
@@ -48,7 +64,7 @@ pub(crate) async fn query<T>(
         Some((last, _)) if more => Some(URL_SAFE_NO_PAD.encode(last)),
         _ => None,
     };
-    let items = merged.iter().map(|(_, i)| decode(i)).collect::<Result<Vec<T>>>()?;
+    let items = merged.iter().filter(|(_, i)| in_place(i, &at)).map(|(_, i)| decode(i)).collect::<Result<Vec<T>>>()?;
     Ok(Page { items, continuation })
 }
 

@@ -120,9 +120,10 @@ async fn items_follow_the_documented_layout() {
     let enrolled = get(&format!("{sl}#dev#dev-a"), "enrollment");
     assert!(enrolled["gsi1pk"].starts_with(&format!("{sl}#enrollments#")));
     assert_eq!(enrolled["gsi1sk"], "dev-a");
-    let solo = get(&format!("{sl}#dev#dev-a"), "registration");
+    let solo = get(&format!("{sl}#rec#dev-a"), "registration");
     assert!(!solo.contains_key("gsi1pk"), "records of individual enrollments are not indexed");
-    let grouped = get(&format!("{sl}#dev#sensor-1"), "registration");
+    assert!(!items.contains_key(&(format!("{sl}#dev#dev-a"), "registration".into())), "not with the enrollment");
+    let grouped = get(&format!("{sl}#rec#sensor-1"), "registration");
     assert!(grouped["gsi1pk"].starts_with(&format!("{sl}#grp#line-1#registrations#")));
     let group_item = get(&format!("{sl}#grp#line-1"), "group");
     assert_eq!(
@@ -238,6 +239,144 @@ async fn the_device_side_reads_instances_without_their_access_keys() {
     let write = device.update_instance(seen, Precondition::None).await;
     assert!(matches!(write, Err(Error::Internal(_))), "{write:?}");
     assert_eq!(store.instance_by_scope(&s).await.unwrap(), Some(created), "keys intact");
+}
+
+/// Move an item written by today's layout back to where layout 1 kept it (the device partition), as a table
+/// written by an older release holds it.
+async fn make_legacy(store: &DynamoStore, pk: &str, sk: &str) {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    let key =
+        HashMap::from([(PK.to_string(), AttributeValue::S(pk.into())), (SK.to_string(), AttributeValue::S(sk.into()))]);
+    let c = store.client();
+    let found = c.get_item().table_name(store.table_name()).set_key(Some(key.clone())).send().await.unwrap();
+    let mut item = found.item.expect("the item to move back");
+    item.insert(PK.into(), AttributeValue::S(pk.replace("#rec#", "#dev#")));
+    c.put_item().table_name(store.table_name()).set_item(Some(item)).send().await.unwrap();
+    c.delete_item().table_name(store.table_name()).set_key(Some(key)).send().await.unwrap();
+}
+
+/// A table written by layout 1 (records and TPM challenges in the device partition, with the enrollment):
+/// today's store does not see those records until `migrate_records` has moved them; the move keeps every
+/// attribute (index keys, TTL), lets a record written since the upgrade win, and a second run has nothing to do.
+#[tokio::test]
+async fn migrate_records_moves_layout_1_records_to_their_own_partition() {
+    let store = support::store().await;
+    let s = scope();
+    let sl = s.to_ascii_lowercase();
+    store.save(&s, enrollment("Dev-A"), Precondition::NotExists).await.unwrap();
+    let old_a = store.put_registration(&s, record("Dev-A", None), Precondition::NotExists, None).await.unwrap();
+    let old_g =
+        store.put_registration(&s, record("Sensor-1", Some("Line-1")), Precondition::NotExists, None).await.unwrap();
+    let challenge = dps_core::model::TpmChallenge {
+        registration_id: "tpm-1".into(),
+        key: "aXNzdWVkLWtleS0xMjM0NTY3ODkwMTIzNDU2Nzg5MDEy".into(),
+        endorsement_key_sha256: "ab".repeat(32),
+        storage_root_key_sha256: "cd".repeat(32),
+        authentication_key: "AAAA".repeat(10),
+        expires_at: dps_core::store::unix_now() + 600,
+        consumed: false,
+        etag: None,
+    };
+    let challenge = store.put_tpm_challenge(&s, challenge, Precondition::None).await.unwrap();
+    let old_b = store.put_registration(&s, record("Dev-B", None), Precondition::NotExists, None).await.unwrap();
+    for (id, sk) in
+        [("dev-a", "registration"), ("sensor-1", "registration"), ("tpm-1", "tpmChallenge"), ("dev-b", "registration")]
+    {
+        make_legacy(&store, &format!("{sl}#rec#{id}"), sk).await;
+    }
+    // Dev-B registered again after the upgrade, before the migration ran: its new record is the newer one.
+    let new_b =
+        store.put_registration(&s, record("Dev-B", Some("Line-1")), Precondition::NotExists, None).await.unwrap();
+
+    assert_eq!(store.get_registration(&s, "dev-a").await.unwrap(), None, "layout 1 records are not seen before");
+    let context = store.device_context(&s, "dev-a").await.unwrap();
+    assert!(context.enrollment.is_some() && context.record.is_none());
+
+    let report = store.migrate_records().await.unwrap();
+    assert_eq!(report, dps_store_dynamodb::Migration { moved: 3, superseded: 1, changed: 0 });
+    assert_eq!(store.get_registration(&s, "DEV-A").await.unwrap(), Some(old_a.clone()));
+    let context = store.device_context(&s, "dev-a").await.unwrap();
+    assert_eq!((context.enrollment.map(|e| e.registration_id), context.record), (Some("Dev-A".into()), Some(old_a)));
+    assert_eq!(store.get_registration(&s, "sensor-1").await.unwrap(), Some(old_g));
+    assert_eq!(store.get_registration(&s, "dev-b").await.unwrap(), Some(new_b), "the newer record won");
+    assert_ne!(Some(old_b), store.get_registration(&s, "dev-b").await.unwrap());
+    assert_eq!(store.get_tpm_challenge(&s, "tpm-1").await.unwrap(), Some(challenge.clone()), "TTL and all moved");
+
+    let items = raw_items(&store).await;
+    let left: Vec<_> = items.keys().filter(|(pk, sk)| pk.contains("#dev#") && sk != "enrollment").collect();
+    assert!(left.is_empty(), "nothing but enrollments in device partitions: {left:?}");
+    let moved_challenge = &items[&(format!("{sl}#rec#tpm-1"), "tpmChallenge".to_string())];
+    assert_eq!(moved_challenge.get(TTL), Some(&challenge.expires_at.to_string()), "still expires");
+    let listed =
+        store.query_registrations(&s, "line-1", PageRequest { max_items: 10, continuation: None }).await.unwrap();
+    let ids: Vec<_> = listed.items.iter().map(|r| r.registration_id.as_str()).collect();
+    assert_eq!(ids, ["Dev-B", "Sensor-1"], "index entries moved with their records, none twice");
+
+    let again = store.migrate_records().await.unwrap();
+    assert_eq!(again, dps_store_dynamodb::Migration::default(), "nothing left to move");
+}
+
+/// The device function's role may write only in record partitions, but it chooses an item's attributes, index
+/// keys included. An item written there that claims a place in another listing (the scope's groups, its
+/// enrollments, another scope's registrations, the instances) is not listed: a listing returns only items kept
+/// where their entity is.
+#[tokio::test]
+async fn items_forged_into_a_record_partition_stay_out_of_other_listings() {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    use dps_core::model::{EnrollmentGroup, Instance};
+    let store = support::store().await;
+    let (s, other) = (scope(), scope());
+    let (sl, ol) = (s.to_ascii_lowercase(), other.to_ascii_lowercase());
+    let group: EnrollmentGroup = serde_json::from_value(json!({
+        "enrollmentGroupId": "line-1", "attestation": { "type": "symmetricKey", "symmetricKey": {} },
+    }))
+    .unwrap();
+    store.save(&s, group, Precondition::NotExists).await.unwrap();
+    store.save(&s, enrollment("dev-a"), Precondition::NotExists).await.unwrap();
+    store.put_registration(&other, record("dev-b", Some("line-9")), Precondition::NotExists, None).await.unwrap();
+    let instance: Instance = serde_json::from_value(json!({
+        "name": format!("n-{s}"), "idScope": s, "serviceHostName": format!("{s}.example.net"),
+    }))
+    .unwrap();
+    store.create_instance(instance).await.unwrap();
+
+    let forged_group =
+        json!({ "enrollmentGroupId": "evil", "attestation": { "type": "symmetricKey", "symmetricKey": {} } });
+    let forged_instance = json!({ "name": "evil", "idScope": "evil", "serviceHostName": "evil.example.net" });
+    let enrollment_shards = dps_store_dynamodb::layout::ENROLLMENT_SHARDS;
+    let registration_shards = dps_store_dynamodb::layout::REGISTRATION_SHARDS;
+    let mut forgeries = vec![(format!("{sl}#groups"), "evil".to_string(), forged_group.clone())];
+    forgeries.extend(
+        (0..enrollment_shards).map(|n| (format!("{sl}#enrollments#{n}"), "evil".into(), json!(enrollment("evil")))),
+    );
+    forgeries.extend(
+        (0..registration_shards).map(|n| {
+            (format!("{ol}#grp#line-9#registrations#{n}"), "evil".into(), json!(record("evil", Some("line-9"))))
+        }),
+    );
+    forgeries.push(("instances".into(), "evil".into(), forged_instance));
+    for (n, (gsi1pk, gsi1sk, doc)) in forgeries.into_iter().enumerate() {
+        let item = HashMap::from([
+            (PK.to_string(), AttributeValue::S(format!("{sl}#rec#forged-{n}"))),
+            (SK.to_string(), AttributeValue::S("registration".into())),
+            (GSI1PK.to_string(), AttributeValue::S(gsi1pk)),
+            (GSI1SK.to_string(), AttributeValue::S(gsi1sk)),
+            ("etag".to_string(), AttributeValue::S("\"x\"".into())),
+            ("doc".to_string(), AttributeValue::S(doc.to_string())),
+        ]);
+        store.client().put_item().table_name(store.table_name()).set_item(Some(item)).send().await.unwrap();
+    }
+
+    let page = || PageRequest { max_items: 100, continuation: None };
+    let groups = store.page::<EnrollmentGroup>(&s, page()).await.unwrap();
+    assert_eq!(groups.items.iter().map(|g| g.enrollment_group_id.as_str()).collect::<Vec<_>>(), ["line-1"]);
+    let enrollments = store.page::<IndividualEnrollment>(&s, page()).await.unwrap();
+    assert_eq!(enrollments.items.iter().map(|e| e.registration_id.as_str()).collect::<Vec<_>>(), ["dev-a"]);
+    let records = store.query_registrations(&other, "line-9", page()).await.unwrap();
+    assert_eq!(records.items.iter().map(|r| r.registration_id.as_str()).collect::<Vec<_>>(), ["dev-b"]);
+    let instances = store.list_instances().await.unwrap();
+    assert!(instances.iter().all(|i| i.id_scope != "evil"), "{instances:?}");
+    assert!(instances.iter().any(|i| i.id_scope == s));
 }
 
 #[tokio::test]

@@ -27,7 +27,7 @@ async fn registration_interrupted_before_its_read_leaves_nothing_and_a_retry_suc
     env.faults.fail(1, ATTEMPTS, Fault::ServerError);
     let failed = env.register("dev-1", &key).await;
     assert!(matches!(failed, Err(Error::Unavailable(_))), "{failed:?}");
-    assert_eq!(env.log.attempts(), vec!["Query".to_string(); ATTEMPTS], "the read was retried, then given up");
+    assert_eq!(env.log.attempts(), vec!["BatchGetItem".to_string(); ATTEMPTS], "the read was retried, then given up");
 
     assert_eq!(env.store.get_registration(&env.scope, "dev-1").await.unwrap(), None);
     assert_eq!(env.counted().await, (1, 0), "only the warm-up device is counted");
@@ -43,7 +43,7 @@ async fn registration_interrupted_before_its_write_leaves_nothing_and_a_retry_su
     env.faults.fail(2, ATTEMPTS, Fault::ServerError);
     let failed = env.register("dev-1", &key).await;
     assert!(matches!(failed, Err(Error::Unavailable(_))), "{failed:?}");
-    let mut expected = vec!["Query".to_string()];
+    let mut expected = vec!["BatchGetItem".to_string()];
     expected.extend(vec!["TransactWriteItems".to_string(); ATTEMPTS]);
     assert_eq!(env.log.attempts(), expected);
 
@@ -96,7 +96,7 @@ async fn transient_faults_within_the_retry_budget_are_invisible() {
     env.faults.fail(ATTEMPTS + 1, ATTEMPTS - 1, Fault::Throttle);
     let record = env.register("dev-1", &key).await.expect("retried to success");
     assert_eq!(record.status, RegistrationStatus::Assigned);
-    assert_eq!(env.log.operations(), ["Query", "TransactWriteItems"], "still two calls");
+    assert_eq!(env.log.operations(), ["BatchGetItem", "TransactWriteItems"], "still two calls");
     assert_eq!(env.log.attempts().len(), 2 * ATTEMPTS, "each call took all its attempts");
     assert_eq!(env.counted().await, (2, 0), "counted once");
 }

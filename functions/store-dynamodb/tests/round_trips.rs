@@ -26,21 +26,21 @@ async fn registration_round_trips_with_warm_caches() {
     env.log.reset();
     let first = env.register("dev-1", &key).await.expect("first registration");
     assert_eq!(first.status, RegistrationStatus::Assigned);
-    assert_eq!(calls(&env.log.operations()), ["Query", "TransactWriteItems"], "first-time registration");
+    assert_eq!(calls(&env.log.operations()), ["BatchGetItem", "TransactWriteItems"], "first-time registration");
     assert_eq!(env.log.attempts().len(), 2, "no retries");
 
     env.log.reset();
     let again = env.register("dev-1", &key).await.expect("re-registration");
-    assert_eq!(calls(&env.log.operations()), ["Query", "TransactWriteItems"], "re-registration");
+    assert_eq!(calls(&env.log.operations()), ["BatchGetItem", "TransactWriteItems"], "re-registration");
 
     env.log.reset();
     let polled = env.status("dev-1", &key, None).await.expect("status");
     assert_eq!(polled, again);
-    assert_eq!(calls(&env.log.operations()), ["Query"], "registration status poll");
+    assert_eq!(calls(&env.log.operations()), ["BatchGetItem"], "registration status poll");
 
     env.log.reset();
     env.status("dev-1", &key, Some(&again.operation_id)).await.expect("operation status");
-    assert_eq!(calls(&env.log.operations()), ["Query"], "operation status poll");
+    assert_eq!(calls(&env.log.operations()), ["BatchGetItem"], "operation status poll");
     assert_eq!(env.counted().await, (2, 1), "warm-up and dev-1 registered, dev-1 re-registered");
 }
 
@@ -53,12 +53,12 @@ async fn group_registration_round_trips_with_warm_caches() {
     env.log.reset();
     let record = env.register_in_group("sensor-1", &group_key).await.expect("first registration");
     assert_eq!(record.enrollment_group_id.as_deref(), Some("line-1"));
-    assert_eq!(calls(&env.log.operations()), ["Query", "TransactWriteItems"], "first-time group registration");
+    assert_eq!(calls(&env.log.operations()), ["BatchGetItem", "TransactWriteItems"], "first-time group registration");
 
     env.log.reset();
     let derived = dps_core::sas::derive_device_key(&group_key, "sensor-1").unwrap();
     env.status("sensor-1", &derived, None).await.expect("status");
-    assert_eq!(calls(&env.log.operations()), ["Query"], "group device status poll");
+    assert_eq!(calls(&env.log.operations()), ["BatchGetItem"], "group device status poll");
 
     env.log.reset();
     let listed = env.store.query_registrations(&env.scope, "line-1", page()).await.unwrap();
