@@ -336,6 +336,12 @@ pub struct RegistrationRecord {
     /// retries their removal.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pending_hub_removals: Vec<HubDeviceRef>,
+    /// Until when (unix milliseconds) the registration that wrote this record may still be removing the device
+    /// from the hubs of `pending_hub_removals`: no other registration of the device writes a record before then
+    /// (it waits, or answers 429), so that a late removal cannot take the device out of a hub a newer record
+    /// assigns. Cleared when the removals are settled. Store-internal: not on the wire.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settling_until: Option<i64>,
 }
 
 /// A right granted by a shared access policy.

@@ -11,6 +11,7 @@ use dps_core::hubs::{
     HubConnector, HubConnectors, HubDevice, HubFailure, HubFailureKind, HubTarget, HubTwin, KeySecretBox,
 };
 use dps_core::model::{HubConnection, HubKind, LinkedHub, RegistrationStatus, Substatus};
+use dps_core::store::Precondition;
 use dps_core::{Dps, Settings};
 use serde_json::{Map, Value, json};
 use support::*;
@@ -23,6 +24,8 @@ struct FakeRegistry {
     calls: Vec<String>,
     fail_at: Option<(usize, HubFailureKind)>,
     credentials_seen: Vec<Option<String>>,
+    /// Removals from this hub wait until released (a slow removal still in flight).
+    held_removals: Option<(String, Arc<tokio::sync::Notify>, Arc<tokio::sync::Notify>)>,
 }
 
 #[derive(Clone, Default)]
@@ -87,6 +90,11 @@ impl HubConnector for FakeHubs {
     }
     async fn remove_device(&self, hub: HubTarget<'_>, device_id: &str) -> Result<(), HubFailure> {
         self.call(format!("remove {} {device_id}", hub.host_name), &hub)?;
+        let held = self.0.lock().unwrap().held_removals.clone().filter(|(h, _, _)| h == hub.host_name);
+        if let Some((_, entered, release)) = held {
+            entered.notify_one();
+            release.notified().await;
+        }
         self.0.lock().unwrap().devices.remove(&(hub.host_name.to_string(), device_id.to_string()));
         Ok(())
     }
@@ -430,4 +438,76 @@ async fn a_hub_failure_is_told_as_a_failed_registration_with_its_code() {
     assert_eq!(got[0]["data"]["errorCode"], 503301);
     assert_eq!(got[0]["data"]["errorCode"], json!(failed.error_code.unwrap()));
     assert_eq!(got[0]["data"]["errorMessage"], json!(failed.error_message.unwrap()));
+}
+
+/// Two registrations of one device at once: the first moves it from hub-a to hub-b and is still removing it from
+/// hub-a when the second moves it back to hub-a. The second waits until the first has settled its removal, so
+/// the late removal cannot take the device out of the hub the newer record assigns it to.
+#[tokio::test]
+async fn a_move_back_while_the_old_hub_removal_is_in_flight_waits_for_it() {
+    let (f, fake) = fixture(vec![connected("hub-a.example.net"), connected("hub-b.example.net")]).await;
+    let pinned = |hub: &str, keys: &(String, String)| {
+        individual(
+            "dev-1",
+            json!({
+                "iotHubs": [hub],
+                "attestation": { "type": "symmetricKey", "symmetricKey": { "primaryKey": keys.0, "secondaryKey": keys.1 } },
+            }),
+        )
+    };
+    f.enroll(individual("dev-1", json!({ "iotHubs": ["hub-a.example.net"] }))).await;
+    let keys = f.keys("dev-1").await;
+    assert_eq!(f.register("dev-1", &keys.0).await.unwrap().assigned_hub.as_deref(), Some("hub-a.example.net"));
+
+    let (entered, release) = (Arc::new(tokio::sync::Notify::new()), Arc::new(tokio::sync::Notify::new()));
+    fake.0.lock().unwrap().held_removals = Some(("hub-a.example.net".into(), entered.clone(), release.clone()));
+    f.enroll(pinned("hub-b.example.net", &keys)).await;
+    let away = f.register("dev-1", &keys.0);
+    let back = async {
+        entered.notified().await;
+        // The first registration's record (hub-b) is written; its removal from hub-a is in flight.
+        let stored = f.store.device_context(f.scope(), "dev-1").await.unwrap().record.unwrap();
+        assert_eq!(stored.assigned_hub.as_deref(), Some("hub-b.example.net"));
+        assert!(stored.settling_until.is_some(), "the record holds a settling lease while removals are owed");
+        f.enroll(pinned("hub-a.example.net", &keys)).await;
+        let mut second = std::pin::pin!(f.register("dev-1", &keys.0));
+        let early = tokio::time::timeout(std::time::Duration::from_millis(300), &mut second).await;
+        assert!(early.is_err(), "the second registration waits while the first settles: {early:?}");
+        fake.0.lock().unwrap().held_removals = None;
+        release.notify_one();
+        second.await
+    };
+    let (away, back) = tokio::join!(away, back);
+    assert_eq!(away.unwrap().assigned_hub.as_deref(), Some("hub-b.example.net"));
+    let back = back.unwrap();
+    assert_eq!(back.assigned_hub.as_deref(), Some("hub-a.example.net"));
+    assert_eq!(fake.hubs_of("dev-1"), ["hub-a.example.net"], "the device is where its record says, and only there");
+    let stored = f.store.device_context(f.scope(), "dev-1").await.unwrap().record.unwrap();
+    assert_eq!(stored.assigned_hub.as_deref(), Some("hub-a.example.net"));
+    assert!(stored.pending_hub_removals.is_empty() && stored.settling_until.is_none(), "{stored:?}");
+}
+
+/// A registration that finds another still settling past its wait answers 429 with the lease's remaining time;
+/// nothing is written and the hubs are not called.
+#[tokio::test]
+async fn a_registration_that_cannot_wait_out_a_settling_lease_is_throttled() {
+    let (f, fake) = fixture(vec![connected("hub-a.example.net")]).await;
+    f.enroll(individual("dev-1", json!({}))).await;
+    let (key, _) = f.keys("dev-1").await;
+    let mut record = f.register("dev-1", &key).await.unwrap();
+    // As a registration that crashed while removing the device from a hub leaves it: a lease of 40 s.
+    let etag = record.etag.clone().unwrap();
+    record.settling_until = Some((time::OffsetDateTime::now_utc().unix_timestamp() + 40) * 1000);
+    let leased = f.store.put_registration(f.scope(), record, Precondition::Matches(etag), None).await.unwrap();
+    fake.take_calls();
+    let refused = f.register("dev-1", &key).await;
+    match refused {
+        Err(dps_core::Error::Throttled { retry_after_secs, .. }) => {
+            assert!((25..=41).contains(&retry_after_secs), "{retry_after_secs}")
+        }
+        other => panic!("expected 429: {other:?}"),
+    }
+    assert!(fake.take_calls().is_empty(), "no hub call while another registration settles");
+    let stored = f.store.device_context(f.scope(), "dev-1").await.unwrap().record.unwrap();
+    assert_eq!(stored, leased, "nothing written");
 }

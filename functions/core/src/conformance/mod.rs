@@ -226,6 +226,7 @@ fn sample_record(registration_id: &str, group: Option<&str>) -> RegistrationReco
         tpm: None,
         issued_certificate_chain: None,
         pending_hub_removals: Vec::new(),
+        settling_until: None,
     }
 }
 

@@ -49,6 +49,7 @@ impl Dps {
             tpm: None,
             issued_certificate_chain: None,
             pending_hub_removals: Vec::new(),
+            settling_until: None,
         };
         if spec.provisioning_status == ProvisioningStatus::Disabled {
             record.status = RegistrationStatus::Disabled;

@@ -8,6 +8,18 @@
 //! says (a partial create in another hub is owed a removal). A removal that fails is kept in the record
 //! (`pendingHubRemovals`) and retried at the device's next registration. So the record always says every hub
 //! the device may be in.
+//!
+//! A record that owes removals to hubs with connectors is written with a settling lease (`settling_until`,
+//! [`SETTLE_LEASE`]): until the removals are settled (the record written again without it) or the lease runs
+//! out, other registrations of the device wait before they read the device context they decide on
+//! ([`Dps::settled_context`]). Without it, a registration moving the device back to the hub being left could
+//! create it there just before the late removal took it out again: the newer record would say assigned, and the
+//! device would be in no hub. Removals still unanswered [`SETTLE_BUDGET`] after the record was written are
+//! abandoned (kept owed), well inside the lease, so none lands after another registration may proceed.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
@@ -21,7 +33,30 @@ use crate::model::{
     RegistrationStatus,
 };
 use crate::sas::derive_device_key;
-use crate::store::Precondition;
+use crate::store::{DeviceContext, Precondition};
+
+/// How long a record owing hub removals holds off other registrations of its device.
+pub(super) const SETTLE_LEASE: Duration = Duration::from_secs(30);
+/// How long the owed removals may take before the ones not answered are abandoned (and stay owed).
+const SETTLE_BUDGET: Duration = Duration::from_secs(20);
+/// How long a registration waits for another registration of its device to settle before it answers 429.
+const SETTLE_WAIT: Duration = Duration::from_secs(10);
+
+fn unix_millis() -> i64 {
+    i64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
+}
+
+/// How much of a record's settling lease is left (None: it holds none, or it ran out).
+fn settling_left(record: &RegistrationRecord) -> Option<Duration> {
+    let left = record.settling_until? - unix_millis();
+    (left > 0).then(|| Duration::from_millis(left.unsigned_abs()))
+}
+
+/// The settling lease a record about to be written takes: one when it owes a removal to a hub with a connector.
+pub(super) fn settling_lease(instance: &Instance, record: &RegistrationRecord) -> Option<i64> {
+    let owes = record.pending_hub_removals.iter().any(|owed| connection(instance, &owed.hub).is_some());
+    owes.then(|| unix_millis().saturating_add(SETTLE_LEASE.as_millis() as i64))
+}
 
 /// The linked hub named `host`, if it has a connector.
 fn connection<'a>(instance: &'a Instance, host: &str) -> Option<&'a HubConnection> {
@@ -156,7 +191,29 @@ impl Dps {
         Ok(())
     }
 
-    /// Make the removals `written` owes; the record is written again when some succeeded.
+    /// The device context a registration decides on, once no other registration of the device holds a
+    /// settling lease (it waits up to [`SETTLE_WAIT`], then answers 429 with the lease's remaining time).
+    pub(super) async fn settled_context(&self, scope: &str, registration_id: &str) -> Result<DeviceContext> {
+        let started = Instant::now();
+        let mut pause = Duration::from_millis(20);
+        loop {
+            let context = self.store.device_context(scope, registration_id).await?;
+            let Some(left) = context.record.as_ref().and_then(settling_left) else {
+                return Ok(context);
+            };
+            if started.elapsed() + pause > SETTLE_WAIT {
+                return Err(Error::Throttled {
+                    message: "Another registration of this device is still removing it from a hub; retry later".into(),
+                    retry_after_secs: u32::try_from(left.as_secs() + 1).unwrap_or(u32::MAX),
+                });
+            }
+            tokio::time::sleep(pause.min(left)).await;
+            pause = (pause * 2).min(Duration::from_millis(500));
+        }
+    }
+
+    /// Make the removals `written` owes (within [`SETTLE_BUDGET`]); the record is written again when some
+    /// succeeded or it holds a settling lease, which that write gives back.
     pub(super) async fn settle_hub_removals(
         &self,
         instance: &Instance,
@@ -165,23 +222,39 @@ impl Dps {
         if written.pending_hub_removals.is_empty() {
             return written;
         }
-        let mut left = Vec::new();
-        for owed in &written.pending_hub_removals {
-            // A hub unlinked since (or linked without a connector now) can no longer be reached: dropped.
-            let Some(link) = connection(instance, &owed.hub) else {
-                tracing::warn!(hub = %owed.hub, device_id = %owed.device_id, "removal dropped: the hub has no connector now");
-                continue;
-            };
-            if let Err(failure) = self.remove_from(&owed.hub, link, &owed.device_id).await {
-                tracing::warn!(hub = %owed.hub, device_id = %owed.device_id, "hub removal failed: {}", failure.message);
-                left.push(owed.clone());
+        let mut done = vec![false; written.pending_hub_removals.len()];
+        let removals = async {
+            for (owed, done) in written.pending_hub_removals.iter().zip(done.iter_mut()) {
+                // A hub unlinked since (or linked without a connector now) can no longer be reached: dropped.
+                let Some(link) = connection(instance, &owed.hub) else {
+                    tracing::warn!(hub = %owed.hub, device_id = %owed.device_id, "removal dropped: the hub has no connector now");
+                    *done = true;
+                    continue;
+                };
+                match self.remove_from(&owed.hub, link, &owed.device_id).await {
+                    Ok(()) => *done = true,
+                    Err(failure) => {
+                        tracing::warn!(hub = %owed.hub, device_id = %owed.device_id, "hub removal failed: {}", failure.message)
+                    }
+                }
             }
+        };
+        if tokio::time::timeout(SETTLE_BUDGET, removals).await.is_err() {
+            tracing::warn!(registration_id = %written.registration_id, "hub removals abandoned after {SETTLE_BUDGET:?}: kept owed");
         }
-        if left.len() == written.pending_hub_removals.len() {
+        let left: Vec<HubDeviceRef> = written
+            .pending_hub_removals
+            .iter()
+            .zip(&done)
+            .filter(|(_, done)| !**done)
+            .map(|(o, _)| o.clone())
+            .collect();
+        if left.len() == written.pending_hub_removals.len() && written.settling_until.is_none() {
             return written;
         }
         let mut settled = written.clone();
         settled.pending_hub_removals = left;
+        settled.settling_until = None;
         let precondition = Precondition::Matches(written.etag.clone().unwrap_or_default());
         match self.store.put_registration(&instance.id_scope, settled, precondition, None).await {
             Ok(rewritten) => rewritten,

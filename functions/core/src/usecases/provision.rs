@@ -2,7 +2,7 @@
 //! registration of the same device wins the write. Every attestation kind (SAS, X.509, TPM) ends here.
 
 use super::device::{Attested, Credential, RegisterRequest, Registration, WRITE_ATTEMPTS};
-use super::hubs::{owe, settle_owed};
+use super::hubs::{owe, settle_owed, settling_lease};
 use super::tpm::{DeviceTpm, enrolled};
 use super::{Dps, today};
 use crate::error::{Error, Result};
@@ -36,7 +36,7 @@ impl Dps {
         // elsewhere, they are owed a removal.
         let mut touched: Vec<HubDeviceRef> = Vec::new();
         for _ in 0..WRITE_ATTEMPTS {
-            let context = self.store.device_context(&instance.id_scope, &req.registration_id).await?;
+            let context = self.settled_context(&instance.id_scope, &req.registration_id).await?;
             let attested = match admission {
                 Admission::Credential(credential) => {
                     self.attest(instance, &context, credential, &req.registration_id).await?
@@ -67,6 +67,7 @@ impl Dps {
                 owe(&mut record, earlier.clone());
             }
             settle_owed(&mut record);
+            record.settling_until = settling_lease(instance, &record);
             let precondition = match &previous {
                 Some(p) => Precondition::Matches(p.etag.clone().unwrap_or_default()),
                 None => Precondition::NotExists,
