@@ -157,7 +157,8 @@ pub async fn run(connect: &Connect, global: &Global, kind: EnrollmentKind, cmd: 
         }
         Command::List { top, page_size } => {
             let client = &client;
-            let page = move |c: Option<String>| async move { client.query_enrollments(kind, page_size, c.as_deref()).await };
+            let page =
+                move |c: Option<String>| async move { client.query_enrollments(kind, page_size, c.as_deref()).await };
             let items = super::first_items(top, page).await?;
             print_list(connect, kind, &items);
         }

@@ -40,7 +40,9 @@ pub async fn run(connect: &Connect, global: &Global, cmd: Command) -> anyhow::Re
         }
         Command::List { group, top, page_size } => {
             let (client, group) = (&client, group.as_str());
-            let page = move |c: Option<String>| async move { client.query_registrations(group, page_size, c.as_deref()).await };
+            let page = move |c: Option<String>| async move {
+                client.query_registrations(group, page_size, c.as_deref()).await
+            };
             let items = super::first_items(top, page).await?;
             let columns = [
                 ("REGISTRATION ID", "/registrationId"),
