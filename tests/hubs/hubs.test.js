@@ -17,8 +17,8 @@ const https = require('node:https');
 const net = require('node:net');
 const path = require('node:path');
 const { createRequire } = require('node:module');
-// SAS tokens and connection strings as tests/node makes them (the Azure SDKs' form).
-const { serviceToken } = require('../node/harness');
+// SAS tokens, HTTP calls and registry signatures as tests/node makes them (the Azure SDKs' form).
+const { registryHeaders, requiredEnv, send, serviceToken } = require('../node/harness');
 const { after, before, describe, test } = require('node:test');
 
 const root = path.resolve(__dirname, '..', '..');
@@ -29,11 +29,7 @@ const { SymmetricKeySecurityClient } = sdk('azure-iot-security-symmetric-key');
 // The transport's own dependency, resolved from it (whatever npm hoisted).
 const { Http: HttpBase } = createRequire(sdk.resolve('azure-iot-provisioning-device-http'))('azure-iot-http-base');
 
-const env = (name) => {
-  const value = process.env[name];
-  if (!value) throw new Error(`${name} is not set (run tests/hubs/run.sh)`);
-  return value;
-};
+const env = (name) => requiredEnv(name, 'tests/hubs/run.sh');
 const DPS_PORT = Number(env('DPS_PORT'));
 const ID_SCOPE = env('ID_SCOPE');
 const SERVICE_HOST = env('SERVICE_HOST');
@@ -60,30 +56,6 @@ const INITIAL_TWIN = {
   tags: { site: 'lab-1', floor: 3 },
   properties: { desired: { interval: 30, mode: 'eco', limits: { max: 80 } } },
 };
-
-/** One HTTP(S) request; resolves {status, text, json}. */
-function send(mod, options, body) {
-  const payload = body === undefined ? undefined : Buffer.from(typeof body === 'string' ? body : JSON.stringify(body));
-  const headers = { Accept: 'application/json', ...options.headers };
-  if (payload) {
-    headers['Content-Type'] = headers['Content-Type'] || 'application/json';
-    headers['Content-Length'] = payload.length;
-  }
-  return new Promise((resolve, reject) => {
-    const req = mod.request({ ...options, headers }, (res) => {
-      let text = '';
-      res.setEncoding('utf8');
-      res.on('data', (c) => (text += c));
-      res.on('end', () => {
-        let json;
-        try { json = text ? JSON.parse(text) : undefined; } catch { json = undefined; }
-        resolve({ status: res.statusCode, headers: res.headers, text, json });
-      });
-    });
-    req.on('error', reject);
-    req.end(payload);
-  });
-}
 
 /** The service API of dps, over HTTPS with a SAS token of the instance's owner policy. */
 function service(method, urlPath, body, headers = {}) {
@@ -158,15 +130,7 @@ async function registerAssigned(registrationId, key, hub) {
 
 /** A signed call to an HTTP registry receiver (the contract's signing, as the connector signs). */
 function registryCall(port, method, urlPath) {
-  const timestamp = String(Math.floor(Date.now() / 1000));
-  const nonce = crypto.randomUUID();
-  const bodyHash = crypto.createHash('sha256').update('').digest('hex');
-  const toSign = ['v1', method, urlPath, timestamp, nonce, bodyHash].join('\n');
-  const signature = `v1=${crypto.createHmac('sha256', REGISTRY_SECRET).update(toSign).digest('hex')}`;
-  return send(http, {
-    host: '127.0.0.1', port, method, path: urlPath,
-    headers: { 'X-Dps-Timestamp': timestamp, 'X-Dps-Nonce': nonce, 'X-Dps-Signature': signature },
-  });
+  return send(http, { host: '127.0.0.1', port, method, path: urlPath, headers: registryHeaders(REGISTRY_SECRET, method, urlPath) });
 }
 
 const standin = (urlPath) => send(http, { host: '127.0.0.1', port: Number(env('AZURE_PORT')), method: 'GET', path: urlPath });

@@ -8,61 +8,19 @@
 # hubs.test.js: a registration into each, with the initial twin arriving; a move Azure -> AWS with migration;
 # a hub that is down (failed 503301, then assigned on the device's retry); credentials never in answers or logs;
 # added latency per registration per connector vs a record-only hub (printed, never asserted).
-# Every process started here is stopped on exit.
+# Every process started here is stopped on exit (SUITE_KEEP=1 keeps the work directory).
 set -euo pipefail
 
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-here="$root/tests/hubs"
-cd "$root"
-say() { echo "hubs/run.sh: $*"; }
+. "$(dirname "${BASH_SOURCE[0]}")/../../scripts/lib/suite.sh" hubs
 
 # The Azure device SDK (tests/node's pinned install) and moto (.venv); both scripts are idempotent.
 bash "$root/scripts/setup/node.sh" >/dev/null
 bash "$root/scripts/setup/moto.sh" >/dev/null
 python="$root/.venv/bin/python"
 
-if [[ -z "${DPS_BIN:-}" ]]; then
-    . "$root/scripts/lib/build.sh"
-    build_workspace
-fi
-dps="${DPS_BIN:-${CARGO_TARGET_DIR:-$root/target}/debug/dps}"
+[[ -n "${DPS_BIN:-}" ]] || suite_build
+suite_begin
 
-work="$(mktemp -d)"
-pids=()
-cleanup() {
-    local status=$?
-    # Receivers the test itself started write their pids here.
-    if [[ -f "$work/child.pids" ]]; then
-        while read -r child; do pids+=("$child"); done <"$work/child.pids"
-    fi
-    for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-    for p in "${pids[@]}"; do
-        for _ in $(seq 30); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$p" 2>/dev/null || true
-    done
-    if [[ $status -ne 0 ]]; then
-        for log in "$work"/*.log; do
-            [[ -f "$log" ]] || continue
-            echo "---- $(basename "$log") (last 30 lines)"
-            tail -n 30 "$log"
-        done
-    fi
-    if [[ -n "${HUBS_E2E_KEEP:-}" ]]; then say "kept $work"; else rm -rf "$work"; fi
-    exit $status
-}
-trap cleanup EXIT
-
-free_port() { "$python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { # port, pid, name
-    for _ in $(seq 100); do
-        "$python" -c "import socket,sys; socket.create_connection(('127.0.0.1', int(sys.argv[1])), 0.2)" "$1" \
-            2>/dev/null && return 0
-        kill -0 "$2" 2>/dev/null || { say "$3 exited before listening"; return 1; }
-        sleep 0.1
-    done
-    say "$3 is not listening on $1"
-    return 1
-}
 random_b64() { "$python" -c 'import base64,os; print(base64.b64encode(os.urandom(32)).decode())'; }
 
 # Dummy AWS credentials: nothing talks to AWS; moto accepts any key.
@@ -80,46 +38,36 @@ def serial(*args, **kwargs):  # one request at a time, as the Rust tests run it 
 server.run_simple = serial
 server.main(sys.argv[1:])
 ' -H 127.0.0.1 -p "$MOTO_PORT" >"$work/moto.log" 2>&1 &
-pids+=($!)
 moto_pid=$!
+suite_track "$moto_pid"
 
 export AZURE_HUB=azure-hub.hubs-e2e.test AZURE_KEY AZURE_PORT
 AZURE_KEY="$(random_b64)"
 AZURE_PORT=$(free_port)
 "$python" "$here/azure_standin.py" --port "$AZURE_PORT" --host-name "$AZURE_HUB" --policy registryReadWrite \
     --key "$AZURE_KEY" >"$work/azure-standin.log" 2>&1 &
-pids+=($!)
 azure_pid=$!
+suite_track "$azure_pid"
 
 export REGISTRY_SECRET REGISTRY_PORT
 REGISTRY_SECRET="registry-secret-$(random_b64)"
 REGISTRY_PORT=$(free_port)
 DPS_REGISTRY_SECRET="$REGISTRY_SECRET" "$python" "$root/examples/hub-registry/receiver.py" --port "$REGISTRY_PORT" \
     >"$work/receiver.log" 2>&1 &
-pids+=($!)
 receiver_pid=$!
+suite_track "$receiver_pid"
 
 wait_port "$MOTO_PORT" "$moto_pid" moto
 wait_port "$AZURE_PORT" "$azure_pid" "azure stand-in"
 wait_port "$REGISTRY_PORT" "$receiver_pid" receiver
 
 DPS_PORT=$(free_port)
-RUST_LOG="${RUST_LOG:-info,dps_hubs=debug,dps_core=debug}" "$dps" serve --data-dir "$work/data" \
-    --listen "127.0.0.1:$DPS_PORT" --aws-hubs --azure-hub-endpoint "http://127.0.0.1:$AZURE_PORT" --allow-private-hub-targets \
-    --print-json --log-format json >"$work/dps.out" 2>"$work/dps.log" &
-pids+=($!)
-dps_pid=$!
-for _ in $(seq 100); do
-    [[ -s "$work/dps.out" ]] && break
-    kill -0 "$dps_pid" 2>/dev/null || { say "dps exited before serving"; exit 1; }
-    sleep 0.1
-done
-[[ -s "$work/dps.out" ]] || { say "dps printed no startup line"; exit 1; }
-field() { "$python" -c "import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])" "$work/dps.out" "$1"; }
+RUST_LOG="${RUST_LOG:-info,dps_hubs=debug,dps_core=debug}" start_dps --data-dir "$work/data" \
+    --listen "127.0.0.1:$DPS_PORT" --aws-hubs --azure-hub-endpoint "http://127.0.0.1:$AZURE_PORT" --allow-private-hub-targets
 export DPS_PORT ID_SCOPE CONNECTION_STRING SERVICE_HOST MOTO="http://127.0.0.1:$MOTO_PORT" WORK="$work"
 export RECEIVER="$root/examples/hub-registry/receiver.py" PYTHON="$python" DPS_LOGS="$work/dps.out:$work/dps.log"
-ID_SCOPE="$(field idScope)" CONNECTION_STRING="$(field connectionString)" SERVICE_HOST="$(field serviceHostName)"
-ca="$(field caCertificate)"
+ID_SCOPE="$(dps_field idScope)" CONNECTION_STRING="$(dps_field connectionString)" SERVICE_HOST="$(dps_field serviceHostName)"
+ca="$(dps_field caCertificate)"
 
 say "dps on 127.0.0.1:$DPS_PORT, moto :$MOTO_PORT, azure stand-in :$AZURE_PORT, receiver :$REGISTRY_PORT"
 NODE_EXTRA_CA_CERTS="$ca" \

@@ -21,65 +21,27 @@ const { ProvisioningDeviceClient } = require('azure-iot-provisioning-device');
 const { Http: ProvisioningTransport } = require('azure-iot-provisioning-device-http');
 const { SymmetricKeySecurityClient } = require('azure-iot-security-symmetric-key');
 const { Http: HttpBase } = require('azure-iot-http-base');
+// SAS tokens, HTTP calls and registry signatures as tests/node makes them (the Azure SDKs' form).
+const h = require('../node/harness');
 
-const env = (name) => {
-  const value = process.env[name];
-  if (!value) throw new Error(`${name} is not set (run tests/lambda/run.sh)`);
-  return value;
-};
+const env = (name) => h.requiredEnv(name, 'tests/lambda/run.sh');
 const DEVICE_URL = new URL(env('DEVICE_URL'));
 const SERVICE_URL = new URL(env('SERVICE_URL'));
 const SERVICE_HOST = env('SERVICE_HOST');
 const ID_SCOPE = env('ID_SCOPE');
 const HUB = env('HUB');
-const conn = Object.fromEntries(env('CONNECTION_STRING').split(';').map((kv) => {
-  const i = kv.indexOf('=');
-  return [kv.slice(0, i), kv.slice(i + 1)];
-}));
+const conn = h.parseConnectionString(env('CONNECTION_STRING'));
 const API = 'api-version=2021-10-01';
 const suffix = crypto.randomBytes(4).toString('hex');
 
 const newKey = () => crypto.randomBytes(32).toString('base64');
-const deriveKey = (groupKey, registrationId) =>
-  crypto.createHmac('sha256', Buffer.from(groupKey, 'base64')).update(registrationId).digest('base64');
-
-function sasToken(resource, keyName, key, ttlSeconds = 3600) {
-  const se = Math.floor(Date.now() / 1000) + ttlSeconds;
-  const sr = encodeURIComponent(resource);
-  const sig = crypto.createHmac('sha256', Buffer.from(key, 'base64')).update(`${sr}\n${se}`).digest('base64');
-  return `SharedAccessSignature sr=${sr}&sig=${encodeURIComponent(sig)}&se=${se}&skn=${keyName}`;
-}
+const deriveKey = h.deriveDeviceKey;
 
 // One service API call through the emulator, with the instance's host in Host (as on the function URL).
 function service(method, path, body, { key = conn.SharedAccessKey, contentType } = {}) {
-  const raw = Buffer.isBuffer(body);
-  const payload = body === undefined ? undefined : raw ? body : JSON.stringify(body);
-  const headers = {
-    Host: SERVICE_HOST,
-    Accept: 'application/json',
-    Authorization: sasToken(conn.HostName, conn.SharedAccessKeyName, key),
-  };
-  if (payload !== undefined) {
-    headers['Content-Type'] = contentType || 'application/json; charset=utf-8';
-    headers['Content-Length'] = Buffer.byteLength(payload);
-  }
-  return new Promise((resolve, reject) => {
-    const req = http.request(
-      { host: SERVICE_URL.hostname, port: SERVICE_URL.port, method, path: `${path}?${API}`, headers },
-      (res) => {
-        let text = '';
-        res.setEncoding('utf8');
-        res.on('data', (c) => (text += c));
-        res.on('end', () => {
-          let json;
-          try { json = text ? JSON.parse(text) : undefined; } catch { json = undefined; }
-          resolve({ status: res.statusCode, headers: res.headers, text, json });
-        });
-      },
-    );
-    req.on('error', reject);
-    req.end(payload);
-  });
+  const headers = { Host: SERVICE_HOST, Authorization: h.sasToken(conn.HostName, conn.SharedAccessKeyName, key) };
+  if (body !== undefined) headers['Content-Type'] = contentType || 'application/json; charset=utf-8';
+  return h.send(http, { host: SERVICE_URL.hostname, port: SERVICE_URL.port, method, path: `${path}?${API}`, headers }, body);
 }
 
 // The SDK's own Http object, told to use plain HTTP to the emulator's port (see the header comment).
@@ -389,31 +351,11 @@ test('AWS IoT Core hub: the SDK device gets a thing with attributes and shadow d
 // Hub (the registry stand-in of tests/hubs, reached through DPS_AZURE_HUB_ENDPOINT), each linked with credentials
 // the service function seals with KMS (moto) and the device function opens.
 function localGet(port, urlPath, headers = {}) {
-  return new Promise((resolve, reject) => {
-    const req = http.request({ host: '127.0.0.1', port, method: 'GET', path: urlPath, headers }, (res) => {
-      let text = '';
-      res.setEncoding('utf8');
-      res.on('data', (c) => (text += c));
-      res.on('end', () => {
-        let json;
-        try { json = text ? JSON.parse(text) : undefined; } catch { json = undefined; }
-        resolve({ status: res.statusCode, text, json });
-      });
-    });
-    req.on('error', reject);
-    req.end();
-  });
+  return h.send(http, { host: '127.0.0.1', port, method: 'GET', path: urlPath, headers });
 }
 
 function registryGet(urlPath) {
-  const secret = env('REGISTRY_SECRET');
-  const timestamp = String(Math.floor(Date.now() / 1000));
-  const nonce = crypto.randomUUID();
-  const bodyHash = crypto.createHash('sha256').update('').digest('hex');
-  const toSign = ['v1', 'GET', urlPath, timestamp, nonce, bodyHash].join('\n');
-  const signature = `v1=${crypto.createHmac('sha256', secret).update(toSign).digest('hex')}`;
-  return localGet(Number(env('REGISTRY_PORT')), urlPath,
-    { 'X-Dps-Timestamp': timestamp, 'X-Dps-Nonce': nonce, 'X-Dps-Signature': signature });
+  return localGet(Number(env('REGISTRY_PORT')), urlPath, h.registryHeaders(env('REGISTRY_SECRET'), 'GET', urlPath));
 }
 
 test('HTTP registry and Azure IoT Hub connectors: SDK devices reach both through the device function', async () => {

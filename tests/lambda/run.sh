@@ -15,10 +15,7 @@
 # Everything listens on free 127.0.0.1 ports; every process started here is stopped on exit.
 set -euo pipefail
 
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-here="$root/tests/lambda"
-cd "$root"
-say() { echo "lambda/run.sh: $*"; }
+. "$(dirname "${BASH_SOURCE[0]}")/../../scripts/lib/suite.sh" lambda
 
 "$root/scripts/setup/aws-tools.sh"
 "$root/scripts/setup/moto.sh"
@@ -41,49 +38,16 @@ cfn-lint "$root/template.yaml" --parameters MtlsDomainName=devices.example.com \
 "$venv/bin/python" "$here/iam_check.py"
 
 say "building (the workspace build scripts/test.sh has already made; seconds after it)"
-. "$root/scripts/lib/build.sh"
-build_workspace
+suite_build
 bin="${CARGO_TARGET_DIR:-$root/target}/debug"
+suite_begin
 
-work="$(mktemp -d)"
-groups=()
-cleanup() {
-    local status=$?
-    for pgid in "${groups[@]}"; do
-        kill -TERM -- "-$pgid" 2>/dev/null || true
-    done
-    for pgid in "${groups[@]}"; do
-        for _ in $(seq 50); do kill -0 -- "-$pgid" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL -- "-$pgid" 2>/dev/null || true
-    done
-    if [[ $status -ne 0 ]]; then
-        for log in "$work"/*.log; do
-            [[ -f "$log" ]] || continue
-            echo "---- $(basename "$log") (last 40 lines)"
-            tail -n 40 "$log"
-        done
-    fi
-    rm -rf "$work"
-    exit $status
-}
-trap cleanup EXIT
-
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
 # Start a command in its own process group, so cleanup stops it and everything it spawned.
 start() {
     local log="$1"
     shift
     setsid "$@" >"$work/$log" 2>&1 &
-    groups+=("$!")
-}
-# Until 127.0.0.1:PORT accepts connections (at most 10 s).
-wait_port() {
-    for _ in $(seq 100); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-        sleep 0.1
-    done
+    suite_track "-$!"
 }
 wait_for() {
     local what="$1" url="$2" tries="$3" code

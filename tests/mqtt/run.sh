@@ -8,54 +8,24 @@
 #   4. shutdown.py: SIGTERM while a registration is in flight over MQTT; it is answered, and dps exits 0.
 set -euo pipefail
 
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-here="$root/tests/mqtt"
-cd "$root"
-say() { echo "mqtt/run.sh: $*"; }
+. "$(dirname "${BASH_SOURCE[0]}")/../../scripts/lib/suite.sh" mqtt
 
 bash "$root/scripts/setup/mqtt.sh"
 python="$here/.venv/bin/python"
 
-. "$root/scripts/lib/build.sh"
-build_workspace
-dps="${DPS_BIN:-${CARGO_TARGET_DIR:-$root/target}/debug/dps}"
-
-work="$(mktemp -d)"
-pid=""
-cleanup() {
-    local status=$?
-    if [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null; then
-        kill -TERM "$pid" 2>/dev/null || true
-        sleep 1
-        kill -KILL "$pid" 2>/dev/null || true
-    fi
-    if [[ $status -ne 0 && -f "$work/dps.log" ]]; then
-        echo "---- dps.log (last 40 lines)"
-        tail -n 40 "$work/dps.log"
-    fi
-    rm -rf "$work"
-    exit $status
-}
-trap cleanup EXIT
+suite_build
+suite_begin
 
 export HTTPS_PORT=8444 MQTT_PORT=8883 HUB_A=hub-a.mqtt.test HUB_B=hub-b.mqtt.test
 data="$work/data"
 "$dps" hub link --data-dir "$data" --host "$HUB_A" >/dev/null
 "$dps" hub link --data-dir "$data" --host "$HUB_B" >/dev/null
 # 60 connections per address: the shared-limit test fills it with MQTT connections and expects HTTPS refused.
-"$dps" serve --data-dir "$data" --listen "127.0.0.1:$HTTPS_PORT" --mqtt-listen "127.0.0.1:$MQTT_PORT" \
-    --mqtt-connect-timeout 2 --max-connections-per-address 60 --allow-private-webhook-targets \
-    --print-json --log-format json >"$work/info.json" 2>"$work/dps.log" &
-pid=$!
-for _ in $(seq 100); do
-    [[ -s "$work/info.json" ]] && break
-    kill -0 "$pid" 2>/dev/null || { say "dps exited before serving"; exit 1; }
-    sleep 0.1
-done
-field() { "$python" -c "import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])" "$work/info.json" "$1"; }
-ID_SCOPE="$(field idScope)" CA_FILE="$(field caCertificate)" CONNECTION_STRING="$(field connectionString)"
-export ID_SCOPE CA_FILE CONNECTION_STRING DPS_PID="$pid"
-[[ "$(field mqttListen)" == "127.0.0.1:$MQTT_PORT" ]] || { say "dps does not report the MQTT listener"; exit 1; }
+start_dps --data-dir "$data" --listen "127.0.0.1:$HTTPS_PORT" --mqtt-listen "127.0.0.1:$MQTT_PORT" \
+    --mqtt-connect-timeout 2 --max-connections-per-address 60 --allow-private-webhook-targets
+ID_SCOPE="$(dps_field idScope)" CA_FILE="$(dps_field caCertificate)" CONNECTION_STRING="$(dps_field connectionString)"
+export ID_SCOPE CA_FILE CONNECTION_STRING DPS_PID="$dps_pid"
+[[ "$(dps_field mqttListen)" == "127.0.0.1:$MQTT_PORT" ]] || { say "dps does not report the MQTT listener"; exit 1; }
 
 say "Python SDK and raw MQTT clients (suite.py)"
 (cd "$here" && "$python" suite.py)
@@ -66,8 +36,7 @@ say "throughput"
 say "graceful shutdown"
 (cd "$here" && "$python" shutdown.py)
 status=0
-wait "$pid" || status=$?
-pid=""
+wait "$dps_pid" || status=$?
 [[ $status -eq 0 ]] || { say "dps exited with $status after SIGTERM"; exit 1; }
 grep -q '"stopped"' "$work/dps.log" || { say "dps did not log a clean stop"; exit 1; }
 say "ok"

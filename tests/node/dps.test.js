@@ -53,6 +53,12 @@ async function allPages(query) {
   return pages;
 }
 
+/** Five items read two per page: pages of 2, 2 and 1, together `ids` in order. */
+function assertTwoPerPage(pages, idOf, ids) {
+  assert.deepEqual(pages.map((page) => page.length), [2, 2, 1]);
+  assert.deepEqual(pages.flat().map(idOf), ids);
+}
+
 /**
  * An Azure-style custom allocation webhook on 127.0.0.1 (plain HTTP: allowed for instances that allow private
  * webhook targets). It assigns `hub`, echoes the device's payload back, and holds each answer for `delayMs`.
@@ -102,6 +108,20 @@ describe('dps with the Azure IoT Node.js SDKs', () => {
   });
 
   let webhook;
+
+  /** An individual enrollment allocated by the webhook (custom allocation). */
+  const enrollForWebhook = (registrationId, key) =>
+    h.callback((done) =>
+      service.createOrUpdateIndividualEnrollment(
+        {
+          registrationId,
+          attestation: symmetricKey(key),
+          allocationPolicy: 'custom',
+          customAllocationDefinition: { webhookUrl: webhook.url, apiVersion: '2021-10-01' },
+        },
+        done,
+      ),
+    );
 
   after(async () => {
     if (server) await server.stop('SIGKILL');
@@ -236,14 +256,7 @@ describe('dps with the Azure IoT Node.js SDKs', () => {
     assert.equal(again.errors[0].registrationId, ids[0]);
 
     const pages = await allPages(service.createIndividualEnrollmentQuery({ query: '*' }, 2));
-    assert.deepEqual(
-      pages.map((page) => page.length),
-      [2, 2, 1],
-    );
-    assert.deepEqual(
-      pages.flat().map((e) => e.registrationId),
-      ids,
-    );
+    assertTwoPerPage(pages, (e) => e.registrationId, ids);
 
     const deleted = (
       await h.callback((done) => service.runBulkEnrollmentOperation({ mode: 'delete', enrollments }, done))
@@ -277,14 +290,7 @@ describe('dps with the Azure IoT Node.js SDKs', () => {
     );
 
     const pages = await allPages(service.createEnrollmentGroupQuery({ query: '*' }, 2));
-    assert.deepEqual(
-      pages.map((page) => page.length),
-      [2, 2, 1],
-    );
-    assert.deepEqual(
-      pages.flat().map((g) => g.enrollmentGroupId),
-      ids,
-    );
+    assertTwoPerPage(pages, (g) => g.enrollmentGroupId, ids);
 
     await assert.rejects(
       h.callback((done) => service.deleteEnrollmentGroup(ids[0], created[0].etag, done)),
@@ -391,17 +397,7 @@ describe('dps with the Azure IoT Node.js SDKs', () => {
 
     const registrationId = 'e2e-custom-1';
     const key = newKey();
-    await h.callback((done) =>
-      service.createOrUpdateIndividualEnrollment(
-        {
-          registrationId,
-          attestation: symmetricKey(key),
-          allocationPolicy: 'custom',
-          customAllocationDefinition: { webhookUrl: webhook.url, apiVersion: '2021-10-01' },
-        },
-        done,
-      ),
-    );
+    await enrollForWebhook(registrationId, key);
     const result = await registerDevice(server, registrationId, key, { model: 'pump', fw: 7 });
     assert.equal(result.status, 'assigned');
     assert.equal(result.assignedHub, HUB_B, 'the webhook chose the hub');
@@ -417,17 +413,7 @@ describe('dps with the Azure IoT Node.js SDKs', () => {
   test('SIGTERM lets the registration in flight finish, then the server exits cleanly', async () => {
     const registrationId = 'e2e-custom-inflight';
     const key = newKey();
-    await h.callback((done) =>
-      service.createOrUpdateIndividualEnrollment(
-        {
-          registrationId,
-          attestation: symmetricKey(key),
-          allocationPolicy: 'custom',
-          customAllocationDefinition: { webhookUrl: webhook.url, apiVersion: '2021-10-01' },
-        },
-        done,
-      ),
-    );
+    await enrollForWebhook(registrationId, key);
     webhook.delayMs = 1500;
     const inFlight = registerDevice(server, registrationId, key);
     await once(webhook.received, 'request');

@@ -107,13 +107,63 @@ function parseConnectionString(conn) {
   return out;
 }
 
-/** A service API SAS token, as the Azure SDKs make them. */
+/** A SAS token for `resource`, signed with `key` (base64) of the policy `keyName`, as the Azure SDKs make them. */
+function sasToken(resource, keyName, key, ttlSeconds = 3600) {
+  const se = Math.floor(Date.now() / 1000) + ttlSeconds;
+  const sr = encodeURIComponent(resource);
+  const sig = crypto.createHmac('sha256', Buffer.from(key, 'base64')).update(`${sr}\n${se}`).digest('base64');
+  return `SharedAccessSignature sr=${sr}&sig=${encodeURIComponent(sig)}&se=${se}&skn=${keyName}`;
+}
+
+/** A service API SAS token from a connection string. */
 function serviceToken(conn, ttlSeconds = 3600) {
   const { HostName, SharedAccessKeyName, SharedAccessKey } = parseConnectionString(conn);
-  const se = Math.floor(Date.now() / 1000) + ttlSeconds;
-  const sr = encodeURIComponent(HostName);
-  const sig = crypto.createHmac('sha256', Buffer.from(SharedAccessKey, 'base64')).update(`${sr}\n${se}`).digest('base64');
-  return `SharedAccessSignature sr=${sr}&sig=${encodeURIComponent(sig)}&se=${se}&skn=${SharedAccessKeyName}`;
+  return sasToken(HostName, SharedAccessKeyName, SharedAccessKey, ttlSeconds);
+}
+
+/** The headers of a call to an HTTP registry receiver, signed as the hub connector signs (empty body). */
+function registryHeaders(secret, method, urlPath) {
+  const timestamp = String(Math.floor(Date.now() / 1000));
+  const nonce = crypto.randomUUID();
+  const bodyHash = crypto.createHash('sha256').update('').digest('hex');
+  const toSign = ['v1', method, urlPath, timestamp, nonce, bodyHash].join('\n');
+  const signature = `v1=${crypto.createHmac('sha256', secret).update(toSign).digest('hex')}`;
+  return { 'X-Dps-Timestamp': timestamp, 'X-Dps-Nonce': nonce, 'X-Dps-Signature': signature };
+}
+
+/**
+ * One HTTP(S) request with the `mod` module (node:http or node:https) and its `options`; `body` is sent as it is
+ * when a string or Buffer, else as JSON. Resolves {status, headers, text, json (undefined unless JSON)}.
+ */
+function send(mod, options, body) {
+  const payload =
+    body === undefined ? undefined : Buffer.from(typeof body === 'string' || Buffer.isBuffer(body) ? body : JSON.stringify(body));
+  const headers = { Accept: 'application/json', ...options.headers };
+  if (payload) {
+    headers['Content-Type'] = headers['Content-Type'] || 'application/json';
+    headers['Content-Length'] = payload.length;
+  }
+  return new Promise((resolve, reject) => {
+    const req = mod.request({ ...options, headers }, (res) => {
+      let text = '';
+      res.setEncoding('utf8');
+      res.on('data', (c) => (text += c));
+      res.on('end', () => {
+        let json;
+        try { json = text ? JSON.parse(text) : undefined; } catch { json = undefined; }
+        resolve({ status: res.statusCode, headers: res.headers, text, json });
+      });
+    });
+    req.on('error', reject);
+    req.end(payload);
+  });
+}
+
+/** An environment variable the suite's run.sh sets; throws naming the run.sh when it is missing. */
+function requiredEnv(name, runner) {
+  const value = process.env[name];
+  if (!value) throw new Error(`${name} is not set (run ${runner})`);
+  return value;
 }
 
 /** Device key of a symmetric-key enrollment group: base64(HMAC-SHA256(base64decode(groupKey), registrationId)). */
@@ -181,7 +231,11 @@ module.exports = {
   dpsBinary,
   dpsCommand,
   parseConnectionString,
+  registryHeaders,
   request,
+  requiredEnv,
+  sasToken,
+  send,
   serviceToken,
   startServer,
   tempDataDir,

@@ -51,6 +51,12 @@ class Base(unittest.TestCase):
         self.assertEqual(info.version, 3)
         self.assertEqual((info.subject_name, info.issuer_name), (want["subjectName"], want["issuerName"]))
 
+    def assertRefused(self, status, call, *args):
+        """`call(*args)` fails with the client's error for HTTP `status`."""
+        with self.assertRaises(ProvisioningServiceError) as caught:
+            call(*args)
+        self.assertEqual(status_of(caught.exception), status)
+
     def query_all(self, query):
         """Every remaining item of `query`, page by page (iterating a Query would start it over)."""
         items = []
@@ -91,9 +97,7 @@ class SymmetricKey(Base):
 
         # A write with the old etag is refused and changes nothing.
         stale.device_id = "someone-else"
-        with self.assertRaises(ProvisioningServiceError) as caught:
-            self.client.create_or_update(stale)
-        self.assertEqual(status_of(caught.exception), 412)
+        self.assertRefused(412, self.client.create_or_update, stale)
         self.assertEqual(self.client.get_individual_enrollment("py-sym-1").device_id, "py-sym-device")
 
         # The update sent the keyless attestation it had read: the keys are kept.
@@ -102,13 +106,9 @@ class SymmetricKey(Base):
                          ("symmetricKey", primary, secondary))
 
         # Deleting with the old etag is refused; with the current one it goes.
-        with self.assertRaises(ProvisioningServiceError) as caught:
-            self.client.delete_individual_enrollment_by_param("py-sym-1", created.etag)
-        self.assertEqual(status_of(caught.exception), 412)
+        self.assertRefused(412, self.client.delete_individual_enrollment_by_param, "py-sym-1", created.etag)
         self.client.delete(again)
-        with self.assertRaises(ProvisioningServiceError) as caught:
-            self.client.get_individual_enrollment("py-sym-1")
-        self.assertEqual(status_of(caught.exception), 404)
+        self.assertRefused(404, self.client.get_individual_enrollment, "py-sym-1")
 
     def test_query_pages_through_every_enrollment(self):
         ids = [f"py-page-{i}" for i in range(5)]
@@ -137,9 +137,7 @@ class SymmetricKey(Base):
         updated = self.client.create_or_update(got)
         self.assertNotEqual(updated.etag, created.etag)
         self.assertEqual(self.client.get_enrollment_group("py-sym-group").iot_hub_host_name, c.HUB)
-        with self.assertRaises(ProvisioningServiceError) as caught:
-            self.client.create_or_update(stale)
-        self.assertEqual(status_of(caught.exception), 412)
+        self.assertRefused(412, self.client.create_or_update, stale)
 
         mechanism = self.client.get_enrollment_group_attestation_mechanism("py-sym-group")
         self.assertEqual(mechanism.symmetric_key.primary_key, group_key)
@@ -158,15 +156,11 @@ class SymmetricKey(Base):
         records = self.client._runtime_client.query_device_registration_states("py-sym-group")
         self.assertEqual(sorted(r.registration_id for r in records), ["py-group-dev-1", "py-group-dev-2"])
         self.client.delete(record)
-        with self.assertRaises(ProvisioningServiceError) as caught:
-            self.client.get_registration_state("py-group-dev-1")
-        self.assertEqual(status_of(caught.exception), 404)
+        self.assertRefused(404, self.client.get_registration_state, "py-group-dev-1")
         self.client.delete_registration_state_by_param("py-group-dev-2")
 
         self.client.delete(self.client.get_enrollment_group("py-sym-group"))
-        with self.assertRaises(ProvisioningServiceError) as caught:
-            self.client.get_enrollment_group("py-sym-group")
-        self.assertEqual(status_of(caught.exception), 404)
+        self.assertRefused(404, self.client.get_enrollment_group, "py-sym-group")
 
 
 class X509(Base):
@@ -236,18 +230,12 @@ class X509(Base):
         # A device of an unknown CA is refused and nothing is recorded.
         stranger = certs.make("py-ca-stranger", issuer=certs.make("py-other-ca", ca=True))
         self.assertEqual(c.register("py-ca-stranger", cert=stranger.files()).status_code, 401)
-        with self.assertRaises(ProvisioningServiceError) as caught:
-            self.client.get_registration_state("py-ca-stranger")
-        self.assertEqual(status_of(caught.exception), 404)
+        self.assertRefused(404, self.client.get_registration_state, "py-ca-stranger")
 
     def test_a_signing_certificate_that_is_not_a_ca_is_refused(self):
-        with self.assertRaises(ProvisioningServiceError) as caught:
-            self.client.create_or_update(EnrollmentGroup.create(
-                "py-x509-bad", AttestationMechanism.create_with_x509_signing_certs(certs.make("not-a-ca").pem)))
-        self.assertEqual(status_of(caught.exception), 400)
-        with self.assertRaises(ProvisioningServiceError) as caught:
-            self.client.get_enrollment_group("py-x509-bad")
-        self.assertEqual(status_of(caught.exception), 404)
+        self.assertRefused(400, self.client.create_or_update, EnrollmentGroup.create(
+            "py-x509-bad", AttestationMechanism.create_with_x509_signing_certs(certs.make("not-a-ca").pem)))
+        self.assertRefused(404, self.client.get_enrollment_group, "py-x509-bad")
 
 
 class Tpm(Base):
@@ -272,15 +260,11 @@ class Tpm(Base):
         self.assertEqual(mine.attestation.tpm.endorsement_key, ek)
 
         self.client.delete(updated)
-        with self.assertRaises(ProvisioningServiceError) as caught:
-            self.client.get_individual_enrollment("py-tpm-1")
-        self.assertEqual(status_of(caught.exception), 404)
+        self.assertRefused(404, self.client.get_individual_enrollment, "py-tpm-1")
 
     def test_an_endorsement_key_that_is_not_a_tpm_public_area_is_refused(self):
-        with self.assertRaises(ProvisioningServiceError) as caught:
-            self.client.create_or_update(IndividualEnrollment.create(
-                "py-tpm-bad", AttestationMechanism.create_with_tpm("bm90IGFuIEVL")))
-        self.assertEqual(status_of(caught.exception), 400)
+        self.assertRefused(400, self.client.create_or_update, IndividualEnrollment.create(
+            "py-tpm-bad", AttestationMechanism.create_with_tpm("bm90IGFuIEVL")))
         with self.assertRaises(ProvisioningServiceError):
             self.client.get_individual_enrollment("py-tpm-bad")
 

@@ -133,6 +133,15 @@ async fn fixture(linked: Vec<LinkedHub>) -> (Fixture, FakeHubs) {
     (f, fake)
 }
 
+/// hub-b takes over automatic allocation; hub-a stays linked (its connector is how a device leaves it).
+async fn hand_over_to_hub_b(f: &Fixture) {
+    f.link(vec![
+        connected("hub-b.example.net"),
+        LinkedHub { apply_allocation_policy: false, ..connected("hub-a.example.net") },
+    ])
+    .await;
+}
+
 fn twin_body() -> Value {
     json!({ "tags": { "site": "berlin" }, "properties": { "desired": { "interval": 30 } } })
 }
@@ -200,13 +209,8 @@ async fn a_move_migrates_the_twin_and_removes_the_device_from_the_old_hub() {
     let mut changed = fake.twin("hub-a.example.net", "dev-1").unwrap();
     changed.desired.insert("interval".into(), json!(99));
     fake.set_twin("hub-a.example.net", "dev-1", changed.clone());
-    // hub-b takes over automatic allocation; hub-a stays linked (its connector is how the device is removed).
     fake.take_calls();
-    f.link(vec![
-        connected("hub-b.example.net"),
-        LinkedHub { apply_allocation_policy: false, ..connected("hub-a.example.net") },
-    ])
-    .await;
+    hand_over_to_hub_b(&f).await;
     let moved = f.register("dev-1", &key).await.unwrap();
     assert_eq!(moved.assigned_hub.as_deref(), Some("hub-b.example.net"));
     assert_eq!(moved.substatus, Some(Substatus::DeviceDataMigrated));
@@ -232,11 +236,7 @@ async fn a_move_with_reset_applies_the_initial_twin() {
     let (key, _) = f.keys("dev-1").await;
     f.register("dev-1", &key).await.unwrap();
     fake.set_twin("hub-a.example.net", "dev-1", HubTwin::default());
-    f.link(vec![
-        connected("hub-b.example.net"),
-        LinkedHub { apply_allocation_policy: false, ..connected("hub-a.example.net") },
-    ])
-    .await;
+    hand_over_to_hub_b(&f).await;
     fake.take_calls();
     let moved = f.register("dev-1", &key).await.unwrap();
     assert_eq!(moved.substatus, Some(Substatus::DeviceDataReset));
@@ -252,11 +252,7 @@ async fn a_failed_removal_is_recorded_and_retried_at_the_next_registration() {
     f.enroll(individual("dev-1", json!({}))).await;
     let (key, _) = f.keys("dev-1").await;
     f.register("dev-1", &key).await.unwrap();
-    f.link(vec![
-        connected("hub-b.example.net"),
-        LinkedHub { apply_allocation_policy: false, ..connected("hub-a.example.net") },
-    ])
-    .await;
+    hand_over_to_hub_b(&f).await;
     fake.take_calls();
     // read (migration), upsert, twin (the old hub's, empty but present), remove: the removal fails.
     fake.fail_at(3, HubFailureKind::Unreachable);
@@ -279,11 +275,7 @@ async fn a_failed_move_leaves_the_device_in_its_old_hub() {
     f.enroll(individual("dev-1", json!({ "initialTwin": twin_body() }))).await;
     let (key, _) = f.keys("dev-1").await;
     f.register("dev-1", &key).await.unwrap();
-    f.link(vec![
-        connected("hub-b.example.net"),
-        LinkedHub { apply_allocation_policy: false, ..connected("hub-a.example.net") },
-    ])
-    .await;
+    hand_over_to_hub_b(&f).await;
     fake.take_calls();
     fake.fail_at(2, HubFailureKind::Throttled); // read, upsert, then the twin fails
     let failed = f.register("dev-1", &key).await.unwrap();

@@ -11,14 +11,7 @@ use serde_json::{Map, json};
 use support::azure_registry::{Fault, HOST, KEY, Registry, connection_string};
 
 fn quick() -> Limits {
-    Limits {
-        connect_timeout: Duration::from_millis(500),
-        request_timeout: Duration::from_millis(500),
-        total: Duration::from_secs(3),
-        attempts: 3,
-        backoff: Duration::from_millis(10),
-        max_backoff: Duration::from_secs(2),
-    }
+    support::quick_limits(Duration::from_secs(2))
 }
 
 fn device() -> HubDevice {

@@ -47,14 +47,7 @@ fn receiver() -> Receiver {
 }
 
 fn quick() -> Limits {
-    Limits {
-        connect_timeout: Duration::from_millis(500),
-        request_timeout: Duration::from_millis(500),
-        total: Duration::from_secs(3),
-        attempts: 3,
-        backoff: Duration::from_millis(10),
-        max_backoff: Duration::from_secs(1),
-    }
+    support::quick_limits(Duration::from_secs(1))
 }
 
 fn settings(url: &str) -> Map<String, Value> {

@@ -2,26 +2,13 @@
 //! lock while the server runs (client commands over the service API: tests/client.rs).
 
 use std::path::Path;
-use std::process::Command;
 
 use base64::Engine;
 use dps_core::sas::SasToken;
 use serde_json::Value;
 
 mod support;
-use support::Server;
-
-fn dps(data_dir: &Path, args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_dps"))
-        .args(args)
-        .arg("--data-dir")
-        .arg(data_dir)
-        .env("RUST_LOG", "warn")
-        .env_remove("DPS_CONNECTION_STRING")
-        .env_remove("DPS_ID_SCOPE")
-        .output()
-        .expect("dps runs")
-}
+use support::{Server, dps};
 
 fn ok(data_dir: &Path, args: &[&str]) -> String {
     let out = dps(data_dir, args);

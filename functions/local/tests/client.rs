@@ -10,24 +10,10 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::{Value, json};
 mod support;
-use support::Server;
+use support::{Server, dps};
 
 fn serve(data_dir: &Path) -> Server {
     Server::start(data_dir, &[])
-}
-
-fn dps(data_dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_dps"))
-        .args(args)
-        .arg("--data-dir")
-        .arg(data_dir)
-        .env("RUST_LOG", "warn")
-        .env_remove("DPS_CONNECTION_STRING")
-        .env_remove("DPS_PROFILE")
-        .env_remove("DPS_ENDPOINT")
-        .env_remove("DPS_CA_FILE")
-        .output()
-        .expect("dps runs")
 }
 
 fn code(out: &Output) -> i32 {

@@ -44,8 +44,8 @@ use dps_core::error::Result;
 use dps_core::model::{
     AnyEnrollment, EnrollmentKind, Instance, OperationCount, OperationKind, RegistrationRecord, TpmChallenge,
 };
-use dps_core::store::{DeviceContext, Page, PageRequest, Precondition, Store};
-use redb::Database;
+use dps_core::store::{DeviceContext, Page, PageRequest, Precondition, Store, key};
+use redb::{Database, WriteTransaction};
 
 use crate::tables::internal;
 pub use crate::writer::CommitStats;
@@ -85,32 +85,50 @@ impl EmbeddedStore {
         let db = Arc::new(db);
         Ok(Self { writer: Arc::new(Writer::start(db.clone())?), db })
     }
+
+    /// [`EmbeddedStore::write`] with `meter` (if any) counted in the same transaction: counted if and only if
+    /// `f` writes. `f` gets the scope in its key form.
+    async fn write_counted<T, F>(&self, scope: &str, meter: Option<OperationCount>, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&WriteTransaction, &str) -> Result<T> + Send + 'static,
+    {
+        let scope = key(scope);
+        self.write(move |txn| {
+            let written = f(txn, &scope)?;
+            operations::count(txn, &scope, meter.as_ref())?;
+            Ok(written)
+        })
+        .await
+    }
 }
 
+// Each call picks its transaction (a point read here, a scan on the blocking pool, a write in the next group
+// commit) and hands the per-entity module the keys in their stored form.
 #[async_trait]
 impl Store for EmbeddedStore {
     async fn create_instance(&self, instance: Instance) -> Result<Instance> {
-        self.create_instance_row(instance).await
+        self.write(move |txn| instances::create(txn, instance)).await
     }
 
     async fn update_instance(&self, instance: Instance, precondition: Precondition) -> Result<Instance> {
-        self.update_instance_row(instance, precondition).await
+        self.write(move |txn| instances::update(txn, instance, precondition)).await
     }
 
     async fn instance_by_scope(&self, id_scope: &str) -> Result<Option<Instance>> {
-        self.instance_row_by_scope(id_scope).await
+        self.read_now(|txn| instances::by_scope(txn, &key(id_scope)))
     }
 
     async fn instance_by_host(&self, host_name: &str) -> Result<Option<Instance>> {
-        self.instance_row_by_host(host_name).await
+        self.read_now(|txn| instances::by_host(txn, &key(host_name)))
     }
 
     async fn list_instances(&self) -> Result<Vec<Instance>> {
-        self.instance_rows().await
+        self.read(instances::all).await
     }
 
     async fn get_enrollment(&self, scope: &str, kind: EnrollmentKind, id: &str) -> Result<Option<AnyEnrollment>> {
-        self.enrollment(scope, kind, id).await
+        self.read_now(|txn| enrollments::get(txn, kind, &key(scope), &key(id)))
     }
 
     async fn put_enrollment(
@@ -120,7 +138,7 @@ impl Store for EmbeddedStore {
         precondition: Precondition,
         meter: Option<OperationCount>,
     ) -> Result<AnyEnrollment> {
-        self.save_enrollment(scope, enrollment, precondition, meter).await
+        self.write_counted(scope, meter, move |txn, scope| enrollments::put(txn, scope, enrollment, precondition)).await
     }
 
     async fn delete_enrollment(
@@ -131,7 +149,9 @@ impl Store for EmbeddedStore {
         precondition: Precondition,
         meter: Option<OperationCount>,
     ) -> Result<()> {
-        self.remove_enrollment(scope, kind, id, precondition, meter).await
+        let id = key(id);
+        self.write_counted(scope, meter, move |txn, scope| enrollments::delete(txn, scope, kind, &id, precondition))
+            .await
     }
 
     async fn query_enrollments(
@@ -140,15 +160,16 @@ impl Store for EmbeddedStore {
         kind: EnrollmentKind,
         page: PageRequest,
     ) -> Result<Page<AnyEnrollment>> {
-        self.enrollment_page(scope, kind, page).await
+        let scope = key(scope);
+        self.read(move |txn| enrollments::page(txn, &scope, kind, page)).await
     }
 
     async fn device_context(&self, scope: &str, registration_id: &str) -> Result<DeviceContext> {
-        self.device_rows(scope, registration_id).await
+        self.read_now(|txn| registrations::device_context(txn, &key(scope), &key(registration_id)))
     }
 
     async fn get_registration(&self, scope: &str, registration_id: &str) -> Result<Option<RegistrationRecord>> {
-        self.registration(scope, registration_id).await
+        self.read_now(|txn| registrations::get(txn, &key(scope), &key(registration_id)))
     }
 
     async fn put_registration(
@@ -158,7 +179,7 @@ impl Store for EmbeddedStore {
         precondition: Precondition,
         meter: Option<OperationCount>,
     ) -> Result<RegistrationRecord> {
-        self.save_registration(scope, record, precondition, meter).await
+        self.write_counted(scope, meter, move |txn, scope| registrations::put(txn, scope, record, precondition)).await
     }
 
     async fn delete_registration(
@@ -168,7 +189,8 @@ impl Store for EmbeddedStore {
         precondition: Precondition,
         meter: Option<OperationCount>,
     ) -> Result<()> {
-        self.remove_registration(scope, registration_id, precondition, meter).await
+        let id = key(registration_id);
+        self.write_counted(scope, meter, move |txn, scope| registrations::delete(txn, scope, &id, precondition)).await
     }
 
     async fn query_registrations(
@@ -177,19 +199,23 @@ impl Store for EmbeddedStore {
         group_id: &str,
         page: PageRequest,
     ) -> Result<Page<RegistrationRecord>> {
-        self.registration_page(scope, group_id, page).await
+        let (scope, group) = (key(scope), key(group_id));
+        self.read(move |txn| registrations::page(txn, &scope, &group, page)).await
     }
 
     async fn add_operations(&self, scope: &str, date: &str, kind: OperationKind, count: u64) -> Result<()> {
-        self.count_operations(scope, date, kind, count).await
+        let (scope, date) = (key(scope), date.to_string());
+        self.write(move |txn| operations::add_count(txn, &scope, &date, kind, count)).await
     }
 
     async fn operations(&self, scope: &str, from: &str, to: &str) -> Result<Vec<OperationCount>> {
-        self.operation_counts(scope, from, to).await
+        let (scope, from, to) = (key(scope), from.to_string(), to.to_string());
+        self.read(move |txn| operations::read(txn, &scope, &from, &to)).await
     }
 
     async fn get_tpm_challenge(&self, scope: &str, registration_id: &str) -> Result<Option<TpmChallenge>> {
-        self.tpm_challenge(scope, registration_id).await
+        let (scope, id) = (key(scope), key(registration_id));
+        self.read(move |txn| tpm_challenges::get(txn, &scope, &id)).await
     }
 
     async fn put_tpm_challenge(
@@ -198,6 +224,7 @@ impl Store for EmbeddedStore {
         challenge: TpmChallenge,
         precondition: Precondition,
     ) -> Result<TpmChallenge> {
-        self.save_tpm_challenge(scope, challenge, precondition).await
+        let scope = key(scope);
+        self.write(move |txn| tpm_challenges::put(txn, &scope, challenge, precondition)).await
     }
 }

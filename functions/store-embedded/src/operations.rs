@@ -2,10 +2,8 @@
 
 use dps_core::error::Result;
 use dps_core::model::{OperationCount, OperationKind};
-use dps_core::store::key;
-use redb::{ReadableTable, WriteTransaction};
+use redb::{ReadTransaction, ReadableTable, WriteTransaction};
 
-use crate::EmbeddedStore;
 use crate::tables::{OPERATIONS, internal};
 
 fn kind_from_str(name: &str) -> Option<OperationKind> {
@@ -35,37 +33,21 @@ pub(crate) fn count(txn: &WriteTransaction, scope: &str, meter: Option<&Operatio
     }
 }
 
-impl EmbeddedStore {
-    pub(crate) async fn count_operations(
-        &self,
-        scope: &str,
-        date: &str,
-        kind: OperationKind,
-        count: u64,
-    ) -> Result<()> {
-        let (scope, date) = (key(scope), date.to_string());
-        self.write(move |txn| add_count(txn, &scope, &date, kind, count)).await
+/// One scope's counters from day `from` to day `to` (inclusive), by day then kind.
+pub(crate) fn read(txn: &ReadTransaction, scope: &str, from: &str, to: &str) -> Result<Vec<OperationCount>> {
+    let table = txn.open_table(OPERATIONS).map_err(internal)?;
+    let mut out = Vec::new();
+    let range = table.range::<(&str, &str, &str)>((scope, from, "")..).map_err(internal)?;
+    for entry in range {
+        let (k, v) = entry.map_err(internal)?;
+        let (entry_scope, date, kind) = k.value();
+        if entry_scope != scope || date > to {
+            break;
+        }
+        if let Some(kind) = kind_from_str(kind) {
+            out.push(OperationCount { date: date.to_string(), kind, count: v.value() });
+        }
     }
-
-    pub(crate) async fn operation_counts(&self, scope: &str, from: &str, to: &str) -> Result<Vec<OperationCount>> {
-        let (scope, from, to) = (key(scope), from.to_string(), to.to_string());
-        self.read(move |txn| {
-            let table = txn.open_table(OPERATIONS).map_err(internal)?;
-            let mut out = Vec::new();
-            let range = table.range::<(&str, &str, &str)>((scope.as_str(), from.as_str(), "")..).map_err(internal)?;
-            for entry in range {
-                let (k, v) = entry.map_err(internal)?;
-                let (entry_scope, date, kind) = k.value();
-                if entry_scope != scope || date > to.as_str() {
-                    break;
-                }
-                if let Some(kind) = kind_from_str(kind) {
-                    out.push(OperationCount { date: date.to_string(), kind, count: v.value() });
-                }
-            }
-            out.sort_by(|a, b| (&a.date, a.kind).cmp(&(&b.date, b.kind)));
-            Ok(out)
-        })
-        .await
-    }
+    out.sort_by(|a, b| (&a.date, a.kind).cmp(&(&b.date, b.kind)));
+    Ok(out)
 }

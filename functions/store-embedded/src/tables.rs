@@ -2,7 +2,7 @@
 
 use dps_core::error::{Error, Result};
 use dps_core::model::EnrollmentKind;
-use redb::{Database, ReadTransaction, ReadableDatabase, TableDefinition, WriteTransaction};
+use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -81,6 +81,16 @@ pub(crate) fn get_scoped<T>(
     let table = txn.open_table(table).map_err(internal)?;
     let found = table.get((scope, id)).map_err(internal)?;
     found.map(|v| parse(v.value())).transpose()
+}
+
+/// The entity at (scope, id) of a scoped table already open (for reading or inside a write), from its JSON.
+pub(crate) fn row<T: DeserializeOwned>(
+    table: &impl ReadableTable<(&'static str, &'static str), &'static [u8]>,
+    scope: &str,
+    id: &str,
+) -> Result<Option<T>> {
+    let found = table.get((scope, id)).map_err(internal)?;
+    found.map(|v| from_json(v.value())).transpose()
 }
 
 impl EmbeddedStore {

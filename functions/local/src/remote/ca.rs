@@ -41,11 +41,7 @@ pub async fn run(connect: &Connect, global: &Global, cmd: Command) -> anyhow::Re
         Command::Show { name } => client.ca_certificate(&name).await?,
         Command::Delete { name } => {
             client.delete_ca_certificate(&name).await?;
-            if connect.json {
-                output::json(&json!({ "name": name, "deleted": true }));
-            } else {
-                println!("deleted CA certificate '{name}'");
-            }
+            output::deleted(connect.json, "name", &name, &format!("deleted CA certificate '{name}'"));
             return Ok(());
         }
         Command::List => {
@@ -60,10 +56,6 @@ pub async fn run(connect: &Connect, global: &Global, cmd: Command) -> anyhow::Re
             return Ok(());
         }
     };
-    if connect.json {
-        output::json(&shown)
-    } else {
-        output::fields(&shown)
-    }
+    output::entity(connect.json, &shown);
     Ok(())
 }

@@ -156,19 +156,10 @@ pub async fn run(connect: &Connect, global: &Global, kind: EnrollmentKind, cmd: 
             print_one(connect, kind, &shown);
         }
         Command::List { top, page_size } => {
-            let mut items = Vec::new();
-            let mut continuation = None;
-            loop {
-                let page = client.query_enrollments(kind, page_size, continuation.as_deref()).await?;
-                items.extend(page.items);
-                continuation = page.continuation;
-                if continuation.is_none() || top.is_some_and(|t| items.len() >= t) {
-                    break;
-                }
-            }
-            if let Some(t) = top {
-                items.truncate(t);
-            }
+            let client = &client;
+            let page =
+                move |c: Option<String>| async move { client.query_enrollments(kind, page_size, c.as_deref()).await };
+            let items = super::first_items(top, page).await?;
             print_list(connect, kind, &items);
         }
         Command::Update { id, spec, file } => {
@@ -189,11 +180,7 @@ pub async fn run(connect: &Connect, global: &Global, kind: EnrollmentKind, cmd: 
         Command::Disable { id } => set_status(connect, &client, kind, &id, "disabled").await?,
         Command::Delete { id, etag } => {
             client.delete_enrollment(kind, &id, etag.as_deref()).await?;
-            if connect.json {
-                output::json(&json!({ kind.id_field(): id, "deleted": true }));
-            } else {
-                println!("deleted {} '{id}'", kind.noun());
-            }
+            output::deleted(connect.json, kind.id_field(), &id, &format!("deleted {} '{id}'", kind.noun()));
         }
     }
     Ok(())
@@ -355,7 +342,7 @@ fn read_json(path: &std::path::Path) -> anyhow::Result<Value> {
 }
 
 fn print_one(connect: &Connect, _kind: EnrollmentKind, entity: &Value) {
-    if connect.json { output::json(entity) } else { output::fields(entity) }
+    output::entity(connect.json, entity)
 }
 
 fn print_list(connect: &Connect, kind: EnrollmentKind, items: &[Value]) {

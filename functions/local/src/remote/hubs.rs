@@ -64,7 +64,7 @@ pub async fn run(connect: &Connect, global: &Global, cmd: Command) -> anyhow::Re
         }
         Command::Show { host } => {
             let hub = client.linked_hub(&host).await?;
-            if connect.json { output::json(&hub) } else { output::fields(&hub) }
+            output::entity(connect.json, &hub)
         }
         Command::Link { host, weight, location, no_auto_allocation, connector } => {
             let mut body = json!({ "allocationWeight": weight, "applyAllocationPolicy": !no_auto_allocation });

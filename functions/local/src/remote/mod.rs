@@ -108,6 +108,28 @@ pub async fn run(global: &Global, command: RemoteCommand) -> anyhow::Result<()> 
     }
 }
 
+/// The items of a paged query up to `top` (all without it): `page` reads the page after a continuation.
+async fn first_items<F, Fut>(top: Option<usize>, mut page: F) -> anyhow::Result<Vec<serde_json::Value>>
+where
+    F: FnMut(Option<String>) -> Fut,
+    Fut: std::future::Future<Output = Result<dps_client::api::Page, dps_client::Error>>,
+{
+    let mut items = Vec::new();
+    let mut continuation: Option<String> = None;
+    loop {
+        let next = page(continuation.take()).await?;
+        items.extend(next.items);
+        continuation = next.continuation;
+        if continuation.is_none() || top.is_some_and(|t| items.len() >= t) {
+            break;
+        }
+    }
+    if let Some(t) = top {
+        items.truncate(t);
+    }
+    Ok(items)
+}
+
 /// Some items of a bulk command failed (the others were done); the message says where the failures went.
 #[derive(Debug)]
 pub struct PartialFailure(pub String);

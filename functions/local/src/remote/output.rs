@@ -15,6 +15,16 @@ pub fn json(value: &Value) {
     line(&serde_json::to_string_pretty(value).unwrap_or_default());
 }
 
+/// One entity: JSON (`as_json`), or its `key: value` lines.
+pub fn entity(as_json: bool, value: &Value) {
+    if as_json { json(value) } else { fields(value) }
+}
+
+/// A deletion done: `{ID_FIELD: ID, "deleted": true}` (`as_json`), or `message`.
+pub fn deleted(as_json: bool, id_field: &str, id: &str, message: &str) {
+    if as_json { json(&serde_json::json!({ id_field: id, "deleted": true })) } else { line(message) }
+}
+
 /// A field of a JSON entity as text for a table cell (`-` when absent).
 pub fn cell(value: &Value, pointer: &str) -> String {
     match value.pointer(pointer) {

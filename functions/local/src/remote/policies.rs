@@ -68,11 +68,7 @@ pub async fn run(connect: &Connect, global: &Global, cmd: Command) -> anyhow::Re
         }
         Command::Delete { name } => {
             client.delete_policy(&name).await?;
-            if connect.json {
-                output::json(&json!({ "name": name, "deleted": true }));
-            } else {
-                println!("deleted policy '{name}'");
-            }
+            output::deleted(connect.json, "name", &name, &format!("deleted policy '{name}'"));
             return Ok(());
         }
         Command::DryRun { name, request, registration_id, payload, hub } => {
@@ -101,11 +97,7 @@ pub async fn run(connect: &Connect, global: &Global, cmd: Command) -> anyhow::Re
             return Ok(());
         }
     };
-    if connect.json {
-        output::json(&shown)
-    } else {
-        output::fields(&shown)
-    }
+    output::entity(connect.json, &shown);
     Ok(())
 }
 

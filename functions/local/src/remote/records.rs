@@ -2,7 +2,6 @@
 //! service writes them).
 
 use clap::Subcommand;
-use serde_json::json;
 
 use super::{Connect, output, target};
 use crate::cli::Global;
@@ -37,22 +36,14 @@ pub async fn run(connect: &Connect, global: &Global, cmd: Command) -> anyhow::Re
     match cmd {
         Command::Show { registration_id } => {
             let record = client.get_registration(&registration_id).await?;
-            if connect.json { output::json(&record) } else { output::fields(&record) }
+            output::entity(connect.json, &record)
         }
         Command::List { group, top, page_size } => {
-            let mut items = Vec::new();
-            let mut continuation = None;
-            loop {
-                let page = client.query_registrations(&group, page_size, continuation.as_deref()).await?;
-                items.extend(page.items);
-                continuation = page.continuation;
-                if continuation.is_none() || top.is_some_and(|t| items.len() >= t) {
-                    break;
-                }
-            }
-            if let Some(t) = top {
-                items.truncate(t);
-            }
+            let (client, group) = (&client, group.as_str());
+            let page = move |c: Option<String>| async move {
+                client.query_registrations(group, page_size, c.as_deref()).await
+            };
+            let items = super::first_items(top, page).await?;
             let columns = [
                 ("REGISTRATION ID", "/registrationId"),
                 ("STATUS", "/status"),
@@ -67,11 +58,8 @@ pub async fn run(connect: &Connect, global: &Global, cmd: Command) -> anyhow::Re
         }
         Command::Delete { registration_id, etag } => {
             client.delete_registration(&registration_id, etag.as_deref()).await?;
-            if connect.json {
-                output::json(&json!({ "registrationId": registration_id, "deleted": true }));
-            } else {
-                println!("deleted the registration record of '{registration_id}'");
-            }
+            let message = format!("deleted the registration record of '{registration_id}'");
+            output::deleted(connect.json, "registrationId", &registration_id, &message);
         }
     }
     Ok(())

@@ -9,6 +9,22 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use dps_loadgen::client::Endpoint;
 use serde_json::Value;
 
+/// One `dps` command on `data_dir`, with no deployment or instance named by the environment.
+pub fn dps(data_dir: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_dps"))
+        .args(args)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .env("RUST_LOG", "warn")
+        .env_remove("DPS_CONNECTION_STRING")
+        .env_remove("DPS_ID_SCOPE")
+        .env_remove("DPS_PROFILE")
+        .env_remove("DPS_ENDPOINT")
+        .env_remove("DPS_CA_FILE")
+        .output()
+        .expect("dps runs")
+}
+
 /// A running `dps serve`.
 pub struct Server {
     pub child: Child,
