@@ -165,13 +165,17 @@ async fn main() {
     let concurrency = number(2, 32);
     let temp = tempfile::tempdir().expect("temporary dir");
     let dir = args.get(3).map(std::path::PathBuf::from).unwrap_or_else(|| temp.path().to_path_buf());
-    println!("{devices} stored devices, {ops} operations per measurement, {concurrency} in flight, dir {}", dir.display());
+    println!(
+        "{devices} stored devices, {ops} operations per measurement, {concurrency} in flight, dir {}",
+        dir.display()
+    );
 
     let store = Arc::new(EmbeddedStore::open(&dir).expect("open store"));
     let dps = Dps::new(store.clone(), Settings::default());
     let instance = testing::instance(&dps, "scale", "scale.example.net", vec![testing::hub("hub-1.example.net")]).await;
     let owner = Arc::new(testing::owner(&dps, &instance).await);
-    let fleet = Fleet { scope: instance.id_scope.clone(), primary: sas::generate_key(), secondary: sas::generate_key() };
+    let fleet =
+        Fleet { scope: instance.id_scope.clone(), primary: sas::generate_key(), secondary: sas::generate_key() };
 
     // Build: the enrollments in bulk calls, then the records.
     let calls = devices.div_ceil(MAX_BULK_ITEMS);
@@ -179,7 +183,8 @@ async fn main() {
     let enrolled = measure(calls, BUILD_CALLS, move |call| {
         let (dps, fleet, owner) = (d.clone(), f.clone(), o.clone());
         async move {
-            let items = (call * MAX_BULK_ITEMS..((call + 1) * MAX_BULK_ITEMS).min(devices)).map(|i| fleet.enrollment(i));
+            let items =
+                (call * MAX_BULK_ITEMS..((call + 1) * MAX_BULK_ITEMS).min(devices)).map(|i| fleet.enrollment(i));
             let outcome = dps.bulk_enrollments(&owner, BulkMode::Create, items.collect()).await.expect("bulk call");
             assert!(outcome.errors.is_empty(), "bulk items failed: {:?}", outcome.errors);
         }
