@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use dps_custom_allocation::{Limits, PolicySettings};
 use dps_custom_allocation::codes::*;
+use dps_custom_allocation::{Limits, PolicySettings};
 use serde_json::json;
 
 use crate::support::*;
