@@ -107,16 +107,17 @@ impl ResourceLimiter for CallLimiter {
     }
 }
 
-/// A fresh store for one call with every per-call limit applied: memory and tables (limiter), fuel, epoch
-/// deadline, log bounds. The output and input bounds are checked by the caller against the same `limits`.
-pub(crate) fn limited_store(engine: &Engine, limits: &Limits) -> wasmtime::Result<Store<CallState>> {
+/// A fresh store for one call with every per-call limit applied: memory and tables (limiter), `fuel` (the fuel
+/// limit, or less for a first attempt in place), epoch deadline, log bounds. The output and input bounds are
+/// checked by the caller against the same `limits`.
+pub(crate) fn limited_store(engine: &Engine, limits: &Limits, fuel: u64) -> wasmtime::Result<Store<CallState>> {
     let state = CallState {
         limiter: CallLimiter { memory_bytes: limits.memory_bytes, peak_memory: 0 },
         logs: Logs::new(limits.log_bytes, limits.log_lines),
     };
     let mut store = Store::new(engine, state);
     store.limiter(|s| &mut s.limiter);
-    store.set_fuel(limits.fuel)?;
+    store.set_fuel(fuel.min(limits.fuel))?;
     store.set_epoch_deadline(limits.deadline_ticks());
     store.epoch_deadline_trap();
     Ok(store)

@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use dps_core::allocator::AllocationFailure;
 use dps_core::policy::PolicyTrace;
-use wasmtime::{Caller, Extern, TypedFunc};
+use wasmtime::{Caller, Extern, Trap, TypedFunc};
 
 use super::failure::classify;
 use super::{Compiled, Sandbox};
@@ -23,31 +23,46 @@ pub struct Run {
 impl Sandbox {
     /// Create a limited store and instantiate the module, nothing else (to measure instantiation).
     pub fn instantiate_only(&self, compiled: &Compiled) -> wasmtime::Result<()> {
-        let mut store = limited_store(&self.engine, &self.limits)?;
+        let mut store = limited_store(&self.engine, &self.limits, self.limits.fuel)?;
         compiled.pre.instantiate(&mut store).map(drop)
     }
 
     /// Run the policy on `input` under the limits: instantiate, copy the request in, call, copy the answer out.
     pub fn run(&self, compiled: &Compiled, input: &[u8]) -> Run {
+        self.attempt(compiled, input, self.limits.fuel).0
+    }
+
+    /// Run the policy as [`Sandbox::run`] does but with only `fuel` (at most the fuel limit): `None` if that was
+    /// not enough. A policy is a deterministic function of its input, so such a call can be run again from the
+    /// start with `run`; every other outcome, success or failure, is the one `run` would give.
+    pub fn run_short(&self, compiled: &Compiled, input: &[u8], fuel: u64) -> Option<Run> {
+        let fuel = fuel.min(self.limits.fuel);
+        let (run, out_of_fuel) = self.attempt(compiled, input, fuel);
+        (!out_of_fuel || fuel == self.limits.fuel).then_some(run)
+    }
+
+    /// One call with `fuel`, every other limit as configured; also whether it ran out of fuel.
+    fn attempt(&self, compiled: &Compiled, input: &[u8], fuel: u64) -> (Run, bool) {
         let started = Instant::now();
         let limits = &self.limits;
         let mut trace = PolicyTrace { fuel_limit: limits.fuel, ..PolicyTrace::default() };
-        let mut store = match limited_store(&self.engine, limits) {
+        let mut store = match limited_store(&self.engine, limits, fuel) {
             Ok(store) => store,
             Err(e) => {
                 let output = Err(failure(codes::POLICY_HOST, format!("The sandbox could not start: {e}")));
-                return Run { output, trace };
+                return (Run { output, trace }, false);
             }
         };
         let output = call(&mut store, compiled, input, limits);
-        trace.fuel_consumed = limits.fuel.saturating_sub(store.get_fuel().unwrap_or(0));
+        trace.fuel_consumed = fuel.saturating_sub(store.get_fuel().unwrap_or(0));
         trace.duration_micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
         let state = store.into_data();
         trace.peak_memory_bytes = state.limiter.peak_memory as u64;
         trace.logs = state.logs.lines;
         trace.logs_truncated = state.logs.truncated;
+        let out_of_fuel = output.as_ref().is_err_and(|e| matches!(e.downcast_ref::<Trap>(), Some(Trap::OutOfFuel)));
         let output = output.map_err(|e| classify(&e, limits, &trace.logs));
-        Run { output, trace }
+        (Run { output, trace }, out_of_fuel)
     }
 }
 

@@ -76,7 +76,7 @@ impl Sandbox {
         let fail = |e: wasmtime::Error| {
             ModuleError::Invalid(format!("The module fails to start under the call limits: {}", describe_error(&e)))
         };
-        let mut store = limited_store(&self.engine, &self.limits).map_err(fail)?;
+        let mut store = limited_store(&self.engine, &self.limits, self.limits.fuel).map_err(fail)?;
         let instance = pre.instantiate(&mut store).map_err(fail)?;
         let version = instance.get_typed_func::<(), i32>(&mut store, "dps_abi_version").map_err(fail)?;
         let version = version.call(&mut store, ()).map_err(fail)?;

@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use dps_custom_allocation::Limits;
 use dps_custom_allocation::codes::*;
+use dps_custom_allocation::{Limits, PolicySettings};
 use serde_json::json;
 
 use crate::support::*;
@@ -269,4 +269,27 @@ async fn a_rust_panic_fails_the_call_with_the_panic_message() {
         failure.message
     );
     assert!(h.run("good", &request("d", None, &HUBS)).await.is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_that_works_longer_than_a_short_call_still_answers() {
+    use dps_core::policy::PolicyRegistry;
+    let h = Harness::new();
+    h.upload("busy", fixture("busy-first-hub")).await;
+    let answer = h.run("busy", &request("d-1", None, &HUBS)).await.expect("the busy policy answers");
+    assert_eq!(answer.iot_hub_host_name, "hub-a.example.net");
+    let dry = h.allocator.dry_run(&instance(false), "busy", &typed(&request("d-2", None, &HUBS))).await.unwrap();
+    assert_eq!(dry.status, "assigned");
+    assert!(dry.trace.fuel_consumed > 2_000_000, "fuel of the whole run: {}", dry.trace.fuel_consumed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_call_sees_what_the_previous_call_left_in_memory() {
+    // One pool slot: every call reuses the same memory, reset in place between calls.
+    let h = Harness::with(PolicySettings { pool_slots: 1, ..PolicySettings::default() });
+    h.upload("remembers", fixture("remembers")).await;
+    for i in 0..20 {
+        let answer = h.run("remembers", &request(&format!("d-{i}"), None, &HUBS)).await;
+        assert_eq!(answer.expect("the policy answers").iot_hub_host_name, "hub-a.example.net", "call {i}");
+    }
 }
