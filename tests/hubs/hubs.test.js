@@ -18,7 +18,7 @@ const net = require('node:net');
 const path = require('node:path');
 const { createRequire } = require('node:module');
 // SAS tokens, HTTP calls and registry signatures as tests/node makes them (the Azure SDKs' form).
-const { registryHeaders, requiredEnv, send, serviceToken } = require('../node/harness');
+const { registryHeaders, requiredEnv, sasToken, send, serviceToken } = require('../node/harness');
 const { after, before, describe, test } = require('node:test');
 
 const root = path.resolve(__dirname, '..', '..');
@@ -343,6 +343,53 @@ describe('hub connectors through dps serve', () => {
     assert.equal(record.json.assignedHub, AWS_HUB);
     assert.equal(record.json.status, 'assigned');
     assert.ok(!record.json.pendingHubRemovals || record.json.pendingHubRemovals.length === 0, record.text);
+  });
+
+  test('AWS IoT Core, symmetric key with a CSR: the answer carries the issued certificate, attached to the thing', async () => {
+    const id = `hubs-csr-${suffix}`;
+    const device = await enroll(id, AWS_HUB);
+    // A P-256 key and a PKCS#10 request for CN=<registration ID>, as a device makes them (the venv's cryptography).
+    const csr = require('node:child_process').execFileSync(env('PYTHON'), ['-c', [
+      'import base64, sys',
+      'from cryptography import x509',
+      'from cryptography.hazmat.primitives import hashes, serialization',
+      'from cryptography.hazmat.primitives.asymmetric import ec',
+      'from cryptography.x509.oid import NameOID',
+      'key = ec.generate_private_key(ec.SECP256R1())',
+      'name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, sys.argv[1])])',
+      'req = x509.CertificateSigningRequestBuilder().subject_name(name).sign(key, hashes.SHA256())',
+      'print(base64.b64encode(req.public_bytes(serialization.Encoding.DER)).decode())',
+    ].join('\n'), id]).toString().trim();
+    const resource = `${ID_SCOPE}/registrations/${id}`;
+    const devicePath = (tail) => `/${ID_SCOPE}/registrations/${id}/${tail}?api-version=2025-07-01-preview`;
+    const call = (method, tail, body) => send(https, {
+      host: '127.0.0.1', port: DPS_PORT, servername: 'localhost', method, path: devicePath(tail),
+      headers: { Authorization: sasToken(resource, 'registration', device.primaryKey) },
+    }, body);
+    let answer = await call('PUT', 'register', { registrationId: id, csr });
+    for (let i = 0; answer.status === 202 && answer.json.status === 'assigning' && i < 20; i++) {
+      await new Promise((r) => setTimeout(r, 250));
+      answer = await call('GET', `operations/${answer.json.operationId}`);
+    }
+    assert.ok([200, 202].includes(answer.status), answer.text);
+    const state = answer.json.registrationState;
+    assert.equal(state.status, 'assigned', answer.text);
+    assert.equal(state.assignedHub, AWS_HUB);
+    assert.ok(Array.isArray(state.issuedCertificateChain) && state.issuedCertificateChain.length >= 1, answer.text);
+    const leaf = new crypto.X509Certificate(Buffer.from(state.issuedCertificateChain[0], 'base64'));
+    // Its subject is the CSR's (moto signs a key of its own instead of the CSR's; IoT Core certifies the CSR's key).
+    assert.equal(leaf.subject, `CN=${id}`);
+
+    // In the hub: the thing exists and the issued certificate is its principal, active.
+    const principals = await moto('iot', 'GET', `/things/${id}/principals`);
+    assert.equal(principals.status, 200, principals.text);
+    assert.equal(principals.json.principals.length, 1, principals.text);
+    const certificateId = principals.json.principals[0].split('/').pop();
+    const described = await moto('iot', 'GET', `/certificates/${certificateId}`);
+    assert.equal(described.status, 200, described.text);
+    assert.equal(described.json.certificateDescription.status, 'ACTIVE');
+    const pem = described.json.certificateDescription.certificatePem;
+    assert.equal(new crypto.X509Certificate(pem).fingerprint256, leaf.fingerprint256, 'the hub holds the certificate the device got');
   });
 
   test('a hub that is down: failed 503301 naming the hub, no assigned record; the retry is assigned', async () => {
