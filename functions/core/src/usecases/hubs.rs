@@ -46,10 +46,18 @@ fn unix_millis() -> i64 {
     i64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
 }
 
-/// How much of a record's settling lease is left (None: it holds none, or it ran out).
+/// Clock difference between two writers tolerated in a lease's expiry.
+const CLOCK_SKEW: Duration = Duration::from_secs(5);
+
+/// How much of a record's settling lease is left (None: it holds none, or it ran out). A lease that claims to
+/// run longer than any writer takes one is not honoured: a record cannot hold a device off for longer.
 fn settling_left(record: &RegistrationRecord) -> Option<Duration> {
-    let left = record.settling_until? - unix_millis();
-    (left > 0).then(|| Duration::from_millis(left.unsigned_abs()))
+    let left = Duration::from_millis(u64::try_from(record.settling_until? - unix_millis()).ok()?);
+    if left > SETTLE_LEASE + CLOCK_SKEW {
+        tracing::warn!(registration_id = %record.registration_id, "settling lease beyond any writer's: ignored");
+        return None;
+    }
+    (!left.is_zero()).then_some(left)
 }
 
 /// The settling lease a record about to be written takes: one when it owes a removal to a hub with a connector.
