@@ -1,10 +1,10 @@
 //! The device (runtime) API: register, operation status lookup, registration status lookup.
 
-use axum::Extension;
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{FromRequestParts, State};
 use axum::http::header::{AUTHORIZATION, RETRY_AFTER};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::Response;
 use axum::routing::{get, post, put};
 use dps_core::Dps;
@@ -48,13 +48,33 @@ pub(crate) fn normalise(segments: &[&str]) -> Vec<String> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClientAddress(pub std::net::IpAddr);
 
+/// What a device presents besides its path and body, for each of its three calls: the `Authorization` header
+/// (a SAS token), the certificate chain the front door received (DER, leaf first; empty without one) and its
+/// address.
+struct DeviceCaller {
+    authorization: Option<String>,
+    client_certificates: Vec<Vec<u8>>,
+    client_address: Option<std::net::IpAddr>,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for DeviceCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
+        let certificates = parts.extensions.get::<ClientCertificates>();
+        Ok(Self {
+            authorization: header_str(&parts.headers, AUTHORIZATION.as_str()).map(str::to_string),
+            client_certificates: certificates.map_or(Ok(Vec::new()), ClientCertificates::der)?,
+            client_address: parts.extensions.get::<ClientAddress>().map(|ClientAddress(ip)| *ip),
+        })
+    }
+}
+
 async fn register(
     State(dps): State<Dps>,
     ApiVersion(api_version): ApiVersion,
     Segments((id_scope, registration_id)): Segments<(String, String)>,
-    client: Option<Extension<ClientAddress>>,
-    certs: Option<Extension<ClientCertificates>>,
-    headers: HeaderMap,
+    caller: DeviceCaller,
     JsonBody(body): JsonBody<DeviceRegistration>,
 ) -> Result<Response, ApiError> {
     tracing::Span::current().record("scope", id_scope.as_str());
@@ -66,10 +86,10 @@ async fn register(
             registration_id,
             body_registration_id: body.registration_id,
             payload: body.payload,
-            authorization: header_str(&headers, AUTHORIZATION.as_str()).map(str::to_string),
-            client_certificates: chain(certs)?,
+            authorization: caller.authorization,
+            client_certificates: caller.client_certificates,
             api_version,
-            client_address: client.map(|Extension(ClientAddress(ip))| ip),
+            client_address: caller.client_address,
             tpm: body.tpm,
             csr,
         })
@@ -82,9 +102,7 @@ async fn operation_status(
     State(dps): State<Dps>,
     _: ApiVersion,
     Segments((id_scope, registration_id, operation_id)): Segments<(String, String, String)>,
-    client: Option<Extension<ClientAddress>>,
-    certs: Option<Extension<ClientCertificates>>,
-    headers: HeaderMap,
+    caller: DeviceCaller,
 ) -> Result<Response, ApiError> {
     // The Node SDK sends "{}" with this GET; the body is never read.
     tracing::Span::current().record("scope", id_scope.as_str());
@@ -94,9 +112,9 @@ async fn operation_status(
             registration_id,
             body_registration_id: None,
             operation_id: Some(operation_id),
-            authorization: header_str(&headers, AUTHORIZATION.as_str()).map(str::to_string),
-            client_certificates: chain(certs)?,
-            client_address: client.map(|Extension(ClientAddress(ip))| ip),
+            authorization: caller.authorization,
+            client_certificates: caller.client_certificates,
+            client_address: caller.client_address,
         })
         .await?;
     let status = if record.status == RegistrationStatus::Assigning { StatusCode::ACCEPTED } else { StatusCode::OK };
@@ -107,9 +125,7 @@ async fn registration_status(
     State(dps): State<Dps>,
     _: ApiVersion,
     Segments((id_scope, registration_id)): Segments<(String, String)>,
-    client: Option<Extension<ClientAddress>>,
-    certs: Option<Extension<ClientCertificates>>,
-    headers: HeaderMap,
+    caller: DeviceCaller,
     JsonBody(body): JsonBody<DeviceRegistration>,
 ) -> Result<Response, ApiError> {
     tracing::Span::current().record("scope", id_scope.as_str());
@@ -123,17 +139,12 @@ async fn registration_status(
             registration_id,
             body_registration_id: body.registration_id,
             operation_id: None,
-            authorization: header_str(&headers, AUTHORIZATION.as_str()).map(str::to_string),
-            client_certificates: chain(certs)?,
-            client_address: client.map(|Extension(ClientAddress(ip))| ip),
+            authorization: caller.authorization,
+            client_certificates: caller.client_certificates,
+            client_address: caller.client_address,
         })
         .await?;
     Ok(json(StatusCode::OK, &DeviceRegistrationResult::from(&record)))
-}
-
-/// The certificate chain the front door received, if any (DER, leaf first).
-fn chain(certs: Option<Extension<ClientCertificates>>) -> Result<Vec<Vec<u8>>, ApiError> {
-    certs.map_or(Ok(Vec::new()), |Extension(certs)| certs.der())
 }
 
 /// `RegistrationOperationStatus`, with `Retry-After` only while the registration is still being assigned.
