@@ -11,8 +11,11 @@
 //!
 //! `cargo run --release -p dps-store-embedded --example breakdown -- [DEVICES] [CONCURRENCY]`
 
+mod common;
+
+use common::process_cpu;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use dps_core::memory::MemoryStore;
 use dps_core::model::{EnrollmentGroup, OperationCount, OperationKind, RegistrationRecord};
@@ -21,14 +24,6 @@ use dps_core::testing;
 use dps_core::usecases::RegisterRequest;
 use dps_core::{Dps, Settings, sas};
 use dps_store_embedded::EmbeddedStore;
-
-fn process_cpu() -> Duration {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i - 3).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    Duration::from_millis((ticks(14) + ticks(15)) * 10)
-}
 
 /// An instance with one linked hub and one group; the tokens of `devices` new devices of that group.
 async fn prepare(store: Arc<dyn Store>, devices: usize) -> (Dps, Vec<RegisterRequest>) {

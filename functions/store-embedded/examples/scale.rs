@@ -15,6 +15,9 @@
 //!
 //! `cargo run --release -p dps-store-embedded --example scale -- DEVICES [OPS] [CONCURRENCY] [DIR]`
 
+mod common;
+
+use common::process_cpu;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -29,14 +32,6 @@ use dps_store_embedded::{EmbeddedStore, FILE_NAME};
 const BUILD_CALLS: usize = 64;
 /// Registrations in flight while building the records.
 const BUILD_REGISTRATIONS: usize = 64;
-
-fn process_cpu() -> Duration {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i - 3).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    Duration::from_millis((ticks(14) + ticks(15)) * 10)
-}
 
 /// What a measured phase took: CPU and wall time, operations.
 #[derive(Default, Clone, Copy)]
