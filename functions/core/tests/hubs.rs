@@ -490,7 +490,7 @@ async fn a_registration_that_cannot_wait_out_a_settling_lease_is_throttled() {
     // As a registration that crashed while removing the device from a hub leaves it: 25 s of its lease left.
     let etag = record.etag.clone().unwrap();
     record.settling_until = Some((time::OffsetDateTime::now_utc().unix_timestamp() + 25) * 1000);
-    let leased = f.store.put_registration(f.scope(), record, Precondition::Matches(etag), None).await.unwrap();
+    let leased = f.store.put_registration(f.scope(), record, Precondition::Matches(etag).into()).await.unwrap();
     fake.take_calls();
     let refused = f.register("dev-1", &key).await;
     match refused {
@@ -507,7 +507,7 @@ async fn a_registration_that_cannot_wait_out_a_settling_lease_is_throttled() {
     let mut forged = stored;
     forged.settling_until = Some((time::OffsetDateTime::now_utc().unix_timestamp() + 3600) * 1000);
     let etag = forged.etag.clone().unwrap();
-    f.store.put_registration(f.scope(), forged, Precondition::Matches(etag), None).await.unwrap();
+    f.store.put_registration(f.scope(), forged, Precondition::Matches(etag).into()).await.unwrap();
     let again = f.register("dev-1", &key).await.unwrap();
     assert_eq!(again.status, RegistrationStatus::Assigned);
     assert_eq!(again.settling_until, None);

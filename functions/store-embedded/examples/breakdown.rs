@@ -144,7 +144,7 @@ async fn main() {
             async move {
                 let meter = OperationCount { date: "2024-05-01".into(), kind: OperationKind::Registration, count: 1 };
                 let record = record(&format!("device-{i}"));
-                let put = store.put_registration("0ne00000001", record, Precondition::NotExists, Some(meter));
+                let put = store.put_registration("0ne00000001", record, Precondition::NotExists.counting(Some(meter)));
                 put.await.expect("written");
             }
         })

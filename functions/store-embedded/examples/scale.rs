@@ -214,7 +214,7 @@ async fn main() {
         let scope = fleet.scope.clone();
         measure(sample, concurrency, move |k| {
             let (store, scope, id) = (s.clone(), scope.clone(), Fleet::id(p[k]));
-            async move { store.delete_registration(&scope, &id, Precondition::None, None).await.expect("deleted") }
+            async move { store.delete_registration(&scope, &id, Precondition::None.into()).await.expect("deleted") }
         })
         .await;
         let (d, f, p, t) = (dps.clone(), fleet.clone(), picks.clone(), tokens.clone());

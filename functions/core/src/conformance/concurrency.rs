@@ -22,7 +22,7 @@ pub async fn race_not_exists_one_winner(store: Arc<dyn Store>) {
         tasks.push(tokio::spawn(async move {
             let mut record = sample_record("racer", None);
             record.operation_id = format!("op-{i}");
-            store.put_registration(&scope, record, Precondition::NotExists, Some(registrations(1))).await
+            store.put_registration(&scope, record, Precondition::NotExists.counting(Some(registrations(1)))).await
         }));
     }
     let mut results = Vec::new();
@@ -37,7 +37,7 @@ pub async fn race_not_exists_one_winner(store: Arc<dyn Store>) {
 /// 16 concurrent updates conditional on the same etag: exactly one wins, the others get PreconditionFailed.
 pub async fn race_matches_one_winner(store: Arc<dyn Store>) {
     let scope = scope();
-    let base = store.put_registration(&scope, sample_record("racer", None), Precondition::NotExists, None).await;
+    let base = store.put_registration(&scope, sample_record("racer", None), Precondition::NotExists.into()).await;
     let etag = base.unwrap().etag.unwrap();
     let mut tasks = Vec::new();
     for i in 0..RACERS {
@@ -46,7 +46,7 @@ pub async fn race_matches_one_winner(store: Arc<dyn Store>) {
             let mut record = sample_record("racer", None);
             record.operation_id = format!("op-{i}");
             let re = OperationCount { date: "2024-05-01".into(), kind: OperationKind::ReRegistration, count: 1 };
-            store.put_registration(&scope, record, Precondition::Matches(etag), Some(re)).await
+            store.put_registration(&scope, record, Precondition::Matches(etag).counting(Some(re))).await
         }));
     }
     let mut results = Vec::new();
