@@ -36,37 +36,17 @@ pub async fn operations_count_and_range(store: Arc<dyn Store>) {
 /// `put_registration` with a meter counts the operation if and only if the record is written.
 pub async fn registration_meter_counts_iff_written(store: Arc<dyn Store>) {
     let (s, scope) = (store.as_ref(), scope());
-    let first = s.put_registration(
-        &scope,
-        sample_record("dev-1", None),
-        Precondition::NotExists.counting(Some(registrations(1))),
-    );
-    let first = first.await.unwrap();
+    // A write of record `id` under `precondition` that counts one registration.
+    let put_counted = |id: &str, precondition: Precondition| {
+        s.put_registration(&scope, sample_record(id, None), precondition.counting(Some(registrations(1))))
+    };
+    let first = put_counted("dev-1", Precondition::NotExists).await.unwrap();
     assert_eq!(registrations_counted(s, &scope).await, BTreeMap::from([(OperationKind::Registration, 1)]));
 
-    let dup = s
-        .put_registration(
-            &scope,
-            sample_record("dev-1", None),
-            Precondition::NotExists.counting(Some(registrations(1))),
-        )
-        .await;
-    expect_err(dup, "duplicate create", is_conflict);
-    let stale = s
-        .put_registration(
-            &scope,
-            sample_record("dev-1", None),
-            Precondition::Matches("\"stale\"".into()).counting(Some(registrations(1))),
-        )
-        .await;
+    expect_err(put_counted("dev-1", Precondition::NotExists).await, "duplicate create", is_conflict);
+    let stale = put_counted("dev-1", Precondition::Matches("\"stale\"".into())).await;
     expect_err(stale, "stale update", is_precondition_failed);
-    let absent = s
-        .put_registration(
-            &scope,
-            sample_record("dev-2", None),
-            Precondition::Matches("*".into()).counting(Some(registrations(1))),
-        )
-        .await;
+    let absent = put_counted("dev-2", Precondition::Matches("*".into())).await;
     expect_err(absent, "update of an absent record", is_not_found);
     assert_eq!(
         registrations_counted(s, &scope).await,
