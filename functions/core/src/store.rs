@@ -3,9 +3,9 @@
 //! Contract, for every entity:
 //! - keys (registration IDs, group IDs, host names) are case-insensitive: adapters key on [`key`];
 //! - every successful write sets a fresh, opaque `etag` (a quoted string) on the returned entity;
-//! - writes are conditional through [`Precondition`] (with what they count, a [`Write`]); a failed condition is `Error::Conflict` for
-//!   [`Precondition::NotExists`] and `Error::PreconditionFailed` for [`Precondition::Matches`]
-//!   (or `Error::NotFound` when the entity is gone);
+//! - writes are conditional through [`Precondition`] (carried, with the operation a write counts, in a
+//!   [`Write`]); a failed condition is `Error::Conflict` for [`Precondition::NotExists`] and
+//!   `Error::PreconditionFailed` for [`Precondition::Matches`] (or `Error::NotFound` when the entity is gone);
 //! - everything is scoped by the instance's ID scope: nothing of one scope is visible through another.
 
 use async_trait::async_trait;
