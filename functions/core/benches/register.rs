@@ -174,7 +174,7 @@ fn store_calls(c: &mut Criterion) {
                 |r| {
                     bench
                         .runtime
-                        .block_on(store.put_registration(&bench.scope, r, Precondition::NotExists, None))
+                        .block_on(store.put_registration(&bench.scope, r, Precondition::NotExists.into()))
                         .unwrap()
                 },
                 BatchSize::SmallInput,

@@ -11,7 +11,7 @@ use crate::error::{Error, Result};
 use crate::model::{
     AnyEnrollment, EnrollmentKind, Instance, OperationCount, OperationKind, RegistrationRecord, TpmChallenge,
 };
-use crate::store::{DeviceContext, Page, PageRequest, Precondition, Store, key, new_etag, unix_now};
+use crate::store::{DeviceContext, Page, PageRequest, Precondition, Store, Write, key, new_etag, unix_now};
 
 /// (scope key, ID key).
 type Key = (String, String);
@@ -174,34 +174,22 @@ impl Store for MemoryStore {
         Ok(self.state().enrollments(kind).get(&k(scope, id)).cloned())
     }
 
-    async fn put_enrollment(
-        &self,
-        scope: &str,
-        enrollment: AnyEnrollment,
-        precondition: Precondition,
-        meter: Option<OperationCount>,
-    ) -> Result<AnyEnrollment> {
+    async fn put_enrollment(&self, scope: &str, enrollment: AnyEnrollment, write: Write) -> Result<AnyEnrollment> {
         let (kind, at) = (enrollment.kind(), k(scope, enrollment.id()));
         let mut state = self.state();
+        let precondition = &write.precondition;
         let written =
-            put(state.enrollments(kind), at, enrollment, &precondition, kind.what(), enrollment_etag, |e, t| {
+            put(state.enrollments(kind), at, enrollment, precondition, kind.what(), enrollment_etag, |e, t| {
                 e.set_etag(t)
             })?;
-        state.count(scope, meter);
+        state.count(scope, write.meter);
         Ok(written)
     }
 
-    async fn delete_enrollment(
-        &self,
-        scope: &str,
-        kind: EnrollmentKind,
-        id: &str,
-        precondition: Precondition,
-        meter: Option<OperationCount>,
-    ) -> Result<()> {
+    async fn delete_enrollment(&self, scope: &str, kind: EnrollmentKind, id: &str, write: Write) -> Result<()> {
         let mut state = self.state();
-        delete(state.enrollments(kind), k(scope, id), &precondition, kind.what(), enrollment_etag)?;
-        state.count(scope, meter);
+        delete(state.enrollments(kind), k(scope, id), &write.precondition, kind.what(), enrollment_etag)?;
+        state.count(scope, write.meter);
         Ok(())
     }
 
@@ -234,28 +222,22 @@ impl Store for MemoryStore {
         &self,
         scope: &str,
         record: RegistrationRecord,
-        precondition: Precondition,
-        meter: Option<OperationCount>,
+        write: Write,
     ) -> Result<RegistrationRecord> {
         let mut state = self.state();
         let at = k(scope, &record.registration_id);
-        let written = put(&mut state.registrations, at, record, &precondition, "Registration", record_etag, |r, t| {
+        let precondition = &write.precondition;
+        let written = put(&mut state.registrations, at, record, precondition, "Registration", record_etag, |r, t| {
             r.etag = Some(t)
         })?;
-        state.count(scope, meter);
+        state.count(scope, write.meter);
         Ok(written)
     }
 
-    async fn delete_registration(
-        &self,
-        scope: &str,
-        registration_id: &str,
-        precondition: Precondition,
-        meter: Option<OperationCount>,
-    ) -> Result<()> {
+    async fn delete_registration(&self, scope: &str, registration_id: &str, write: Write) -> Result<()> {
         let mut state = self.state();
-        delete(&mut state.registrations, k(scope, registration_id), &precondition, "Registration", record_etag)?;
-        state.count(scope, meter);
+        delete(&mut state.registrations, k(scope, registration_id), &write.precondition, "Registration", record_etag)?;
+        state.count(scope, write.meter);
         Ok(())
     }
 

@@ -3,9 +3,9 @@
 //! Contract, for every entity:
 //! - keys (registration IDs, group IDs, host names) are case-insensitive: adapters key on [`key`];
 //! - every successful write sets a fresh, opaque `etag` (a quoted string) on the returned entity;
-//! - writes are conditional through [`Precondition`]; a failed condition is `Error::Conflict` for
-//!   [`Precondition::NotExists`] and `Error::PreconditionFailed` for [`Precondition::Matches`]
-//!   (or `Error::NotFound` when the entity is gone);
+//! - writes are conditional through [`Precondition`] (carried, with the operation a write counts, in a
+//!   [`Write`]); a failed condition is `Error::Conflict` for [`Precondition::NotExists`] and
+//!   `Error::PreconditionFailed` for [`Precondition::Matches`] (or `Error::NotFound` when the entity is gone);
 //! - everything is scoped by the instance's ID scope: nothing of one scope is visible through another.
 
 use async_trait::async_trait;
@@ -17,9 +17,10 @@ use crate::model::{
 };
 
 /// Condition a write must meet.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum Precondition {
     /// Unconditional (upsert).
+    #[default]
     None,
     /// The entity must not exist (create).
     NotExists,
@@ -34,6 +35,11 @@ impl Precondition {
             None => Precondition::None,
             Some(tag) => Precondition::Matches(tag.to_string()),
         }
+    }
+
+    /// A write under this condition that counts `meter` with it.
+    pub fn counting(self, meter: Option<OperationCount>) -> Write {
+        Write { precondition: self, meter }
     }
 
     /// Whether a stored entity with `current` etag (None = absent) satisfies this condition.
@@ -53,6 +59,23 @@ impl Precondition {
                 }
             }
         }
+    }
+}
+
+/// What travels with every write of an enrollment or a registration record: it happens only if `precondition`
+/// holds, and `meter`, when given, is counted in the same atomic write (counted if and only if the write happens).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Write {
+    /// The condition the write must meet.
+    pub precondition: Precondition,
+    /// The operation counted with the write.
+    pub meter: Option<OperationCount>,
+}
+
+impl From<Precondition> for Write {
+    /// A write under `precondition` that counts nothing.
+    fn from(precondition: Precondition) -> Self {
+        precondition.counting(None)
     }
 }
 
@@ -119,24 +142,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// Read an individual enrollment or a group.
     async fn get_enrollment(&self, scope: &str, kind: EnrollmentKind, id: &str) -> Result<Option<AnyEnrollment>>;
-    /// Write an individual enrollment or a group; returns it with its new etag. `meter` is counted in the same
-    /// atomic write (counted if and only if the enrollment is written), as for [`Store::put_registration`].
-    async fn put_enrollment(
-        &self,
-        scope: &str,
-        enrollment: AnyEnrollment,
-        precondition: Precondition,
-        meter: Option<OperationCount>,
-    ) -> Result<AnyEnrollment>;
-    /// Delete an individual enrollment or a group; `NotFound` if absent. `meter` as for `put_enrollment`.
-    async fn delete_enrollment(
-        &self,
-        scope: &str,
-        kind: EnrollmentKind,
-        id: &str,
-        precondition: Precondition,
-        meter: Option<OperationCount>,
-    ) -> Result<()>;
+    /// Write an individual enrollment or a group under `write`; returns it with its new etag.
+    async fn put_enrollment(&self, scope: &str, enrollment: AnyEnrollment, write: Write) -> Result<AnyEnrollment>;
+    /// Delete an individual enrollment or a group under `write`; `NotFound` if absent.
+    async fn delete_enrollment(&self, scope: &str, kind: EnrollmentKind, id: &str, write: Write) -> Result<()>;
     /// Page through the individual enrollments or the groups of a scope.
     async fn query_enrollments(
         &self,
@@ -149,23 +158,15 @@ pub trait Store: Send + Sync + 'static {
     async fn device_context(&self, scope: &str, registration_id: &str) -> Result<DeviceContext>;
     /// Read a registration record.
     async fn get_registration(&self, scope: &str, registration_id: &str) -> Result<Option<RegistrationRecord>>;
-    /// Write a registration record; returns it with its new etag. When `meter` is given, the operation is counted
-    /// in the same atomic write (counted if and only if the record is written).
+    /// Write a registration record under `write`; returns it with its new etag.
     async fn put_registration(
         &self,
         scope: &str,
         record: RegistrationRecord,
-        precondition: Precondition,
-        meter: Option<OperationCount>,
+        write: Write,
     ) -> Result<RegistrationRecord>;
-    /// Delete a registration record; `NotFound` if absent. `meter` is counted in the same atomic write.
-    async fn delete_registration(
-        &self,
-        scope: &str,
-        registration_id: &str,
-        precondition: Precondition,
-        meter: Option<OperationCount>,
-    ) -> Result<()>;
+    /// Delete a registration record under `write`; `NotFound` if absent.
+    async fn delete_registration(&self, scope: &str, registration_id: &str, write: Write) -> Result<()>;
     /// Page through the records of devices admitted by one group.
     async fn query_registrations(
         &self,
@@ -196,35 +197,16 @@ pub fn unix_now() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
 }
 
-/// The enrollment calls of [`Store`], typed by kind: `store.load::<EnrollmentGroup>(scope, id)`.
+/// The enrollment calls of [`Store`], typed by kind: `store.load::<EnrollmentGroup>(scope, id)`. A write is a
+/// [`Write`] or just its [`Precondition`] (counting nothing).
 #[async_trait]
 pub trait EnrollmentStore {
     /// Read one enrollment of kind `E`.
     async fn load<E: Enrollment>(&self, scope: &str, id: &str) -> Result<Option<E>>;
     /// Write one enrollment; returns it with its new etag.
-    async fn save<E: Enrollment>(&self, scope: &str, enrollment: E, precondition: Precondition) -> Result<E> {
-        self.save_counted(scope, enrollment, precondition, None).await
-    }
-    /// Write one enrollment and count `meter` in the same atomic write.
-    async fn save_counted<E: Enrollment>(
-        &self,
-        scope: &str,
-        enrollment: E,
-        precondition: Precondition,
-        meter: Option<OperationCount>,
-    ) -> Result<E>;
+    async fn save<E: Enrollment>(&self, scope: &str, enrollment: E, write: impl Into<Write> + Send) -> Result<E>;
     /// Delete one enrollment of kind `E`; `NotFound` if absent.
-    async fn remove<E: Enrollment>(&self, scope: &str, id: &str, precondition: Precondition) -> Result<()> {
-        self.remove_counted::<E>(scope, id, precondition, None).await
-    }
-    /// Delete one enrollment of kind `E` and count `meter` in the same atomic write.
-    async fn remove_counted<E: Enrollment>(
-        &self,
-        scope: &str,
-        id: &str,
-        precondition: Precondition,
-        meter: Option<OperationCount>,
-    ) -> Result<()>;
+    async fn remove<E: Enrollment>(&self, scope: &str, id: &str, write: impl Into<Write> + Send) -> Result<()>;
     /// A page of the enrollments of kind `E`.
     async fn page<E: Enrollment>(&self, scope: &str, page: PageRequest) -> Result<Page<E>>;
 }
@@ -235,24 +217,12 @@ impl<S: Store + ?Sized> EnrollmentStore for S {
         self.get_enrollment(scope, E::KIND, id).await?.map(AnyEnrollment::into_typed).transpose()
     }
 
-    async fn save_counted<E: Enrollment>(
-        &self,
-        scope: &str,
-        enrollment: E,
-        precondition: Precondition,
-        meter: Option<OperationCount>,
-    ) -> Result<E> {
-        self.put_enrollment(scope, enrollment.into_any(), precondition, meter).await?.into_typed()
+    async fn save<E: Enrollment>(&self, scope: &str, enrollment: E, write: impl Into<Write> + Send) -> Result<E> {
+        self.put_enrollment(scope, enrollment.into_any(), write.into()).await?.into_typed()
     }
 
-    async fn remove_counted<E: Enrollment>(
-        &self,
-        scope: &str,
-        id: &str,
-        precondition: Precondition,
-        meter: Option<OperationCount>,
-    ) -> Result<()> {
-        self.delete_enrollment(scope, E::KIND, id, precondition, meter).await
+    async fn remove<E: Enrollment>(&self, scope: &str, id: &str, write: impl Into<Write> + Send) -> Result<()> {
+        self.delete_enrollment(scope, E::KIND, id, write.into()).await
     }
 
     async fn page<E: Enrollment>(&self, scope: &str, page: PageRequest) -> Result<Page<E>> {

@@ -142,6 +142,18 @@ async fn hand_over_to_hub_b(f: &Fixture) {
     .await;
 }
 
+/// `dev-1`, enrolled with `body` and registered in hub-a; then hub-b takes over (the calls so far are forgotten).
+/// Returns the device's key.
+async fn registered_then_handed_over(body: Value) -> (Fixture, FakeHubs, String) {
+    let (f, fake) = fixture(vec![connected("hub-a.example.net")]).await;
+    f.enroll(individual("dev-1", body)).await;
+    let (key, _) = f.keys("dev-1").await;
+    f.register("dev-1", &key).await.unwrap();
+    hand_over_to_hub_b(&f).await;
+    fake.take_calls();
+    (f, fake, key)
+}
+
 fn twin_body() -> Value {
     json!({ "tags": { "site": "berlin" }, "properties": { "desired": { "interval": 30 } } })
 }
@@ -248,12 +260,7 @@ async fn a_move_with_reset_applies_the_initial_twin() {
 
 #[tokio::test]
 async fn a_failed_removal_is_recorded_and_retried_at_the_next_registration() {
-    let (f, fake) = fixture(vec![connected("hub-a.example.net")]).await;
-    f.enroll(individual("dev-1", json!({}))).await;
-    let (key, _) = f.keys("dev-1").await;
-    f.register("dev-1", &key).await.unwrap();
-    hand_over_to_hub_b(&f).await;
-    fake.take_calls();
+    let (f, fake, key) = registered_then_handed_over(json!({})).await;
     // read (migration), upsert, twin (the old hub's, empty but present), remove: the removal fails.
     fake.fail_at(3, HubFailureKind::Unreachable);
     let moved = f.register("dev-1", &key).await.unwrap();
@@ -271,12 +278,7 @@ async fn a_failed_removal_is_recorded_and_retried_at_the_next_registration() {
 
 #[tokio::test]
 async fn a_failed_move_leaves_the_device_in_its_old_hub() {
-    let (f, fake) = fixture(vec![connected("hub-a.example.net")]).await;
-    f.enroll(individual("dev-1", json!({ "initialTwin": twin_body() }))).await;
-    let (key, _) = f.keys("dev-1").await;
-    f.register("dev-1", &key).await.unwrap();
-    hand_over_to_hub_b(&f).await;
-    fake.take_calls();
+    let (f, fake, key) = registered_then_handed_over(json!({ "initialTwin": twin_body() })).await;
     fake.fail_at(2, HubFailureKind::Throttled); // read, upsert, then the twin fails
     let failed = f.register("dev-1", &key).await.unwrap();
     assert_eq!(failed.status, RegistrationStatus::Failed);
@@ -490,7 +492,7 @@ async fn a_registration_that_cannot_wait_out_a_settling_lease_is_throttled() {
     // As a registration that crashed while removing the device from a hub leaves it: 25 s of its lease left.
     let etag = record.etag.clone().unwrap();
     record.settling_until = Some((time::OffsetDateTime::now_utc().unix_timestamp() + 25) * 1000);
-    let leased = f.store.put_registration(f.scope(), record, Precondition::Matches(etag), None).await.unwrap();
+    let leased = f.store.put_registration(f.scope(), record, Precondition::Matches(etag).into()).await.unwrap();
     fake.take_calls();
     let refused = f.register("dev-1", &key).await;
     match refused {
@@ -507,7 +509,7 @@ async fn a_registration_that_cannot_wait_out_a_settling_lease_is_throttled() {
     let mut forged = stored;
     forged.settling_until = Some((time::OffsetDateTime::now_utc().unix_timestamp() + 3600) * 1000);
     let etag = forged.etag.clone().unwrap();
-    f.store.put_registration(f.scope(), forged, Precondition::Matches(etag), None).await.unwrap();
+    f.store.put_registration(f.scope(), forged, Precondition::Matches(etag).into()).await.unwrap();
     let again = f.register("dev-1", &key).await.unwrap();
     assert_eq!(again.status, RegistrationStatus::Assigned);
     assert_eq!(again.settling_until, None);

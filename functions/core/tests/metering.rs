@@ -12,7 +12,7 @@ use dps_core::model::{
     AnyEnrollment, EnrollmentKind, IndividualEnrollment, Instance, OperationCount, OperationKind, RegistrationRecord,
     TpmChallenge,
 };
-use dps_core::store::{DeviceContext, Page, PageRequest, Precondition, Store};
+use dps_core::store::{DeviceContext, Page, PageRequest, Precondition, Store, Write};
 use dps_core::usecases::{BulkMode, today};
 use dps_core::{Dps, Error, Result, Settings};
 use serde_json::json;
@@ -41,24 +41,11 @@ impl Store for SeparateCountsLost {
     async fn get_enrollment(&self, scope: &str, kind: EnrollmentKind, id: &str) -> Result<Option<AnyEnrollment>> {
         self.0.get_enrollment(scope, kind, id).await
     }
-    async fn put_enrollment(
-        &self,
-        scope: &str,
-        enrollment: AnyEnrollment,
-        precondition: Precondition,
-        meter: Option<OperationCount>,
-    ) -> Result<AnyEnrollment> {
-        self.0.put_enrollment(scope, enrollment, precondition, meter).await
+    async fn put_enrollment(&self, scope: &str, enrollment: AnyEnrollment, write: Write) -> Result<AnyEnrollment> {
+        self.0.put_enrollment(scope, enrollment, write).await
     }
-    async fn delete_enrollment(
-        &self,
-        scope: &str,
-        kind: EnrollmentKind,
-        id: &str,
-        precondition: Precondition,
-        meter: Option<OperationCount>,
-    ) -> Result<()> {
-        self.0.delete_enrollment(scope, kind, id, precondition, meter).await
+    async fn delete_enrollment(&self, scope: &str, kind: EnrollmentKind, id: &str, write: Write) -> Result<()> {
+        self.0.delete_enrollment(scope, kind, id, write).await
     }
     async fn query_enrollments(
         &self,
@@ -78,19 +65,12 @@ impl Store for SeparateCountsLost {
         &self,
         scope: &str,
         record: RegistrationRecord,
-        precondition: Precondition,
-        meter: Option<OperationCount>,
+        write: Write,
     ) -> Result<RegistrationRecord> {
-        self.0.put_registration(scope, record, precondition, meter).await
+        self.0.put_registration(scope, record, write).await
     }
-    async fn delete_registration(
-        &self,
-        scope: &str,
-        registration_id: &str,
-        precondition: Precondition,
-        meter: Option<OperationCount>,
-    ) -> Result<()> {
-        self.0.delete_registration(scope, registration_id, precondition, meter).await
+    async fn delete_registration(&self, scope: &str, registration_id: &str, write: Write) -> Result<()> {
+        self.0.delete_registration(scope, registration_id, write).await
     }
     async fn query_registrations(
         &self,

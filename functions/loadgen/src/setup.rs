@@ -54,20 +54,19 @@ impl Service {
         self.endpoint.connect().await
     }
 
-    /// One call; fails unless the status is `expect`. Returns the body.
+    /// One call without extra headers; fails unless the status is `expect`. Returns the body.
     pub async fn call(
         &self,
         conn: &mut Connection,
         method: &str,
         path: &str,
-        extra: &[(&str, &str)],
         body: Option<&Value>,
         expect: u16,
     ) -> anyhow::Result<Value> {
-        Ok(self.answer(conn, method, path, extra, body, expect).await?.body)
+        Ok(self.answer(conn, method, path, &[], body, expect).await?.body)
     }
 
-    /// One call; fails unless the status is `expect`. Returns the whole answer.
+    /// One call with `extra` headers; fails unless the status is `expect`. Returns the whole answer.
     pub async fn answer(
         &self,
         conn: &mut Connection,
@@ -136,7 +135,7 @@ impl Attestation {
 pub async fn link_hub(service: &Service, hub: &str) -> anyhow::Result<()> {
     let mut conn = service.connect().await?;
     let path = format!("/config/linkedHubs/{hub}");
-    service.call(&mut conn, "PUT", &path, &[], Some(&json!({"allocationWeight": 1})), 200).await?;
+    service.call(&mut conn, "PUT", &path, Some(&json!({"allocationWeight": 1})), 200).await?;
     Ok(())
 }
 
@@ -147,7 +146,7 @@ pub async fn extra_groups(service: &Service, run: &str, extra: usize) -> anyhow:
     for i in 0..extra {
         let id = format!("0-{run}-{i:05}");
         let group = json!({"enrollmentGroupId": id, "attestation": {"type": "symmetricKey"}});
-        service.call(&mut conn, "PUT", &format!("/enrollmentGroups/{id}"), &[], Some(&group), 200).await?;
+        service.call(&mut conn, "PUT", &format!("/enrollmentGroups/{id}"), Some(&group), 200).await?;
     }
     Ok(())
 }
@@ -174,7 +173,7 @@ pub async fn enroll(
                 "attestation": {"type": "symmetricKey", "symmetricKey": {"primaryKey": key, "secondaryKey": dps_core::sas::generate_key()}},
             });
             let mut conn = service.connect().await?;
-            service.call(&mut conn, "PUT", &format!("/enrollmentGroups/{run}"), &[], Some(&group), 200).await?;
+            service.call(&mut conn, "PUT", &format!("/enrollmentGroups/{run}"), Some(&group), 200).await?;
             ids.into_iter()
                 .map(|id| {
                     let token = sign(&id, &dps_core::sas::derive_device_key(&key, &id)?)?;
@@ -221,7 +220,7 @@ pub async fn enroll_x509(
                 "attestation": {"type": "x509", "x509": {"signingCertificates": {"primary": {"certificate": ca.pem}}}},
             });
             let mut conn = service.connect().await?;
-            service.call(&mut conn, "PUT", &format!("/enrollmentGroups/{run}"), &[], Some(&group), 200).await?;
+            service.call(&mut conn, "PUT", &format!("/enrollmentGroups/{run}"), Some(&group), 200).await?;
             ids.map(|id| Ok(Device::x509(id.clone(), ca.leaf(&id, keys)?.tls))).collect()
         }
         Attestation::X509Individual => {
@@ -258,7 +257,7 @@ async fn create_individual(service: &Service, enrollments: Vec<Value>, concurren
             loop {
                 let Some(chunk) = chunks.lock().unwrap_or_else(|p| p.into_inner()).pop() else { break };
                 let body = json!({"mode": "create", "enrollments": chunk});
-                let answer = service.call(&mut conn, "POST", "/enrollments", &[], Some(&body), 200).await?;
+                let answer = service.call(&mut conn, "POST", "/enrollments", Some(&body), 200).await?;
                 if answer["isSuccessful"] != true {
                     bail!("bulk enrollment failed: {answer}");
                 }

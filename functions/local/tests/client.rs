@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::{Arc, Mutex};
 
@@ -12,8 +12,12 @@ use serde_json::{Value, json};
 mod support;
 use support::{Server, dps};
 
-fn serve(data_dir: &Path) -> Server {
-    Server::start(data_dir, &[])
+/// A server over a fresh data directory: the temporary directory (which holds `data`), `data`, the server.
+fn served() -> (tempfile::TempDir, PathBuf, Server) {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(&data, &[]);
+    (dir, data, server)
 }
 
 fn code(out: &Output) -> i32 {
@@ -32,7 +36,7 @@ const KEY: &str = "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LTEyMzQ=";
 fn enrollments_groups_and_hubs_through_the_cli_with_exit_codes() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path();
-    let server = serve(data);
+    let server = Server::start(data, &[]);
 
     let created =
         json_of(data, &["enrollment", "create", "dev-1", "--key", KEY, "--tags", r#"{"site":"p2"}"#, "--json"]);
@@ -99,9 +103,7 @@ fn enrollments_groups_and_hubs_through_the_cli_with_exit_codes() {
 
 #[test]
 fn profiles_name_a_deployment() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let server = serve(&data);
+    let (dir, _, server) = served();
     let profiles = dir.path().join("profiles.toml");
     let text = format!(
         "[profiles.plant]\nconnection-string = \"{}\"\nendpoint = \"{}\"\nca-file = \"{}\"\n",
@@ -141,9 +143,7 @@ fn text(out: &Output) -> String {
 #[test]
 fn policies_with_readable_dry_runs_and_ca_certificates() {
     use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let _server = serve(&data);
+    let (dir, data, _server) = served();
     let module = dir.path().join("flood.wasm");
     std::fs::write(&module, fixture("log-flood")).unwrap();
     let info = json_of(&data, &["policy", "upload", "flood", module.to_str().unwrap(), "--json"]);
@@ -227,9 +227,7 @@ fn lines(path: &Path) -> Vec<Value> {
 
 #[test]
 fn import_with_a_bad_row_then_export_reads_back_the_same_and_resumes() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let _server = serve(&data);
+    let (dir, data, _server) = served();
     let n = 3000;
     let input = dir.path().join("devices.jsonl");
     let mut file = std::fs::File::create(&input).unwrap();
@@ -302,9 +300,7 @@ fn import_with_a_bad_row_then_export_reads_back_the_same_and_resumes() {
 
 #[test]
 fn csv_import_refuses_unknown_columns_before_sending_anything() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let _server = serve(&data);
+    let (dir, data, _server) = served();
     let csv = dir.path().join("g.csv");
     std::fs::write(&csv, "enrollmentGroupId,primaryKey,colour\ng1,,red\n").unwrap();
     let out = dps(&data, &["import", csv.to_str().unwrap(), "--kind", "groups"]);
@@ -397,9 +393,7 @@ async fn a_429_storm_is_waited_out_and_every_row_arrives_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn registration_records_export_group_by_group_and_resume() {
     use clap::Parser as _;
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let server = serve(&data);
+    let (dir, data, server) = served();
     let field = |k: &str| server.info[k].as_str().unwrap().to_string();
     // Two groups' devices, registered through the device API by the load generator.
     for (run, n) in [("alpha", "25"), ("beta", "15")] {

@@ -51,7 +51,7 @@ async fn every_change_reaches_the_file_and_the_webhook_in_order() {
     let key = dps_core::sas::generate_key();
     let mut conn = service.connect().await.unwrap();
     let body = json!({"registrationId": "known", "attestation": {"type": "symmetricKey", "symmetricKey": {"primaryKey": key}}});
-    service.call(&mut conn, "PUT", "/enrollments/known", &[], Some(&body), 200).await.unwrap();
+    service.call(&mut conn, "PUT", "/enrollments/known", Some(&body), 200).await.unwrap();
     let mut device_conn = endpoint.connect().await.unwrap();
     let d = &devices[0];
     let path = format!("/{scope}/registrations/{}/register?api-version=2021-06-01", d.id);
@@ -66,8 +66,8 @@ async fn every_change_reaches_the_file_and_the_webhook_in_order() {
         .await
         .unwrap();
     assert_eq!(answer.status, 202, "{}", answer.body);
-    service.call(&mut conn, "DELETE", &format!("/registrations/{}", d.id), &[], None, 204).await.unwrap();
-    service.call(&mut conn, "DELETE", "/enrollments/known", &[], None, 204).await.unwrap();
+    service.call(&mut conn, "DELETE", &format!("/registrations/{}", d.id), None, 204).await.unwrap();
+    service.call(&mut conn, "DELETE", "/enrollments/known", None, 204).await.unwrap();
 
     // A graceful stop delivers what is queued before the process ends.
     assert!(server.stop().success());

@@ -74,7 +74,7 @@ async fn the_load_generator_provisions_devices_in_every_mode() {
     // The devices are there for the operator to see.
     let service = server.service().await;
     let mut conn = service.connect().await.unwrap();
-    let record = service.call(&mut conn, "GET", "/registrations/smoke-first-dev-19", &[], None, 200).await.unwrap();
+    let record = service.call(&mut conn, "GET", "/registrations/smoke-first-dev-19", None, 200).await.unwrap();
     assert_eq!(record["status"], "assigned");
     assert_eq!(record["assignedHub"], "loadgen-hub.example.net");
 }
@@ -132,7 +132,7 @@ async fn the_load_generator_provisions_x509_devices_over_mutual_tls() {
     let mut conn = service.connect().await.unwrap();
     for (group, count) in [("x509-p256", 8), ("x509-rsa", 4)] {
         let path = format!("/registrations/{group}/query");
-        let records = service.call(&mut conn, "POST", &path, &[], None, 200).await.unwrap();
+        let records = service.call(&mut conn, "POST", &path, None, 200).await.unwrap();
         let records = records.as_array().expect("an array");
         assert_eq!(records.len(), count, "{records:?}");
         assert!(records.iter().all(|r| r["status"] == "assigned"), "{records:?}");
@@ -142,7 +142,7 @@ async fn the_load_generator_provisions_x509_devices_over_mutual_tls() {
     let keep_alive = with(&["-n", "2", "--attestation", "x509-group", "--connect", "keep-alive", "--run-id", "ka"]);
     let error = run(&keep_alive).await.expect_err("keep-alive with X.509 is refused");
     assert!(format!("{error:#}").contains("--connect fresh"), "{error:#}");
-    service.call(&mut conn, "GET", "/enrollmentGroups/ka", &[], None, 404).await.unwrap();
+    service.call(&mut conn, "GET", "/enrollmentGroups/ka", None, 404).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -198,7 +198,7 @@ async fn a_kill_in_the_middle_of_a_burst_loses_no_answered_registration() {
     let service = server.service().await;
     let mut conn = service.connect().await.unwrap();
     for id in &assigned {
-        let record = service.call(&mut conn, "GET", &format!("/registrations/{id}"), &[], None, 200).await;
+        let record = service.call(&mut conn, "GET", &format!("/registrations/{id}"), None, 200).await;
         let record = record.unwrap_or_else(|e| panic!("{id} was told assigned, but after the restart: {e:#}"));
         assert_eq!(record["status"], "assigned", "{id}");
     }
@@ -218,7 +218,7 @@ async fn a_kill_in_the_middle_of_a_burst_loses_no_answered_registration() {
     }
     let today = time::OffsetDateTime::now_utc().date();
     let days = format!("/config/operations?from={}&to={today}", today - time::Duration::days(1));
-    let counts = service.call(&mut conn, "GET", &days, &[], None, 200).await.unwrap();
+    let counts = service.call(&mut conn, "GET", &days, None, 200).await.unwrap();
     let counted: u64 = counts
         .as_array()
         .unwrap()

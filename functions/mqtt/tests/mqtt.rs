@@ -122,10 +122,21 @@ impl World {
         (Client(Framed::new(client, codec)), stop_tx, served)
     }
 
+    /// A client under `limits` whose CONNECT for `id` with `password` was accepted.
+    async fn connected(
+        &self,
+        id: &str,
+        password: &str,
+        limits: Limits,
+    ) -> (Client, oneshot::Sender<()>, JoinHandle<Ended>) {
+        let (mut client, stop, served) = self.connect_raw(limits);
+        assert_eq!(client.connect(id, &self.user(id), password).await, ConnectReturnCode::Success);
+        (client, stop, served)
+    }
+
     /// A connected, subscribed client for `id` with `password`.
     async fn device(&self, id: &str, password: &str) -> (Client, oneshot::Sender<()>, JoinHandle<Ended>) {
-        let (mut client, stop, served) = self.connect_raw(Limits::default());
-        assert_eq!(client.connect(id, &self.user(id), password).await, ConnectReturnCode::Success);
+        let (mut client, stop, served) = self.connected(id, password, Limits::default()).await;
         client.subscribe("$dps/registrations/res/#", QoS::AtLeastOnce).await;
         (client, stop, served)
     }
@@ -280,8 +291,7 @@ async fn an_unsupported_api_version_and_a_missing_token_are_answered_like_https(
     let (status, _, _, body) = c.ask(&format!("{REGISTER}1"), QoS::AtMostOnce, b"{}").await;
     assert_eq!((status, body["errorCode"].clone()), (400, json!(400001)));
 
-    let (mut c, _stop, _) = w.connect_raw(Limits::default());
-    assert_eq!(c.connect("dev-3", &w.user("dev-3"), "").await, ConnectReturnCode::Success);
+    let (mut c, _stop, _) = w.connected("dev-3", "", Limits::default()).await;
     c.subscribe("$dps/registrations/res/#", QoS::AtMostOnce).await;
     let (status, _, _, body) = c.ask(&format!("{REGISTER}1"), QoS::AtMostOnce, b"{}").await;
     assert_eq!((status, body["errorCode"].clone()), (401, json!(401002)));
@@ -311,8 +321,7 @@ async fn bad_connects_are_refused() {
 async fn subscriptions_outside_the_response_topics_are_refused_and_unsubscribed_answers_are_not_sent() {
     let w = World::new().await;
     let key = w.enroll("dev-5").await;
-    let (mut c, _stop, _) = w.connect_raw(Limits::default());
-    assert_eq!(c.connect("dev-5", &w.user("dev-5"), &w.token("dev-5", &key)).await, ConnectReturnCode::Success);
+    let (mut c, _stop, _) = w.connected("dev-5", &w.token("dev-5", &key), Limits::default()).await;
     use rumqttc::mqttbytes::v4::SubscribeReasonCode::{Failure, Success};
     assert_eq!(c.subscribe("#", QoS::AtLeastOnce).await, vec![Failure]);
     // Not subscribed: the answer is dropped; a ping proves the connection goes on.
@@ -376,8 +385,7 @@ async fn silent_clients_are_closed() {
     assert_eq!(served.await.unwrap(), Ended::KeepAlive);
     assert!(started.elapsed() >= Duration::from_millis(1400));
     // Pinging but asking nothing: idle.
-    let (mut c, _stop, served) = w.connect_raw(fast);
-    assert_eq!(c.connect("dev-6", &w.user("dev-6"), "x").await, ConnectReturnCode::Success);
+    let (mut c, _stop, served) = w.connected("dev-6", "x", fast).await;
     let pings = tokio::spawn(async move {
         for _ in 0..20 {
             if c.0.send(Packet::PingReq).await.is_err() {
@@ -394,8 +402,8 @@ async fn silent_clients_are_closed() {
 async fn oversized_packets_and_qos_2_close_the_connection() {
     let w = World::new().await;
     let key = w.enroll("dev-7").await;
-    let (mut c, _stop, served) = w.connect_raw(Limits { max_packet_bytes: 1024, ..Limits::default() });
-    assert_eq!(c.connect("dev-7", &w.user("dev-7"), &w.token("dev-7", &key)).await, ConnectReturnCode::Success);
+    let (mut c, _stop, served) =
+        w.connected("dev-7", &w.token("dev-7", &key), Limits { max_packet_bytes: 1024, ..Limits::default() }).await;
     c.send(Packet::Publish(Publish::new(format!("{REGISTER}1"), QoS::AtMostOnce, vec![b' '; 2048]))).await;
     assert!(c.next().await.is_none());
     assert!(matches!(served.await.unwrap(), Ended::ProtocolError(_)));
@@ -412,8 +420,8 @@ async fn oversized_packets_and_qos_2_close_the_connection() {
 async fn requests_past_the_in_flight_limit_get_429_and_every_request_one_answer() {
     let w = World::new().await;
     let key = w.enroll("dev-8").await;
-    let (mut c, _stop, _) = w.connect_raw(Limits { max_in_flight: 1, ..Limits::default() });
-    assert_eq!(c.connect("dev-8", &w.user("dev-8"), &w.token("dev-8", &key)).await, ConnectReturnCode::Success);
+    let (mut c, _stop, _) =
+        w.connected("dev-8", &w.token("dev-8", &key), Limits { max_in_flight: 1, ..Limits::default() }).await;
     c.subscribe("$dps/registrations/res/#", QoS::AtMostOnce).await;
     for rid in 0..10 {
         let publish =

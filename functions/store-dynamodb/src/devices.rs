@@ -1,8 +1,8 @@
 //! One device: the device context read and registration records, counted in the same transaction.
 
 use aws_sdk_dynamodb::types::KeysAndAttributes;
-use dps_core::model::{OperationCount, RegistrationRecord};
-use dps_core::store::{DeviceContext, Precondition, new_etag};
+use dps_core::model::RegistrationRecord;
+use dps_core::store::{DeviceContext, Write, new_etag};
 use dps_core::{Error, Result};
 
 use crate::item::{self, Item};
@@ -65,8 +65,7 @@ pub(crate) async fn put_registration(
     store: &DynamoStore,
     scope: &str,
     mut record: RegistrationRecord,
-    precondition: Precondition,
-    meter: Option<OperationCount>,
+    write: Write,
 ) -> Result<RegistrationRecord> {
     let id = record.registration_id.clone();
     let what = format!("Registration '{id}'");
@@ -75,6 +74,6 @@ pub(crate) async fn put_registration(
     let key = layout::registration(scope, &id);
     let index = record.enrollment_group_id.as_deref().map(|group| layout::registration_index(scope, group, &id));
     let record_item = item::entity_item(&key, "registration", index.as_ref(), &etag, &record)?;
-    store.put_item(record_item, &precondition, &what, meter.as_ref().map(|m| (scope, m))).await?;
+    store.put_item(record_item, &write.precondition, &what, write.meter.as_ref().map(|m| (scope, m))).await?;
     Ok(record)
 }

@@ -2,8 +2,8 @@
 //! and read alike; only their keys differ (see [`layout::enrollment_of`]).
 
 use dps_core::Result;
-use dps_core::model::{AnyEnrollment, EnrollmentKind, OperationCount};
-use dps_core::store::{Page, PageRequest, Precondition, new_etag};
+use dps_core::model::{AnyEnrollment, EnrollmentKind};
+use dps_core::store::{Page, PageRequest, Write, new_etag};
 
 use crate::{DynamoStore, item, layout, listing};
 
@@ -22,8 +22,7 @@ impl DynamoStore {
         &self,
         scope: &str,
         mut enrollment: AnyEnrollment,
-        precondition: Precondition,
-        meter: Option<OperationCount>,
+        write: Write,
     ) -> Result<AnyEnrollment> {
         let (kind, id) = (enrollment.kind(), enrollment.id().to_string());
         let etag = new_etag();
@@ -31,8 +30,8 @@ impl DynamoStore {
         let (key, type_name) = layout::enrollment_of(kind, scope, &id);
         let index = layout::enrollment_index_of(kind, scope, &id);
         let item = item::entity_item(&key, type_name, Some(&index), &etag, &enrollment)?;
-        let meter = meter.as_ref().map(|m| (scope, m));
-        self.put_item(item, &precondition, &format!("{} '{id}'", kind.what()), meter).await?;
+        let meter = write.meter.as_ref().map(|m| (scope, m));
+        self.put_item(item, &write.precondition, &format!("{} '{id}'", kind.what()), meter).await?;
         Ok(enrollment)
     }
 
@@ -41,12 +40,11 @@ impl DynamoStore {
         scope: &str,
         kind: EnrollmentKind,
         id: &str,
-        precondition: Precondition,
-        meter: Option<OperationCount>,
+        write: Write,
     ) -> Result<()> {
         let (key, _) = layout::enrollment_of(kind, scope, id);
-        let meter = meter.as_ref().map(|m| (scope, m));
-        self.delete_item(&key, &precondition, &format!("{} '{id}'", kind.what()), meter).await
+        let meter = write.meter.as_ref().map(|m| (scope, m));
+        self.delete_item(&key, &write.precondition, &format!("{} '{id}'", kind.what()), meter).await
     }
 
     pub(crate) async fn enrollment_page(

@@ -26,7 +26,7 @@ use aws_sdk_dynamodb::types::{Delete, Put, ReturnValuesOnConditionCheckFailure, 
 use dps_core::model::{
     AnyEnrollment, EnrollmentKind, Instance, OperationCount, OperationKind, RegistrationRecord, TpmChallenge,
 };
-use dps_core::store::{DeviceContext, Page, PageRequest, Precondition, Store};
+use dps_core::store::{DeviceContext, Page, PageRequest, Precondition, Store, Write};
 use dps_core::{Error, Result};
 
 pub use config::{ConfigError, DynamoConfig, StaticCredentials, http_client, retry_config, timeout_config};
@@ -310,25 +310,12 @@ impl Store for DynamoStore {
         self.enrollment(scope, kind, id).await
     }
 
-    async fn put_enrollment(
-        &self,
-        scope: &str,
-        enrollment: AnyEnrollment,
-        precondition: Precondition,
-        meter: Option<OperationCount>,
-    ) -> Result<AnyEnrollment> {
-        self.save_enrollment(scope, enrollment, precondition, meter).await
+    async fn put_enrollment(&self, scope: &str, enrollment: AnyEnrollment, write: Write) -> Result<AnyEnrollment> {
+        self.save_enrollment(scope, enrollment, write).await
     }
 
-    async fn delete_enrollment(
-        &self,
-        scope: &str,
-        kind: EnrollmentKind,
-        id: &str,
-        precondition: Precondition,
-        meter: Option<OperationCount>,
-    ) -> Result<()> {
-        self.remove_enrollment(scope, kind, id, precondition, meter).await
+    async fn delete_enrollment(&self, scope: &str, kind: EnrollmentKind, id: &str, write: Write) -> Result<()> {
+        self.remove_enrollment(scope, kind, id, write).await
     }
 
     async fn query_enrollments(
@@ -352,22 +339,15 @@ impl Store for DynamoStore {
         &self,
         scope: &str,
         record: RegistrationRecord,
-        precondition: Precondition,
-        meter: Option<OperationCount>,
+        write: Write,
     ) -> Result<RegistrationRecord> {
-        devices::put_registration(self, scope, record, precondition, meter).await
+        devices::put_registration(self, scope, record, write).await
     }
 
-    async fn delete_registration(
-        &self,
-        scope: &str,
-        registration_id: &str,
-        precondition: Precondition,
-        meter: Option<OperationCount>,
-    ) -> Result<()> {
+    async fn delete_registration(&self, scope: &str, registration_id: &str, write: Write) -> Result<()> {
         let key = layout::registration(scope, registration_id);
-        let meter = meter.as_ref().map(|m| (scope, m));
-        self.delete_item(&key, &precondition, &format!("Registration '{registration_id}'"), meter).await
+        let meter = write.meter.as_ref().map(|m| (scope, m));
+        self.delete_item(&key, &write.precondition, &format!("Registration '{registration_id}'"), meter).await
     }
 
     async fn query_registrations(

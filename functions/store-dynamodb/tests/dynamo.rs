@@ -94,7 +94,7 @@ async fn items_follow_the_documented_layout() {
     .unwrap();
     store.create_instance(instance).await.unwrap();
     store.save(&s, enrollment("Dev-A"), Precondition::NotExists).await.unwrap();
-    store.put_registration(&s, record("Dev-A", None), Precondition::NotExists, None).await.unwrap();
+    store.put_registration(&s, record("Dev-A", None), Precondition::NotExists.into()).await.unwrap();
     let group: dps_core::model::EnrollmentGroup = serde_json::from_value(json!({
         "enrollmentGroupId": "Line-1",
         "attestation": { "type": "symmetricKey", "symmetricKey": {} },
@@ -102,7 +102,10 @@ async fn items_follow_the_documented_layout() {
     .unwrap();
     store.save(&s, group, Precondition::NotExists).await.unwrap();
     let meter = OperationCount { date: "2024-05-01".into(), kind: OperationKind::Registration, count: 1 };
-    store.put_registration(&s, record("Sensor-1", Some("Line-1")), Precondition::NotExists, Some(meter)).await.unwrap();
+    store
+        .put_registration(&s, record("Sensor-1", Some("Line-1")), Precondition::NotExists.counting(Some(meter)))
+        .await
+        .unwrap();
 
     let items = raw_items(&store).await;
     let get = |pk: &str, sk: &str| {
@@ -147,7 +150,7 @@ async fn paging_across_index_shards_is_ordered_and_complete() {
         expected.insert(id.to_ascii_lowercase());
         let (store, s) = (store.clone(), s.clone());
         writes.push(tokio::spawn(async move {
-            store.put_registration(&s, record(&id, Some("line-1")), Precondition::NotExists, None).await
+            store.put_registration(&s, record(&id, Some("line-1")), Precondition::NotExists.into()).await
         }));
     }
     for w in writes {
@@ -264,9 +267,9 @@ async fn migrate_records_moves_layout_1_records_to_their_own_partition() {
     let s = scope();
     let sl = s.to_ascii_lowercase();
     store.save(&s, enrollment("Dev-A"), Precondition::NotExists).await.unwrap();
-    let old_a = store.put_registration(&s, record("Dev-A", None), Precondition::NotExists, None).await.unwrap();
+    let old_a = store.put_registration(&s, record("Dev-A", None), Precondition::NotExists.into()).await.unwrap();
     let old_g =
-        store.put_registration(&s, record("Sensor-1", Some("Line-1")), Precondition::NotExists, None).await.unwrap();
+        store.put_registration(&s, record("Sensor-1", Some("Line-1")), Precondition::NotExists.into()).await.unwrap();
     let challenge = dps_core::model::TpmChallenge {
         registration_id: "tpm-1".into(),
         key: "aXNzdWVkLWtleS0xMjM0NTY3ODkwMTIzNDU2Nzg5MDEy".into(),
@@ -278,7 +281,7 @@ async fn migrate_records_moves_layout_1_records_to_their_own_partition() {
         etag: None,
     };
     let challenge = store.put_tpm_challenge(&s, challenge, Precondition::None).await.unwrap();
-    let old_b = store.put_registration(&s, record("Dev-B", None), Precondition::NotExists, None).await.unwrap();
+    let old_b = store.put_registration(&s, record("Dev-B", None), Precondition::NotExists.into()).await.unwrap();
     for (id, sk) in
         [("dev-a", "registration"), ("sensor-1", "registration"), ("tpm-1", "tpmChallenge"), ("dev-b", "registration")]
     {
@@ -286,7 +289,7 @@ async fn migrate_records_moves_layout_1_records_to_their_own_partition() {
     }
     // Dev-B registered again after the upgrade, before the migration ran: its new record is the newer one.
     let new_b =
-        store.put_registration(&s, record("Dev-B", Some("Line-1")), Precondition::NotExists, None).await.unwrap();
+        store.put_registration(&s, record("Dev-B", Some("Line-1")), Precondition::NotExists.into()).await.unwrap();
 
     assert_eq!(store.get_registration(&s, "dev-a").await.unwrap(), None, "layout 1 records are not seen before");
     let context = store.device_context(&s, "dev-a").await.unwrap();
@@ -333,7 +336,7 @@ async fn items_forged_into_a_record_partition_stay_out_of_other_listings() {
     .unwrap();
     store.save(&s, group, Precondition::NotExists).await.unwrap();
     store.save(&s, enrollment("dev-a"), Precondition::NotExists).await.unwrap();
-    store.put_registration(&other, record("dev-b", Some("line-9")), Precondition::NotExists, None).await.unwrap();
+    store.put_registration(&other, record("dev-b", Some("line-9")), Precondition::NotExists.into()).await.unwrap();
     let instance: Instance = serde_json::from_value(json!({
         "name": format!("n-{s}"), "idScope": s, "serviceHostName": format!("{s}.example.net"),
     }))
@@ -385,7 +388,7 @@ async fn counters_expire_when_a_retention_is_set() {
     let s = scope();
     store.add_operations(&s, "2030-01-01", OperationKind::ServiceOperation, 2).await.unwrap();
     let meter = OperationCount { date: "2030-01-01".into(), kind: OperationKind::Registration, count: 1 };
-    store.put_registration(&s, record("dev-1", None), Precondition::NotExists, Some(meter)).await.unwrap();
+    store.put_registration(&s, record("dev-1", None), Precondition::NotExists.counting(Some(meter))).await.unwrap();
     let items = raw_items(&store).await;
     let counters: Vec<_> = items.iter().filter(|((pk, _), _)| pk.contains("#ops#")).collect();
     assert_eq!(counters.len(), 2);

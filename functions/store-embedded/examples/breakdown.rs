@@ -13,7 +13,7 @@
 
 mod common;
 
-use common::process_cpu;
+use common::{measure, process_cpu};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -56,37 +56,10 @@ async fn prepare(store: Arc<dyn Store>, devices: usize) -> (Dps, Vec<RegisterReq
     (dps, requests)
 }
 
-/// Run `work` for items `0..n` with `concurrency` callers; (CPU per item in µs, items per second).
-async fn measure<F, Fut>(n: usize, concurrency: usize, work: F) -> (f64, f64)
-where
-    F: Fn(usize) -> Fut + Send + Sync + 'static,
-    Fut: std::future::Future<Output = ()> + Send,
-{
-    let work = Arc::new(work);
-    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let (cpu, wall) = (process_cpu(), Instant::now());
-    let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..concurrency {
-        let (work, next) = (work.clone(), next.clone());
-        tasks.spawn(async move {
-            loop {
-                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                if i >= n {
-                    break;
-                }
-                work(i).await;
-            }
-        });
-    }
-    while tasks.join_next().await.is_some() {}
-    let (cpu, wall) = (process_cpu() - cpu, wall.elapsed());
-    (cpu.as_secs_f64() * 1e6 / n as f64, n as f64 / wall.as_secs_f64())
-}
-
 async fn registrations(label: &str, store: Arc<dyn Store>, n: usize, concurrency: usize) {
     let (dps, requests) = prepare(store, n).await;
     let requests = Arc::new(requests);
-    let (cpu, rate) = measure(n, concurrency, move |i| {
+    let cost = measure(n, concurrency, move |i| {
         let (dps, requests) = (dps.clone(), requests.clone());
         async move {
             let record = dps.register(requests[i].clone()).await.expect("registered");
@@ -94,6 +67,7 @@ async fn registrations(label: &str, store: Arc<dyn Store>, n: usize, concurrency
         }
     })
     .await;
+    let (cpu, rate) = cost.per_op();
     println!("{label:<48} {cpu:>8.1} µs CPU/registration {rate:>9.0}/s");
 }
 
@@ -139,16 +113,17 @@ async fn main() {
     ] {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
-        let (cpu, rate) = measure(n, concurrency, move |i| {
+        let cost = measure(n, concurrency, move |i| {
             let store = store.clone();
             async move {
                 let meter = OperationCount { date: "2024-05-01".into(), kind: OperationKind::Registration, count: 1 };
                 let record = record(&format!("device-{i}"));
-                let put = store.put_registration("0ne00000001", record, Precondition::NotExists, Some(meter));
+                let put = store.put_registration("0ne00000001", record, Precondition::NotExists.counting(Some(meter)));
                 put.await.expect("written");
             }
         })
         .await;
+        let (cpu, rate) = cost.per_op();
         println!("{label:<48} {cpu:>8.1} µs CPU/write        {rate:>9.0}/s");
     }
 

@@ -17,10 +17,8 @@
 
 mod common;
 
-use common::process_cpu;
+use common::{Cost, measure};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
 
 use dps_core::model::{IndividualEnrollment, OperationKind, RegistrationStatus};
 use dps_core::store::{Precondition, Store};
@@ -33,54 +31,30 @@ const BUILD_CALLS: usize = 64;
 /// Registrations in flight while building the records.
 const BUILD_REGISTRATIONS: usize = 64;
 
-/// What a measured phase took: CPU and wall time, operations.
-#[derive(Default, Clone, Copy)]
-struct Cost {
-    cpu: Duration,
-    wall: Duration,
-    ops: usize,
-}
-
 impl Cost {
-    fn add(&mut self, other: Cost) {
-        self.cpu += other.cpu;
-        self.wall += other.wall;
-        self.ops += other.ops;
-    }
-
     fn report(&self, label: &str) {
-        let us = self.cpu.as_secs_f64() * 1e6 / self.ops.max(1) as f64;
-        let rate = self.ops as f64 / self.wall.as_secs_f64().max(1e-9);
+        let (us, rate) = self.per_op();
         println!("{label:<34} {:>9} ops {us:>8.1} µs CPU/op {rate:>9.0}/s", self.ops);
     }
 }
 
-/// Run `work(i)` for `i` in `0..n` with `concurrency` callers.
-async fn measure<F, Fut>(n: usize, concurrency: usize, work: F) -> Cost
-where
-    F: Fn(usize) -> Fut + Send + Sync + 'static,
-    Fut: std::future::Future<Output = ()> + Send,
-{
-    let work = Arc::new(work);
-    let next = Arc::new(AtomicUsize::new(0));
-    let (cpu, wall) = (process_cpu(), Instant::now());
-    let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..concurrency {
-        let (work, next) = (work.clone(), next.clone());
-        tasks.spawn(async move {
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= n {
-                    break;
-                }
-                work(i).await;
-            }
-        });
-    }
-    while let Some(joined) = tasks.join_next().await {
-        joined.expect("a measured task failed");
-    }
-    Cost { cpu: process_cpu() - cpu, wall: wall.elapsed(), ops: n }
+/// One round of registrations of the sampled devices: first-time or again, as their records stand.
+async fn register_sample(
+    dps: &Dps,
+    fleet: &Fleet,
+    picks: &Arc<Vec<usize>>,
+    tokens: &Arc<Vec<String>>,
+    concurrency: usize,
+) -> Cost {
+    let (d, f, p, t) = (dps.clone(), fleet.clone(), picks.clone(), tokens.clone());
+    measure(picks.len(), concurrency, move |k| {
+        let (dps, request) = (d.clone(), f.register(p[k], t[k].clone()));
+        async move {
+            let record = dps.register(request).await.expect("registered");
+            assert_eq!(record.status, RegistrationStatus::Assigned);
+        }
+    })
+    .await
 }
 
 /// The devices: IDs in key order, each key derived from one master key so that nothing per device is kept in memory.
@@ -214,20 +188,10 @@ async fn main() {
         let scope = fleet.scope.clone();
         measure(sample, concurrency, move |k| {
             let (store, scope, id) = (s.clone(), scope.clone(), Fleet::id(p[k]));
-            async move { store.delete_registration(&scope, &id, Precondition::None, None).await.expect("deleted") }
+            async move { store.delete_registration(&scope, &id, Precondition::None.into()).await.expect("deleted") }
         })
         .await;
-        let (d, f, p, t) = (dps.clone(), fleet.clone(), picks.clone(), tokens.clone());
-        first.add(
-            measure(sample, concurrency, move |k| {
-                let (dps, request) = (d.clone(), f.register(p[k], t[k].clone()));
-                async move {
-                    let record = dps.register(request).await.expect("registered");
-                    assert_eq!(record.status, RegistrationStatus::Assigned);
-                }
-            })
-            .await,
-        );
+        first += register_sample(&dps, &fleet, &picks, &tokens, concurrency).await;
     }
     let first_counted = counted(&store, &fleet.scope, OperationKind::Registration).await - first_before;
     assert_eq!(first_counted as usize, first.ops, "every measured first-time registration counted as one");
@@ -236,17 +200,7 @@ async fn main() {
     let again_before = counted(&store, &fleet.scope, OperationKind::ReRegistration).await;
     let mut again = Cost::default();
     for _ in 0..rounds {
-        let (d, f, p, t) = (dps.clone(), fleet.clone(), picks.clone(), tokens.clone());
-        again.add(
-            measure(sample, concurrency, move |k| {
-                let (dps, request) = (d.clone(), f.register(p[k], t[k].clone()));
-                async move {
-                    let record = dps.register(request).await.expect("re-registered");
-                    assert_eq!(record.status, RegistrationStatus::Assigned);
-                }
-            })
-            .await,
-        );
+        again += register_sample(&dps, &fleet, &picks, &tokens, concurrency).await;
     }
     let again_counted = counted(&store, &fleet.scope, OperationKind::ReRegistration).await - again_before;
     assert_eq!(again_counted as usize, again.ops, "every measured re-registration counted as one");
@@ -255,16 +209,14 @@ async fn main() {
     let mut polls = Cost::default();
     for _ in 0..rounds {
         let (d, f, p, t) = (dps.clone(), fleet.clone(), picks.clone(), tokens.clone());
-        polls.add(
-            measure(sample, concurrency, move |k| {
-                let (dps, request) = (d.clone(), f.status(p[k], t[k].clone()));
-                async move {
-                    let record = dps.registration_status(request).await.expect("status");
-                    assert_eq!(record.status, RegistrationStatus::Assigned);
-                }
-            })
-            .await,
-        );
+        polls += measure(sample, concurrency, move |k| {
+            let (dps, request) = (d.clone(), f.status(p[k], t[k].clone()));
+            async move {
+                let record = dps.registration_status(request).await.expect("status");
+                assert_eq!(record.status, RegistrationStatus::Assigned);
+            }
+        })
+        .await;
     }
     polls.report("registration status poll");
     let stats = store.commit_stats();

@@ -44,7 +44,7 @@ use dps_core::error::Result;
 use dps_core::model::{
     AnyEnrollment, EnrollmentKind, Instance, OperationCount, OperationKind, RegistrationRecord, TpmChallenge,
 };
-use dps_core::store::{DeviceContext, Page, PageRequest, Precondition, Store, key};
+use dps_core::store::{DeviceContext, Page, PageRequest, Precondition, Store, Write, key};
 use redb::{Database, WriteTransaction};
 
 use crate::tables::internal;
@@ -86,17 +86,17 @@ impl EmbeddedStore {
         Ok(Self { writer: Arc::new(Writer::start(db.clone())?), db })
     }
 
-    /// [`EmbeddedStore::write`] with `meter` (if any) counted in the same transaction: counted if and only if
-    /// `f` writes. `f` gets the scope in its key form.
-    async fn write_counted<T, F>(&self, scope: &str, meter: Option<OperationCount>, f: F) -> Result<T>
+    /// [`EmbeddedStore::write`] under `write`: its meter (if any) is counted in the same transaction, if and
+    /// only if `f` writes. `f` gets the scope in its key form and the write's precondition.
+    async fn write_counted<T, F>(&self, scope: &str, write: Write, f: F) -> Result<T>
     where
         T: Send + 'static,
-        F: FnOnce(&WriteTransaction, &str) -> Result<T> + Send + 'static,
+        F: FnOnce(&WriteTransaction, &str, Precondition) -> Result<T> + Send + 'static,
     {
         let scope = key(scope);
         self.write(move |txn| {
-            let written = f(txn, &scope)?;
-            operations::count(txn, &scope, meter.as_ref())?;
+            let written = f(txn, &scope, write.precondition)?;
+            operations::count(txn, &scope, write.meter.as_ref())?;
             Ok(written)
         })
         .await
@@ -131,27 +131,13 @@ impl Store for EmbeddedStore {
         self.read_now(|txn| enrollments::get(txn, kind, &key(scope), &key(id)))
     }
 
-    async fn put_enrollment(
-        &self,
-        scope: &str,
-        enrollment: AnyEnrollment,
-        precondition: Precondition,
-        meter: Option<OperationCount>,
-    ) -> Result<AnyEnrollment> {
-        self.write_counted(scope, meter, move |txn, scope| enrollments::put(txn, scope, enrollment, precondition)).await
+    async fn put_enrollment(&self, scope: &str, enrollment: AnyEnrollment, write: Write) -> Result<AnyEnrollment> {
+        self.write_counted(scope, write, move |txn, scope, pre| enrollments::put(txn, scope, enrollment, pre)).await
     }
 
-    async fn delete_enrollment(
-        &self,
-        scope: &str,
-        kind: EnrollmentKind,
-        id: &str,
-        precondition: Precondition,
-        meter: Option<OperationCount>,
-    ) -> Result<()> {
+    async fn delete_enrollment(&self, scope: &str, kind: EnrollmentKind, id: &str, write: Write) -> Result<()> {
         let id = key(id);
-        self.write_counted(scope, meter, move |txn, scope| enrollments::delete(txn, scope, kind, &id, precondition))
-            .await
+        self.write_counted(scope, write, move |txn, scope, pre| enrollments::delete(txn, scope, kind, &id, pre)).await
     }
 
     async fn query_enrollments(
@@ -176,21 +162,14 @@ impl Store for EmbeddedStore {
         &self,
         scope: &str,
         record: RegistrationRecord,
-        precondition: Precondition,
-        meter: Option<OperationCount>,
+        write: Write,
     ) -> Result<RegistrationRecord> {
-        self.write_counted(scope, meter, move |txn, scope| registrations::put(txn, scope, record, precondition)).await
+        self.write_counted(scope, write, move |txn, scope, pre| registrations::put(txn, scope, record, pre)).await
     }
 
-    async fn delete_registration(
-        &self,
-        scope: &str,
-        registration_id: &str,
-        precondition: Precondition,
-        meter: Option<OperationCount>,
-    ) -> Result<()> {
+    async fn delete_registration(&self, scope: &str, registration_id: &str, write: Write) -> Result<()> {
         let id = key(registration_id);
-        self.write_counted(scope, meter, move |txn, scope| registrations::delete(txn, scope, &id, precondition)).await
+        self.write_counted(scope, write, move |txn, scope, pre| registrations::delete(txn, scope, &id, pre)).await
     }
 
     async fn query_registrations(

@@ -26,7 +26,8 @@ async fn data_survives_close_and_reopen() {
         let store = EmbeddedStore::open(&data_dir).expect("create in a new directory");
         let meter =
             dps_core::model::OperationCount { date: "2024-05-01".into(), kind: OperationKind::Registration, count: 1 };
-        let written = store.put_registration("0ne00000001", record("Dev-1"), Precondition::NotExists, Some(meter));
+        let written =
+            store.put_registration("0ne00000001", record("Dev-1"), Precondition::NotExists.counting(Some(meter)));
         let written = written.await.unwrap();
         store.add_operations("0ne00000001", "2024-05-02", OperationKind::ServiceOperation, 3).await.unwrap();
         written
@@ -47,8 +48,8 @@ async fn data_survives_close_and_reopen() {
         ]
     );
     // The etag from before the restart still guards writes.
-    let stale = store.put_registration("0ne00000001", record("dev-1"), Precondition::Matches("\"old\"".into()), None);
+    let stale = store.put_registration("0ne00000001", record("dev-1"), Precondition::Matches("\"old\"".into()).into());
     assert!(matches!(stale.await, Err(dps_core::Error::PreconditionFailed(_))));
     let etag = written.etag.unwrap();
-    store.put_registration("0ne00000001", record("dev-1"), Precondition::Matches(etag), None).await.unwrap();
+    store.put_registration("0ne00000001", record("dev-1"), Precondition::Matches(etag).into()).await.unwrap();
 }

@@ -163,6 +163,11 @@ impl Harness {
             .header("authorization", owner_token(tenant))
     }
 
+    /// A service API call signed by `tenant`'s owner, with the path as given: no `api-version` added.
+    pub fn service_as_given(&self, tenant: &Tenant, method: Method, path: &str) -> Call {
+        Call::new(method, path).header("host", tenant.host.clone()).header("authorization", owner_token(tenant))
+    }
+
     /// A device API call signed with `device_key` for `registration_id` in `tenant`'s scope.
     pub fn device(&self, tenant: &Tenant, method: Method, path_tail: &str, registration_id: &str, key: &str) -> Call {
         let token = device_token(&tenant.scope, registration_id, key, in_an_hour());
@@ -179,20 +184,18 @@ impl Harness {
 
     /// Create a symmetric-key individual enrollment and return its primary key.
     pub async fn enroll(&self, tenant: &Tenant, registration_id: &str) -> String {
-        let body = serde_json::json!({ "registrationId": registration_id, "attestation": { "type": "symmetricKey" } });
-        self.send(self.service(tenant, Method::PUT, &format!("/enrollments/{registration_id}")).json(&body))
-            .await
-            .assert_ok(200);
-        self.attestation_key(tenant, "enrollments", registration_id).await
+        self.enroll_symmetric(tenant, "enrollments", "registrationId", registration_id).await
     }
 
     /// Create a symmetric-key enrollment group and return its primary key.
     pub async fn enroll_group(&self, tenant: &Tenant, group_id: &str) -> String {
-        let body = serde_json::json!({ "enrollmentGroupId": group_id, "attestation": { "type": "symmetricKey" } });
-        self.send(self.service(tenant, Method::PUT, &format!("/enrollmentGroups/{group_id}")).json(&body))
-            .await
-            .assert_ok(200);
-        self.attestation_key(tenant, "enrollmentGroups", group_id).await
+        self.enroll_symmetric(tenant, "enrollmentGroups", "enrollmentGroupId", group_id).await
+    }
+
+    async fn enroll_symmetric(&self, tenant: &Tenant, collection: &str, id_field: &str, id: &str) -> String {
+        let body = serde_json::json!({ id_field: id, "attestation": { "type": "symmetricKey" } });
+        self.send(self.service(tenant, Method::PUT, &format!("/{collection}/{id}")).json(&body)).await.assert_ok(200);
+        self.attestation_key(tenant, collection, id).await
     }
 
     pub async fn attestation_key(&self, tenant: &Tenant, collection: &str, id: &str) -> String {

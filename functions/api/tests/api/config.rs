@@ -31,21 +31,9 @@ async fn configuration_read_and_replace_with_if_match() {
     let got = h.send(h.service(&h.a, Method::GET, "/config")).await;
     assert_eq!(got.body["allocationPolicy"], "geoLatency");
     // api-version is optional here, checked when sent.
-    let got = h
-        .send(
-            Call::new(Method::GET, "/config")
-                .header("host", h.a.host.clone())
-                .header("authorization", owner_token(&h.a)),
-        )
-        .await;
+    let got = h.send(h.service_as_given(&h.a, Method::GET, "/config")).await;
     got.assert_ok(200);
-    let got = h
-        .send(
-            Call::new(Method::GET, "/config?api-version=1999-01-01")
-                .header("host", h.a.host.clone())
-                .header("authorization", owner_token(&h.a)),
-        )
-        .await;
+    let got = h.send(h.service_as_given(&h.a, Method::GET, "/config?api-version=1999-01-01")).await;
     got.assert_error(400, 400001);
 }
 

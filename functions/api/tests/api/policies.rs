@@ -89,20 +89,8 @@ async fn upload_list_get_dry_run_and_delete() {
     got.assert_ok(200);
     assert_eq!(got.body["sha256"], info["sha256"], "names are case-insensitive");
     // api-version is optional here, checked when sent.
-    h.send(
-        Call::new(Method::GET, "/policies/by-region")
-            .header("host", h.a.host.clone())
-            .header("authorization", owner_token(&h.a)),
-    )
-    .await
-    .assert_ok(200);
-    h.send(
-        Call::new(Method::GET, "/policies?api-version=1999-01-01")
-            .header("host", h.a.host.clone())
-            .header("authorization", owner_token(&h.a)),
-    )
-    .await
-    .assert_error(400, 400001);
+    h.send(h.service_as_given(&h.a, Method::GET, "/policies/by-region")).await.assert_ok(200);
+    h.send(h.service_as_given(&h.a, Method::GET, "/policies?api-version=1999-01-01")).await.assert_error(400, 400001);
 
     // Dry run: the decision, with the trace.
     let hubs = ["hub-eu.example.net", "hub-us.example.net"];

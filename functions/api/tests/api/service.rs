@@ -275,13 +275,7 @@ async fn service_tokens_are_checked() {
         .await
         .assert_error(401, 401002);
     // Missing api-version.
-    h.send(
-        Call::new(Method::GET, "/enrollments/dev-1")
-            .header("host", h.a.host.clone())
-            .header("authorization", owner_token(&h.a)),
-    )
-    .await
-    .assert_error(400, 400001);
+    h.send(h.service_as_given(&h.a, Method::GET, "/enrollments/dev-1")).await.assert_error(400, 400001);
     h.send(h.service(&h.a, Method::GET, "/enrollments/dev-1")).await.assert_ok(200);
 }
 

@@ -13,7 +13,7 @@ pub async fn scopes_are_isolated(store: Arc<dyn Store>) {
         s.save(scope, EnrollmentGroup::make("group-1", note), Precondition::NotExists).await.unwrap();
         let mut record = sample_record("dev-1", Some("group-1"));
         record.device_id = Some(format!("device-{note}"));
-        s.put_registration(scope, record, Precondition::NotExists, None).await.unwrap();
+        s.put_registration(scope, record, Precondition::NotExists.into()).await.unwrap();
     }
     s.save(&a, IndividualEnrollment::make("only-a", "a"), Precondition::NotExists).await.unwrap();
     s.add_operations(&a, "2024-05-01", OperationKind::ServiceOperation, 7).await.unwrap();
@@ -35,7 +35,7 @@ pub async fn scopes_are_isolated(store: Arc<dyn Store>) {
 
     s.remove::<IndividualEnrollment>(&a, "dev-1", Precondition::None).await.unwrap();
     s.remove::<EnrollmentGroup>(&a, "group-1", Precondition::None).await.unwrap();
-    s.delete_registration(&a, "dev-1", Precondition::None, None).await.unwrap();
+    s.delete_registration(&a, "dev-1", Precondition::None.into()).await.unwrap();
     assert!(s.load::<IndividualEnrollment>(&b, "dev-1").await.unwrap().is_some(), "deleting in A leaves B alone");
     assert!(s.load::<EnrollmentGroup>(&b, "group-1").await.unwrap().is_some());
     assert!(s.get_registration(&b, "dev-1").await.unwrap().is_some());

@@ -36,31 +36,17 @@ pub async fn operations_count_and_range(store: Arc<dyn Store>) {
 /// `put_registration` with a meter counts the operation if and only if the record is written.
 pub async fn registration_meter_counts_iff_written(store: Arc<dyn Store>) {
     let (s, scope) = (store.as_ref(), scope());
-    let first =
-        s.put_registration(&scope, sample_record("dev-1", None), Precondition::NotExists, Some(registrations(1)));
-    let first = first.await.unwrap();
+    // A write of record `id` under `precondition` that counts one registration.
+    let put_counted = |id: &str, precondition: Precondition| {
+        s.put_registration(&scope, sample_record(id, None), precondition.counting(Some(registrations(1))))
+    };
+    let first = put_counted("dev-1", Precondition::NotExists).await.unwrap();
     assert_eq!(registrations_counted(s, &scope).await, BTreeMap::from([(OperationKind::Registration, 1)]));
 
-    let dup =
-        s.put_registration(&scope, sample_record("dev-1", None), Precondition::NotExists, Some(registrations(1))).await;
-    expect_err(dup, "duplicate create", is_conflict);
-    let stale = s
-        .put_registration(
-            &scope,
-            sample_record("dev-1", None),
-            Precondition::Matches("\"stale\"".into()),
-            Some(registrations(1)),
-        )
-        .await;
+    expect_err(put_counted("dev-1", Precondition::NotExists).await, "duplicate create", is_conflict);
+    let stale = put_counted("dev-1", Precondition::Matches("\"stale\"".into())).await;
     expect_err(stale, "stale update", is_precondition_failed);
-    let absent = s
-        .put_registration(
-            &scope,
-            sample_record("dev-2", None),
-            Precondition::Matches("*".into()),
-            Some(registrations(1)),
-        )
-        .await;
+    let absent = put_counted("dev-2", Precondition::Matches("*".into())).await;
     expect_err(absent, "update of an absent record", is_not_found);
     assert_eq!(
         registrations_counted(s, &scope).await,
@@ -69,10 +55,14 @@ pub async fn registration_meter_counts_iff_written(store: Arc<dyn Store>) {
     );
 
     let re = OperationCount { date: "2024-05-01".into(), kind: OperationKind::ReRegistration, count: 1 };
-    s.put_registration(&scope, sample_record("dev-1", None), Precondition::Matches(first.etag.unwrap()), Some(re))
-        .await
-        .unwrap();
-    s.put_registration(&scope, sample_record("dev-3", None), Precondition::None, None).await.unwrap();
+    s.put_registration(
+        &scope,
+        sample_record("dev-1", None),
+        Precondition::Matches(first.etag.unwrap()).counting(Some(re)),
+    )
+    .await
+    .unwrap();
+    s.put_registration(&scope, sample_record("dev-3", None), Precondition::None.into()).await.unwrap();
     assert_eq!(
         registrations_counted(s, &scope).await,
         BTreeMap::from([(OperationKind::Registration, 1), (OperationKind::ReRegistration, 1)]),
@@ -88,33 +78,38 @@ pub async fn write_meters_count_iff_written(store: Arc<dyn Store>) {
     let service_ops =
         || async { registrations_counted(s, &scope).await.get(&OperationKind::ServiceOperation).copied() };
 
-    let e = s.save_counted(&scope, IndividualEnrollment::make("dev-1", "a"), Precondition::NotExists, op());
+    let e = s.save(&scope, IndividualEnrollment::make("dev-1", "a"), Precondition::NotExists.counting(op()));
     let e = e.await.unwrap();
-    let g = s.save_counted(&scope, EnrollmentGroup::make("grp-1", "a"), Precondition::NotExists, op());
+    let g = s.save(&scope, EnrollmentGroup::make("grp-1", "a"), Precondition::NotExists.counting(op()));
     g.await.unwrap();
     assert_eq!(service_ops().await, Some(2), "two created enrollments, two counts");
 
-    let dup = s.save_counted(&scope, IndividualEnrollment::make("dev-1", "b"), Precondition::NotExists, op()).await;
+    let dup = s.save(&scope, IndividualEnrollment::make("dev-1", "b"), Precondition::NotExists.counting(op())).await;
     expect_err(dup, "create over an existing enrollment", is_conflict);
     let stale =
-        s.save_counted(&scope, EnrollmentGroup::make("grp-1", "b"), Precondition::Matches("\"x\"".into()), op());
+        s.save(&scope, EnrollmentGroup::make("grp-1", "b"), Precondition::Matches("\"x\"".into()).counting(op()));
     expect_err(stale.await, "stale group write", is_precondition_failed);
-    let gone = s.remove_counted::<EnrollmentGroup>(&scope, "grp-9", Precondition::None, op()).await;
+    let gone = s.remove::<EnrollmentGroup>(&scope, "grp-9", Precondition::None.counting(op())).await;
     expect_err(gone, "delete of an absent group", is_not_found);
     let stale_delete =
-        s.remove_counted::<IndividualEnrollment>(&scope, "dev-1", Precondition::Matches("\"x\"".into()), op());
+        s.remove::<IndividualEnrollment>(&scope, "dev-1", Precondition::Matches("\"x\"".into()).counting(op()));
     expect_err(stale_delete.await, "stale enrollment delete", is_precondition_failed);
     assert_eq!(service_ops().await, Some(2), "refused writes count nothing");
 
-    s.remove_counted::<IndividualEnrollment>(&scope, "dev-1", Precondition::Matches(e.etag().unwrap().into()), op())
+    s.remove::<IndividualEnrollment>(&scope, "dev-1", Precondition::Matches(e.etag().unwrap().into()).counting(op()))
         .await
         .unwrap();
-    s.remove_counted::<EnrollmentGroup>(&scope, "grp-1", Precondition::None, op()).await.unwrap();
-    s.put_registration(&scope, sample_record("dev-2", None), Precondition::None, None).await.unwrap();
-    let stale_record = s.delete_registration(&scope, "dev-2", Precondition::Matches("\"x\"".into()), op()).await;
+    s.remove::<EnrollmentGroup>(&scope, "grp-1", Precondition::None.counting(op())).await.unwrap();
+    s.put_registration(&scope, sample_record("dev-2", None), Precondition::None.into()).await.unwrap();
+    let stale_record =
+        s.delete_registration(&scope, "dev-2", Precondition::Matches("\"x\"".into()).counting(op())).await;
     expect_err(stale_record, "stale record delete", is_precondition_failed);
-    s.delete_registration(&scope, "dev-2", Precondition::None, op()).await.unwrap();
-    expect_err(s.delete_registration(&scope, "dev-2", Precondition::None, op()).await, "delete twice", is_not_found);
+    s.delete_registration(&scope, "dev-2", Precondition::None.counting(op())).await.unwrap();
+    expect_err(
+        s.delete_registration(&scope, "dev-2", Precondition::None.counting(op())).await,
+        "delete twice",
+        is_not_found,
+    );
     assert_eq!(service_ops().await, Some(5), "each delete that happened counts once");
     assert_eq!(s.load::<IndividualEnrollment>(&scope, "dev-1").await.unwrap(), None);
 }

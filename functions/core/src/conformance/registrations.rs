@@ -6,30 +6,32 @@ use super::*;
 pub async fn registration_put_get_delete(store: Arc<dyn Store>) {
     let (s, scope, mut seen) = (store.as_ref(), scope(), HashSet::new());
     let input = sample_record("Dev-Rec", None);
-    let written = s.put_registration(&scope, input.clone(), Precondition::NotExists, None).await.unwrap();
+    let written = s.put_registration(&scope, input.clone(), Precondition::NotExists.into()).await.unwrap();
     let etag1 = fresh_etag(written.etag.as_deref(), &mut seen);
     assert_eq!(RegistrationRecord { etag: None, ..written.clone() }, input, "stored as given");
     assert_eq!(s.get_registration(&scope, "dev-rec").await.unwrap(), Some(written.clone()));
     assert_eq!(s.get_registration(&scope, "other").await.unwrap(), None);
 
-    let dup = s.put_registration(&scope, sample_record("DEV-REC", None), Precondition::NotExists, None).await;
+    let dup = s.put_registration(&scope, sample_record("DEV-REC", None), Precondition::NotExists.into()).await;
     expect_err(dup, "second record for a device", is_conflict);
 
     let mut next = input.clone();
     next.status = RegistrationStatus::Failed;
     next.error_code = Some(400_207);
-    let updated = s.put_registration(&scope, next.clone(), Precondition::Matches(etag1.clone()), None).await.unwrap();
+    let updated = s.put_registration(&scope, next.clone(), Precondition::Matches(etag1.clone()).into()).await.unwrap();
     fresh_etag(updated.etag.as_deref(), &mut seen);
-    let stale = s.put_registration(&scope, input.clone(), Precondition::Matches(etag1.clone()), None).await;
+    let stale = s.put_registration(&scope, input.clone(), Precondition::Matches(etag1.clone()).into()).await;
     expect_err(stale, "stale record write", is_precondition_failed);
     assert_eq!(s.get_registration(&scope, "Dev-Rec").await.unwrap(), Some(updated.clone()));
 
-    let stale_delete = s.delete_registration(&scope, "dev-rec", Precondition::Matches(etag1), None).await;
+    let stale_delete = s.delete_registration(&scope, "dev-rec", Precondition::Matches(etag1).into()).await;
     expect_err(stale_delete, "stale record delete", is_precondition_failed);
-    s.delete_registration(&scope, "DEV-rec", Precondition::Matches(updated.etag.clone().unwrap()), None).await.unwrap();
+    s.delete_registration(&scope, "DEV-rec", Precondition::Matches(updated.etag.clone().unwrap()).into())
+        .await
+        .unwrap();
     assert_eq!(s.get_registration(&scope, "dev-rec").await.unwrap(), None);
-    expect_err(s.delete_registration(&scope, "dev-rec", Precondition::None, None).await, "delete twice", is_not_found);
-    let again = s.put_registration(&scope, input, Precondition::NotExists, None).await.unwrap();
+    expect_err(s.delete_registration(&scope, "dev-rec", Precondition::None.into()).await, "delete twice", is_not_found);
+    let again = s.put_registration(&scope, input, Precondition::NotExists.into()).await.unwrap();
     fresh_etag(again.etag.as_deref(), &mut seen);
 }
 
@@ -39,16 +41,16 @@ pub async fn registration_query_by_group(store: Arc<dyn Store>) {
     let mut expected = Vec::new();
     for i in [4, 0, 3, 1, 2] {
         let id = format!("G1-Dev-{i}");
-        s.put_registration(&scope, sample_record(&id, Some("Group-1")), Precondition::NotExists, None).await.unwrap();
+        s.put_registration(&scope, sample_record(&id, Some("Group-1")), Precondition::NotExists.into()).await.unwrap();
         expected.push(id);
     }
     for i in 0..3 {
         let id = format!("g2-dev-{i}");
-        s.put_registration(&scope, sample_record(&id, Some("group-2")), Precondition::NotExists, None).await.unwrap();
+        s.put_registration(&scope, sample_record(&id, Some("group-2")), Precondition::NotExists.into()).await.unwrap();
     }
     for i in 0..2 {
         let id = format!("solo-{i}");
-        s.put_registration(&scope, sample_record(&id, None), Precondition::NotExists, None).await.unwrap();
+        s.put_registration(&scope, sample_record(&id, None), Precondition::NotExists.into()).await.unwrap();
     }
     expected.sort_by_key(|s| key(s));
 
@@ -79,11 +81,11 @@ pub async fn registration_query_by_group(store: Arc<dyn Store>) {
     let moved = s.get_registration(&scope, "g1-dev-0").await.unwrap().unwrap();
     let etag = moved.etag.clone().unwrap();
     let moved = RegistrationRecord { enrollment_group_id: Some("group-2".into()), ..moved };
-    s.put_registration(&scope, moved, Precondition::Matches(etag), None).await.unwrap();
-    s.delete_registration(&scope, "G1-DEV-1", Precondition::None, None).await.unwrap();
+    s.put_registration(&scope, moved, Precondition::Matches(etag).into()).await.unwrap();
+    s.delete_registration(&scope, "G1-DEV-1", Precondition::None.into()).await.unwrap();
     let individual = s.get_registration(&scope, "g1-dev-2").await.unwrap().unwrap();
     let individual = RegistrationRecord { enrollment_group_id: None, ..individual };
-    s.put_registration(&scope, individual, Precondition::None, None).await.unwrap();
+    s.put_registration(&scope, individual, Precondition::None.into()).await.unwrap();
     assert_eq!(all("group-1", 2).await, vec!["G1-Dev-3".to_string(), "G1-Dev-4".into()]);
     assert_eq!(all("group-2", 2).await.len(), 4);
 }
@@ -98,7 +100,7 @@ pub async fn device_context_reads_both(store: Arc<dyn Store>) {
     let only_enrollment = s.device_context(&scope, "dev-1").await.unwrap();
     assert_eq!((only_enrollment.enrollment.as_ref(), only_enrollment.record), (Some(&enrollment), None));
 
-    let record = s.put_registration(&scope, sample_record("DEV-1", None), Precondition::NotExists, None).await;
+    let record = s.put_registration(&scope, sample_record("DEV-1", None), Precondition::NotExists.into()).await;
     let record = record.unwrap();
     let both = s.device_context(&scope, "dev-1").await.unwrap();
     assert_eq!(both.enrollment, Some(enrollment));

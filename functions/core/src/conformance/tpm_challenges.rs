@@ -64,7 +64,7 @@ pub async fn tpm_challenge_scoped(store: Arc<dyn Store>) {
     let s = store.as_ref();
     let (a, b) = (scope(), scope());
     s.save(&a, IndividualEnrollment::make("tpm-dev", "a"), Precondition::NotExists).await.unwrap();
-    s.put_registration(&a, sample_record("tpm-dev", None), Precondition::NotExists, None).await.unwrap();
+    s.put_registration(&a, sample_record("tpm-dev", None), Precondition::NotExists.into()).await.unwrap();
     s.put_tpm_challenge(&a, challenge("tpm-dev", 600), Precondition::None).await.unwrap();
     assert_eq!(s.get_tpm_challenge(&b, "tpm-dev").await.unwrap(), None);
     let context = s.device_context(&a, "tpm-dev").await.unwrap();

@@ -114,12 +114,8 @@ impl Dps {
     pub async fn delete_linked_hub(&self, caller: &Caller, host_name: &str) -> Result<()> {
         caller.require(Right::ServiceConfig)?;
         self.change_instance(caller, None, |i| {
-            let before = i.linked_hubs.len();
-            i.linked_hubs.retain(|h| !h.host_name.eq_ignore_ascii_case(host_name));
-            if i.linked_hubs.len() == before {
-                return Err(Error::not_found(format!("Linked hub '{host_name}' not found")));
-            }
-            Ok(())
+            let named = |h: &LinkedHub| h.host_name.eq_ignore_ascii_case(host_name);
+            remove_all(&mut i.linked_hubs, named, || format!("Linked hub '{host_name}' not found"))
         })
         .await
         .map(drop)
@@ -174,12 +170,8 @@ impl Dps {
     pub async fn delete_access_policy(&self, caller: &Caller, name: &str) -> Result<()> {
         caller.require(Right::ServiceConfig)?;
         self.change_instance(caller, None, |i| {
-            let before = i.authorization_policies.len();
-            i.authorization_policies.retain(|p| !p.key_name.eq_ignore_ascii_case(name));
-            if i.authorization_policies.len() == before {
-                return Err(Error::not_found(format!("Access policy '{name}' not found")));
-            }
-            Ok(())
+            let named = |p: &AccessPolicy| p.key_name.eq_ignore_ascii_case(name);
+            remove_all(&mut i.authorization_policies, named, || format!("Access policy '{name}' not found"))
         })
         .await
         .map(drop)
@@ -234,4 +226,14 @@ fn without_keys(p: &AccessPolicy) -> AccessPolicy {
 fn parse_day(day: &str) -> Result<time::Date> {
     let format = time::macros::format_description!("[year]-[month]-[day]");
     time::Date::parse(day, &format).map_err(|_| Error::invalid(format!("'{day}' is not a YYYY-MM-DD date")))
+}
+
+/// Remove the items `matches` picks; `NotFound` with `missing`'s message if there were none.
+fn remove_all<T>(items: &mut Vec<T>, matches: impl Fn(&T) -> bool, missing: impl FnOnce() -> String) -> Result<()> {
+    let before = items.len();
+    items.retain(|item| !matches(item));
+    if items.len() == before {
+        return Err(Error::not_found(missing()));
+    }
+    Ok(())
 }

@@ -108,7 +108,7 @@ impl Dps {
         validate_id(E::KIND.id_name(), id)?;
         let count = meter.take();
         let removed =
-            self.store.remove_counted::<E>(caller.scope(), id, Precondition::if_match(if_match), count.clone());
+            self.store.remove::<E>(caller.scope(), id, Precondition::if_match(if_match).counting(count.clone()));
         removed.await.inspect_err(|_| meter.unused(count))?;
         self.emit(|| Event::enrollment_deleted::<E>(caller.scope(), id)).await;
         Ok(())
@@ -172,7 +172,7 @@ impl Dps {
                 None => Precondition::NotExists,
             };
             let count = meter.take();
-            let saved = self.store.save_counted(scope, candidate, guard, count.clone()).await;
+            let saved = self.store.save(scope, candidate, guard.counting(count.clone())).await;
             if saved.is_err() {
                 meter.unused(count);
             }

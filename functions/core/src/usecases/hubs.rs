@@ -264,7 +264,7 @@ impl Dps {
         settled.pending_hub_removals = left;
         settled.settling_until = None;
         let precondition = Precondition::Matches(written.etag.clone().unwrap_or_default());
-        match self.store.put_registration(&instance.id_scope, settled, precondition, None).await {
+        match self.store.put_registration(&instance.id_scope, settled, precondition.into()).await {
             Ok(rewritten) => rewritten,
             // A concurrent registration wrote since: it carries the removals and settles them itself.
             Err(_) => written,

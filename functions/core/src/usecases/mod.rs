@@ -233,23 +233,27 @@ impl Dps {
     }
 
     async fn instance_by_scope(&self, scope: &str) -> Result<Option<Arc<Instance>>> {
-        if let Some(hit) = self.cache.instance_by_scope(scope) {
-            return Ok(Some(hit));
-        }
-        let generation = self.cache.generation();
-        let found = self.store.instance_by_scope(scope).await?.map(Arc::new);
-        if let Some(instance) = &found {
-            self.cache.put_instance(instance.clone(), generation);
-        }
-        Ok(found)
+        self.cached_instance(self.cache.instance_by_scope(scope), || self.store.instance_by_scope(scope)).await
     }
 
     async fn instance_by_host(&self, host: &str) -> Result<Option<Arc<Instance>>> {
-        if let Some(hit) = self.cache.instance_by_host(host) {
-            return Ok(Some(hit));
+        self.cached_instance(self.cache.instance_by_host(host), || self.store.instance_by_host(host)).await
+    }
+
+    /// The cache's `hit`, else what `read` finds in the store (then cached, unless the cache was cleared since).
+    async fn cached_instance<F>(
+        &self,
+        hit: Option<Arc<Instance>>,
+        read: impl FnOnce() -> F,
+    ) -> Result<Option<Arc<Instance>>>
+    where
+        F: std::future::Future<Output = Result<Option<Instance>>>,
+    {
+        if hit.is_some() {
+            return Ok(hit);
         }
         let generation = self.cache.generation();
-        let found = self.store.instance_by_host(host).await?.map(Arc::new);
+        let found = read().await?.map(Arc::new);
         if let Some(instance) = &found {
             self.cache.put_instance(instance.clone(), generation);
         }

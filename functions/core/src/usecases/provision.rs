@@ -74,7 +74,7 @@ impl Dps {
             };
             let kind = if previous.is_some() { OperationKind::ReRegistration } else { OperationKind::Registration };
             let meter = OperationCount { date: today(), kind, count: 1 };
-            match self.store.put_registration(&instance.id_scope, record, precondition, Some(meter)).await {
+            match self.store.put_registration(&instance.id_scope, record, precondition.counting(Some(meter))).await {
                 Ok(written) => {
                     let policy = attested.enrollment.spec().allocation_policy.unwrap_or(instance.allocation_policy);
                     self.metrics.registration_written(&crate::metrics::Written::of(&written, policy));

@@ -28,8 +28,8 @@ impl Dps {
         self.metered_write(caller, |meter| async move {
             validate_id(EnrollmentKind::Individual.id_name(), id)?;
             let count = meter.take();
-            let deleted =
-                self.store.delete_registration(caller.scope(), id, Precondition::if_match(if_match), count.clone());
+            let write = Precondition::if_match(if_match).counting(count.clone());
+            let deleted = self.store.delete_registration(caller.scope(), id, write);
             deleted.await.inspect_err(|_| meter.unused(count))?;
             self.emit(|| Event::registration_deleted(caller.scope(), id)).await;
             Ok(())

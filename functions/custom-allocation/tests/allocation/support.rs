@@ -121,6 +121,18 @@ impl Harness {
     pub async fn run(&self, name: &str, request: &Value) -> Result<AllocationResponse, AllocationFailure> {
         self.allocator.allocate(&instance(false), &policy(name), &typed(request)).await
     }
+
+    /// Allocate for device `registration_id` (no payload, [`HUBS`]) with the named policy, on a task of its own.
+    pub fn spawn_run(
+        &self,
+        name: &str,
+        registration_id: String,
+    ) -> tokio::task::JoinHandle<Result<AllocationResponse, AllocationFailure>> {
+        let (allocator, name) = (self.allocator.clone(), name.to_string());
+        tokio::spawn(async move {
+            allocator.allocate(&instance(false), &policy(&name), &typed(&request(&registration_id, None, &HUBS))).await
+        })
+    }
 }
 
 /// Assert a failure's exact code and message.

@@ -92,24 +92,8 @@ async fn adversarial(
     fixture_name: &str,
 ) -> Result<dps_core::allocator::AllocationResponse, dps_core::allocator::AllocationFailure> {
     h.upload(fixture_name, fixture(fixture_name)).await;
-    let bad = {
-        let allocator = h.allocator.clone();
-        let name = fixture_name.to_string();
-        tokio::spawn(async move {
-            use dps_core::allocator::CustomAllocator;
-            allocator.allocate(&instance(false), &policy(&name), &typed(&request("victim", None, &HUBS))).await
-        })
-    };
-    let mut good = Vec::new();
-    for i in 0..8 {
-        let allocator = h.allocator.clone();
-        good.push(tokio::spawn(async move {
-            use dps_core::allocator::CustomAllocator;
-            allocator
-                .allocate(&instance(false), &policy("good"), &typed(&request(&format!("ok-{i}"), None, &HUBS)))
-                .await
-        }));
-    }
+    let bad = h.spawn_run(fixture_name, "victim".into());
+    let good: Vec<_> = (0..8).map(|i| h.spawn_run("good", format!("ok-{i}"))).collect();
     for g in good {
         let r = g.await.unwrap().expect("a good call next to an adversarial one succeeds");
         assert_eq!(r.iot_hub_host_name, "hub-a.example.net");
@@ -123,14 +107,30 @@ async fn harness_with_good(limits: Limits) -> Harness {
     h
 }
 
+/// Each adversarial fixture under the default limits (a fresh harness each): its own call fails with its exact
+/// code and message, while good calls run alongside.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn infinite_loop_runs_out_of_fuel() {
-    let h = harness_with_good(Limits::default()).await;
-    assert_failure(
-        adversarial(&h, "infinite-loop").await,
-        POLICY_FUEL,
-        "Custom allocation policy ran out of fuel (20000000 units)",
-    );
+async fn adversarial_fixtures_fail_only_their_own_call() {
+    for (fixture_name, code, message) in [
+        ("infinite-loop", POLICY_FUEL, "Custom allocation policy ran out of fuel (20000000 units)"),
+        ("memory-bomb", POLICY_MEMORY, "Custom allocation policy exceeded its memory limit of 16777216 bytes"),
+        ("deep-recursion", POLICY_TRAP, "Custom allocation policy trapped: call stack exhausted"),
+        ("trap", POLICY_TRAP, "Custom allocation policy trapped: wasm trap: integer divide by zero"),
+        (
+            "huge-output",
+            POLICY_OUTPUT_TOO_LARGE,
+            "Custom allocation policy failed: its answer of 2097152 bytes exceeds the 65536-byte output limit",
+        ),
+        (
+            "invalid-json",
+            POLICY_BAD_OUTPUT,
+            "Custom allocation policy answered with invalid JSON (expected ident at line 1 column 2)",
+        ),
+        ("reject", POLICY_REJECTED, "Custom allocation policy rejected the device: device not welcome"),
+    ] {
+        let h = harness_with_good(Limits::default()).await;
+        assert_failure(adversarial(&h, fixture_name).await, code, message);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -145,56 +145,6 @@ async fn infinite_loop_with_plenty_of_fuel_hits_the_deadline() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn memory_bomb_hits_the_memory_limit() {
-    let h = harness_with_good(Limits::default()).await;
-    assert_failure(
-        adversarial(&h, "memory-bomb").await,
-        POLICY_MEMORY,
-        "Custom allocation policy exceeded its memory limit of 16777216 bytes",
-    );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn deep_recursion_exhausts_the_stack() {
-    let h = harness_with_good(Limits::default()).await;
-    assert_failure(
-        adversarial(&h, "deep-recursion").await,
-        POLICY_TRAP,
-        "Custom allocation policy trapped: call stack exhausted",
-    );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn trap_fails_the_registration() {
-    let h = harness_with_good(Limits::default()).await;
-    assert_failure(
-        adversarial(&h, "trap").await,
-        POLICY_TRAP,
-        "Custom allocation policy trapped: wasm trap: integer divide by zero",
-    );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn huge_output_is_refused_unread() {
-    let h = harness_with_good(Limits::default()).await;
-    assert_failure(
-        adversarial(&h, "huge-output").await,
-        POLICY_OUTPUT_TOO_LARGE,
-        "Custom allocation policy failed: its answer of 2097152 bytes exceeds the 65536-byte output limit",
-    );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn invalid_json_output_fails() {
-    let h = harness_with_good(Limits::default()).await;
-    assert_failure(
-        adversarial(&h, "invalid-json").await,
-        POLICY_BAD_OUTPUT,
-        "Custom allocation policy answered with invalid JSON (expected ident at line 1 column 2)",
-    );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hub_outside_linked_hubs_fails() {
     let h = harness_with_good(Limits::default()).await;
     // The answer passes the sandbox; the core's one check of every allocator's answer refuses it.
@@ -203,16 +153,6 @@ async fn hub_outside_linked_hubs_fails() {
         typed(&request("dev-1", None, &HUBS)).check_offered(answer),
         HUB_NOT_LINKED,
         "Custom allocation chose hub 'evil-hub.example.net', which is not one of the linked hubs offered",
-    );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rejection_carries_the_policy_message() {
-    let h = harness_with_good(Limits::default()).await;
-    assert_failure(
-        adversarial(&h, "reject").await,
-        POLICY_REJECTED,
-        "Custom allocation policy rejected the device: device not welcome",
     );
 }
 
@@ -240,16 +180,7 @@ async fn deleted_or_unknown_policy_fails_with_a_clear_code() {
 async fn many_concurrent_calls_share_one_compiled_module() {
     let h = Harness::new();
     h.upload("tenants", example("tenant_prefix")).await;
-    let mut calls = Vec::new();
-    for i in 0..64 {
-        let allocator = h.allocator.clone();
-        calls.push(tokio::spawn(async move {
-            use dps_core::allocator::CustomAllocator;
-            allocator
-                .allocate(&instance(false), &policy("tenants"), &typed(&request(&format!("acme-{i}"), None, &HUBS)))
-                .await
-        }));
-    }
+    let calls: Vec<_> = (0..64).map(|i| h.spawn_run("tenants", format!("acme-{i}"))).collect();
     for c in calls {
         assert_eq!(c.await.unwrap().unwrap().iot_hub_host_name, "acme-hub.example.net");
     }

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use dps_core::model::{EnrollmentGroup, IndividualEnrollment, OperationKind, RegistrationRecord};
+use dps_core::model::{Enrollment, EnrollmentGroup, IndividualEnrollment, OperationKind, RegistrationRecord};
 use dps_core::store::Store;
 use dps_core::testing;
 use dps_core::usecases::{RegisterRequest, StatusRequest};
@@ -43,25 +43,22 @@ impl DpsEnv {
 
     /// Enroll a device with its own symmetric key; returns the key.
     pub async fn enroll(&self, registration_id: &str) -> String {
-        let key = sas::generate_key();
-        let enrollment: IndividualEnrollment = serde_json::from_value(json!({
-            "registrationId": registration_id,
-            "attestation": { "type": "symmetricKey", "symmetricKey": { "primaryKey": key, "secondaryKey": sas::generate_key() } },
-        }))
-        .unwrap();
-        self.dps.put_enrollment(&self.caller, registration_id, enrollment, None).await.expect("enroll");
-        key
+        self.enroll_symmetric::<IndividualEnrollment>(registration_id).await
     }
 
     /// Create a symmetric-key group; returns the group key.
     pub async fn enroll_group(&self, group_id: &str) -> String {
+        self.enroll_symmetric::<EnrollmentGroup>(group_id).await
+    }
+
+    async fn enroll_symmetric<E: Enrollment>(&self, id: &str) -> String {
         let key = sas::generate_key();
-        let group: EnrollmentGroup = serde_json::from_value(json!({
-            "enrollmentGroupId": group_id,
+        let enrollment: E = serde_json::from_value(json!({
+            (E::KIND.id_field()): id,
             "attestation": { "type": "symmetricKey", "symmetricKey": { "primaryKey": key, "secondaryKey": sas::generate_key() } },
         }))
         .unwrap();
-        self.dps.put_enrollment(&self.caller, group_id, group, None).await.expect("enroll group");
+        self.dps.put_enrollment(&self.caller, id, enrollment, None).await.expect("enroll");
         key
     }
 
