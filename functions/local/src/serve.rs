@@ -115,7 +115,7 @@ pub async fn run(global: &Global, args: ServeArgs) -> anyhow::Result<()> {
             tls::ensure_local_pki(&global.data_dir.join("tls"), &names)?
         }
     };
-    let tls_config = tls::server_config(&files)?;
+    let tls_config = tls::server_config(&files, args.tls_tickets)?;
     let acceptor = TlsAcceptor::from(tls_config.clone());
     // The deadline is the API crate's layer, the same one the Lambda functions serve through.
     let limit = Duration::from_secs(args.request_timeout.max(1));

@@ -107,11 +107,13 @@ fn write_file(path: &Path, contents: &[u8], mode: u32) -> anyhow::Result<()> {
 }
 
 /// A rustls server configuration (ring provider, TLS 1.2 and 1.3, ALPN h2 and http/1.1) from PEM files. It asks
-/// for a client certificate without requiring one (see [`DeviceCertificates`]).
-pub fn server_config(files: &TlsFiles) -> anyhow::Result<Arc<ServerConfig>> {
+/// for a client certificate without requiring one (see [`DeviceCertificates`]). After a full handshake it sends
+/// `tickets` stateless session tickets (none with 0): rustls' default is two, kept in a 256-entry cache that a
+/// fleet outruns, so they cost every new connection work and rarely let a device resume.
+pub fn server_config(files: &TlsFiles, tickets: u8) -> anyhow::Result<Arc<ServerConfig>> {
     let certs = read_certs(&files.cert)?;
     let key = read_key(&files.key)?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(prefer_sha256_suites(rustls::crypto::ring::default_provider()));
     let verifier = Arc::new(DeviceCertificates { algorithms: provider.signature_verification_algorithms });
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
@@ -119,7 +121,28 @@ pub fn server_config(files: &TlsFiles) -> anyhow::Result<Arc<ServerConfig>> {
         .with_single_cert(certs, key)
         .context("the TLS certificate and key do not form a usable pair")?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    config.ignore_client_order = true;
+    config.send_tls13_tickets = usize::from(tickets);
+    if tickets > 0 {
+        config.ticketer = rustls::crypto::ring::Ticketer::new().context("making the TLS session ticket key")?;
+    }
     Ok(Arc::new(config))
+}
+
+/// The provider's cipher suites with the SHA-256 ones first, for the server to choose by (`ignore_client_order`):
+/// clients list AES-256-GCM-SHA384 first, and its handshake hashing (HKDF over SHA-384) runs in software, while
+/// SHA-256 has CPU instructions here; AES-128-GCM is as safe for this use. Every suite stays available.
+fn prefer_sha256_suites(mut provider: rustls::crypto::CryptoProvider) -> rustls::crypto::CryptoProvider {
+    use rustls::CipherSuite::{
+        TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384, TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384, TLS13_AES_256_GCM_SHA384,
+    };
+    provider.cipher_suites.sort_by_key(|suite| {
+        matches!(
+            suite.suite(),
+            TLS13_AES_256_GCM_SHA384 | TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384 | TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384
+        )
+    });
+    provider
 }
 
 /// The TLS side of X.509 attestation: ask every client for a certificate, take whichever it sends (self-signed
@@ -205,14 +228,14 @@ mod tests {
         let tls = dir.path().join("tls");
         let first = ensure_local_pki(&tls, &["dps.example.net".into()]).unwrap();
         let ca_before = std::fs::read(first.ca.as_ref().unwrap()).unwrap();
-        server_config(&first).unwrap();
+        server_config(&first, 1).unwrap();
         for key in [&first.key, &tls.join("ca-key.pem")] {
             assert_eq!(std::fs::metadata(key).unwrap().permissions().mode() & 0o777, 0o600, "{}", key.display());
         }
 
         let second = ensure_local_pki(&tls, &["other.example.net".into()]).unwrap();
         assert_eq!(std::fs::read(second.ca.as_ref().unwrap()).unwrap(), ca_before, "the CA must survive restarts");
-        server_config(&second).unwrap();
+        server_config(&second, 1).unwrap();
     }
 
     #[test]
@@ -221,7 +244,7 @@ mod tests {
         let empty = dir.path().join("empty.pem");
         std::fs::write(&empty, "").unwrap();
         let files = TlsFiles { ca: None, cert: empty.clone(), key: empty };
-        let err = server_config(&files).unwrap_err().to_string();
+        let err = server_config(&files, 1).unwrap_err().to_string();
         assert!(err.contains("no PEM certificate"), "{err}");
     }
 }

@@ -324,3 +324,26 @@ async fn a_client_that_does_not_take_its_response_is_closed() {
     // The only slot is free again.
     assert_eq!(timeout(BOUND, server.get_config()).await.expect("served"), 200);
 }
+
+#[tokio::test]
+async fn a_client_that_comes_back_resumes_with_its_session_ticket_unless_tickets_are_off() {
+    for (args, expected) in
+        [(&[][..], rustls::HandshakeKind::Resumed), (&["--tls-tickets", "0"][..], rustls::HandshakeKind::Full)]
+    {
+        let server = Server::start(args);
+        // The first connection is a full handshake; the ticket arrives while the answer is read.
+        assert_eq!(server.get_config().await, 200);
+        let mut stream = server.tls().await;
+        assert_eq!(stream.get_ref().1.handshake_kind(), Some(expected), "server args {args:?}");
+        // The client lists AES-256-GCM-SHA384 first; the server picks the SHA-256 suite (cheaper handshake hashing).
+        let suite = stream.get_ref().1.negotiated_cipher_suite().unwrap().suite();
+        assert_eq!(suite, rustls::CipherSuite::TLS13_AES_128_GCM_SHA256);
+        // A resumed connection serves requests as any other.
+        let request = format!(
+            "GET /config?{API} HTTP/1.1\r\nHost: localhost\r\nAuthorization: {}\r\nConnection: close\r\n\r\n",
+            server.token
+        );
+        stream.write_all(request.as_bytes()).await.unwrap();
+        assert_eq!(status_of(&read_until_closed(&mut stream).await), 200, "server args {args:?}");
+    }
+}
