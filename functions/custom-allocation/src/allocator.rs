@@ -68,6 +68,9 @@ fn invalid_name(name: &str) -> Error {
 /// (ID scope, lowercase policy name).
 type MetadataKey = (String, String);
 
+/// When a policy's metadata was read, and what it was (`None`: no such policy).
+type MetadataEntry = (Instant, Option<Arc<PolicyInfo>>);
+
 /// Custom allocation by WebAssembly policies and webhooks, and the registry of policies.
 pub struct PolicyAllocator {
     sandbox: Arc<Sandbox>,
@@ -76,7 +79,7 @@ pub struct PolicyAllocator {
     storage: Arc<dyn ModuleStorage>,
     webhooks: Webhooks,
     metadata_ttl: Duration,
-    metadata: Mutex<HashMap<MetadataKey, (Instant, Option<Arc<PolicyInfo>>)>>,
+    metadata: Mutex<HashMap<MetadataKey, MetadataEntry>>,
 }
 
 impl PolicyAllocator {
