@@ -45,7 +45,7 @@ impl Default for PolicySettings {
 }
 
 /// Fuel a call may use in place on the async task that needs it (about 0.1 ms of guest work here; the
-/// tenant-prefix example uses 56,000): a call that needs more is run again, with the full limits, off the task's
+/// tenant-prefix example uses about 43,000): a call that needs more is run again, with the full limits, off the task's
 /// thread (`run_blocking`). Policies are deterministic, so the second run decides what the first would have.
 const IN_PLACE_FUEL: u64 = 200_000;
 
