@@ -1,10 +1,11 @@
 //! The fixed cost of a custom allocation call, and its parts: encoding the request, a limited store and an
 //! instance from the pool, the whole sandbox call, and `PolicyAllocator::allocate` as a registration makes it
-//! (from a task on a multi-threaded runtime's worker, metadata cache hit, module cache hit). Two modules: a
-//! constant answer (`policies/fixtures/first-hub.wat`: what the host alone costs) and the tenant-prefix example
-//! (a real policy that parses the request with serde_json in the guest). For comparison, a webhook that gives
-//! the constant answer, served by axum on 127.0.0.1 over a kept-alive HTTP/1.1 connection (the best case for a
-//! webhook: no network, no TLS).
+//! (from a task on a multi-threaded runtime's worker, metadata cache hit, module cache hit). Three modules: a
+//! constant answer (`policies/fixtures/constant.wat`: what the host alone costs), the same answer from a module
+//! that grows its memory by a page on every call (`first-hub.wat`: what a growth costs the host), and the
+//! tenant-prefix example (a real policy built with the SDK, which parses the request with serde_json in the
+//! guest). For comparison, a webhook that gives the constant answer, served by axum on 127.0.0.1 over a
+//! kept-alive HTTP/1.1 connection (the best case for a webhook: no network, no TLS).
 //!
 //! `cargo bench --workspace --bench call` (after `scripts/setup/wasm.sh`). See docs/PERFORMANCE.md.
 
@@ -49,7 +50,11 @@ fn allocate_on_worker(
 fn custom_allocation(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let harness = Harness::new();
-    let modules = [("constant", fixture("first-hub")), ("tenant_prefix", example("tenant_prefix"))];
+    let modules = [
+        ("constant", fixture("constant")),
+        ("first_hub", fixture("first-hub")),
+        ("tenant_prefix", example("tenant_prefix")),
+    ];
     runtime.block_on(async {
         for (name, module) in &modules {
             harness.upload(name, module.clone()).await;

@@ -45,9 +45,12 @@ impl Default for PolicySettings {
 }
 
 /// Fuel a call may use in place on the async task that needs it (about 0.1 ms of guest work here; the
-/// tenant-prefix example uses 56,000): a call that needs more is run again, with the full limits, off the task's
+/// tenant-prefix example uses about 43,000): a call that needs more is run again, with the full limits, off the task's
 /// thread (`run_blocking`). Policies are deterministic, so the second run decides what the first would have.
 const IN_PLACE_FUEL: u64 = 200_000;
+
+/// Bytes reserved for an encoded request at once (a typical one is about 400): no regrowth on the way.
+const REQUEST_CAPACITY: usize = 1024;
 
 /// Policy metadata entries kept in memory before the cache starts over.
 const METADATA_ENTRIES: usize = 10_000;
@@ -65,6 +68,9 @@ fn invalid_name(name: &str) -> Error {
 /// (ID scope, lowercase policy name).
 type MetadataKey = (String, String);
 
+/// When a policy's metadata was read, and what it was (`None`: no such policy).
+type MetadataEntry = (Instant, Option<Arc<PolicyInfo>>);
+
 /// Custom allocation by WebAssembly policies and webhooks, and the registry of policies.
 pub struct PolicyAllocator {
     sandbox: Arc<Sandbox>,
@@ -73,7 +79,7 @@ pub struct PolicyAllocator {
     storage: Arc<dyn ModuleStorage>,
     webhooks: Webhooks,
     metadata_ttl: Duration,
-    metadata: Mutex<HashMap<MetadataKey, (Instant, Option<PolicyInfo>)>>,
+    metadata: Mutex<HashMap<MetadataKey, MetadataEntry>>,
 }
 
 impl PolicyAllocator {
@@ -98,7 +104,7 @@ impl PolicyAllocator {
         &self.sandbox
     }
 
-    async fn policy_info(&self, scope: &str, name: &str) -> Result<Option<PolicyInfo>> {
+    async fn policy_info(&self, scope: &str, name: &str) -> Result<Option<Arc<PolicyInfo>>> {
         if !valid_name(name) {
             return Ok(None);
         }
@@ -108,12 +114,12 @@ impl PolicyAllocator {
         {
             return Ok(info.clone());
         }
-        let info = self.storage.get_policy(scope, name).await?;
+        let info = self.storage.get_policy(scope, name).await?.map(Arc::new);
         self.remember(scope, name, info.clone());
         Ok(info)
     }
 
-    fn remember(&self, scope: &str, name: &str, info: Option<PolicyInfo>) {
+    fn remember(&self, scope: &str, name: &str, info: Option<Arc<PolicyInfo>>) {
         let key = (scope.to_string(), name.to_ascii_lowercase());
         let mut cache = self.metadata.lock().unwrap_or_else(|e| e.into_inner());
         if cache.len() >= METADATA_ENTRIES {
@@ -172,8 +178,9 @@ impl PolicyAllocator {
             Ok(c) => c,
             Err(f) => return (Err(f), trace),
         };
-        let input = match serde_json::to_vec(request) {
-            Ok(input) => input,
+        let mut input = Vec::with_capacity(REQUEST_CAPACITY);
+        let input = match serde_json::to_writer(&mut input, request) {
+            Ok(()) => input,
             Err(e) => return (Err(failure(codes::POLICY_HOST, format!("Cannot encode the request: {e}"))), trace),
         };
         let Ok(_slot) = self.slots.acquire().await else {
@@ -212,19 +219,51 @@ async fn run_blocking<T: Send + 'static>(
     }
 }
 
+/// A policy's answer as the ABI defines it: an AllocationResponse, or a rejection.
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Answer {
+    /// Present (even as `null`) means a rejection, whatever else the answer holds.
+    #[serde(default, deserialize_with = "present")]
+    rejection: Option<Value>,
+    iot_hub_host_name: Option<String>,
+    initial_twin: Option<Value>,
+    payload: Option<Value>,
+}
+
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    serde::Deserialize::deserialize(d).map(Some)
+}
+
 /// Turn a policy's answer into a response or a rejection.
 fn interpret(bytes: &[u8]) -> Result<AllocationResponse, AllocationFailure> {
     let bad = |why: String| failure(codes::POLICY_BAD_OUTPUT, format!("Custom allocation policy answered with {why}"));
+    // Straight into the answer's fields; anything unusual (bad JSON, a field of the wrong type, a duplicate or
+    // missing hub) goes the general way below, which words the error.
+    let answer = match serde_json::from_slice::<Answer>(bytes) {
+        Ok(Answer { rejection: Some(rejection), .. }) => return Err(rejected(&rejection)),
+        Ok(Answer { rejection: None, iot_hub_host_name: Some(hub), initial_twin, payload }) => {
+            Some(AllocationResponse { iot_hub_host_name: hub, initial_twin, payload })
+        }
+        _ => None,
+    };
+    if let Some(response) = answer {
+        if response.iot_hub_host_name.trim().is_empty() {
+            return Err(bad("an empty iotHubHostName".into()));
+        }
+        return Ok(response);
+    }
     let value: Value = serde_json::from_slice(bytes).map_err(|e| bad(format!("invalid JSON ({e})")))?;
     if let Some(rejection) = value.get("rejection") {
-        let message = rejection.get("message").and_then(Value::as_str).unwrap_or("no reason given");
-        let message: String = message.chars().filter(|c| !c.is_control()).take(512).collect();
-        return Err(failure(
-            codes::POLICY_REJECTED,
-            format!("Custom allocation policy rejected the device: {message}"),
-        ));
+        return Err(rejected(rejection));
     }
     crate::webhook::response_from_value(value).map_err(bad)
+}
+
+fn rejected(rejection: &Value) -> AllocationFailure {
+    let message = rejection.get("message").and_then(Value::as_str).unwrap_or("no reason given");
+    let message: String = message.chars().filter(|c| !c.is_control()).take(512).collect();
+    failure(codes::POLICY_REJECTED, format!("Custom allocation policy rejected the device: {message}"))
 }
 
 #[async_trait]
@@ -311,7 +350,7 @@ impl PolicyRegistry for PolicyAllocator {
             uploaded_date_time_utc: time::OffsetDateTime::now_utc(),
         };
         self.storage.put_policy(&instance.id_scope, &info).await?;
-        self.remember(&instance.id_scope, name, Some(info.clone()));
+        self.remember(&instance.id_scope, name, Some(Arc::new(info.clone())));
         Ok(info)
     }
 

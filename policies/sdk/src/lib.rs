@@ -14,7 +14,12 @@
 //! ```
 //!
 //! The SDK owns the module's exports (`dps_abi_version`, `dps_alloc`, `dps_allocate`), guest memory, JSON
-//! decoding and encoding, and panics (a panic is logged through the host and ends the call with a trap).
+//! decoding and encoding, and panics (a panic is logged through the host and ends the call with a trap). Its
+//! global allocator (feature `heap`, on by default; `src/heap.rs`) serves the first 64 KiB of a call from the
+//! module's initial memory, so a typical policy never grows its memory, which the host pays for.
+
+#[cfg(all(target_arch = "wasm32", feature = "heap"))]
+mod heap;
 
 use serde::{Deserialize, Serialize};
 pub use serde_json::{self, Map, Value, json};

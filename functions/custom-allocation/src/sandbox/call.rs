@@ -89,11 +89,20 @@ fn call(
         return Err(wasmtime::Error::new(GuestError::InputTooLarge(input.len(), limits.input_bytes)));
     }
     let instance = compiled.pre.instantiate(&mut *store)?;
+    // The exports were checked by name and type at upload; only their indices are looked up here.
+    let entry = &compiled.entry;
     let memory = instance
-        .get_memory(&mut *store, "memory")
+        .get_module_export(&mut *store, &entry.memory)
+        .and_then(Extern::into_memory)
         .ok_or_else(|| wasmtime::Error::msg("the module has no memory export"))?;
-    let alloc: TypedFunc<i32, i32> = instance.get_typed_func(&mut *store, "dps_alloc")?;
-    let allocate: TypedFunc<(i32, i32), i64> = instance.get_typed_func(&mut *store, "dps_allocate")?;
+    let function = |store: &mut wasmtime::Store<CallState>, export| {
+        instance
+            .get_module_export(&mut *store, export)
+            .and_then(Extern::into_func)
+            .ok_or_else(|| wasmtime::Error::msg("the module lacks an ABI function"))
+    };
+    let alloc: TypedFunc<i32, i32> = function(store, &entry.alloc)?.typed(&*store)?;
+    let allocate: TypedFunc<(i32, i32), i64> = function(store, &entry.allocate)?.typed(&*store)?;
     let len = i32::try_from(input.len()).unwrap_or(i32::MAX);
     let ptr = alloc.call(&mut *store, len)?;
     let start = usize::try_from(ptr as u32).unwrap_or(usize::MAX);

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
-use wasmtime::{Config, Engine, InstancePre, Linker, OptLevel};
+use wasmtime::{Config, Engine, InstancePre, Linker, ModuleExport, OptLevel};
 
 pub use self::call::Run;
 pub use crate::limits::Logs;
@@ -38,6 +38,14 @@ pub struct Compiled {
     /// The ABI version the module declares.
     pub abi_version: u32,
     pre: InstancePre<CallState>,
+    entry: Entry,
+}
+
+/// The exports a call uses, found by name once at upload rather than on every call.
+struct Entry {
+    memory: ModuleExport,
+    alloc: ModuleExport,
+    allocate: ModuleExport,
 }
 
 /// Why an upload is refused.

@@ -4,7 +4,7 @@
 use wasmtime::{ExternType, FuncType, InstancePre, Module, ValType};
 
 use super::failure::{describe_error, root_cause};
-use super::{ABI_VERSION, Compiled, ModuleError, Sandbox};
+use super::{ABI_VERSION, Compiled, Entry, ModuleError, Sandbox};
 use crate::limits::{CallState, limited_store};
 
 impl Sandbox {
@@ -58,6 +58,10 @@ impl Sandbox {
             return Err(invalid("The module is missing the export 'memory' (its linear memory)".into()));
         }
         let exports = module.exports().map(|e| e.name().to_string()).collect();
+        let index = |name: &str| {
+            module.get_export_index(name).ok_or_else(|| invalid(format!("The module is missing the export '{name}'")))
+        };
+        let entry = Entry { memory: index("memory")?, alloc: index("dps_alloc")?, allocate: index("dps_allocate")? };
         let pre = self
             .linker
             .instantiate_pre(&module)
@@ -68,7 +72,7 @@ impl Sandbox {
                 "The module declares ABI version {abi_version}; this host speaks version {ABI_VERSION}"
             )));
         }
-        Ok(Compiled { sha256, size: bytes.len() as u64, exports, imports, abi_version, pre })
+        Ok(Compiled { sha256, size: bytes.len() as u64, exports, imports, abi_version, pre, entry })
     }
 
     /// Instantiate under the call limits and ask the module its ABI version (also proves it instantiates).

@@ -138,6 +138,21 @@ async fn a_tampered_stored_module_never_runs() {
 }
 
 #[tokio::test]
+async fn an_sdk_policy_runs_within_its_initial_memory() {
+    // The SDK's allocator serves a call's heap from the module's initial memory: a growth would cost the host
+    // two mprotect calls on every registration (docs/PERFORMANCE.md, "Custom allocation's fixed cost").
+    let module = example("tenant_prefix");
+    let compiled = wasmtime::Module::new(&wasmtime::Engine::default(), &module).unwrap();
+    let pages = compiled.exports().find_map(|e| e.ty().memory().map(|m| m.minimum())).unwrap();
+    let h = Harness::new();
+    h.upload("tenants", module).await;
+    let request = typed(&request("acme-device-1", Some(json!({ "fw": "1.0" })), &HUBS));
+    let run = h.allocator.dry_run(&instance(false), "tenants", &request).await.unwrap();
+    assert_eq!(run.status, "assigned");
+    assert_eq!(run.trace.peak_memory_bytes, pages * 65536, "{:?}", run.trace);
+}
+
+#[tokio::test]
 async fn dry_run_returns_the_decision_and_a_trace() {
     let h = Harness::new();
     h.upload("by-region", example("route_by_payload")).await;
