@@ -30,6 +30,7 @@
 
 mod enrollments;
 mod instances;
+mod journal;
 mod operations;
 mod registrations;
 mod tables;
@@ -48,6 +49,7 @@ use dps_core::store::{DeviceContext, Page, PageRequest, Precondition, Store, Wri
 use redb::{Database, WriteTransaction};
 
 use crate::tables::internal;
+pub use crate::journal::{DIR_NAME, JournalStore};
 pub use crate::writer::CommitStats;
 use crate::writer::Writer;
 
@@ -58,7 +60,7 @@ pub const FILE_NAME: &str = "dps.redb";
 #[derive(Clone)]
 pub struct EmbeddedStore {
     db: Arc<Database>,
-    writer: Arc<Writer>,
+    writer: Arc<Writer<Database>>,
 }
 
 impl EmbeddedStore {

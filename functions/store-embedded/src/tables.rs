@@ -7,6 +7,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::EmbeddedStore;
+use crate::writer::Engine;
 
 pub(crate) type ScopedTable = TableDefinition<'static, (&'static str, &'static str), &'static [u8]>;
 
@@ -42,6 +43,22 @@ pub(crate) fn create_all(db: &Database) -> Result<()> {
         txn.open_table(OPERATIONS).map_err(internal)?;
     }
     txn.commit().map_err(internal)
+}
+
+impl Engine for Database {
+    type Txn = WriteTransaction;
+
+    fn begin(&self) -> Result<WriteTransaction> {
+        self.begin_write().map_err(internal)
+    }
+
+    fn commit(&self, txn: WriteTransaction) -> Result<()> {
+        txn.commit().map_err(internal)
+    }
+
+    fn abort(&self, txn: WriteTransaction) {
+        let _ = txn.abort();
+    }
 }
 
 pub(crate) fn internal(err: impl std::fmt::Display) -> Error {
@@ -102,7 +119,7 @@ impl EmbeddedStore {
         T: Send + 'static,
         F: FnOnce(&WriteTransaction) -> Result<T> + Send + 'static,
     {
-        self.writer.write(f).await
+        self.writer.write(move |txn: &mut WriteTransaction| f(txn)).await
     }
 
     /// Run `f` on a read snapshot right here, on the caller's thread: for point reads (one or two keys), which redb

@@ -1,13 +1,14 @@
 //! Group commit: every write runs on one writer thread, which puts the writes that queued up while the previous
-//! commit was in flight into one redb write transaction and makes them durable with one commit.
+//! commit was in flight into one write transaction of the engine (redb, or fjall's journal) and makes them durable
+//! with one commit.
 //!
 //! The writes of a batch run one after another, in arrival order, inside the shared transaction: each reads the
 //! state the earlier ones left and checks its own precondition against it, so every write has the outcome it would
 //! have had in a transaction of its own. A write whose check fails returns its error and the others are still
 //! committed. Every caller is answered only after the commit that holds its data has returned.
 //!
-//! The contract for write closures follows from redb: a transaction cannot roll back part of itself (a savepoint
-//! can only be taken before the first write), so a closure that returns an `Err` must have written nothing: check
+//! The contract for write closures follows from the engines: a transaction cannot roll back part of itself (in
+//! redb a savepoint can only be taken before the first write), so a closure that returns an `Err` must have written nothing: check
 //! first, then write. A closure that fails with `Error::Internal` (a storage failure, which may strike half-way
 //! through its writes) or panics spoils the batch: the transaction is aborted, that write gets its error and the
 //! others `Unavailable` (retryable), so nothing half-written is ever committed.
@@ -19,17 +20,25 @@ use std::sync::mpsc::{Receiver, Sender, channel};
 use std::thread::JoinHandle;
 
 use dps_core::error::{Error, Result};
-use redb::{Database, WriteTransaction};
 use tokio::sync::oneshot;
 
 use crate::tables::internal;
+
+/// What the writer needs of a storage engine: a write transaction it can begin, commit durably, or abort.
+pub(crate) trait Engine: Send + Sync + 'static {
+    type Txn;
+    fn begin(&self) -> Result<Self::Txn>;
+    /// Make every write of `txn` durable, atomically; nothing of it is visible to readers before.
+    fn commit(&self, txn: Self::Txn) -> Result<()>;
+    fn abort(&self, txn: Self::Txn);
+}
 
 /// The most writes one transaction takes; more wait for the next commit (bounds the latency one commit adds).
 const MAX_BATCH: usize = 1024;
 
 /// A queued write: runs in the shared transaction, or is refused without running.
-trait Job: Send {
-    fn run(self: Box<Self>, txn: &WriteTransaction) -> Box<dyn Ran>;
+trait Job<Txn>: Send {
+    fn run(self: Box<Self>, txn: &mut Txn) -> Box<dyn Ran>;
     fn refuse(self: Box<Self>, err: Error);
 }
 
@@ -55,12 +64,12 @@ struct Done<T> {
     reply: oneshot::Sender<Result<T>>,
 }
 
-impl<T, F> Job for Write<T, F>
+impl<Txn, T, F> Job<Txn> for Write<T, F>
 where
     T: Send + 'static,
-    F: FnOnce(&WriteTransaction) -> Result<T> + Send + 'static,
+    F: FnOnce(&mut Txn) -> Result<T> + Send + 'static,
 {
-    fn run(self: Box<Self>, txn: &WriteTransaction) -> Box<dyn Ran> {
+    fn run(self: Box<Self>, txn: &mut Txn) -> Box<dyn Ran> {
         let Write { f, reply } = *self;
         let result = catch_unwind(AssertUnwindSafe(|| f(txn))).unwrap_or_else(|_| Err(internal("a write panicked")));
         Box::new(Done { result, reply })
@@ -91,8 +100,8 @@ impl<T: Send + 'static> Ran for Done<T> {
 
 /// The writer thread and the queue into it. Dropping it lets the queued writes finish, then closes the thread
 /// (and with it the thread's handle on the database), so the file can be opened again right after.
-pub(crate) struct Writer {
-    queue: Option<Sender<Box<dyn Job>>>,
+pub(crate) struct Writer<E: Engine> {
+    queue: Option<Sender<Box<dyn Job<E::Txn>>>>,
     thread: Option<JoinHandle<()>>,
     stats: Arc<Counters>,
 }
@@ -112,14 +121,14 @@ struct Counters {
     writes: AtomicU64,
 }
 
-impl Writer {
-    pub(crate) fn start(db: Arc<Database>) -> Result<Self> {
+impl<E: Engine> Writer<E> {
+    pub(crate) fn start(db: Arc<E>) -> Result<Self> {
         let (queue, jobs) = channel();
         let stats = Arc::new(Counters::default());
         let counters = stats.clone();
         let thread = std::thread::Builder::new()
             .name("dps-store-writer".into())
-            .spawn(move || run(&db, jobs, &counters))
+            .spawn(move || run(&*db, jobs, &counters))
             .map_err(|e| internal(format!("cannot start the writer thread: {e}")))?;
         Ok(Self { queue: Some(queue), thread: Some(thread), stats })
     }
@@ -136,7 +145,7 @@ impl Writer {
     pub(crate) async fn write<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
-        F: FnOnce(&WriteTransaction) -> Result<T> + Send + 'static,
+        F: FnOnce(&mut E::Txn) -> Result<T> + Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
         let queue = self.queue.as_ref().ok_or_else(|| internal("the writer is closed"))?;
@@ -145,7 +154,7 @@ impl Writer {
     }
 }
 
-impl Drop for Writer {
+impl<E: Engine> Drop for Writer<E> {
     fn drop(&mut self) {
         drop(self.queue.take());
         if let Some(thread) = self.thread.take() {
@@ -154,7 +163,7 @@ impl Drop for Writer {
     }
 }
 
-fn run(db: &Database, jobs: Receiver<Box<dyn Job>>, stats: &Counters) {
+fn run<E: Engine>(db: &E, jobs: Receiver<Box<dyn Job<E::Txn>>>, stats: &Counters) {
     while let Ok(first) = jobs.recv() {
         let mut batch = Vec::with_capacity(16);
         batch.push(first);
@@ -173,18 +182,17 @@ fn run(db: &Database, jobs: Receiver<Box<dyn Job>>, stats: &Counters) {
 }
 
 /// Run one batch in one transaction and answer every write in it; true if it was committed.
-fn commit_batch(db: &Database, batch: Vec<Box<dyn Job>>) -> bool {
-    let txn = match db.begin_write() {
+fn commit_batch<E: Engine>(db: &E, batch: Vec<Box<dyn Job<E::Txn>>>) -> bool {
+    let mut txn = match db.begin() {
         Ok(txn) => txn,
         Err(err) => {
-            let err = internal(err);
             batch.into_iter().for_each(|job| job.refuse(err.clone()));
             return false;
         }
     };
-    let ran: Vec<Box<dyn Ran>> = batch.into_iter().map(|job| job.run(&txn)).collect();
+    let ran: Vec<Box<dyn Ran>> = batch.into_iter().map(|job| job.run(&mut txn)).collect();
     if ran.iter().any(|r| r.spoils_batch()) {
-        let _ = txn.abort();
+        db.abort(txn);
         let retry = Error::Unavailable("the embedded store failed another write of the same commit; retry".into());
         for r in ran {
             if r.spoils_batch() {
@@ -196,7 +204,7 @@ fn commit_batch(db: &Database, batch: Vec<Box<dyn Job>>) -> bool {
         }
         return false;
     }
-    let failed = txn.commit().map_err(internal).err();
+    let failed = db.commit(txn).err();
     let committed = failed.is_none();
     for r in ran {
         r.answer(failed.clone());
