@@ -75,10 +75,6 @@ impl Bench {
         Self::new(store, Some(dir), groups)
     }
 
-    fn in_memory(groups: usize) -> Self {
-        Self::new(Arc::new(EmbeddedStore::in_memory().unwrap()), None, groups)
-    }
-
     /// The core's in-memory store: the service's own cost, with no database behind it.
     fn memory_store(groups: usize) -> Self {
         Self::new(Arc::new(dps_core::memory::MemoryStore::new()), None, groups)
@@ -114,7 +110,6 @@ fn first_time_registration(c: &mut Criterion) {
     g.sample_size(30).measurement_time(Duration::from_secs(6));
     let benches = [
         ("embedded_file", Bench::file(1)),
-        ("embedded_in_memory", Bench::in_memory(1)),
         ("memory_store", Bench::memory_store(1)),
     ];
     for (name, bench) in benches {
@@ -131,7 +126,6 @@ fn group_count_scaling(c: &mut Criterion) {
     for groups in [1, 100, 1000] {
         let benches = [
             ("embedded_file", Bench::file(groups)),
-            ("embedded_in_memory", Bench::in_memory(groups)),
             ("memory_store", Bench::memory_store(groups)),
         ];
         for (backend, bench) in benches {
@@ -159,7 +153,7 @@ fn store_calls(c: &mut Criterion) {
         "enrollmentGroupId": "zz-target", "attestationType": "symmetricKey", "operationId": "op"
     }))
     .unwrap();
-    for (name, bench) in [("embedded_file", Bench::file(1)), ("embedded_in_memory", Bench::in_memory(1))] {
+    for (name, bench) in [("embedded_file", Bench::file(1))] {
         let store = bench.dps.store().clone();
         let next = AtomicU64::new(0);
         g.bench_function(BenchmarkId::new("device_context", name), |b| {

@@ -2,8 +2,8 @@
 //! has them): `Dps::register` for N new devices of one symmetric-key group with C concurrent callers, on
 //!
 //! 1. the core's `MemoryStore` (the service's own work: SAS check, key derivation, allocation, record building),
-//! 2. the embedded store on redb's in-memory backend (plus the transactions and JSON, without disk),
-//! 3. the embedded store on a file (plus durable commits, shared by the group commit),
+//! 2. the embedded store (fjall) in a temporary folder (plus the batches, JSON and durable commits, shared by the
+//!    group commit),
 //!
 //! and the bare store write (`put_registration` of a ready record on a file) for comparison. Reports process CPU
 //! time (user + system, /proc/self/stat) per registration, the rate, and writes per durable commit. A
@@ -23,7 +23,7 @@ use dps_core::store::{EnrollmentStore, Precondition, Store};
 use dps_core::testing;
 use dps_core::usecases::RegisterRequest;
 use dps_core::{Dps, Settings, sas};
-use dps_store_embedded::{CommitStats, EmbeddedStore, JournalStore};
+use dps_store_embedded::EmbeddedStore;
 
 /// An instance with one linked hub and one group; the tokens of `devices` new devices of that group.
 async fn prepare(store: Arc<dyn Store>, devices: usize) -> (Dps, Vec<RegisterRequest>) {
@@ -88,52 +88,36 @@ async fn main() {
     println!("{n} first-time registrations, {concurrency} in flight, {} worker threads", num_threads());
 
     registrations("Dps::register on MemoryStore", Arc::new(MemoryStore::new()), n, concurrency).await;
-    registrations(
-        "Dps::register on embedded, in-memory backend",
-        Arc::new(EmbeddedStore::in_memory().unwrap()),
-        n,
-        concurrency,
-    )
-    .await;
     let dir = tempfile::tempdir().unwrap();
-    let redb = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
-    let journal = Arc::new(JournalStore::open(dir.path()).unwrap());
-    for (label, store, stats) in [
-        ("Dps::register on embedded (redb), file", redb.clone() as Arc<dyn Store>, stats_of(&redb)),
-        ("Dps::register on journal (fjall), file", journal.clone(), stats_of(&journal)),
-    ] {
-        let before = stats();
-        registrations(label, store, n, concurrency).await;
-        let after = stats();
-        let writes = (after.writes - before.writes) as f64;
-        println!(
-            "    {:.1} writes per durable commit ({} commits)",
-            writes / (after.commits - before.commits).max(1) as f64,
-            after.commits - before.commits
-        );
-    }
+    let file = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
+    let before = file.commit_stats();
+    registrations("Dps::register on embedded, file", file.clone(), n, concurrency).await;
+    let after = file.commit_stats();
+    let writes = (after.writes - before.writes) as f64;
+    println!(
+        "    {:.1} writes per durable commit ({} commits)",
+        writes / (after.commits - before.commits).max(1) as f64,
+        after.commits - before.commits
+    );
 
     for (label, n, concurrency) in [
-        ("put_registration on {}, file", n, concurrency),
-        ("put_registration on {}, 1 in flight (a commit each)", n.min(2000), 1),
+        ("put_registration on embedded, file", n, concurrency),
+        ("put_registration, 1 in flight (a commit each)", n.min(2000), 1),
     ] {
-        for (engine, store) in fresh_stores() {
-            let cost = measure(n, concurrency, move |i| {
-                let store = store.clone();
-                async move {
-                    let meter =
-                        OperationCount { date: "2024-05-01".into(), kind: OperationKind::Registration, count: 1 };
-                    let record = record(&format!("device-{i}"));
-                    let put =
-                        store.put_registration("0ne00000001", record, Precondition::NotExists.counting(Some(meter)));
-                    put.await.expect("written");
-                }
-            })
-            .await;
-            let (cpu, rate) = cost.per_op();
-            let label = label.replace("{}", engine);
-            println!("{label:<48} {cpu:>8.1} µs CPU/write        {rate:>9.0}/s");
-        }
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
+        let cost = measure(n, concurrency, move |i| {
+            let store = store.clone();
+            async move {
+                let meter = OperationCount { date: "2024-05-01".into(), kind: OperationKind::Registration, count: 1 };
+                let record = record(&format!("device-{i}"));
+                let put = store.put_registration("0ne00000001", record, Precondition::NotExists.counting(Some(meter)));
+                put.await.expect("written");
+            }
+        })
+        .await;
+        let (cpu, rate) = cost.per_op();
+        println!("{label:<48} {cpu:>8.1} µs CPU/write        {rate:>9.0}/s");
     }
 
     // The floor's keyed hashes: a group device's key derivation plus its token's signature check.
@@ -153,33 +137,6 @@ async fn main() {
         cpu.as_secs_f64() * 1e6 / rounds as f64,
         wall.as_secs_f64() * 1e6 / rounds as f64
     );
-}
-
-/// A fresh store of each engine, each in its own temporary directory (kept for the life of the process).
-fn fresh_stores() -> Vec<(&'static str, Arc<dyn Store>)> {
-    let dir = || Box::leak(Box::new(tempfile::tempdir().unwrap())).path().to_path_buf();
-    vec![
-        ("redb", Arc::new(EmbeddedStore::open(dir()).unwrap())),
-        ("fjall", Arc::new(JournalStore::open(dir()).unwrap())),
-    ]
-}
-
-trait Stats {
-    fn commit_stats(&self) -> CommitStats;
-}
-impl Stats for EmbeddedStore {
-    fn commit_stats(&self) -> CommitStats {
-        EmbeddedStore::commit_stats(self)
-    }
-}
-impl Stats for JournalStore {
-    fn commit_stats(&self) -> CommitStats {
-        JournalStore::commit_stats(self)
-    }
-}
-fn stats_of<S: Stats + 'static>(store: &Arc<S>) -> Box<dyn Fn() -> CommitStats> {
-    let store = store.clone();
-    Box::new(move || store.commit_stats())
 }
 
 fn num_threads() -> usize {

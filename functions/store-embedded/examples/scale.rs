@@ -1,4 +1,4 @@
-//! What a registration and a status poll cost as the stored data grows: one redb file holding DEVICES individually
+//! What a registration and a status poll cost as the stored data grows: one embedded store holding DEVICES individually
 //! enrolled, registered devices, built through the service's bulk path, then, in-process (no HTTP, no TLS):
 //!
 //! - first-time registrations (`Dps::register` of a device with an enrollment and no record: the sample's records
@@ -8,7 +8,7 @@
 //!
 //! each OPS operations with CONCURRENCY in flight, on a sample spread evenly over the whole key range (not the
 //! devices written last, which would sit in the cache). Reports process CPU time (user + system, /proc/self/stat)
-//! per operation, the rate, and the database file's size. The build: the enrollments through
+//! per operation, the rate, and the store's size on disk. The build: the enrollments through
 //! `Dps::bulk_enrollments` (10 per call, as the service API and `dps import` send them, 64 calls in flight, so their
 //! writes share durable commits), then one first-time registration per device (the records a registered fleet
 //! leaves). A measurement, not a test. See docs/PERFORMANCE.md, "Stored-data scale".
@@ -24,7 +24,7 @@ use dps_core::model::{IndividualEnrollment, OperationKind, RegistrationStatus};
 use dps_core::store::{Precondition, Store};
 use dps_core::usecases::{BulkMode, MAX_BULK_ITEMS, RegisterRequest, StatusRequest};
 use dps_core::{Dps, Settings, sas, testing};
-use dps_store_embedded::{EmbeddedStore, FILE_NAME};
+use dps_store_embedded::{DIR_NAME, EmbeddedStore};
 
 /// Bulk calls in flight while building (each writes its items one after another).
 const BUILD_CALLS: usize = 64;
@@ -110,8 +110,15 @@ impl Fleet {
     }
 }
 
+/// Bytes on disk under the store's folder (journals and tables).
 fn file_size(dir: &std::path::Path) -> u64 {
-    std::fs::metadata(dir.join(FILE_NAME)).map(|m| m.len()).unwrap_or(0)
+    fn walk(path: &std::path::Path) -> u64 {
+        match std::fs::read_dir(path) {
+            Ok(entries) => entries.flatten().map(|e| walk(&e.path())).sum(),
+            Err(_) => std::fs::metadata(path).map(|m| m.len()).unwrap_or(0),
+        }
+    }
+    walk(&dir.join(DIR_NAME))
 }
 
 fn mib(bytes: u64) -> String {

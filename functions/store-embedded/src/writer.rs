@@ -22,7 +22,7 @@ use std::thread::JoinHandle;
 use dps_core::error::{Error, Result};
 use tokio::sync::oneshot;
 
-use crate::tables::internal;
+use crate::engine::internal;
 
 /// What the writer needs of a storage engine: a write transaction it can begin, commit durably, or abort.
 pub(crate) trait Engine: Send + Sync + 'static {

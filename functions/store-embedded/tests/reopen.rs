@@ -2,7 +2,7 @@
 
 use dps_core::model::{OperationKind, RegistrationRecord};
 use dps_core::store::{PageRequest, Precondition, Store};
-use dps_store_embedded::{EmbeddedStore, FILE_NAME};
+use dps_store_embedded::{DIR_NAME, EmbeddedStore};
 
 fn record(id: &str) -> RegistrationRecord {
     serde_json::from_value(serde_json::json!({
@@ -32,7 +32,7 @@ async fn data_survives_close_and_reopen() {
         store.add_operations("0ne00000001", "2024-05-02", OperationKind::ServiceOperation, 3).await.unwrap();
         written
     };
-    assert!(data_dir.join(FILE_NAME).is_file(), "one database file in the data directory");
+    assert!(data_dir.join(DIR_NAME).is_dir(), "one store folder in the data directory");
 
     let store = EmbeddedStore::open(&data_dir).expect("reopen");
     assert_eq!(store.get_registration("0NE00000001", "dev-1").await.unwrap(), Some(written.clone()));

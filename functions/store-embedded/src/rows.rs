@@ -12,7 +12,7 @@ use dps_core::store::{DeviceContext, Page, PageRequest, Precondition, new_etag, 
 use fjall::{Keyspace, Readable, Snapshot};
 use serde::de::DeserializeOwned;
 
-use super::engine::{Get, Tables, Txn, from_json, internal, key, last_part, to_json};
+use crate::engine::{Get, Tables, Txn, from_json, internal, key, last_part, to_json};
 
 fn row<T: DeserializeOwned>(r: &impl Get, table: &Keyspace, at: &[u8]) -> Result<Option<T>> {
     r.read(table, at)?.map(|v| from_json(&v)).transpose()
