@@ -3,14 +3,14 @@
 //!
 //! fjall's write batch is atomic and, committed with `PersistMode::SyncData`, durable before any of it is visible:
 //! the batch is appended to the journal and `fdatasync`ed, then applied to the memtables. A batch cannot read what
-//! it holds, so [`Txn`] keeps what the batch wrote so far in an overlay that its reads look at first: each write of
-//! a group commit sees the writes before it, as in a transaction of its own.
+//! it holds, so [`Txn`] keeps what the group commit wrote so far in an overlay that its reads look at first (each
+//! write sees the writes before it, as in a transaction of its own) and becomes the batch only at the commit.
 
 use std::collections::HashMap;
 use std::path::Path;
 
 use dps_core::error::{Error, Result};
-use fjall::{Database, Keyspace, KeyspaceCreateOptions, OwnedWriteBatch, PersistMode, Readable, Snapshot, UserValue};
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode, Readable, Snapshot, UserValue};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -29,7 +29,7 @@ pub(crate) const TABLES: [&str; 9] = [
     "tpm_challenges",
 ];
 
-/// The tables, one keyspace each (the same names and keys as the redb layout, see the crate docs).
+/// The tables, one keyspace each (the redb layout's names and key parts, see the crate docs).
 pub(crate) struct Tables {
     pub instances: Keyspace,
     pub instance_hosts: Keyspace,
@@ -108,48 +108,57 @@ pub(crate) trait Get {
 
 impl Get for Snapshot {
     fn read(&self, table: &Keyspace, key: &[u8]) -> Result<Option<UserValue>> {
-        Readable::get(self, table, key).map_err(internal)
+        checked(key).map_or(Ok(None), |key| Readable::get(self, table, key).map_err(internal))
     }
 }
 
-/// The write transaction of one group commit: a fjall batch and what it holds so far.
+/// The write transaction of one group commit: what it wrote so far, each key once (its last write), by table and
+/// key. Committing turns it into one fjall batch, so the batch never holds two writes of one key.
 pub(crate) struct Txn {
-    batch: OwnedWriteBatch,
-    written: HashMap<(u64, Vec<u8>), Option<UserValue>>,
+    written: HashMap<(u64, Vec<u8>), (Keyspace, Option<UserValue>)>,
 }
 
 impl Txn {
     pub(crate) fn insert(&mut self, table: &Keyspace, key: Vec<u8>, value: impl Into<UserValue>) {
-        let value = value.into();
-        self.batch.insert(table, key.clone(), value.clone());
-        self.written.insert((table.id(), key), Some(value));
+        self.written.insert((table.id(), key), (table.clone(), Some(value.into())));
     }
 
     pub(crate) fn remove(&mut self, table: &Keyspace, key: Vec<u8>) {
-        self.batch.remove(table, key.clone());
-        self.written.insert((table.id(), key), None);
+        self.written.insert((table.id(), key), (table.clone(), None));
     }
 }
 
 impl Get for Txn {
     fn read(&self, table: &Keyspace, key: &[u8]) -> Result<Option<UserValue>> {
         match self.written.get(&(table.id(), key.to_vec())) {
-            Some(written) => Ok(written.clone()),
-            None => table.get(key).map_err(internal),
+            Some((_, written)) => Ok(written.clone()),
+            None => checked(key).map_or(Ok(None), |key| table.get(key).map_err(internal)),
         }
     }
+}
+
+/// The key, if the engine can hold it (fjall keys are at most 64 KiB; no ID or host name comes near that, but a
+/// lookup by a longer string is a miss, not a panic).
+fn checked(key: &[u8]) -> Option<&[u8]> {
+    (key.len() <= usize::from(u16::MAX)).then_some(key)
 }
 
 impl Engine for Journal {
     type Txn = Txn;
 
     fn begin(&self) -> Result<Txn> {
-        let batch = self.db.batch().durability(Some(PersistMode::SyncData));
-        Ok(Txn { batch, written: HashMap::new() })
+        Ok(Txn { written: HashMap::new() })
     }
 
     fn commit(&self, txn: Txn) -> Result<()> {
-        txn.batch.commit().map_err(internal)
+        let mut batch = self.db.batch().durability(Some(PersistMode::SyncData));
+        for ((_, key), (table, value)) in txn.written {
+            match value {
+                Some(value) => batch.insert(&table, key, value),
+                None => batch.remove(&table, key),
+            }
+        }
+        batch.commit().map_err(internal)
     }
 
     fn abort(&self, txn: Txn) {

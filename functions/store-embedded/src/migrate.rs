@@ -1,15 +1,19 @@
 //! Moving a data directory from the redb store (`dps.redb`, one file, used up to this engine change) to the fjall
 //! store, once, on the first open.
 //!
-//! The rows are copied table by table into a new database in `store.migrating/`, made durable, and only then is the
-//! folder renamed to `store/` (one atomic rename) and the old file to `dps.redb.migrated` (kept as a backup, never
-//! read again). A crash before the rename leaves the old file the only store (the half-built folder is removed on
-//! the next open and the copy starts over); a crash after it leaves `store/` complete, and the next open only
-//! renames the old file. Keys keep their parts and values their bytes: the layouts are the same table for table.
+//! With the redb file open (redb locks it, so a second process migrating the same directory fails instead of
+//! racing), the rows are copied table by table into a new database in `store.migrating/` and made durable; then
+//! the old file is renamed to `dps.redb.migrated` (a backup, never read again; an earlier backup is not
+//! overwritten: the name takes a number) and last the folder to `store/`, each rename made durable before the next.
+//! A crash during the copy leaves the old file the only store (the half-built folder is removed on the next open and
+//! the copy starts over); a crash between the renames leaves a complete `store.migrating/` and no `dps.redb`, and
+//! the next open only renames the folder. `store/` beside a `dps.redb` never comes out of a migration (a restored
+//! backup, a downgrade): the open refuses, rather than pick one and ignore the other. Keys keep their parts and
+//! values their bytes: the layouts are the same table for table.
 
 use std::path::Path;
 
-use dps_core::error::Result;
+use dps_core::error::{Error, Result};
 use fjall::{Database, KeyspaceCreateOptions, PersistMode};
 use redb::{ReadableDatabase, ReadableTable, TableDefinition, TableError, TableHandle};
 
@@ -24,29 +28,50 @@ const MIGRATING: &str = "store.migrating";
 /// Rows per write batch while copying.
 const CHUNK: usize = 10_000;
 
-
-/// Migrate the redb store in `data_dir`, if there is one.
+/// Migrate the redb store in `data_dir`, if there is one, or finish a migration cut short between its renames.
 pub(crate) fn from_redb(data_dir: &Path) -> Result<()> {
-    let old = data_dir.join(REDB_FILE);
+    let (old, target, staging) = (data_dir.join(REDB_FILE), data_dir.join(DIR_NAME), data_dir.join(MIGRATING));
     if !old.is_file() {
+        if staging.is_dir() && !target.exists() {
+            // Cut short after the copy was durable and the old file renamed: only the last rename is left.
+            std::fs::rename(&staging, &target).map_err(internal)?;
+            return sync_dir(data_dir);
+        }
         return Ok(());
     }
-    let (target, staging) = (data_dir.join(DIR_NAME), data_dir.join(MIGRATING));
-    if !target.exists() {
-        if staging.exists() {
-            std::fs::remove_dir_all(&staging).map_err(internal)?;
-        }
-        let rows = copy(&old, &staging)?;
-        std::fs::rename(&staging, &target).map_err(internal)?;
-        tracing::info!(rows, from = %old.display(), to = %target.display(), "migrated the redb store");
+    if target.exists() {
+        return Err(Error::invalid(format!(
+            "{} holds both {DIR_NAME}/ (the store) and {REDB_FILE} (a store from before the engine change, not the \
+             one {DIR_NAME}/ was migrated from): move one of them out of the data directory",
+            data_dir.display()
+        )));
     }
-    std::fs::rename(&old, data_dir.join(REDB_MIGRATED)).map_err(internal)?;
-    sync_dir(data_dir)
+    let redb = redb::Database::open(&old).map_err(|e| internal(format!("cannot open {}: {e}", old.display())))?;
+    if staging.exists() {
+        std::fs::remove_dir_all(&staging).map_err(internal)?;
+    }
+    let rows = copy(&redb, &staging)?;
+    let backup = free_name(data_dir);
+    std::fs::rename(&old, &backup).map_err(internal)?;
+    sync_dir(data_dir)?;
+    std::fs::rename(&staging, &target).map_err(internal)?;
+    sync_dir(data_dir)?;
+    drop(redb);
+    tracing::info!(rows, to = %target.display(), backup = %backup.display(), "migrated the redb store");
+    Ok(())
 }
 
-/// Copy every row of the redb file `from` into a new fjall database in `to`; the number of rows copied.
-fn copy(from: &Path, to: &Path) -> Result<usize> {
-    let redb = redb::Database::open(from).map_err(internal)?;
+/// `dps.redb.migrated`, or with a number after it if an earlier migration's backup has the name.
+fn free_name(data_dir: &Path) -> std::path::PathBuf {
+    let first = data_dir.join(REDB_MIGRATED);
+    if !first.exists() {
+        return first;
+    }
+    (2..).map(|n| data_dir.join(format!("{REDB_MIGRATED}.{n}"))).find(|p| !p.exists()).unwrap_or(first)
+}
+
+/// Copy every row of the redb store into a new fjall database in `to`; the number of rows copied.
+fn copy(redb: &redb::Database, to: &Path) -> Result<usize> {
     let read = redb.begin_read().map_err(internal)?;
     let db = Database::builder(to).open().map_err(internal)?;
     let mut copier = Copier { db: &db, batch: db.batch(), rows: 0 };

@@ -1,17 +1,17 @@
 //! Group commit: every write runs on one writer thread, which puts the writes that queued up while the previous
-//! commit was in flight into one write transaction of the engine (redb, or fjall's journal) and makes them durable
-//! with one commit.
+//! commit was in flight into one write transaction of the engine (fjall's journal, `engine.rs`) and makes them
+//! durable with one commit.
 //!
 //! The writes of a batch run one after another, in arrival order, inside the shared transaction: each reads the
 //! state the earlier ones left and checks its own precondition against it, so every write has the outcome it would
 //! have had in a transaction of its own. A write whose check fails returns its error and the others are still
 //! committed. Every caller is answered only after the commit that holds its data has returned.
 //!
-//! The contract for write closures follows from the engines: a transaction cannot roll back part of itself (in
-//! redb a savepoint can only be taken before the first write), so a closure that returns an `Err` must have written nothing: check
-//! first, then write. A closure that fails with `Error::Internal` (a storage failure, which may strike half-way
-//! through its writes) or panics spoils the batch: the transaction is aborted, that write gets its error and the
-//! others `Unavailable` (retryable), so nothing half-written is ever committed.
+//! The contract for write closures: a transaction cannot roll back part of itself (the overlay keeps no undo
+//! log), so a closure that returns an `Err` must have written nothing: check first, then write. A closure that
+//! fails with `Error::Internal` (a storage failure, which may strike half-way through its writes) or panics spoils
+//! the batch: the transaction is aborted, that write gets its error and the others `Unavailable` (retryable), so
+//! nothing half-written is ever committed.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;

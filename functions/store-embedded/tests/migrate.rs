@@ -1,7 +1,8 @@
 //! A data directory written by the redb store (`dps.redb`, the layout before the engine change) opens with all its
 //! data: instances by scope and host, enrollments and groups, records and their by-group index, counters, TPM
 //! challenges; etags keep guarding writes; the old file is kept as `dps.redb.migrated`. A migration cut short
-//! (its half-built folder left behind) starts over.
+//! in the copy (its half-built folder left behind) starts over, one cut short between its renames is finished; a
+//! `dps.redb` beside a store is refused, not ignored, and a file another process holds is not migrated under it.
 
 use dps_core::model::{EnrollmentKind, OperationKind};
 use dps_core::store::{PageRequest, Precondition, Store};
@@ -109,4 +110,52 @@ async fn a_migration_cut_short_starts_over() {
     let store = EmbeddedStore::open(dir.path()).expect("open migrates");
     assert_migrated(&store).await;
     assert!(!half.exists(), "the half-built folder is gone");
+}
+
+#[tokio::test]
+async fn a_migration_cut_short_between_its_renames_is_finished() {
+    let dir = tempfile::tempdir().unwrap();
+    write_redb_store(&dir.path().join("dps.redb"));
+    drop(EmbeddedStore::open(dir.path()).unwrap());
+    // What a crash after the old file's rename and before the folder's leaves: the complete copy, not yet `store/`.
+    std::fs::rename(dir.path().join(DIR_NAME), dir.path().join("store.migrating")).unwrap();
+
+    let store = EmbeddedStore::open(dir.path()).expect("open finishes the migration");
+    assert_migrated(&store).await;
+    assert!(!dir.path().join("store.migrating").exists());
+}
+
+#[tokio::test]
+async fn a_redb_file_beside_the_store_is_refused_and_both_are_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    write_redb_store(&dir.path().join("dps.redb"));
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    store.add_operations(SCOPE, "2024-05-02", OperationKind::Registration, 5).await.unwrap();
+    drop(store);
+    // An operator restores the old file (a backup, a downgrade and back): which data is wanted is theirs to say.
+    std::fs::copy(dir.path().join("dps.redb.migrated"), dir.path().join("dps.redb")).unwrap();
+
+    let refused = EmbeddedStore::open(dir.path()).err().expect("the open is refused");
+    assert!(matches!(refused, dps_core::Error::Invalid(_)), "{refused:?}");
+    assert!(refused.to_string().contains("move one of them"), "{refused}");
+    assert!(dir.path().join("dps.redb").is_file() && dir.path().join("dps.redb.migrated").is_file());
+
+    // Moving the store away migrates the restored file, and the first migration's backup is not overwritten.
+    std::fs::rename(dir.path().join(DIR_NAME), dir.path().join("store.old")).unwrap();
+    let store = EmbeddedStore::open(dir.path()).expect("open migrates the restored file");
+    assert_migrated(&store).await;
+    assert!(dir.path().join("dps.redb.migrated").is_file() && dir.path().join("dps.redb.migrated.2").is_file());
+}
+
+#[tokio::test]
+async fn a_redb_file_in_use_is_not_migrated_under_its_owner() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("dps.redb");
+    write_redb_store(&file);
+    let owner = redb::Database::open(&file).unwrap();
+
+    assert!(EmbeddedStore::open(dir.path()).is_err(), "a second process cannot migrate a file another holds");
+    assert!(!dir.path().join(DIR_NAME).exists() && file.is_file());
+    drop(owner);
+    assert_migrated(&EmbeddedStore::open(dir.path()).unwrap()).await;
 }

@@ -53,3 +53,31 @@ async fn data_survives_close_and_reopen() {
     let etag = written.etag.unwrap();
     store.put_registration("0ne00000001", record("dev-1"), Precondition::Matches(etag).into()).await.unwrap();
 }
+
+/// Many writes of one key in one group commit (a day's counter, a record written then overwritten) keep their
+/// last value across a restart, as they read before it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_written_many_times_in_one_commit_keeps_its_last_value_after_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    let mut writes = tokio::task::JoinSet::new();
+    for i in 0..200 {
+        let store = store.clone();
+        writes.spawn(async move {
+            store.add_operations("0ne00000001", "2024-05-01", OperationKind::Registration, 1).await.unwrap();
+            let mut r = record("dev-1");
+            r.operation_id = format!("op-{i}");
+            store.put_registration("0ne00000001", r, Precondition::None.into()).await.unwrap();
+        });
+    }
+    writes.join_all().await;
+    let stats = store.commit_stats();
+    assert!(stats.writes > stats.commits, "some writes shared a commit ({stats:?}), or this tests nothing");
+    let before = store.get_registration("0ne00000001", "dev-1").await.unwrap().unwrap();
+    drop(store);
+
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    let counts = store.operations("0ne00000001", "2024-05-01", "2024-05-01").await.unwrap();
+    assert_eq!(counts[0].count, 200);
+    assert_eq!(store.get_registration("0ne00000001", "dev-1").await.unwrap().unwrap(), before);
+}
