@@ -30,12 +30,23 @@ struct State {
 #[derive(Default)]
 pub struct MemoryStore {
     state: Mutex<State>,
+    /// Every [`Store::add_operations`] fails (tests: a count made on its own, as a crash between two writes would
+    /// lose it).
+    lose_separate_counts: bool,
 }
 
 impl MemoryStore {
     /// An empty store.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty store whose counts made on their own ([`Store::add_operations`]) are lost, answered
+    /// `Unavailable`, while counts that ride on a write ([`Write::meter`]) are kept: tests of metering use it to show
+    /// that every write is counted in the write itself.
+    #[cfg(feature = "testing")]
+    pub fn losing_separate_counts() -> Self {
+        Self { lose_separate_counts: true, ..Self::default() }
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -254,6 +265,9 @@ impl Store for MemoryStore {
     }
 
     async fn add_operations(&self, scope: &str, date: &str, kind: OperationKind, count: u64) -> Result<()> {
+        if self.lose_separate_counts {
+            return Err(Error::Unavailable("the separate counter write was lost".into()));
+        }
         self.state().count(scope, Some(OperationCount { date: date.to_string(), kind, count }));
         Ok(())
     }
