@@ -162,6 +162,7 @@ impl<F: Future> Future for CatchUnwind<F> {
 }
 
 /// Azure's ProvisioningServiceErrorDetails.
+#[serde_with::skip_serializing_none]
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct ErrorBody<'a> {
@@ -170,9 +171,7 @@ struct ErrorBody<'a> {
     message: &'a str,
     timestamp_utc: String,
     /// The TPM challenge: the key blob, and the `skn` to sign with (the C SDK reads both).
-    #[serde(skip_serializing_if = "Option::is_none")]
     authentication_key: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     key_name: Option<&'static str>,
 }
 

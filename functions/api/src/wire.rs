@@ -45,19 +45,16 @@ pub struct DeviceRegistration {
 
 /// `DeviceRegistrationResult`: what a device reads about its registration: the service view plus the attestation
 /// part, with the etag shown as Azure shows it to devices.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DeviceRegistrationResult {
     #[serde(flatten)]
     state: DeviceRegistrationState,
-    #[serde(skip_serializing_if = "Option::is_none")]
     symmetric_key: Option<Value>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     x509: Option<Value>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     tpm: Option<Value>,
     /// The certificate a hub issued from the device's `csr` (base64 DER, leaf first).
-    #[serde(skip_serializing_if = "Option::is_none")]
     issued_certificate_chain: Option<Vec<String>>,
 }
 
@@ -99,28 +96,22 @@ impl From<&RegistrationRecord> for RegistrationOperationStatus {
 
 /// `DeviceRegistrationState`: the service API's view of a registration record (etag as stored, usable as
 /// `If-Match`; no attestation part).
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DeviceRegistrationState {
     registration_id: String,
     #[serde(with = "azure_time")]
     created_date_time_utc: Timestamp,
-    #[serde(skip_serializing_if = "Option::is_none")]
     assigned_hub: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     device_id: Option<String>,
     status: RegistrationStatus,
-    #[serde(skip_serializing_if = "Option::is_none")]
     substatus: Option<Substatus>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     error_code: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     error_message: Option<String>,
     #[serde(with = "azure_time")]
     last_updated_date_time_utc: Timestamp,
-    #[serde(skip_serializing_if = "Option::is_none")]
     etag: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     payload: Option<Value>,
     /// Extension: hubs that may still hold the device although it is not assigned there (a removal is owed;
     /// the device's next registration retries it). Absent when none.

@@ -7,14 +7,13 @@ use serde_json::Value;
 use crate::model::{AnyEnrollment, CustomAllocationDefinition, EnrollmentGroup, IndividualEnrollment, Instance};
 
 /// Azure's AllocationRequest: what a webhook or a WebAssembly policy is asked (secrets stripped).
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AllocationRequest {
     /// The device's individual enrollment (when it attested with one).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub individual_enrollment: Option<IndividualEnrollment>,
     /// The group that admitted the device (when it attested with a group key).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enrollment_group: Option<EnrollmentGroup>,
     /// What the device presented.
     pub device_runtime_context: DeviceRuntimeContext,
@@ -24,29 +23,24 @@ pub struct AllocationRequest {
 }
 
 /// The device's side of an [`AllocationRequest`].
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DeviceRuntimeContext {
     /// The registration ID.
     pub registration_id: String,
     /// Present (and empty) for symmetric-key devices, as Azure sends it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub symmetric_key: Option<Value>,
     /// For X.509 devices, their certificates as the registration records them (`certificateInfo`,
     /// `enrollmentGroupId`, `signingCertificateInfo`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub x509: Option<crate::model::X509RegistrationResult>,
     /// The TPM's `endorsementKey` and `storageRootKey`, for TPM devices.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tpm: Option<Value>,
     /// The hub the device is assigned to now (re-registrations).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub current_iot_hub_host_name: Option<String>,
     /// The device ID in that hub.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub current_device_id: Option<String>,
     /// The device's registration payload.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub payload: Option<Value>,
 }
 
@@ -133,16 +127,15 @@ impl AllocationFailure {
 }
 
 /// What the allocator answers: Azure's AllocationResponse.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AllocationResponse {
     /// The chosen hub; must be one of the request's `linkedHubs`.
     pub iot_hub_host_name: String,
     /// Initial twin to apply instead of the enrollment's.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub initial_twin: Option<Value>,
     /// Forwarded to the device as `registrationState.payload`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub payload: Option<Value>,
 }
 

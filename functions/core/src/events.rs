@@ -220,43 +220,31 @@ fn subject<E: Enrollment>(id: &str) -> String {
 }
 
 /// `data` of the `dps.registration.*` events.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Default, Serialize)]
 #[serde(rename_all = "camelCase")]
 struct RegistrationData<'a> {
     registration_id: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
     status: Option<RegistrationStatus>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     device_id: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     assigned_hub: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     previous_hub: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     attestation_type: Option<AttestationType>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     enrollment_group_id: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     error_code: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     error_message: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     etag: Option<&'a str>,
 }
 
 /// `data` of the `dps.enrollment.*` and `dps.enrollmentGroup.*` events.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Default, Serialize)]
 #[serde(rename_all = "camelCase")]
 struct EnrollmentData<'a> {
-    #[serde(skip_serializing_if = "Option::is_none")]
     registration_id: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     enrollment_group_id: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     attestation_type: Option<AttestationType>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     provisioning_status: Option<ProvisioningStatus>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     etag: Option<&'a str>,
 }
 
@@ -274,24 +262,22 @@ impl<'a> EnrollmentData<'a> {
 }
 
 /// `data` of the `dps.policy.*` events.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 struct PolicyData<'a> {
     name: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
     sha256: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     size: Option<u64>,
 }
 
 /// `data` of the `dps.caCertificate.*` events.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 struct CertificateData<'a> {
     name: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
     subject: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     sha256_thumbprint: Option<&'a str>,
 }
 

@@ -78,17 +78,15 @@ pub struct Capabilities {
 }
 
 /// Custom allocation target: an Azure webhook, or (our extension) a named WebAssembly policy of the instance.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CustomAllocationDefinition {
     /// HTTPS URL the allocation request is POSTed to.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook_url: Option<String>,
     /// Version of the request contract the webhook expects.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_version: Option<String>,
     /// Name of an uploaded WebAssembly policy (extension; see docs/custom-allocation.md).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy_name: Option<String>,
 }
 
@@ -107,14 +105,13 @@ pub enum AttestationType {
 }
 
 /// Symmetric key pair (base64). Absent keys are generated on create and kept on update.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SymmetricKeyAttestation {
     /// Primary key, base64 of 16 to 64 bytes.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub primary_key: Option<String>,
     /// Secondary key, base64 of 16 to 64 bytes.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secondary_key: Option<String>,
 }
 
@@ -130,6 +127,7 @@ pub struct TpmAttestation {
 }
 
 /// How devices of an enrollment prove who they are.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AttestationMechanism {
@@ -137,13 +135,10 @@ pub struct AttestationMechanism {
     #[serde(rename = "type")]
     pub kind: AttestationType,
     /// TPM part.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tpm: Option<TpmAttestation>,
     /// X.509 part.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub x509: Option<X509Attestation>,
     /// Symmetric key part.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub symmetric_key: Option<SymmetricKeyAttestation>,
 }
 
@@ -159,28 +154,24 @@ impl AttestationMechanism {
 }
 
 /// What individual enrollments and enrollment groups share.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct EnrollmentSpec {
     /// Attestation mechanism.
     pub attestation: AttestationMechanism,
     /// Capabilities.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub capabilities: Option<Capabilities>,
     /// Hub for the static policy.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iot_hub_host_name: Option<String>,
     /// Initial device twin (`tags`, `properties.desired`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub initial_twin: Option<Value>,
     /// Version tag, set by the store on every write.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub etag: Option<String>,
     /// Enabled or disabled.
     #[serde(default)]
     pub provisioning_status: ProvisioningStatus,
     /// Re-registration behaviour; absent means the default (migrate).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reprovision_policy: Option<ReprovisionPolicy>,
     /// Set by the service.
     #[serde(default, with = "time::serde::rfc3339::option", skip_serializing_if = "Option::is_none")]
@@ -189,27 +180,23 @@ pub struct EnrollmentSpec {
     #[serde(default, with = "time::serde::rfc3339::option", skip_serializing_if = "Option::is_none")]
     pub last_updated_date_time_utc: Option<Timestamp>,
     /// Overrides the instance default policy.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allocation_policy: Option<AllocationPolicy>,
     /// Candidate hubs (must be linked hubs); empty means all linked hubs.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iot_hubs: Option<Vec<String>>,
     /// Webhook or WebAssembly policy for the custom policy.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub custom_allocation_definition: Option<CustomAllocationDefinition>,
 }
 
 /// One device's enrollment.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct IndividualEnrollment {
     /// The device's registration ID (case-insensitive key).
     pub registration_id: String,
     /// Desired device ID in the hub; defaults to the registration ID.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device_id: Option<String>,
     /// Free-form information about the device.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub optional_device_information: Option<Value>,
     /// Settings shared with groups.
     #[serde(flatten)]
@@ -272,6 +259,7 @@ pub enum Substatus {
 }
 
 /// The record a registration leaves: what the device was told, readable and deletable through the service API.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RegistrationRecord {
@@ -280,22 +268,16 @@ pub struct RegistrationRecord {
     /// Outcome.
     pub status: RegistrationStatus,
     /// Reason for the assignment.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub substatus: Option<Substatus>,
     /// Assigned hub host name.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub assigned_hub: Option<String>,
     /// Device ID in the hub.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device_id: Option<String>,
     /// Azure-style error code when failed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_code: Option<u32>,
     /// Error message when failed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_message: Option<String>,
     /// Payload returned by custom allocation, forwarded to the device.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub payload: Option<Value>,
     /// First registration time.
     #[serde(with = "time::serde::rfc3339")]
@@ -304,32 +286,25 @@ pub struct RegistrationRecord {
     #[serde(with = "time::serde::rfc3339")]
     pub last_updated_date_time_utc: Timestamp,
     /// Version tag, set by the store on every write.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub etag: Option<String>,
     /// Group that admitted the device (absent for individual enrollments).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enrollment_group_id: Option<String>,
     /// How the device attested.
     pub attestation_type: AttestationType,
     /// The certificates that admitted an X.509 device.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub x509: Option<X509RegistrationResult>,
     /// ID of the last register operation, answered by the operation status lookup.
     pub operation_id: String,
     /// Hub of the first assignment (to recognise a return to it).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub initial_hub: Option<String>,
     /// The initial twin this registration gives the device in its hub, by Azure's rules (first assignment, or a
     /// move without data migration; the custom allocator's twin, else the enrollment's). `None` when the device
     /// keeps its data. Recorded for the hub registry connector, which is not built yet: no hub receives it today.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub initial_twin: Option<Value>,
     /// What a TPM device was given (`registrationState.tpm`): the key blob only its TPM can open.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tpm: Option<TpmRegistrationResult>,
     /// Certificate chain a hub issued from the device's CSR (base64 DER, leaf first): the device answer's
     /// `registrationState.issuedCertificateChain`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub issued_certificate_chain: Option<Vec<String>>,
     /// Hubs that may still hold this device although the record does not assign it there (a removal after a
     /// move that failed, or a partial create rolled back after a failure); the device's next registration
@@ -340,7 +315,6 @@ pub struct RegistrationRecord {
     /// from the hubs of `pending_hub_removals`: no other registration of the device writes a record before then
     /// (it waits, or answers 429), so that a late removal cannot take the device out of a hub a newer record
     /// assigns. Cleared when the removals are settled. Store-internal: not on the wire.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub settling_until: Option<i64>,
 }
 
@@ -385,6 +359,7 @@ pub struct AccessPolicy {
 }
 
 /// A hub devices may be assigned to.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct LinkedHub {
@@ -397,11 +372,9 @@ pub struct LinkedHub {
     #[serde(default = "yes")]
     pub apply_allocation_policy: bool,
     /// Region of the hub, for the lowest-latency policy (e.g. `eu-west-1`, `westeurope`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub location: Option<String>,
     /// How the hub's device registry is written; absent: "record only" (the registration is recorded, the hub
     /// is not called).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connector: Option<HubConnection>,
 }
 
@@ -418,6 +391,7 @@ fn one() -> u32 {
 }
 
 /// A provisioning service instance: a tenant.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Instance {
@@ -431,7 +405,6 @@ pub struct Instance {
     #[serde(default)]
     pub allocation_policy: AllocationPolicy,
     /// Default custom allocation target when the default policy is `custom`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub custom_allocation_definition: Option<CustomAllocationDefinition>,
     /// Hubs devices may be assigned to.
     #[serde(default)]
@@ -446,10 +419,8 @@ pub struct Instance {
     #[serde(default)]
     pub allow_private_webhook_targets: bool,
     /// Secret that signs webhook requests (base64), generated at creation.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook_signing_key: Option<String>,
     /// Version tag, set by the store on every write.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub etag: Option<String>,
     /// Creation time.
     #[serde(default, with = "time::serde::rfc3339::option", skip_serializing_if = "Option::is_none")]

@@ -48,19 +48,17 @@ pub struct PolicyTrace {
 }
 
 /// The outcome of a dry run: the decision a registration would get, and the trace.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DryRun {
     /// `assigned` or `failed`.
     pub status: String,
     /// The allocation when assigned.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allocation: Option<AllocationResponse>,
     /// The registration's error code when failed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_code: Option<u32>,
     /// The registration's error message when failed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_message: Option<String>,
     /// Cost and logs.
     pub trace: PolicyTrace,

@@ -7,29 +7,26 @@ use super::Timestamp;
 
 /// `X509Attestation`: exactly one of the three parts. Individual enrollments use `clientCertificates`; groups
 /// use `signingCertificates` or `caReferences`.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct X509Attestation {
     /// The device's own certificates (individual enrollments).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_certificates: Option<X509Certificates>,
     /// Root or intermediate certificates that sign the group's devices.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signing_certificates: Option<X509Certificates>,
     /// Names of verified CA certificates of the instance that sign the group's devices.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_references: Option<X509CaReferences>,
 }
 
 /// A primary and an optional secondary certificate.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct X509Certificates {
     /// Primary certificate.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub primary: Option<X509CertificateWithInfo>,
     /// Secondary certificate (for rollover).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secondary: Option<X509CertificateWithInfo>,
 }
 
@@ -42,32 +39,28 @@ impl X509Certificates {
 
 /// A certificate as sent (PEM, base64 of PEM, base64 of DER; or, for client certificates, a SHA-1 or SHA-256
 /// thumbprint in hex) and what the service read from it.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct X509CertificateWithInfo {
     /// The certificate (or thumbprint) as sent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub certificate: Option<String>,
     /// Computed by the service at write time (read-only; a thumbprint-only entry has only the thumbprints).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub info: Option<X509CertificateInfo>,
 }
 
 /// `X509CertificateInfo`.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct X509CertificateInfo {
     /// Subject distinguished name.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subject_name: Option<String>,
     /// SHA-1 thumbprint, upper-case hex.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sha1_thumbprint: Option<String>,
     /// SHA-256 thumbprint, upper-case hex.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sha256_thumbprint: Option<String>,
     /// Issuer distinguished name.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub issuer_name: Option<String>,
     /// Start of validity.
     #[serde(default, with = "time::serde::rfc3339::option", skip_serializing_if = "Option::is_none")]
@@ -76,10 +69,8 @@ pub struct X509CertificateInfo {
     #[serde(default, with = "time::serde::rfc3339::option", skip_serializing_if = "Option::is_none")]
     pub not_after_utc: Option<Timestamp>,
     /// Serial number, upper-case hex.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub serial_number: Option<String>,
     /// X.509 version.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<u32>,
 }
 
@@ -92,14 +83,13 @@ impl X509CertificateInfo {
 }
 
 /// Names of CA certificates of the instance.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct X509CaReferences {
     /// Primary CA name.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub primary: Option<String>,
     /// Secondary CA name.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secondary: Option<String>,
 }
 
@@ -136,16 +126,14 @@ pub struct CaCertificate {
 }
 
 /// `X509RegistrationResult`: the certificates that admitted a device, as its registration reports them.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct X509RegistrationResult {
     /// The device's certificate.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub certificate_info: Option<X509CertificateInfo>,
     /// The group that admitted the device.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enrollment_group_id: Option<String>,
     /// The group's certificate the chain was validated to.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signing_certificate_info: Option<X509CertificateInfo>,
 }

@@ -17,6 +17,7 @@ use crate::store::Precondition;
 pub const MAX_OPERATION_DAYS: i64 = 366;
 
 /// The instance configuration as the service API shows and accepts it (keys are never shown here).
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct InstanceConfig {
@@ -33,7 +34,6 @@ pub struct InstanceConfig {
     #[serde(default)]
     pub allocation_policy: AllocationPolicy,
     /// Default custom allocation target.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub custom_allocation_definition: Option<CustomAllocationDefinition>,
     /// Linked hubs.
     #[serde(default)]
@@ -42,7 +42,6 @@ pub struct InstanceConfig {
     #[serde(default)]
     pub allow_private_webhook_targets: bool,
     /// Version tag (read-only).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub etag: Option<String>,
 }
 
