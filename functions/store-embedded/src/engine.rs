@@ -29,7 +29,7 @@ pub(crate) const TABLES: [&str; 9] = [
     "tpm_challenges",
 ];
 
-/// The tables, one keyspace each (the redb layout's names and key parts, see the crate docs).
+/// The tables, one keyspace each (the same names and key parts as the redb store's; the crate docs list them).
 pub(crate) struct Tables {
     pub instances: Keyspace,
     pub instance_hosts: Keyspace,

@@ -7,9 +7,9 @@
 //! the next write batch, where each, in order, reads the current version (the batch's own earlier writes
 //! included), checks its [`Precondition`] and writes the entity together with its indexes (and, for a
 //! registration, its operation counter). The batch is appended to the journal and `fdatasync`ed once, and only
-//! then applied and made visible; each caller is answered after that. A batch is atomic in the journal, so
-//! concurrent writers cannot both win and a crash leaves no half-written state; a write is acknowledged only once
-//! it is on disk.
+//! then applied and made visible; each caller is answered after that. The one writer's in-order checks
+//! mean concurrent writers cannot both win; a batch is atomic in the journal, so a crash leaves no half-written
+//! state; a write is acknowledged only once it is on disk.
 //!
 //! The engine was chosen by measurement over redb, which the store used before (`docs/PERFORMANCE.md`, "The
 //! embedded engine"): a redb commit copies and writes the B-tree pages it touched, a fjall commit appends the
@@ -116,7 +116,7 @@ impl EmbeddedStore {
         .await
     }
 
-    /// Run `f` on a snapshot here (point reads: served from the memtables and block cache).
+    /// Run `f` on a snapshot here (point reads: served from the memtables, the block cache or the table files).
     fn read_now<T>(&self, f: impl FnOnce(&Tables, &Snapshot) -> Result<T>) -> Result<T> {
         f(&self.journal.tables, &self.journal.db.snapshot())
     }

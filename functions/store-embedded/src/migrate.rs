@@ -1,8 +1,8 @@
 //! Moving a data directory from the redb store (`dps.redb`, one file, used up to this engine change) to the fjall
 //! store, once, on the first open.
 //!
-//! With the redb file open (redb locks it, so a second process migrating the same directory fails instead of
-//! racing), the rows are copied table by table into a new database in `store.migrating/` and made durable; then
+//! With the redb file open (redb locks it, so a second process cannot copy the same directory at the same time;
+//! one that opens between the two renames below only finishes the last one), the rows are copied table by table into a new database in `store.migrating/` and made durable; then
 //! the old file is renamed to `dps.redb.migrated` (a backup, never read again; an earlier backup is not
 //! overwritten: the name takes a number) and last the folder to `store/`, each rename made durable before the next.
 //! A crash during the copy leaves the old file the only store (the half-built folder is removed on the next open and
@@ -54,7 +54,11 @@ pub(crate) fn from_redb(data_dir: &Path) -> Result<()> {
     let backup = free_name(data_dir);
     std::fs::rename(&old, &backup).map_err(internal)?;
     sync_dir(data_dir)?;
-    std::fs::rename(&staging, &target).map_err(internal)?;
+    match std::fs::rename(&staging, &target) {
+        // Another process opening between the two renames finished the migration (see `from_redb`'s first branch).
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && target.is_dir() => {}
+        renamed => renamed.map_err(internal)?,
+    }
     sync_dir(data_dir)?;
     drop(redb);
     tracing::info!(rows, to = %target.display(), backup = %backup.display(), "migrated the redb store");

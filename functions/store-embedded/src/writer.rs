@@ -99,7 +99,7 @@ impl<T: Send + 'static> Ran for Done<T> {
 }
 
 /// The writer thread and the queue into it. Dropping it lets the queued writes finish, then closes the thread
-/// (and with it the thread's handle on the database), so the file can be opened again right after.
+/// (and with it the thread's handle on the database), so the store's folder can be opened again right after.
 pub(crate) struct Writer<E: Engine> {
     queue: Option<Sender<Box<dyn Job<E::Txn>>>>,
     thread: Option<JoinHandle<()>>,
