@@ -9,7 +9,7 @@ use axum::response::Response;
 use axum::routing::{get, post, put};
 use dps_core::Dps;
 use dps_core::model::{RegistrationRecord, RegistrationStatus};
-use dps_core::usecases::{RegisterRequest, StatusRequest};
+use dps_core::usecases::{DeviceCaller, RegisterRequest, StatusRequest};
 
 use crate::certs::ClientCertificates;
 use crate::error::ApiError;
@@ -48,25 +48,20 @@ pub(crate) fn normalise(segments: &[&str]) -> Vec<String> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClientAddress(pub std::net::IpAddr);
 
-/// What a device presents besides its path and body, for each of its three calls: the `Authorization` header
-/// (a SAS token), the certificate chain the front door received (DER, leaf first; empty without one) and its
-/// address.
-struct DeviceCaller {
-    authorization: Option<String>,
-    client_certificates: Vec<Vec<u8>>,
-    client_address: Option<std::net::IpAddr>,
-}
+/// The extractor of what a device presents besides its path and body ([`DeviceCaller`]): the `Authorization`
+/// header, the certificate chain the front door received, and its address.
+struct Presented(DeviceCaller);
 
-impl<S: Send + Sync> FromRequestParts<S> for DeviceCaller {
+impl<S: Send + Sync> FromRequestParts<S> for Presented {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
         let certificates = parts.extensions.get::<ClientCertificates>();
-        Ok(Self {
+        Ok(Self(DeviceCaller {
             authorization: header_str(&parts.headers, AUTHORIZATION.as_str()).map(str::to_string),
             client_certificates: certificates.map_or(Ok(Vec::new()), ClientCertificates::der)?,
             client_address: parts.extensions.get::<ClientAddress>().map(|ClientAddress(ip)| *ip),
-        })
+        }))
     }
 }
 
@@ -74,7 +69,7 @@ async fn register(
     State(dps): State<Dps>,
     ApiVersion(api_version): ApiVersion,
     Segments((id_scope, registration_id)): Segments<(String, String)>,
-    caller: DeviceCaller,
+    Presented(caller): Presented,
     JsonBody(body): JsonBody<DeviceRegistration>,
 ) -> Result<Response, ApiError> {
     tracing::Span::current().record("scope", id_scope.as_str());
@@ -86,10 +81,8 @@ async fn register(
             registration_id,
             body_registration_id: body.registration_id,
             payload: body.payload,
-            authorization: caller.authorization,
-            client_certificates: caller.client_certificates,
+            caller,
             api_version,
-            client_address: caller.client_address,
             tpm: body.tpm,
             csr,
         })
@@ -102,7 +95,7 @@ async fn operation_status(
     State(dps): State<Dps>,
     _: ApiVersion,
     Segments((id_scope, registration_id, operation_id)): Segments<(String, String, String)>,
-    caller: DeviceCaller,
+    Presented(caller): Presented,
 ) -> Result<Response, ApiError> {
     // The Node SDK sends "{}" with this GET; the body is never read.
     tracing::Span::current().record("scope", id_scope.as_str());
@@ -112,9 +105,7 @@ async fn operation_status(
             registration_id,
             body_registration_id: None,
             operation_id: Some(operation_id),
-            authorization: caller.authorization,
-            client_certificates: caller.client_certificates,
-            client_address: caller.client_address,
+            caller,
         })
         .await?;
     let status = if record.status == RegistrationStatus::Assigning { StatusCode::ACCEPTED } else { StatusCode::OK };
@@ -125,7 +116,7 @@ async fn registration_status(
     State(dps): State<Dps>,
     _: ApiVersion,
     Segments((id_scope, registration_id)): Segments<(String, String)>,
-    caller: DeviceCaller,
+    Presented(caller): Presented,
     JsonBody(body): JsonBody<DeviceRegistration>,
 ) -> Result<Response, ApiError> {
     tracing::Span::current().record("scope", id_scope.as_str());
@@ -139,9 +130,7 @@ async fn registration_status(
             registration_id,
             body_registration_id: body.registration_id,
             operation_id: None,
-            authorization: caller.authorization,
-            client_certificates: caller.client_certificates,
-            client_address: caller.client_address,
+            caller,
         })
         .await?;
     Ok(json(StatusCode::OK, &DeviceRegistrationResult::from(&record)))

@@ -90,10 +90,8 @@ impl Bench {
             registration_id: id.clone(),
             body_registration_id: Some(id),
             payload: None,
-            authorization: Some(token),
+            caller: dps_core::usecases::DeviceCaller::sas(token),
             api_version: "2021-06-01".into(),
-            client_address: None,
-            client_certificates: Vec::new(),
             tpm: None,
             csr: None,
         }
@@ -108,10 +106,7 @@ impl Bench {
 fn first_time_registration(c: &mut Criterion) {
     let mut g = c.benchmark_group("register_first_time");
     g.sample_size(30).measurement_time(Duration::from_secs(6));
-    let benches = [
-        ("embedded_file", Bench::file(1)),
-        ("memory_store", Bench::memory_store(1)),
-    ];
+    let benches = [("embedded_file", Bench::file(1)), ("memory_store", Bench::memory_store(1))];
     for (name, bench) in benches {
         g.bench_function(name, |b| {
             b.iter_batched(|| bench.request(), |req| bench.register(req), BatchSize::SmallInput)
@@ -124,10 +119,7 @@ fn group_count_scaling(c: &mut Criterion) {
     let mut g = c.benchmark_group("register_by_group_count");
     g.sample_size(30).measurement_time(Duration::from_secs(6));
     for groups in [1, 100, 1000] {
-        let benches = [
-            ("embedded_file", Bench::file(groups)),
-            ("memory_store", Bench::memory_store(groups)),
-        ];
+        let benches = [("embedded_file", Bench::file(groups)), ("memory_store", Bench::memory_store(groups))];
         for (backend, bench) in benches {
             g.bench_with_input(BenchmarkId::new(backend, groups), &groups, |b, _| {
                 b.iter_batched(|| bench.request(), |req| bench.register(req), BatchSize::SmallInput)
@@ -153,28 +145,24 @@ fn store_calls(c: &mut Criterion) {
         "enrollmentGroupId": "zz-target", "attestationType": "symmetricKey", "operationId": "op"
     }))
     .unwrap();
-    for (name, bench) in [("embedded_file", Bench::file(1))] {
-        let store = bench.dps.store().clone();
-        let next = AtomicU64::new(0);
-        g.bench_function(BenchmarkId::new("device_context", name), |b| {
-            b.iter(|| bench.runtime.block_on(store.device_context(&bench.scope, "nobody")).unwrap())
-        });
-        g.bench_function(BenchmarkId::new("put_registration", name), |b| {
-            b.iter_batched(
-                || {
-                    let id = format!("r-{}", next.fetch_add(1, Ordering::Relaxed));
-                    dps_core::model::RegistrationRecord { registration_id: id, ..record.clone() }
-                },
-                |r| {
-                    bench
-                        .runtime
-                        .block_on(store.put_registration(&bench.scope, r, Precondition::NotExists.into()))
-                        .unwrap()
-                },
-                BatchSize::SmallInput,
-            )
-        });
-    }
+    let (name, bench) = ("embedded_file", Bench::file(1));
+    let store = bench.dps.store().clone();
+    let next = AtomicU64::new(0);
+    g.bench_function(BenchmarkId::new("device_context", name), |b| {
+        b.iter(|| bench.runtime.block_on(store.device_context(&bench.scope, "nobody")).unwrap())
+    });
+    g.bench_function(BenchmarkId::new("put_registration", name), |b| {
+        b.iter_batched(
+            || {
+                let id = format!("r-{}", next.fetch_add(1, Ordering::Relaxed));
+                dps_core::model::RegistrationRecord { registration_id: id, ..record.clone() }
+            },
+            |r| {
+                bench.runtime.block_on(store.put_registration(&bench.scope, r, Precondition::NotExists.into())).unwrap()
+            },
+            BatchSize::SmallInput,
+        )
+    });
     g.finish();
 }
 
@@ -235,7 +223,10 @@ fn x509_registration(c: &mut Criterion) {
                                 id_scope: bench.scope.clone(),
                                 registration_id: id.clone(),
                                 body_registration_id: Some(id.clone()),
-                                client_certificates: case.chain(&id),
+                                caller: dps_core::usecases::DeviceCaller {
+                                    client_certificates: case.chain(&id),
+                                    ..Default::default()
+                                },
                                 api_version: "2021-06-01".into(),
                                 ..Default::default()
                             }

@@ -68,14 +68,15 @@ async fn bad_tokens_are_refused() {
     let unauthorized = |r: &dps_core::Result<_>| matches!(r, Err(Error::Unauthorized(_)));
 
     let mut expired = register_request(&scope, "dev-1", &key);
-    expired.authorization = Some(device_token(&scope, "dev-1", &key, dps_core::usecases::now().unix_timestamp() - 1));
+    expired.caller.authorization =
+        Some(device_token(&scope, "dev-1", &key, dps_core::usecases::now().unix_timestamp() - 1));
     assert!(unauthorized(&f.dps.register(expired).await), "expired");
 
     let forged = register_request(&scope, "dev-1", &random_key());
     assert!(unauthorized(&f.dps.register(forged).await), "signed with a key nobody enrolled");
 
     let mut tampered = register_request(&scope, "dev-1", &key);
-    let header = tampered.authorization.take().unwrap();
+    let header = tampered.caller.authorization.take().unwrap();
     let moved_expiry: Vec<String> = header
         .split('&')
         .map(|part| match part.strip_prefix("se=") {
@@ -84,19 +85,19 @@ async fn bad_tokens_are_refused() {
         })
         .collect();
     assert_ne!(moved_expiry.join("&"), header);
-    tampered.authorization = Some(moved_expiry.join("&"));
+    tampered.caller.authorization = Some(moved_expiry.join("&"));
     assert!(unauthorized(&f.dps.register(tampered).await), "expiry changed after signing");
 
     let mut wrong_resource = register_request(&scope, "dev-1", &key);
-    wrong_resource.authorization = Some(device_token(&scope, "dev-2", &key, later()));
+    wrong_resource.caller.authorization = Some(device_token(&scope, "dev-2", &key, later()));
     assert!(unauthorized(&f.dps.register(wrong_resource).await), "token for another registration");
 
     let mut wrong_scope = register_request(&scope, "dev-1", &key);
-    wrong_scope.authorization = Some(device_token("0ne99999999", "dev-1", &key, later()));
+    wrong_scope.caller.authorization = Some(device_token("0ne99999999", "dev-1", &key, later()));
     assert!(unauthorized(&f.dps.register(wrong_scope).await), "token for another scope");
 
     let mut missing = register_request(&scope, "dev-1", &key);
-    missing.authorization = None;
+    missing.caller.authorization = None;
     assert!(unauthorized(&f.dps.register(missing).await), "no token");
 
     let unknown_scope = f.dps.register(register_request("0ne99999999", "dev-1", &key)).await;
@@ -374,7 +375,7 @@ async fn request_shape_is_checked_before_anything_is_written() {
     assert!(f.store.get_registration(f.scope(), "dev-1").await.unwrap().is_none());
 
     let mut lower_scope = register_request(&f.scope().to_ascii_lowercase(), "DEV-1", &key);
-    lower_scope.authorization = Some(device_token(&f.scope().to_ascii_lowercase(), "DEV-1", &key, later()));
+    lower_scope.caller.authorization = Some(device_token(&f.scope().to_ascii_lowercase(), "DEV-1", &key, later()));
     let record = f.dps.register(lower_scope).await.expect("scope and registration ID in another case");
     assert_eq!(record.registration_id, "DEV-1");
     assert!(f.store.get_registration(f.scope(), "dev-1").await.unwrap().is_some());
@@ -494,7 +495,7 @@ async fn failed_attestations_are_limited_per_address_and_per_scope() {
     let (key, _) = f.keys("dev-1").await;
     let from = |ip: &str, key: &str| {
         let mut req = register_request(f.scope(), "dev-1", key);
-        req.client_address = Some(ip.parse().unwrap());
+        req.caller.client_address = Some(ip.parse().unwrap());
         req
     };
     let junk = sas::generate_key();

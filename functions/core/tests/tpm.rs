@@ -34,7 +34,7 @@ fn tpm_request(f: &Fixture, id: &str, tpm: &TpmRegistration, authorization: Opti
         id_scope: f.scope().to_string(),
         registration_id: id.into(),
         body_registration_id: Some(id.into()),
-        authorization,
+        caller: dps_core::usecases::DeviceCaller { authorization, ..Default::default() },
         api_version: "2021-06-01".into(),
         tpm: Some(tpm.clone()),
         ..RegisterRequest::default()

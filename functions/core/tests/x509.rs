@@ -15,7 +15,10 @@ fn request(f: &Fixture, registration_id: &str, chain: &[&TestCert]) -> RegisterR
         id_scope: f.scope().to_string(),
         registration_id: registration_id.to_string(),
         body_registration_id: Some(registration_id.to_string()),
-        client_certificates: chain.iter().map(|c| c.der.clone()).collect(),
+        caller: dps_core::usecases::DeviceCaller {
+            client_certificates: chain.iter().map(|c| c.der.clone()).collect(),
+            ..Default::default()
+        },
         api_version: "2021-06-01".into(),
         ..Default::default()
     }
@@ -158,7 +161,8 @@ async fn refusals_are_clear_and_record_nothing() {
     assert!(refused(&f, "dev-a", &six).await.contains("too large"));
     let mut broken = leaf.der.clone();
     broken.truncate(broken.len() / 2);
-    let req = RegisterRequest { client_certificates: vec![broken], ..request(&f, "dev-a", &[]) };
+    let mut req = request(&f, "dev-a", &[]);
+    req.caller.client_certificates = vec![broken];
     assert!(matches!(f.dps.register(req).await, Err(Error::Unauthorized(m)) if m.contains("could not be read")));
     // A CA certificate is not a device certificate.
     let ca_leaf = root.intermediate("dev-ca", KeyKind::EcdsaP256);

@@ -57,8 +57,7 @@ fn main() -> std::process::ExitCode {
 /// default `info`, with the storage engine's own housekeeping (fjall, lsm_tree: flushes, compactions) at `warn`.
 fn init_tracing(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,fjall=warn,lsm_tree=warn"));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,fjall=warn,lsm_tree=warn"));
     use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -74,7 +74,7 @@ async fn main() {
     let register = |i: usize, token: String| RegisterRequest {
         id_scope: scope.clone(),
         registration_id: id(i),
-        authorization: Some(token),
+        caller: dps_core::usecases::DeviceCaller::sas(token),
         api_version: "2021-06-01".into(),
         ..Default::default()
     };
@@ -96,7 +96,7 @@ async fn main() {
         let request = StatusRequest {
             id_scope: scope.clone(),
             registration_id: id(i),
-            authorization: Some(token.clone()),
+            caller: dps_core::usecases::DeviceCaller::sas(token.clone()),
             ..Default::default()
         };
         assert_eq!(dps.registration_status(request).await.expect("status").status, RegistrationStatus::Assigned);

@@ -90,7 +90,7 @@ impl Env {
             .register(RegisterRequest {
                 id_scope: self.scope.clone(),
                 registration_id: id.into(),
-                authorization: Some(token),
+                caller: dps_core::usecases::DeviceCaller::sas(token),
                 api_version: "2021-06-01".into(),
                 ..Default::default()
             })
@@ -102,7 +102,12 @@ impl Env {
             id_scope: self.scope.clone(),
             registration_id: id.into(),
             operation_id: operation_id.map(str::to_string),
-            authorization: Some(testing::device_token(&self.scope, id, &self.key(id), testing::in_an_hour())),
+            caller: dps_core::usecases::DeviceCaller::sas(testing::device_token(
+                &self.scope,
+                id,
+                &self.key(id),
+                testing::in_an_hour(),
+            )),
             ..Default::default()
         };
         match operation_id {

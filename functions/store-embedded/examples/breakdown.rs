@@ -47,7 +47,7 @@ async fn prepare(store: Arc<dyn Store>, devices: usize) -> (Dps, Vec<RegisterReq
                 registration_id: id,
                 body_registration_id: None,
                 payload: None,
-                authorization: Some(token),
+                caller: dps_core::usecases::DeviceCaller::sas(token),
                 api_version: "2021-06-01".into(),
                 ..Default::default()
             }

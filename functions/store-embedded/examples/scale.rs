@@ -94,7 +94,7 @@ impl Fleet {
         RegisterRequest {
             id_scope: self.scope.clone(),
             registration_id: Self::id(i),
-            authorization: Some(token),
+            caller: dps_core::usecases::DeviceCaller::sas(token),
             api_version: "2021-06-01".into(),
             ..Default::default()
         }
@@ -104,7 +104,7 @@ impl Fleet {
         StatusRequest {
             id_scope: self.scope.clone(),
             registration_id: Self::id(i),
-            authorization: Some(token),
+            caller: dps_core::usecases::DeviceCaller::sas(token),
             ..Default::default()
         }
     }

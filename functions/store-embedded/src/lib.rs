@@ -165,8 +165,10 @@ impl Store for EmbeddedStore {
 
     async fn delete_enrollment(&self, scope: &str, kind: EnrollmentKind, id: &str, write: Write) -> Result<()> {
         let id = key(id);
-        self.write_counted(scope, write, move |t, txn, scope, pre| rows::delete_enrollment(t, txn, scope, kind, &id, pre))
-            .await
+        self.write_counted(scope, write, move |t, txn, scope, pre| {
+            rows::delete_enrollment(t, txn, scope, kind, &id, pre)
+        })
+        .await
     }
 
     async fn query_enrollments(

@@ -87,7 +87,12 @@ pub(crate) fn create_instance(t: &Tables, txn: &mut Txn, mut instance: Instance)
     Ok(instance)
 }
 
-pub(crate) fn update_instance(t: &Tables, txn: &mut Txn, mut instance: Instance, pre: Precondition) -> Result<Instance> {
+pub(crate) fn update_instance(
+    t: &Tables,
+    txn: &mut Txn,
+    mut instance: Instance,
+    pre: Precondition,
+) -> Result<Instance> {
     let scope = key(&[&dps_core::store::key(&instance.id_scope)]);
     pre.check("Instance", etag_at(txn, &t.instances, &scope)?.as_deref())?;
     instance.etag = Some(new_etag());
@@ -176,7 +181,12 @@ pub(crate) fn device_context(t: &Tables, snap: &Snapshot, scope: &str, id: &str)
     })
 }
 
-pub(crate) fn get_registration(t: &Tables, snap: &Snapshot, scope: &str, id: &str) -> Result<Option<RegistrationRecord>> {
+pub(crate) fn get_registration(
+    t: &Tables,
+    snap: &Snapshot,
+    scope: &str,
+    id: &str,
+) -> Result<Option<RegistrationRecord>> {
     row(snap, &t.registrations, &key(&[scope, id]))
 }
 
@@ -254,7 +264,13 @@ pub(crate) fn count(t: &Tables, txn: &mut Txn, scope: &str, meter: Option<&Opera
     }
 }
 
-pub(crate) fn operations(t: &Tables, snap: &Snapshot, scope: &str, from: &str, to: &str) -> Result<Vec<OperationCount>> {
+pub(crate) fn operations(
+    t: &Tables,
+    snap: &Snapshot,
+    scope: &str,
+    from: &str,
+    to: &str,
+) -> Result<Vec<OperationCount>> {
     let mut out = Vec::new();
     let mut upper = key(&[scope]);
     upper.push(1);

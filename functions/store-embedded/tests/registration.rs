@@ -43,10 +43,8 @@ async fn concurrent_registrations_over_the_embedded_store() {
             registration_id: "busy-device".into(),
             body_registration_id: None,
             payload: None,
-            authorization: Some(authorization.clone()),
+            caller: dps_core::usecases::DeviceCaller::sas(authorization.clone()),
             api_version: "2021-06-01".into(),
-            client_address: None,
-            client_certificates: Vec::new(),
             tpm: None,
             csr: None,
         };

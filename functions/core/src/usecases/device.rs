@@ -44,14 +44,10 @@ pub struct RegisterRequest {
     pub body_registration_id: Option<String>,
     /// The device's `payload`, passed to custom allocation.
     pub payload: Option<Value>,
-    /// The `Authorization` header.
-    pub authorization: Option<String>,
-    /// The TLS client certificate chain the front door received (DER, leaf first; empty if none).
-    pub client_certificates: Vec<Vec<u8>>,
+    /// What the device presents: its token, certificates and address.
+    pub caller: DeviceCaller,
     /// The `api-version` query parameter.
     pub api_version: String,
-    /// The client's address, when the front door knows it (failed attestations are limited per address).
-    pub client_address: Option<std::net::IpAddr>,
     /// The `tpm` part of the body: the device attests with its TPM (see `usecases/tpm.rs`).
     pub tpm: Option<TpmRegistration>,
     /// The body's `csr` (DER PKCS#10, decoded from base64): the device asks its hub for a certificate.
@@ -69,12 +65,26 @@ pub struct StatusRequest {
     pub body_registration_id: Option<String>,
     /// Operation ID from the path (operation status only).
     pub operation_id: Option<String>,
-    /// The `Authorization` header.
+    /// What the device presents: its token, certificates and address.
+    pub caller: DeviceCaller,
+}
+
+/// What a device presents besides its path and body, in each of its calls.
+#[derive(Debug, Clone, Default)]
+pub struct DeviceCaller {
+    /// The `Authorization` header (a SAS token).
     pub authorization: Option<String>,
     /// The TLS client certificate chain the front door received (DER, leaf first; empty if none).
     pub client_certificates: Vec<Vec<u8>>,
-    /// The client's address, when the front door knows it.
+    /// The client's address, when the front door knows it (failed attestations are limited per address).
     pub client_address: Option<std::net::IpAddr>,
+}
+
+impl DeviceCaller {
+    /// A caller that presents the SAS token `token` and nothing else.
+    pub fn sas(token: impl Into<String>) -> Self {
+        Self { authorization: Some(token.into()), ..Self::default() }
+    }
 }
 
 /// What a device proves itself with: a SAS token (symmetric key), or a certificate chain (X.509).
@@ -98,7 +108,7 @@ impl Dps {
     /// `assigned`, `failed` or `disabled`); errors are for requests that could not be attested or processed.
     pub async fn register(&self, req: RegisterRequest) -> Result<RegistrationRecord> {
         let started = std::time::Instant::now();
-        let result = self.limited(&req.id_scope, req.client_address, self.register_attested(&req)).await;
+        let result = self.limited(&req.id_scope, req.caller.client_address, self.register_attested(&req)).await;
         let outcome = crate::metrics::Outcome::of(&result, |record| record.status);
         self.metrics.registration_ended(outcome, started.elapsed());
         result
@@ -118,8 +128,8 @@ impl Dps {
                 &req.id_scope,
                 &req.registration_id,
                 req.body_registration_id.as_deref(),
-                req.authorization.as_deref(),
-                &req.client_certificates,
+                req.caller.authorization.as_deref(),
+                &req.caller.client_certificates,
             )
             .await?;
 
@@ -137,7 +147,7 @@ impl Dps {
 
     /// Answer a device's registration status lookup (POST): its current record.
     pub async fn registration_status(&self, req: StatusRequest) -> Result<RegistrationRecord> {
-        self.limited(&req.id_scope, req.client_address, self.status_attested(&req)).await
+        self.limited(&req.id_scope, req.caller.client_address, self.status_attested(&req)).await
     }
 
     /// Run a device call under the failure budgets of its scope and address: refused at once (429) when one is
@@ -162,8 +172,8 @@ impl Dps {
                 &req.id_scope,
                 &req.registration_id,
                 req.body_registration_id.as_deref(),
-                req.authorization.as_deref(),
-                &req.client_certificates,
+                req.caller.authorization.as_deref(),
+                &req.caller.client_certificates,
             )
             .await?;
         let context = self.store.device_context(&instance.id_scope, &req.registration_id).await?;

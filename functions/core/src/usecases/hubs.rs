@@ -389,7 +389,7 @@ fn hub_device(r: &Registration<'_>, device_id: &str) -> HubDevice {
         registration_id: registration_id.clone(),
         attestation: r.attested.kind,
         symmetric_keys,
-        certificate: if x509 { r.req.client_certificates.first().cloned() } else { None },
+        certificate: if x509 { r.req.caller.client_certificates.first().cloned() } else { None },
         ca_signed: x509 && matches!(r.attested.enrollment, AnyEnrollment::Group(_)),
         iot_edge: spec.capabilities.as_ref().is_some_and(|c| c.iot_edge),
     }

@@ -34,7 +34,7 @@ use crate::store::{EnrollmentStore, PageRequest, Store};
 pub use bulk::{BulkItemResult, BulkMode, BulkOutcome, MAX_BULK_ITEMS};
 pub use certificates::MAX_CA_CERTIFICATES;
 pub use config::InstanceConfig;
-pub use device::{RegisterRequest, StatusRequest};
+pub use device::{DeviceCaller, RegisterRequest, StatusRequest};
 pub use enrollments::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
 pub use instances::{NewInstance, OWNER_POLICY};
 pub use limiter::FailureBudget;

@@ -96,7 +96,7 @@ impl Dps {
     ) -> Result<RegistrationRecord> {
         check_ids(&req.registration_id, req.body_registration_id.as_deref())?;
         let device = DeviceTpm::parse(request)?;
-        match req.authorization {
+        match req.caller.authorization {
             None => Err(self.tpm_challenge(req, &device).await?),
             Some(_) => self.register_tpm_signed(req, &device).await,
         }
@@ -127,7 +127,7 @@ impl Dps {
 
     async fn register_tpm_signed(&self, req: &RegisterRequest, device: &DeviceTpm) -> Result<RegistrationRecord> {
         let token = device_token(
-            req.authorization.as_deref(),
+            req.caller.authorization.as_deref(),
             &req.id_scope,
             &req.registration_id,
             self.settings.max_token_secs(),

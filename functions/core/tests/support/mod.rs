@@ -132,8 +132,7 @@ impl Fixture {
             registration_id: registration_id.to_string(),
             body_registration_id: None,
             operation_id: operation_id.map(str::to_string),
-            authorization: Some(device_token(self.scope(), registration_id, key, later())),
-            ..Default::default()
+            caller: dps_core::usecases::DeviceCaller::sas(device_token(self.scope(), registration_id, key, later())),
         }
     }
 }
@@ -145,7 +144,7 @@ pub fn register_request(scope: &str, registration_id: &str, key: &str) -> Regist
         registration_id: registration_id.to_string(),
         body_registration_id: Some(registration_id.to_string()),
         payload: None,
-        authorization: Some(device_token(scope, registration_id, key, later())),
+        caller: dps_core::usecases::DeviceCaller::sas(device_token(scope, registration_id, key, later())),
         api_version: "2021-06-01".into(),
         ..Default::default()
     }

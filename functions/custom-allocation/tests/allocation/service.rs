@@ -70,7 +70,7 @@ impl Service {
                 registration_id: registration_id.into(),
                 body_registration_id: Some(registration_id.into()),
                 payload,
-                authorization: Some(token),
+                caller: dps_core::usecases::DeviceCaller::sas(token),
                 api_version: "2021-06-01".into(),
                 ..Default::default()
             })

@@ -74,10 +74,8 @@ impl DpsEnv {
                 registration_id: registration_id.into(),
                 body_registration_id: Some(registration_id.into()),
                 payload: None,
-                authorization: Some(self.token(registration_id, key)),
+                caller: dps_core::usecases::DeviceCaller::sas(self.token(registration_id, key)),
                 api_version: "2021-06-01".into(),
-                client_address: None,
-                client_certificates: Vec::new(),
                 tpm: None,
                 csr: None,
             })
@@ -101,9 +99,7 @@ impl DpsEnv {
             registration_id: registration_id.into(),
             body_registration_id: None,
             operation_id: operation_id.map(str::to_string),
-            authorization: Some(self.token(registration_id, key)),
-            client_address: None,
-            client_certificates: Vec::new(),
+            caller: dps_core::usecases::DeviceCaller::sas(self.token(registration_id, key)),
         };
         match operation_id {
             Some(_) => self.dps.operation_status(request).await,
