@@ -2,14 +2,15 @@
 //! store, once, on the first open.
 //!
 //! With the redb file open (redb locks it, so a second process cannot copy the same directory at the same time;
-//! one that opens between the two renames below only finishes the last one), the rows are copied table by table into a new database in `store.migrating/` and made durable; then
-//! the old file is renamed to `dps.redb.migrated` (a backup, never read again; an earlier backup is not
-//! overwritten: the name takes a number) and last the folder to `store/`, each rename made durable before the next.
-//! A crash during the copy leaves the old file the only store (the half-built folder is removed on the next open and
-//! the copy starts over); a crash between the renames leaves a complete `store.migrating/` and no `dps.redb`, and
-//! the next open only renames the folder. `store/` beside a `dps.redb` never comes out of a migration (a restored
-//! backup, a downgrade): the open refuses, rather than pick one and ignore the other. Keys keep their parts and
-//! values their bytes: the layouts are the same table for table.
+//! one that opens between the two renames below only finishes the last one), the rows are copied table by table
+//! into a new database in `store.migrating/` and made durable; then the old file is renamed to `dps.redb.migrated`
+//! (a backup, never read again; an earlier backup is not overwritten: the name takes a number) and last the folder
+//! to `store/`, each rename made durable before the next. A crash during the copy leaves the old file the only
+//! store (the half-built folder is removed on the next open and the copy starts over); a crash between the renames
+//! leaves a complete `store.migrating/` and no `dps.redb`, and the next open only renames the folder. `store/`
+//! beside a `dps.redb` never comes out of a migration (a restored backup, a downgrade): the open refuses, rather
+//! than pick one and ignore the other. Keys keep their parts and values their bytes: the layouts are the same
+//! table for table.
 
 use std::path::Path;
 
@@ -65,13 +66,10 @@ pub(crate) fn from_redb(data_dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// `dps.redb.migrated`, or with a number after it if an earlier migration's backup has the name.
+/// `dps.redb.migrated`, or with a number after it (`.2`, `.3`, …) if an earlier migration's backup has the name.
 fn free_name(data_dir: &Path) -> std::path::PathBuf {
-    let first = data_dir.join(REDB_MIGRATED);
-    if !first.exists() {
-        return first;
-    }
-    (2..).map(|n| data_dir.join(format!("{REDB_MIGRATED}.{n}"))).find(|p| !p.exists()).unwrap_or(first)
+    let numbered = (2..).map(|n| data_dir.join(format!("{REDB_MIGRATED}.{n}")));
+    std::iter::once(data_dir.join(REDB_MIGRATED)).chain(numbered).find(|p| !p.exists()).expect("an unused name")
 }
 
 /// Copy every row of the redb store into a new fjall database in `to`; the number of rows copied.
