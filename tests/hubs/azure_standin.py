@@ -31,6 +31,8 @@ import time
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from azure_reply import send_json
+
 API_VERSION = "2021-04-12"
 lock = threading.Lock()
 devices = {}  # deviceId -> device document (as the registry answers it)
@@ -83,13 +85,7 @@ class Handler(BaseHTTPRequestHandler):
     wbufsize = -1  # one write per answer: headers and body in separate segments stall 40 ms (Nagle + delayed ACK)
 
     def answer(self, status, document=None):
-        data = json.dumps(document).encode() if document is not None else b""
-        self.send_response(status)
-        if data:
-            self.send_header("Content-Type", "application/json; charset=utf-8")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        send_json(self, status, document)
         return status
 
     def authorized(self):

@@ -89,18 +89,19 @@ async function startWebhook(hub) {
 }
 
 describe('dps with the Azure IoT Node.js SDKs', () => {
-  let data;
+  let suite;
   let server;
   let service;
   let connectionString;
 
   before(async () => {
-    const bin = h.dpsBinary();
-    data = h.tempDataDir();
     // One hub through the CLI (operator path, server stopped), the other through the service API below.
-    h.dpsCommand(bin, data.dir, ['hub', 'link', '--instance', 'default', '--host', HUB_A, '--location', 'westeurope']);
-    const shown = JSON.parse(h.dpsCommand(bin, data.dir, ['instance', 'show', 'default', '--json']));
-    server = await h.startServer(bin, data.dir);
+    suite = await h.startSuite((dps) => {
+      dps(['hub', 'link', '--instance', 'default', '--host', HUB_A, '--location', 'westeurope']);
+      return JSON.parse(dps(['instance', 'show', 'default', '--json']));
+    });
+    const shown = suite.prepared;
+    server = suite.server;
     assert.equal(server.info.idScope, shown.idScope);
     connectionString = shown.connectionString;
     assert.equal(server.info.connectionString, connectionString);
@@ -124,9 +125,8 @@ describe('dps with the Azure IoT Node.js SDKs', () => {
     );
 
   after(async () => {
-    if (server) await server.stop('SIGKILL');
+    if (suite) await suite.close();
     if (webhook) webhook.server.close();
-    if (data) data.cleanup();
   });
 
   test('links a second hub through the service API configuration extension', async () => {

@@ -97,6 +97,30 @@ function tempDataDir() {
   return { dir, cleanup: () => fs.rmSync(dir, { recursive: true, force: true }) };
 }
 
+/**
+ * The server of one suite: `dps serve` on a fresh temporary data dir, after `prepare(dps, dataDir)` ran on that dir
+ * with the server not yet started; `dps(args)` runs a CLI subcommand on it (the operator path) and returns its stdout.
+ * Resolves {server, prepared (what prepare returned), close}; close() (the suite's `after`) kills the server and
+ * removes the data dir. When a step fails, what was started is closed before the error is thrown.
+ */
+async function startSuite(prepare = () => undefined) {
+  const bin = dpsBinary();
+  const data = tempDataDir();
+  let server;
+  const close = async () => {
+    if (server) await server.stop('SIGKILL');
+    data.cleanup();
+  };
+  try {
+    const prepared = prepare((args) => dpsCommand(bin, data.dir, args), data.dir);
+    server = await startServer(bin, data.dir);
+    return { server, prepared, close };
+  } catch (err) {
+    await close();
+    throw err;
+  }
+}
+
 /** Parse `HostName=...;SharedAccessKeyName=...;SharedAccessKey=...`. */
 function parseConnectionString(conn) {
   const out = {};
@@ -238,5 +262,6 @@ module.exports = {
   send,
   serviceToken,
   startServer,
+  startSuite,
   tempDataDir,
 };

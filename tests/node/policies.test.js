@@ -147,7 +147,7 @@ function infiniteLoopModule() {
 }
 
 describe('custom allocation by WebAssembly policies, with the Azure IoT Node.js SDKs', () => {
-  let data;
+  let suite;
   let server;
   let service;
   let auth;
@@ -155,10 +155,9 @@ describe('custom allocation by WebAssembly policies, with the Azure IoT Node.js 
   before(async () => {
     // Fail before starting anything when the example policies are not built.
     for (const file of ['route_by_payload.wasm', 'tenant_prefix.wasm', 'weighted_capacity.wasm']) example(file);
-    const bin = h.dpsBinary();
-    data = h.tempDataDir();
-    const shown = JSON.parse(h.dpsCommand(bin, data.dir, ['instance', 'show', 'default', '--json']));
-    server = await h.startServer(bin, data.dir);
+    suite = await h.startSuite((dps) => JSON.parse(dps(['instance', 'show', 'default', '--json'])));
+    const shown = suite.prepared;
+    server = suite.server;
     service = ProvisioningServiceClient.fromConnectionString(shown.connectionString);
     auth = () => ({ Authorization: h.serviceToken(shown.connectionString) });
     for (const hub of HUBS) {
@@ -168,8 +167,7 @@ describe('custom allocation by WebAssembly policies, with the Azure IoT Node.js 
   });
 
   after(async () => {
-    if (server) await server.stop('SIGKILL');
-    if (data) data.cleanup();
+    if (suite) await suite.close();
   });
 
   /** PUT /policies/{name} with the module as application/wasm. */

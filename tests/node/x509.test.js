@@ -55,25 +55,24 @@ function registerX509(server, registrationId, certPem, keyPem) {
 }
 
 describe('X.509 devices with the Azure IoT Node.js SDKs', () => {
-  let data;
+  let suite;
   let server;
   let service;
   let connectionString;
   let dir;
 
   before(async () => {
-    const bin = h.dpsBinary();
-    data = h.tempDataDir();
-    dir = fs.mkdtempSync(path.join(data.dir, '..', 'x509-'));
-    h.dpsCommand(bin, data.dir, ['hub', 'link', '--instance', 'default', '--host', HUB]);
-    server = await h.startServer(bin, data.dir);
+    suite = await h.startSuite((dps, dataDir) => {
+      dir = fs.mkdtempSync(path.join(dataDir, '..', 'x509-'));
+      dps(['hub', 'link', '--instance', 'default', '--host', HUB]);
+    });
+    server = suite.server;
     connectionString = server.info.connectionString;
     service = ProvisioningServiceClient.fromConnectionString(connectionString);
   });
 
   after(async () => {
-    if (server) await server.stop('SIGKILL');
-    if (data) data.cleanup();
+    if (suite) await suite.close();
     if (dir) fs.rmSync(dir, { recursive: true, force: true });
   });
 

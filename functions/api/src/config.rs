@@ -99,9 +99,7 @@ async fn put_linked_hub(
     JsonBody(body): JsonBody<LinkedHubBody>,
 ) -> Answer {
     let body = body.ok_or_else(|| ApiError::malformed_body("A linked hub body is required"))?;
-    if body.host_name.as_ref().is_some_and(|h| !h.eq_ignore_ascii_case(&host_name)) {
-        return Err(ApiError::invalid("The hostName in the body does not match the path"));
-    }
+    same_name("hostName", body.host_name.as_deref(), &host_name)?;
     let hub = LinkedHub {
         host_name: host_name.to_ascii_lowercase(),
         allocation_weight: body.allocation_weight.unwrap_or(1),
@@ -110,6 +108,14 @@ async fn put_linked_hub(
         connector: body.connector,
     };
     Ok(json(StatusCode::OK, &dps.put_linked_hub(&caller, hub).await?))
+}
+
+/// The name a PUT body gives its entity (`field`), if it gives one, must be the path's (case-insensitively).
+fn same_name(field: &str, in_body: Option<&str>, in_path: &str) -> Result<(), ApiError> {
+    if in_body.is_some_and(|name| !name.eq_ignore_ascii_case(in_path)) {
+        return Err(ApiError::invalid(format!("The {field} in the body does not match the path")));
+    }
+    Ok(())
 }
 
 async fn delete_linked_hub(Call { dps, caller, .. }: ExtensionCall, Segments(host_name): Segments<String>) -> Answer {
@@ -196,9 +202,7 @@ async fn put_access_policy(
     JsonBody(body): JsonBody<AccessPolicyBody>,
 ) -> Answer {
     let body = body.ok_or_else(|| ApiError::malformed_body("A policy body is required"))?;
-    if body.key_name.as_ref().is_some_and(|k| !k.eq_ignore_ascii_case(&key_name)) {
-        return Err(ApiError::invalid("The keyName in the body does not match the path"));
-    }
+    same_name("keyName", body.key_name.as_deref(), &key_name)?;
     let policy = AccessPolicy {
         key_name,
         primary_key: body.primary_key.unwrap_or_default(),

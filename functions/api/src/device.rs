@@ -1,5 +1,7 @@
 //! The device (runtime) API: register, operation status lookup, registration status lookup.
 
+use std::collections::HashMap;
+
 use axum::Router;
 use axum::extract::{FromRequestParts, State};
 use axum::http::header::{AUTHORIZATION, RETRY_AFTER};
@@ -48,16 +50,23 @@ pub(crate) fn normalise(segments: &[&str]) -> Vec<String> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClientAddress(pub std::net::IpAddr);
 
-/// The extractor of what a device presents besides its path and body ([`DeviceCaller`]): the `Authorization`
-/// header, the certificate chain the front door received, and its address.
-struct Presented(DeviceCaller);
+/// The extractor of the calling device ([`DeviceCaller`]): the ID scope and registration ID of the path (also
+/// recorded on the request's span), the `Authorization` header, the certificate chain the front door received,
+/// and its address. The body's `registrationId` is the handler's to add.
+struct Device(DeviceCaller);
 
-impl<S: Send + Sync> FromRequestParts<S> for Presented {
+impl<S: Send + Sync> FromRequestParts<S> for Device {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let Segments(mut path) = Segments::<HashMap<String, String>>::from_request_parts(parts, state).await?;
+        let id_scope = path.remove("id_scope").unwrap_or_default();
+        tracing::Span::current().record("scope", id_scope.as_str());
         let certificates = parts.extensions.get::<ClientCertificates>();
         Ok(Self(DeviceCaller {
+            id_scope,
+            registration_id: path.remove("registration_id").unwrap_or_default(),
+            body_registration_id: None,
             authorization: header_str(&parts.headers, AUTHORIZATION.as_str()).map(str::to_string),
             client_certificates: certificates.map_or(Ok(Vec::new()), ClientCertificates::der)?,
             client_address: parts.extensions.get::<ClientAddress>().map(|ClientAddress(ip)| *ip),
@@ -68,25 +77,14 @@ impl<S: Send + Sync> FromRequestParts<S> for Presented {
 async fn register(
     State(dps): State<Dps>,
     ApiVersion(api_version): ApiVersion,
-    Segments((id_scope, registration_id)): Segments<(String, String)>,
-    Presented(caller): Presented,
+    Device(caller): Device,
     JsonBody(body): JsonBody<DeviceRegistration>,
 ) -> Result<Response, ApiError> {
-    tracing::Span::current().record("scope", id_scope.as_str());
     let body = body.unwrap_or_default();
     let csr = csr_der(&body, &api_version)?;
-    let record = dps
-        .register(RegisterRequest {
-            id_scope,
-            registration_id,
-            body_registration_id: body.registration_id,
-            payload: body.payload,
-            caller,
-            api_version,
-            tpm: body.tpm,
-            csr,
-        })
-        .await?;
+    let caller = DeviceCaller { body_registration_id: body.registration_id, ..caller };
+    let record =
+        dps.register(RegisterRequest { caller, payload: body.payload, api_version, tpm: body.tpm, csr }).await?;
     // Clients (iot-identity-service) accept only 202 here, whatever the outcome.
     Ok(operation_answer(&record, StatusCode::ACCEPTED))
 }
@@ -94,20 +92,11 @@ async fn register(
 async fn operation_status(
     State(dps): State<Dps>,
     _: ApiVersion,
-    Segments((id_scope, registration_id, operation_id)): Segments<(String, String, String)>,
-    Presented(caller): Presented,
+    Device(caller): Device,
+    Segments((_, _, operation_id)): Segments<(String, String, String)>,
 ) -> Result<Response, ApiError> {
     // The Node SDK sends "{}" with this GET; the body is never read.
-    tracing::Span::current().record("scope", id_scope.as_str());
-    let record = dps
-        .operation_status(StatusRequest {
-            id_scope,
-            registration_id,
-            body_registration_id: None,
-            operation_id: Some(operation_id),
-            caller,
-        })
-        .await?;
+    let record = dps.operation_status(StatusRequest { caller, operation_id: Some(operation_id) }).await?;
     let status = if record.status == RegistrationStatus::Assigning { StatusCode::ACCEPTED } else { StatusCode::OK };
     Ok(operation_answer(&record, status))
 }
@@ -115,24 +104,15 @@ async fn operation_status(
 async fn registration_status(
     State(dps): State<Dps>,
     _: ApiVersion,
-    Segments((id_scope, registration_id)): Segments<(String, String)>,
-    Presented(caller): Presented,
+    Device(caller): Device,
     JsonBody(body): JsonBody<DeviceRegistration>,
 ) -> Result<Response, ApiError> {
-    tracing::Span::current().record("scope", id_scope.as_str());
     let body = body.unwrap_or_default();
     if body.csr.is_some() {
         return Err(ApiError::invalid("A csr is not accepted by the registration status lookup"));
     }
-    let record = dps
-        .registration_status(StatusRequest {
-            id_scope,
-            registration_id,
-            body_registration_id: body.registration_id,
-            operation_id: None,
-            caller,
-        })
-        .await?;
+    let caller = DeviceCaller { body_registration_id: body.registration_id, ..caller };
+    let record = dps.registration_status(StatusRequest { caller, operation_id: None }).await?;
     Ok(json(StatusCode::OK, &DeviceRegistrationResult::from(&record)))
 }
 

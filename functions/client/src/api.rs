@@ -48,6 +48,33 @@ impl EnrollmentKind {
     }
 }
 
+/// The collections of our extensions that hold named JSON entities, read and deleted alike.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Collection {
+    /// `/config/linkedHubs`, keyed by host name (credentials never included).
+    LinkedHubs,
+    /// `/policies`, WebAssembly allocation policies as `PolicyInfo`, keyed by name.
+    Policies,
+    /// `/config/certificates`, CA certificates, keyed by name (deletion is refused while a group references one).
+    CaCertificates,
+}
+
+impl Collection {
+    /// The collection's path.
+    pub fn path(self) -> &'static str {
+        match self {
+            Self::LinkedHubs => "config/linkedHubs",
+            Self::Policies => "policies",
+            Self::CaCertificates => "config/certificates",
+        }
+    }
+
+    /// The path of its member `name`.
+    pub fn member(self, name: &str) -> String {
+        format!("{}/{}", self.path(), seg(name))
+    }
+}
+
 /// Bulk operation mode, as the wire spells it (the service's own type).
 pub use dps_core::usecases::BulkMode;
 
@@ -188,81 +215,56 @@ impl Client {
 
     // ---- linked hubs ----
 
-    /// The instance's linked hubs (credentials never included).
-    pub async fn linked_hubs(&self) -> Result<Vec<Value>, Error> {
-        array(self.call(Method::GET, "config/linkedHubs", None, &[]).await?.body)
-    }
-
-    /// One linked hub.
-    pub async fn linked_hub(&self, host_name: &str) -> Result<Value, Error> {
-        Ok(self.call(Method::GET, &format!("config/linkedHubs/{}", seg(host_name)), None, &[]).await?.body)
-    }
-
     /// Link a hub, or replace its settings.
     pub async fn put_linked_hub(&self, host_name: &str, body: &Value) -> Result<Value, Error> {
-        Ok(self.call(Method::PUT, &format!("config/linkedHubs/{}", seg(host_name)), Some(body), &[]).await?.body)
-    }
-
-    /// Unlink a hub.
-    pub async fn delete_linked_hub(&self, host_name: &str) -> Result<(), Error> {
-        self.call(Method::DELETE, &format!("config/linkedHubs/{}", seg(host_name)), None, &[]).await.map(drop)
+        Ok(self.call(Method::PUT, &Collection::LinkedHubs.member(host_name), Some(body), &[]).await?.body)
     }
 
     // ---- WebAssembly allocation policies ----
 
     /// Upload (or replace) a module under `name`; its `PolicyInfo`.
     pub async fn upload_policy(&self, name: &str, module: Vec<u8>) -> Result<Value, Error> {
-        let path = format!("policies/{}", seg(name));
+        let path = Collection::Policies.member(name);
         Ok(self.send(Method::PUT, &path, Some(("application/wasm", module)), &[]).await?.body)
-    }
-
-    /// Every policy's `PolicyInfo`.
-    pub async fn policies(&self) -> Result<Vec<Value>, Error> {
-        array(self.call(Method::GET, "policies", None, &[]).await?.body)
-    }
-
-    /// One policy's `PolicyInfo`.
-    pub async fn policy(&self, name: &str) -> Result<Value, Error> {
-        Ok(self.call(Method::GET, &format!("policies/{}", seg(name)), None, &[]).await?.body)
-    }
-
-    /// Remove a policy's name.
-    pub async fn delete_policy(&self, name: &str) -> Result<(), Error> {
-        self.call(Method::DELETE, &format!("policies/{}", seg(name)), None, &[]).await.map(drop)
     }
 
     /// Evaluate a policy on an AllocationRequest; the `DryRun` answer (decision and trace).
     pub async fn dry_run_policy(&self, name: &str, request: &Value) -> Result<Value, Error> {
-        Ok(self.call(Method::POST, &format!("policies/{}/dryRun", seg(name)), Some(request), &[]).await?.body)
+        Ok(self
+            .call(Method::POST, &format!("{}/dryRun", Collection::Policies.member(name)), Some(request), &[])
+            .await?
+            .body)
     }
 
     // ---- CA certificates ----
 
     /// Upload a CA certificate (PEM) under `name`; unverified, with a verification code.
     pub async fn put_ca_certificate(&self, name: &str, pem: &str) -> Result<Value, Error> {
-        let path = format!("config/certificates/{}", seg(name));
+        let path = Collection::CaCertificates.member(name);
         Ok(self.call(Method::PUT, &path, Some(&json!({ "certificate": pem })), &[]).await?.body)
     }
 
     /// Prove possession of the CA's key with a certificate it signed whose CN is the verification code.
     pub async fn verify_ca_certificate(&self, name: &str, pem: &str) -> Result<Value, Error> {
-        let path = format!("config/certificates/{}/verify", seg(name));
+        let path = format!("{}/verify", Collection::CaCertificates.member(name));
         Ok(self.call(Method::POST, &path, Some(&json!({ "certificate": pem })), &[]).await?.body)
     }
 
-    /// Every CA certificate.
-    pub async fn ca_certificates(&self) -> Result<Vec<Value>, Error> {
-        array(self.call(Method::GET, "config/certificates", None, &[]).await?.body)
+    // ---- the extensions' collections of named entities ----
+
+    /// Every member of `collection`.
+    pub async fn list(&self, collection: Collection) -> Result<Vec<Value>, Error> {
+        array(self.call(Method::GET, collection.path(), None, &[]).await?.body)
     }
 
-    /// One CA certificate.
-    pub async fn ca_certificate(&self, name: &str) -> Result<Value, Error> {
-        Ok(self.call(Method::GET, &format!("config/certificates/{}", seg(name)), None, &[]).await?.body)
+    /// The member `name` of `collection`.
+    pub async fn get(&self, collection: Collection, name: &str) -> Result<Value, Error> {
+        Ok(self.call(Method::GET, &collection.member(name), None, &[]).await?.body)
     }
 
-    /// Delete a CA certificate (refused while a group references it).
-    pub async fn delete_ca_certificate(&self, name: &str) -> Result<(), Error> {
-        self.call(Method::DELETE, &format!("config/certificates/{}", seg(name)), None, &[]).await.map(drop)
+    /// Delete the member `name` of `collection` (unlink a hub, remove a policy's name, delete a CA certificate).
+    pub async fn delete(&self, collection: Collection, name: &str) -> Result<(), Error> {
+        self.call(Method::DELETE, &collection.member(name), None, &[]).await.map(drop)
     }
 }
 

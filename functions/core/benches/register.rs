@@ -19,7 +19,7 @@ use dps_attestation::testing::{self as certs, KeyKind, TestCert};
 use dps_core::model::{EnrollmentGroup, RegistrationStatus};
 use dps_core::store::{EnrollmentStore, Precondition, Store};
 use dps_core::testing;
-use dps_core::usecases::RegisterRequest;
+use dps_core::usecases::{DeviceCaller, RegisterRequest};
 use dps_core::{Dps, Settings, sas};
 use dps_store_embedded::EmbeddedStore;
 use tokio::runtime::Runtime;
@@ -86,11 +86,8 @@ impl Bench {
         let key = sas::derive_device_key(&self.group_key, &id).unwrap();
         let token = testing::device_token(&self.scope, &id, &key, testing::in_an_hour());
         RegisterRequest {
-            id_scope: self.scope.clone(),
-            registration_id: id.clone(),
-            body_registration_id: Some(id),
+            caller: DeviceCaller::sas(&self.scope, id.clone(), token),
             payload: None,
-            caller: dps_core::usecases::DeviceCaller::sas(token),
             api_version: "2021-06-01".into(),
             tpm: None,
             csr: None,
@@ -220,10 +217,10 @@ fn x509_registration(c: &mut Criterion) {
                         .map(|_| {
                             let id = format!("x509-device-{:08}", bench.next.fetch_add(1, Ordering::Relaxed));
                             RegisterRequest {
-                                id_scope: bench.scope.clone(),
-                                registration_id: id.clone(),
-                                body_registration_id: Some(id.clone()),
-                                caller: dps_core::usecases::DeviceCaller {
+                                caller: DeviceCaller {
+                                    id_scope: bench.scope.clone(),
+                                    registration_id: id.clone(),
+                                    body_registration_id: Some(id.clone()),
                                     client_certificates: case.chain(&id),
                                     ..Default::default()
                                 },

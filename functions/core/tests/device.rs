@@ -368,7 +368,7 @@ async fn request_shape_is_checked_before_anything_is_written() {
     f.enroll(individual("dev-1", json!({}))).await;
     let (key, _) = f.keys("dev-1").await;
     let mut mismatch = register_request(f.scope(), "dev-1", &key);
-    mismatch.body_registration_id = Some("dev-2".into());
+    mismatch.caller.body_registration_id = Some("dev-2".into());
     assert!(matches!(f.dps.register(mismatch).await, Err(Error::Invalid(_))));
     let bad_id = register_request(f.scope(), "dev 1", &key);
     assert!(matches!(f.dps.register(bad_id).await, Err(Error::Invalid(_))));

@@ -11,7 +11,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use dps_core::model::{AttestationType, IndividualEnrollment, RegistrationStatus, TpmRegistration};
 use dps_core::store::EnrollmentStore;
-use dps_core::usecases::RegisterRequest;
+use dps_core::usecases::{DeviceCaller, RegisterRequest};
 use dps_core::{Error, Settings};
 use serde_json::{Value, json};
 use support::*;
@@ -31,10 +31,13 @@ fn tpm_enrollment(id: &str, tpm: &TpmRegistration, with_srk: bool) -> Value {
 
 fn tpm_request(f: &Fixture, id: &str, tpm: &TpmRegistration, authorization: Option<String>) -> RegisterRequest {
     RegisterRequest {
-        id_scope: f.scope().to_string(),
-        registration_id: id.into(),
-        body_registration_id: Some(id.into()),
-        caller: dps_core::usecases::DeviceCaller { authorization, ..Default::default() },
+        caller: DeviceCaller {
+            id_scope: f.scope().to_string(),
+            registration_id: id.into(),
+            body_registration_id: Some(id.into()),
+            authorization,
+            ..Default::default()
+        },
         api_version: "2021-06-01".into(),
         tpm: Some(tpm.clone()),
         ..RegisterRequest::default()
@@ -48,6 +51,14 @@ async fn challenge(f: &Fixture, id: &str, tpm: &TpmRegistration) -> (String, Str
     let stored = f.store.get_tpm_challenge(f.scope(), id).await.unwrap().expect("the challenge is stored");
     assert_eq!(stored.authentication_key, authentication_key);
     (authentication_key, stored.key)
+}
+
+/// Register with `request`, expecting a 401 whose message holds `why`, and no record written.
+async fn assert_refused(f: &Fixture, request: RegisterRequest, why: &str) {
+    let id = request.caller.registration_id.clone();
+    let answer = f.dps.register(request).await;
+    assert!(matches!(&answer, Err(Error::Unauthorized(m)) if m.contains(why)), "{why}: {answer:?}");
+    assert_eq!(f.store.get_registration(f.scope(), &id).await.unwrap(), None, "nothing recorded");
 }
 
 async fn enrolled(linked: usize) -> Fixture {
@@ -98,9 +109,7 @@ async fn a_sas_signed_with_another_key_is_refused() {
     let tpm = fixture_tpm("a");
     challenge(&f, "tpm-device-1", &tpm).await;
     let token = device_token(f.scope(), "tpm-device-1", &random_key(), later());
-    let refused = f.dps.register(tpm_request(&f, "tpm-device-1", &tpm, Some(token))).await;
-    assert!(matches!(&refused, Err(Error::Unauthorized(m)) if m.contains("not signed with the key")), "{refused:?}");
-    assert_eq!(f.store.get_registration(f.scope(), "tpm-device-1").await.unwrap(), None, "nothing recorded");
+    assert_refused(&f, tpm_request(&f, "tpm-device-1", &tpm, Some(token)), "not signed with the key").await;
     assert!(!f.store.get_tpm_challenge(f.scope(), "tpm-device-1").await.unwrap().unwrap().consumed);
 }
 
@@ -114,9 +123,7 @@ async fn an_expired_challenge_is_refused() {
     assert!(matches!(answer, Err(Error::TpmChallenge { .. })));
     assert_eq!(f.store.get_tpm_challenge(f.scope(), "tpm-device-1").await.unwrap(), None, "already expired");
     let token = device_token(f.scope(), "tpm-device-1", &random_key(), later());
-    let late = f.dps.register(tpm_request(&f, "tpm-device-1", &tpm, Some(token))).await;
-    assert!(matches!(&late, Err(Error::Unauthorized(m)) if m.contains("expired")), "{late:?}");
-    assert_eq!(f.store.get_registration(f.scope(), "tpm-device-1").await.unwrap(), None);
+    assert_refused(&f, tpm_request(&f, "tpm-device-1", &tpm, Some(token)), "expired").await;
 }
 
 #[tokio::test]
@@ -144,9 +151,7 @@ async fn an_enrolled_srk_must_match() {
     let (_, key) = challenge(&f, "tpm-device-1", &tpm).await;
     let token = device_token(f.scope(), "tpm-device-1", &key, later());
     let swapped = TpmRegistration { storage_root_key: tpm.endorsement_key.clone().into(), ..tpm.clone() };
-    let refused = f.dps.register(tpm_request(&f, "tpm-device-1", &swapped, Some(token))).await;
-    assert!(matches!(&refused, Err(Error::Unauthorized(m)) if m.contains("not the one")), "{refused:?}");
-    assert_eq!(f.store.get_registration(f.scope(), "tpm-device-1").await.unwrap(), None);
+    assert_refused(&f, tpm_request(&f, "tpm-device-1", &swapped, Some(token)), "not the one").await;
 }
 
 #[tokio::test]
@@ -177,7 +182,7 @@ async fn enrollments_of_one_instance_do_not_admit_in_another() {
     let tpm = fixture_tpm("a");
     let other = add_instance(&f.dps, "dps-two", "dps-two.example.net", hubs(1)).await;
     let mut req = tpm_request(&f, "tpm-device-1", &tpm, None);
-    req.id_scope = other.id_scope.clone();
+    req.caller.id_scope = other.id_scope.clone();
     let refused = f.dps.register(req).await;
     assert!(matches!(refused, Err(Error::Unauthorized(_))), "{refused:?}");
     assert_eq!(f.store.get_tpm_challenge(&other.id_scope, "tpm-device-1").await.unwrap(), None);
@@ -185,7 +190,7 @@ async fn enrollments_of_one_instance_do_not_admit_in_another() {
     let (_, key) = challenge(&f, "tpm-device-1", &tpm).await;
     let mut req =
         tpm_request(&f, "tpm-device-1", &tpm, Some(device_token(&other.id_scope, "tpm-device-1", &key, later())));
-    req.id_scope = other.id_scope.clone();
+    req.caller.id_scope = other.id_scope.clone();
     assert!(matches!(f.dps.register(req).await, Err(Error::Unauthorized(_))));
     assert_eq!(f.store.get_registration(&other.id_scope, "tpm-device-1").await.unwrap(), None);
 }

@@ -6,16 +6,16 @@ mod support;
 use dps_attestation::testing::{self, KeyKind, TestCert};
 use dps_core::Error;
 use dps_core::model::{AttestationType, EnrollmentGroup, ProvisioningStatus, RegistrationRecord, RegistrationStatus};
-use dps_core::usecases::RegisterRequest;
+use dps_core::usecases::{DeviceCaller, RegisterRequest};
 use serde_json::json;
 use support::{Fixture, hubs};
 
 fn request(f: &Fixture, registration_id: &str, chain: &[&TestCert]) -> RegisterRequest {
     RegisterRequest {
-        id_scope: f.scope().to_string(),
-        registration_id: registration_id.to_string(),
-        body_registration_id: Some(registration_id.to_string()),
-        caller: dps_core::usecases::DeviceCaller {
+        caller: DeviceCaller {
+            id_scope: f.scope().to_string(),
+            registration_id: registration_id.to_string(),
+            body_registration_id: Some(registration_id.to_string()),
             client_certificates: chain.iter().map(|c| c.der.clone()).collect(),
             ..Default::default()
         },
@@ -176,7 +176,8 @@ async fn a_certificate_of_one_instance_does_not_open_another() {
     let root = testing::root("root-ca", KeyKind::EcdsaP256);
     f.enroll_group(signing_group("group", &root.pem)).await;
     let leaf = root.device("dev-1", KeyKind::EcdsaP256);
-    let req = RegisterRequest { id_scope: other.id_scope.clone(), ..request(&f, "dev-1", &[&leaf]) };
+    let mut req = request(&f, "dev-1", &[&leaf]);
+    req.caller.id_scope = other.id_scope.clone();
     assert!(matches!(f.dps.register(req).await, Err(Error::Unauthorized(_))));
     assert!(f.store.device_context(&other.id_scope, "dev-1").await.unwrap().record.is_none());
 }

@@ -92,6 +92,15 @@ fn twin(v: Value) -> HubTwin {
 }
 
 impl Env {
+    /// The calls since the last take, printed under `what` with their count and the time since `started` (the
+    /// figures the connector's docs quote), and checked against `expected`.
+    fn assert_calls(&self, what: &str, started: Instant, expected: &[&str]) {
+        let latency = started.elapsed();
+        let calls = self.calls.take();
+        println!("{what}: {} calls {calls:?} in {latency:?}", calls.len());
+        assert_eq!(calls, expected, "{what}");
+    }
+
     async fn shadow_desired(&self, thing: &str) -> Option<Value> {
         let out = self.data.get_thing_shadow().thing_name(thing).send().await.ok()?;
         let doc: Value = serde_json::from_slice(out.payload.unwrap().as_ref()).unwrap();
@@ -136,10 +145,8 @@ async fn symmetric_key_device_gets_its_thing_type_group_attributes_and_shadow_id
     let started = Instant::now();
     env.connector.upsert_device(hub(&settings), &device("sym-1", None)).await.unwrap();
     env.connector.apply_twin(hub(&settings), "sym-1", &initial).await.unwrap();
-    let latency = started.elapsed();
-    let first = env.calls.take();
-    println!("first registration, symmetric key, type + group: {} calls {first:?} in {latency:?}", first.len());
-    assert_eq!(first, ["CreateThing", "AddThingToThingGroup", "UpdateThing", "GetThingShadow", "UpdateThingShadow"]);
+    let expected = ["CreateThing", "AddThingToThingGroup", "UpdateThing", "GetThingShadow", "UpdateThingShadow"];
+    env.assert_calls("first registration, symmetric key, type + group", started, &expected);
 
     let thing = env.iot.describe_thing().thing_name("sym-1").send().await.unwrap();
     assert_eq!(thing.thing_type_name.as_deref(), Some("sensor"));
@@ -213,19 +220,17 @@ async fn x509_device_certificate_is_registered_active_and_attached_with_the_poli
     let started = Instant::now();
     env.connector.upsert_device(hub(&settings), &device("x509-1", Some(cert.der.clone()))).await.unwrap();
     env.connector.apply_twin(hub(&settings), "x509-1", &HubTwin::default()).await.unwrap();
-    let latency = started.elapsed();
-    let first = env.calls.take();
-    println!("first registration, X.509, policy: {} calls {first:?} in {latency:?}", first.len());
-    assert_eq!(
-        first,
-        [
+    env.assert_calls(
+        "first registration, X.509, policy",
+        started,
+        &[
             "CreateThing",
             "RegisterCertificateWithoutCA",
             "AttachThingPrincipal",
             "AttachPolicy",
             "UpdateThing",
-            "GetThingShadow"
-        ]
+            "GetThingShadow",
+        ],
     );
 
     let id = certificate_id(&cert.der);
@@ -289,20 +294,18 @@ async fn a_csr_gets_an_issued_certificate_attached_to_the_thing_and_the_policy()
         .await
         .unwrap();
     let chain = env.connector.issue_certificate(hub(&settings), &device("csr-1", None), &csr_der).await.unwrap();
-    let latency = started.elapsed();
-    let first = env.calls.take();
-    println!("first registration, symmetric key + CSR, policy: {} calls {first:?} in {latency:?}", first.len());
-    assert_eq!(
-        first,
-        [
+    env.assert_calls(
+        "first registration, symmetric key + CSR, policy",
+        started,
+        &[
             "CreateThing",
             "UpdateThing",
             "GetThingShadow",
             "UpdateThingShadow",
             "CreateCertificateFromCsr",
             "AttachThingPrincipal",
-            "AttachPolicy"
-        ]
+            "AttachPolicy",
+        ],
     );
 
     assert_eq!(chain.len(), 1, "the leaf; IoT Core's issuer chains to Amazon's root");
@@ -349,12 +352,10 @@ async fn a_move_reads_the_twin_sets_it_in_the_new_hub_and_removes_the_old_thing(
     env.connector.upsert_device(hub(&new_hub), &dev).await.unwrap();
     env.connector.apply_twin(hub(&new_hub), "move-1", &migrated).await.unwrap();
     env.connector.remove_device(hub(&old_hub), "move-1").await.unwrap();
-    let latency = started.elapsed();
-    let moved = env.calls.take();
-    println!("move of an X.509 device with migration: {} calls {moved:?} in {latency:?}", moved.len());
-    assert_eq!(
-        moved,
-        [
+    env.assert_calls(
+        "move of an X.509 device with migration",
+        started,
+        &[
             "DescribeThing",
             "GetThingShadow", // read
             "CreateThing",
@@ -372,7 +373,7 @@ async fn a_move_reads_the_twin_sets_it_in_the_new_hub_and_removes_the_old_thing(
             "UpdateCertificate",
             "DeleteCertificate",
             "DeleteThing", // remove
-        ]
+        ],
     );
 
     // The new region's registry has the device; the old one has neither thing nor certificate.

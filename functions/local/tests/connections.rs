@@ -135,6 +135,12 @@ async fn closed_by_server<S: AsyncReadExt + Unpin>(stream: &mut S) -> bool {
     timeout(BOUND, read_until_closed(stream)).await.is_ok()
 }
 
+/// A client that asks for the configuration, and waits as long as it takes; its answer's status.
+fn waiting_client(server: &Arc<Server>) -> tokio::task::JoinHandle<u16> {
+    let server = server.clone();
+    tokio::spawn(async move { server.get_config().await })
+}
+
 fn status_of(answer: &[u8]) -> u16 {
     let text = String::from_utf8_lossy(answer);
     text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("no HTTP answer: {text:?}"))
@@ -146,14 +152,8 @@ async fn silent_connections_are_closed_and_do_not_lock_out_clients() {
     // the first-byte timeout can free them.
     let args = ["--max-connections", "3", "--first-byte-timeout", "1", "--idle-timeout", "600"];
     let server = Arc::new(Server::start(&args));
-    let mut silent = Vec::new();
-    for _ in 0..3 {
-        silent.push(server.tls().await);
-    }
-    let waiting = tokio::spawn({
-        let server = server.clone();
-        async move { server.get_config().await }
-    });
+    let mut silent = futures::future::join_all((0..3).map(|_| server.tls())).await;
+    let waiting = waiting_client(&server);
     for stream in &mut silent {
         assert!(closed_by_server(stream).await, "a silent connection stays open");
     }
@@ -191,10 +191,7 @@ async fn idle_http2_and_keep_alive_connections_are_closed() {
     answer.into_body().collect().await.unwrap();
 
     // All four slots are held; a fifth client waits for one of them.
-    let waiting = tokio::spawn({
-        let server = server.clone();
-        async move { server.get_config().await }
-    });
+    let waiting = waiting_client(&server);
     for stream in &mut preface_only {
         assert!(closed_by_server(stream).await, "an HTTP/2 connection without streams stays open");
     }

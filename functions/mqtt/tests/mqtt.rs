@@ -134,6 +134,13 @@ impl World {
         (client, stop, served)
     }
 
+    /// `id` enrolled, and a client under `limits` connected as it with a token of its key; the token too.
+    async fn enrolled(&self, id: &str, limits: Limits) -> (Client, oneshot::Sender<()>, JoinHandle<Ended>, String) {
+        let token = self.token(id, &self.enroll(id).await);
+        let (client, stop, served) = self.connected(id, &token, limits).await;
+        (client, stop, served, token)
+    }
+
     /// A connected, subscribed client for `id` with `password`.
     async fn device(&self, id: &str, password: &str) -> (Client, oneshot::Sender<()>, JoinHandle<Ended>) {
         let (mut client, stop, served) = self.connected(id, password, Limits::default()).await;
@@ -320,8 +327,7 @@ async fn bad_connects_are_refused() {
 #[tokio::test]
 async fn subscriptions_outside_the_response_topics_are_refused_and_unsubscribed_answers_are_not_sent() {
     let w = World::new().await;
-    let key = w.enroll("dev-5").await;
-    let (mut c, _stop, _) = w.connected("dev-5", &w.token("dev-5", &key), Limits::default()).await;
+    let (mut c, _stop, _, _) = w.enrolled("dev-5", Limits::default()).await;
     use rumqttc::mqttbytes::v4::SubscribeReasonCode::{Failure, Success};
     assert_eq!(c.subscribe("#", QoS::AtLeastOnce).await, vec![Failure]);
     // Not subscribed: the answer is dropped; a ping proves the connection goes on.
@@ -401,14 +407,13 @@ async fn silent_clients_are_closed() {
 #[tokio::test]
 async fn oversized_packets_and_qos_2_close_the_connection() {
     let w = World::new().await;
-    let key = w.enroll("dev-7").await;
-    let (mut c, _stop, served) =
-        w.connected("dev-7", &w.token("dev-7", &key), Limits { max_packet_bytes: 1024, ..Limits::default() }).await;
+    let (mut c, _stop, served, token) =
+        w.enrolled("dev-7", Limits { max_packet_bytes: 1024, ..Limits::default() }).await;
     c.send(Packet::Publish(Publish::new(format!("{REGISTER}1"), QoS::AtMostOnce, vec![b' '; 2048]))).await;
     assert!(c.next().await.is_none());
     assert!(matches!(served.await.unwrap(), Ended::ProtocolError(_)));
 
-    let (mut c, _stop, served) = w.device("dev-7", &w.token("dev-7", &key)).await;
+    let (mut c, _stop, served) = w.device("dev-7", &token).await;
     let mut publish = Publish::new(format!("{REGISTER}1"), QoS::ExactlyOnce, b"{}".to_vec());
     publish.pkid = 3;
     c.send(Packet::Publish(publish)).await;
@@ -419,9 +424,7 @@ async fn oversized_packets_and_qos_2_close_the_connection() {
 #[tokio::test]
 async fn requests_past_the_in_flight_limit_get_429_and_every_request_one_answer() {
     let w = World::new().await;
-    let key = w.enroll("dev-8").await;
-    let (mut c, _stop, _) =
-        w.connected("dev-8", &w.token("dev-8", &key), Limits { max_in_flight: 1, ..Limits::default() }).await;
+    let (mut c, _stop, _, _) = w.enrolled("dev-8", Limits { max_in_flight: 1, ..Limits::default() }).await;
     c.subscribe("$dps/registrations/res/#", QoS::AtMostOnce).await;
     for rid in 0..10 {
         let publish =

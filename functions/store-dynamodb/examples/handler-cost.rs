@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use aws_config::{BehaviorVersion, Region};
 use aws_credential_types::Credentials;
 use dps_core::model::{IndividualEnrollment, RegistrationStatus};
-use dps_core::usecases::{BulkMode, MAX_BULK_ITEMS, RegisterRequest, StatusRequest};
+use dps_core::usecases::{BulkMode, DeviceCaller, MAX_BULK_ITEMS, RegisterRequest, StatusRequest};
 use dps_core::{Dps, Settings, sas, testing};
 use dps_store_dynamodb::{DynamoStore, create_table, http_client, retry_config};
 
@@ -72,9 +72,7 @@ async fn main() {
     }
     let token = |i: usize| testing::device_token(&scope, &id(i), &key(i), testing::in_an_hour());
     let register = |i: usize, token: String| RegisterRequest {
-        id_scope: scope.clone(),
-        registration_id: id(i),
-        caller: dps_core::usecases::DeviceCaller::sas(token),
+        caller: DeviceCaller::sas(&scope, id(i), token),
         api_version: "2021-06-01".into(),
         ..Default::default()
     };
@@ -93,12 +91,7 @@ async fn main() {
     }
     let (cpu, wall) = (process_cpu(), Instant::now());
     for (i, token) in tokens.iter().enumerate() {
-        let request = StatusRequest {
-            id_scope: scope.clone(),
-            registration_id: id(i),
-            caller: dps_core::usecases::DeviceCaller::sas(token.clone()),
-            ..Default::default()
-        };
+        let request = StatusRequest { caller: DeviceCaller::sas(&scope, id(i), token.clone()), ..Default::default() };
         assert_eq!(dps.registration_status(request).await.expect("status").status, RegistrationStatus::Assigned);
     }
     report("registration status poll", devices, process_cpu() - cpu, wall.elapsed());

@@ -115,6 +115,15 @@ impl DynamoStore {
         if let Some((scope, count)) = meter.filter(|(_, m)| m.count > 0) {
             return self.counted(self.transact_put(item, condition)?, scope, count, precondition, what).await;
         }
+        match self.put_if(item, condition).await? {
+            Ok(()) => Ok(()),
+            Err(old) => Err(condition_failed(precondition, what, old.is_some())),
+        }
+    }
+
+    /// One PutItem under `condition`. A failed condition is the inner `Err`, with the item it found (ALL_OLD), if
+    /// any; the caller decides what that item means.
+    async fn put_if(&self, item: Item, condition: Option<Condition>) -> Result<Result<(), Option<Item>>> {
         let mut request = self.client.put_item().table_name(&*self.table).set_item(Some(item));
         if let Some(condition) = condition {
             request = request
@@ -124,11 +133,9 @@ impl DynamoStore {
                 .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
         }
         match request.send().await {
-            Ok(_) => Ok(()),
+            Ok(_) => Ok(Ok(())),
             Err(err) => match err.as_service_error() {
-                Some(PutItemError::ConditionalCheckFailedException(failed)) => {
-                    Err(condition_failed(precondition, what, failed.item().is_some()))
-                }
+                Some(PutItemError::ConditionalCheckFailedException(failed)) => Ok(Err(failed.item().cloned())),
                 _ => Err(errors::sdk("PutItem", err)),
             },
         }

@@ -4,14 +4,12 @@
 
 use std::collections::HashMap;
 
-use aws_sdk_dynamodb::operation::put_item::PutItemError;
-use aws_sdk_dynamodb::types::ReturnValuesOnConditionCheckFailure;
 use dps_core::Result;
 use dps_core::model::TpmChallenge;
 use dps_core::store::{Precondition, new_etag, unix_now};
 
 use crate::item::{self, Condition, Item, condition_failed};
-use crate::{DynamoStore, errors, layout};
+use crate::{DynamoStore, layout};
 
 const WHAT: &str = "TPM challenge";
 
@@ -65,23 +63,9 @@ pub(crate) async fn put(
     let mut record = item::entity_item(&key, "tpmChallenge", None, &etag, &challenge)?;
     record.insert(layout::TTL.into(), item::n(challenge.expires_at));
     let now = unix_now();
-    let mut request = store.client.put_item().table_name(&*store.table).set_item(Some(record));
-    if let Some(c) = condition(&precondition, now) {
-        request = request
-            .condition_expression(c.expression)
-            .set_expression_attribute_names(Some(c.names))
-            .set_expression_attribute_values(c.values)
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
-    }
-    match request.send().await {
-        Ok(_) => Ok(challenge),
-        Err(err) => match err.as_service_error() {
-            Some(PutItemError::ConditionalCheckFailedException(failed)) => {
-                let existed = failed.item().is_some_and(|old| live(old, now));
-                Err(condition_failed(&precondition, WHAT, existed))
-            }
-            _ => Err(errors::sdk("PutItem", err)),
-        },
+    match store.put_if(record, condition(&precondition, now)).await? {
+        Ok(()) => Ok(challenge),
+        Err(old) => Err(condition_failed(&precondition, WHAT, old.is_some_and(|old| live(&old, now)))),
     }
 }
 

@@ -21,38 +21,34 @@ async fn warm_env() -> (DpsEnv, String) {
     (env, key)
 }
 
-#[tokio::test]
-async fn registration_interrupted_before_its_read_leaves_nothing_and_a_retry_succeeds() {
+/// A first registration whose DynamoDB call number `call` fails on every attempt: the device gets 503, the
+/// calls made are `attempts`, nothing is recorded or counted, and the device's retry is assigned and counted once.
+async fn interrupted_first_registration(call: usize, attempts: Vec<String>) {
     let (env, key) = warm_env().await;
-    env.faults.fail(1, ATTEMPTS, Fault::ServerError);
+    env.faults.fail(call, ATTEMPTS, Fault::ServerError);
     let failed = env.register("dev-1", &key).await;
     assert!(matches!(failed, Err(Error::Unavailable(_))), "{failed:?}");
-    assert_eq!(env.log.attempts(), vec!["BatchGetItem".to_string(); ATTEMPTS], "the read was retried, then given up");
-
-    assert_eq!(env.store.get_registration(&env.scope, "dev-1").await.unwrap(), None);
-    assert_eq!(env.counted().await, (1, 0), "only the warm-up device is counted");
-    let retried = env.register("dev-1", &key).await.expect("the device's retry");
-    assert_eq!(retried.status, RegistrationStatus::Assigned);
-    assert_eq!(env.counted().await, (2, 0));
-}
-
-#[tokio::test]
-async fn registration_interrupted_before_its_write_leaves_nothing_and_a_retry_succeeds() {
-    let (env, key) = warm_env().await;
-    // Attempt 1 is the device context read; the write's attempts all fail.
-    env.faults.fail(2, ATTEMPTS, Fault::ServerError);
-    let failed = env.register("dev-1", &key).await;
-    assert!(matches!(failed, Err(Error::Unavailable(_))), "{failed:?}");
-    let mut expected = vec!["BatchGetItem".to_string()];
-    expected.extend(vec!["TransactWriteItems".to_string(); ATTEMPTS]);
-    assert_eq!(env.log.attempts(), expected);
+    assert_eq!(env.log.attempts(), attempts, "the failed call was retried, then given up");
 
     assert_eq!(env.store.get_registration(&env.scope, "dev-1").await.unwrap(), None, "no record");
-    assert_eq!(env.counted().await, (1, 0), "not counted: the count is in the write that failed");
+    assert_eq!(env.counted().await, (1, 0), "only the warm-up device is counted");
     let retried = env.register("dev-1", &key).await.expect("the device's retry");
     assert_eq!(retried.status, RegistrationStatus::Assigned);
     assert_eq!(env.store.get_registration(&env.scope, "dev-1").await.unwrap(), Some(retried));
     assert_eq!(env.counted().await, (2, 0), "counted once");
+}
+
+#[tokio::test]
+async fn registration_interrupted_before_its_read_leaves_nothing_and_a_retry_succeeds() {
+    interrupted_first_registration(1, vec!["BatchGetItem".to_string(); ATTEMPTS]).await;
+}
+
+#[tokio::test]
+async fn registration_interrupted_before_its_write_leaves_nothing_and_a_retry_succeeds() {
+    // Call 1 is the device context read; the write's attempts all fail (the count is in that write).
+    let mut attempts = vec!["BatchGetItem".to_string()];
+    attempts.extend(vec!["TransactWriteItems".to_string(); ATTEMPTS]);
+    interrupted_first_registration(2, attempts).await;
 }
 
 #[tokio::test]
@@ -147,16 +143,9 @@ async fn throttled_transactions_are_retried_then_surface_as_throttled() {
 #[tokio::test]
 async fn concurrent_registrations_of_one_device_all_get_answers() {
     let (env, key) = warm_env().await;
-    let env = std::sync::Arc::new(env);
-    let mut calls = Vec::new();
-    for _ in 0..4 {
-        let (env, key) = (env.clone(), key.clone());
-        calls.push(tokio::spawn(async move { env.register("dev-1", &key).await }));
-    }
-    let mut answers = Vec::new();
-    for call in calls {
-        answers.push(call.await.unwrap().expect("every concurrent registration is answered"));
-    }
+    // Interleaved on the test's one thread, as spawned tasks would be.
+    let answers = futures::future::join_all((0..4).map(|_| env.register("dev-1", &key))).await;
+    let answers: Vec<_> = answers.into_iter().map(|a| a.expect("every concurrent registration is answered")).collect();
     let stored = env.store.get_registration(&env.scope, "dev-1").await.unwrap().unwrap();
     assert!(answers.contains(&stored), "the stored record is one of the answers");
     assert_eq!(env.counted().await, (2, 3), "one first registration (plus the warm-up), three re-registrations");

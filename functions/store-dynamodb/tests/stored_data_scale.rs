@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use dps_core::model::{EnrollmentGroup, IndividualEnrollment, RegistrationRecord, RegistrationStatus};
-use dps_core::usecases::{BulkMode, MAX_BULK_ITEMS, RegisterRequest, StatusRequest};
+use dps_core::usecases::{BulkMode, DeviceCaller, MAX_BULK_ITEMS, RegisterRequest, StatusRequest};
 use dps_core::{Caller, Dps, Result, Settings, sas, testing};
 use dps_store_dynamodb::{DynamoStore, create_table};
 use futures::StreamExt;
@@ -88,9 +88,7 @@ impl Env {
         let token = testing::device_token(&self.scope, id, &self.key(id), testing::in_an_hour());
         self.dps
             .register(RegisterRequest {
-                id_scope: self.scope.clone(),
-                registration_id: id.into(),
-                caller: dps_core::usecases::DeviceCaller::sas(token),
+                caller: DeviceCaller::sas(&self.scope, id, token),
                 api_version: "2021-06-01".into(),
                 ..Default::default()
             })
@@ -99,15 +97,12 @@ impl Env {
 
     async fn status(&self, id: &str, operation_id: Option<&str>) -> Result<RegistrationRecord> {
         let request = StatusRequest {
-            id_scope: self.scope.clone(),
-            registration_id: id.into(),
-            operation_id: operation_id.map(str::to_string),
-            caller: dps_core::usecases::DeviceCaller::sas(testing::device_token(
+            caller: DeviceCaller::sas(
                 &self.scope,
                 id,
-                &self.key(id),
-                testing::in_an_hour(),
-            )),
+                testing::device_token(&self.scope, id, &self.key(id), testing::in_an_hour()),
+            ),
+            operation_id: operation_id.map(str::to_string),
             ..Default::default()
         };
         match operation_id {

@@ -21,7 +21,7 @@ use dps_core::memory::MemoryStore;
 use dps_core::model::{EnrollmentGroup, OperationCount, OperationKind, RegistrationRecord};
 use dps_core::store::{EnrollmentStore, Precondition, Store};
 use dps_core::testing;
-use dps_core::usecases::RegisterRequest;
+use dps_core::usecases::{DeviceCaller, RegisterRequest};
 use dps_core::{Dps, Settings, sas};
 use dps_store_embedded::EmbeddedStore;
 
@@ -43,11 +43,8 @@ async fn prepare(store: Arc<dyn Store>, devices: usize) -> (Dps, Vec<RegisterReq
             let device_key = sas::derive_device_key(&key, &id).unwrap();
             let token = testing::device_token(&scope, &id, &device_key, testing::in_an_hour());
             RegisterRequest {
-                id_scope: scope.clone(),
-                registration_id: id,
-                body_registration_id: None,
+                caller: DeviceCaller::sas(&scope, id, token),
                 payload: None,
-                caller: dps_core::usecases::DeviceCaller::sas(token),
                 api_version: "2021-06-01".into(),
                 ..Default::default()
             }

@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use dps_core::model::{IndividualEnrollment, OperationKind, RegistrationStatus};
 use dps_core::store::{Precondition, Store};
-use dps_core::usecases::{BulkMode, MAX_BULK_ITEMS, RegisterRequest, StatusRequest};
+use dps_core::usecases::{BulkMode, DeviceCaller, MAX_BULK_ITEMS, RegisterRequest, StatusRequest};
 use dps_core::{Dps, Settings, sas, testing};
 use dps_store_embedded::{DIR_NAME, EmbeddedStore};
 
@@ -92,21 +92,14 @@ impl Fleet {
 
     fn register(&self, i: usize, token: String) -> RegisterRequest {
         RegisterRequest {
-            id_scope: self.scope.clone(),
-            registration_id: Self::id(i),
-            caller: dps_core::usecases::DeviceCaller::sas(token),
+            caller: DeviceCaller::sas(&self.scope, Self::id(i), token),
             api_version: "2021-06-01".into(),
             ..Default::default()
         }
     }
 
     fn status(&self, i: usize, token: String) -> StatusRequest {
-        StatusRequest {
-            id_scope: self.scope.clone(),
-            registration_id: Self::id(i),
-            caller: dps_core::usecases::DeviceCaller::sas(token),
-            ..Default::default()
-        }
+        StatusRequest { caller: DeviceCaller::sas(&self.scope, Self::id(i), token), ..Default::default() }
     }
 }
 

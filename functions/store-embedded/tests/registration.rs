@@ -7,7 +7,7 @@ use std::sync::Arc;
 use dps_core::model::{EnrollmentGroup, OperationKind, RegistrationStatus};
 use dps_core::store::Store;
 use dps_core::testing;
-use dps_core::usecases::{RegisterRequest, today};
+use dps_core::usecases::{DeviceCaller, RegisterRequest, today};
 use dps_core::{Dps, Error, Settings, sas};
 use dps_store_embedded::EmbeddedStore;
 
@@ -39,11 +39,8 @@ async fn concurrent_registrations_over_the_embedded_store() {
     for _ in 0..20 {
         let dps = dps.clone();
         let req = RegisterRequest {
-            id_scope: scope.clone(),
-            registration_id: "busy-device".into(),
-            body_registration_id: None,
+            caller: DeviceCaller::sas(&scope, "busy-device", authorization.clone()),
             payload: None,
-            caller: dps_core::usecases::DeviceCaller::sas(authorization.clone()),
             api_version: "2021-06-01".into(),
             tpm: None,
             csr: None,

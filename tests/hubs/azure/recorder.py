@@ -6,10 +6,14 @@ Usage: recorder.py PORT CERT KEY OUT. record.sh drives the SDKs against it.
 """
 
 import json
+import os
 import ssl
 import sys
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from azure_reply import send_json  # noqa: E402  (tests/hubs/azure_reply.py, shared with azure_standin.py)
 
 DEVICE_ETAG = "MTIzNDU2Nzg5"
 TWIN_ETAG = "AAAAAAAAAAE="
@@ -78,13 +82,7 @@ class Handler(BaseHTTPRequestHandler):
                 status, answer = 200, device(parts[1], body)
         elif len(parts) == 2 and parts[0] == "twins":
             status, answer = 200, twin(parts[1])
-        data = json.dumps(answer).encode() if answer is not None else b""
-        self.send_response(status)
-        if data:
-            self.send_header("Content-Type", "application/json; charset=utf-8")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        send_json(self, status, answer)
 
     do_GET = do_PUT = do_PATCH = do_DELETE = do_POST = handle_any
 

@@ -2,7 +2,8 @@
 
 use super::*;
 
-async fn item_preconditions<T: Sample>(store: Arc<dyn Store>) {
+/// NotExists / Matches / None, fresh etags, refused writes change nothing.
+pub async fn item_preconditions<T: Sample>(store: Arc<dyn Store>) {
     let (store, scope, mut seen) = (store.as_ref(), scope(), HashSet::new());
 
     let created = store.save(&scope, T::make("dev-1", "a"), Precondition::NotExists).await.expect("create");
@@ -46,7 +47,8 @@ async fn item_preconditions<T: Sample>(store: Arc<dyn Store>) {
     assert_eq!(store.load::<T>(&scope, "dev-1").await.unwrap(), Some(written));
 }
 
-async fn item_keys_are_case_insensitive<T: Sample>(store: Arc<dyn Store>) {
+/// IDs are case-insensitive keys; the entity keeps its case.
+pub async fn item_keys_are_case_insensitive<T: Sample>(store: Arc<dyn Store>) {
     let (store, scope) = (store.as_ref(), scope());
     let created = store.save(&scope, T::make("Dev-MiXed.1", "a"), Precondition::NotExists).await.unwrap();
     for spelling in ["dev-mixed.1", "DEV-MIXED.1", "Dev-MiXed.1"] {
@@ -67,7 +69,8 @@ async fn item_keys_are_case_insensitive<T: Sample>(store: Arc<dyn Store>) {
     assert_eq!(store.load::<T>(&scope, "dev-mixed.1").await.unwrap(), None);
 }
 
-async fn item_delete<T: Sample>(store: Arc<dyn Store>) {
+/// Deletes: NotFound when absent, PreconditionFailed on a stale etag.
+pub async fn item_delete<T: Sample>(store: Arc<dyn Store>) {
     let (store, scope) = (store.as_ref(), scope());
     expect_err(store.remove::<T>(&scope, "nobody", Precondition::None).await, "delete absent", is_not_found);
     expect_err(
@@ -94,7 +97,8 @@ async fn item_delete<T: Sample>(store: Arc<dyn Store>) {
     store.save(&scope, T::make("dev-2", "d"), Precondition::NotExists).await.expect("create again after delete");
 }
 
-async fn item_paging<T: Sample>(store: Arc<dyn Store>) {
+/// Paging in ascending key order until the continuation is None.
+pub async fn item_paging<T: Sample>(store: Arc<dyn Store>) {
     let (store, scope) = (store.as_ref(), scope());
     let (empty, pages) = query_all::<T>(store, &scope, 5).await;
     assert!(empty.is_empty() && pages == 1, "an empty scope is one empty page");
@@ -128,37 +132,4 @@ async fn item_paging<T: Sample>(store: Arc<dyn Store>) {
             "queries return whole items"
         );
     }
-}
-
-/// See [`item_preconditions`]: NotExists / Matches / None, fresh etags, refused writes change nothing.
-pub async fn enrollment_preconditions(store: Arc<dyn Store>) {
-    item_preconditions::<IndividualEnrollment>(store).await;
-}
-/// Registration IDs are case-insensitive keys; the entity keeps its case.
-pub async fn enrollment_keys_are_case_insensitive(store: Arc<dyn Store>) {
-    item_keys_are_case_insensitive::<IndividualEnrollment>(store).await;
-}
-/// Deletes: NotFound when absent, PreconditionFailed on a stale etag.
-pub async fn enrollment_delete(store: Arc<dyn Store>) {
-    item_delete::<IndividualEnrollment>(store).await;
-}
-/// Paging in ascending key order until the continuation is None.
-pub async fn enrollment_paging(store: Arc<dyn Store>) {
-    item_paging::<IndividualEnrollment>(store).await;
-}
-/// As [`enrollment_preconditions`], for groups.
-pub async fn group_preconditions(store: Arc<dyn Store>) {
-    item_preconditions::<EnrollmentGroup>(store).await;
-}
-/// As [`enrollment_keys_are_case_insensitive`], for groups.
-pub async fn group_keys_are_case_insensitive(store: Arc<dyn Store>) {
-    item_keys_are_case_insensitive::<EnrollmentGroup>(store).await;
-}
-/// As [`enrollment_delete`], for groups.
-pub async fn group_delete(store: Arc<dyn Store>) {
-    item_delete::<EnrollmentGroup>(store).await;
-}
-/// As [`enrollment_paging`], for groups.
-pub async fn group_paging(store: Arc<dyn Store>) {
-    item_paging::<EnrollmentGroup>(store).await;
 }

@@ -24,12 +24,12 @@ impl Dps {
         let (device_id, group_id) = match &r.attested.enrollment {
             AnyEnrollment::Individual(e) => (e.device_id.clone().unwrap_or_else(|| e.registration_id.clone()), None),
             AnyEnrollment::Group(g) => (
-                previous.and_then(|p| p.device_id.clone()).unwrap_or_else(|| req.registration_id.clone()),
+                previous.and_then(|p| p.device_id.clone()).unwrap_or_else(|| req.caller.registration_id.clone()),
                 Some(g.enrollment_group_id.clone()),
             ),
         };
         let mut record = RegistrationRecord {
-            registration_id: req.registration_id.clone(),
+            registration_id: req.caller.registration_id.clone(),
             status: RegistrationStatus::Assigning,
             substatus: None,
             assigned_hub: None,
@@ -103,7 +103,7 @@ impl Dps {
         if let (true, Some(hub)) = (sticky, r.current_hub) {
             return Ok(hub_only(hub));
         }
-        let registration_id = &r.req.registration_id;
+        let registration_id = &r.req.caller.registration_id;
         let hub = match policy {
             AllocationPolicy::Static => static_hub(instance, spec),
             AllocationPolicy::Hashed => {
@@ -149,7 +149,7 @@ impl Dps {
             ));
         }
         let context = DeviceRuntimeContext {
-            registration_id: r.req.registration_id.clone(),
+            registration_id: r.req.caller.registration_id.clone(),
             symmetric_key: (r.attested.kind == AttestationType::SymmetricKey).then(|| json!({})),
             x509: r.attested.x509.clone(),
             tpm: r.req.tpm.as_ref().filter(|_| r.attested.kind == AttestationType::Tpm).map(|t| json!(t)),

@@ -137,16 +137,8 @@ impl Dps {
                 if users.len() > shown.len() { ", ..." } else { "" }
             )));
         }
-        self.change_instance(caller, None, |i| {
-            let before = i.ca_certificates.len();
-            i.ca_certificates.retain(|c| !c.name.eq_ignore_ascii_case(name));
-            if i.ca_certificates.len() == before {
-                return Err(not_found(name));
-            }
-            Ok(())
-        })
-        .await
-        .map(drop)
+        let named = |c: &CaCertificate| c.name.eq_ignore_ascii_case(name);
+        self.remove_entries(caller, |i| &mut i.ca_certificates, named, || not_found(name)).await
     }
 }
 

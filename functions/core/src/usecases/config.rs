@@ -112,12 +112,9 @@ impl Dps {
     /// Remove one linked hub (devices keep their records; later registrations no longer pick it).
     pub async fn delete_linked_hub(&self, caller: &Caller, host_name: &str) -> Result<()> {
         caller.require(Right::ServiceConfig)?;
-        self.change_instance(caller, None, |i| {
-            let named = |h: &LinkedHub| h.host_name.eq_ignore_ascii_case(host_name);
-            remove_all(&mut i.linked_hubs, named, || format!("Linked hub '{host_name}' not found"))
-        })
-        .await
-        .map(drop)
+        let named = |h: &LinkedHub| h.host_name.eq_ignore_ascii_case(host_name);
+        let missing = || Error::not_found(format!("Linked hub '{host_name}' not found"));
+        self.remove_entries(caller, |i| &mut i.linked_hubs, named, missing).await
     }
 
     /// Names and rights of the shared access policies (no keys).
@@ -168,12 +165,9 @@ impl Dps {
     /// Remove a shared access policy; the last policy with ServiceConfig cannot be removed.
     pub async fn delete_access_policy(&self, caller: &Caller, name: &str) -> Result<()> {
         caller.require(Right::ServiceConfig)?;
-        self.change_instance(caller, None, |i| {
-            let named = |p: &AccessPolicy| p.key_name.eq_ignore_ascii_case(name);
-            remove_all(&mut i.authorization_policies, named, || format!("Access policy '{name}' not found"))
-        })
-        .await
-        .map(drop)
+        let named = |p: &AccessPolicy| p.key_name.eq_ignore_ascii_case(name);
+        let missing = || Error::not_found(format!("Access policy '{name}' not found"));
+        self.remove_entries(caller, |i| &mut i.authorization_policies, named, missing).await
     }
 
     /// Operations counted per day and kind for `from..=to` (`YYYY-MM-DD`).
@@ -196,6 +190,28 @@ impl Dps {
             .await?
             .map(std::sync::Arc::new)
             .ok_or_else(|| Error::not_found("Instance not found"))
+    }
+
+    /// Remove the entries of one of the instance's lists (`list`) that `matches` picks; `missing`'s error (a
+    /// `NotFound`) if there were none.
+    pub(super) async fn remove_entries<T>(
+        &self,
+        caller: &Caller,
+        list: impl FnOnce(&mut Instance) -> &mut Vec<T>,
+        matches: impl Fn(&T) -> bool,
+        missing: impl FnOnce() -> Error,
+    ) -> Result<()> {
+        self.change_instance(caller, None, |i| {
+            let items = list(i);
+            let before = items.len();
+            items.retain(|item| !matches(item));
+            if items.len() == before {
+                return Err(missing());
+            }
+            Ok(())
+        })
+        .await
+        .map(drop)
     }
 
     pub(super) async fn change_instance(
@@ -225,14 +241,4 @@ fn without_keys(p: &AccessPolicy) -> AccessPolicy {
 fn parse_day(day: &str) -> Result<time::Date> {
     let format = time::macros::format_description!("[year]-[month]-[day]");
     time::Date::parse(day, &format).map_err(|_| Error::invalid(format!("'{day}' is not a YYYY-MM-DD date")))
-}
-
-/// Remove the items `matches` picks; `NotFound` with `missing`'s message if there were none.
-fn remove_all<T>(items: &mut Vec<T>, matches: impl Fn(&T) -> bool, missing: impl FnOnce() -> String) -> Result<()> {
-    let before = items.len();
-    items.retain(|item| !matches(item));
-    if items.len() == before {
-        return Err(Error::not_found(missing()));
-    }
-    Ok(())
 }

@@ -36,16 +36,10 @@ pub(super) struct Registration<'a> {
 /// A register call from a device.
 #[derive(Debug, Clone, Default)]
 pub struct RegisterRequest {
-    /// ID scope from the path.
-    pub id_scope: String,
-    /// Registration ID from the path.
-    pub registration_id: String,
-    /// `registrationId` from the body, if sent (must equal the path's).
-    pub body_registration_id: Option<String>,
+    /// The device: its IDs and what it presents.
+    pub caller: DeviceCaller,
     /// The device's `payload`, passed to custom allocation.
     pub payload: Option<Value>,
-    /// What the device presents: its token, certificates and address.
-    pub caller: DeviceCaller,
     /// The `api-version` query parameter.
     pub api_version: String,
     /// The `tpm` part of the body: the device attests with its TPM (see `usecases/tpm.rs`).
@@ -57,21 +51,21 @@ pub struct RegisterRequest {
 /// A status lookup (operation status GET, or registration status POST) from a device.
 #[derive(Debug, Clone, Default)]
 pub struct StatusRequest {
+    /// The device: its IDs and what it presents.
+    pub caller: DeviceCaller,
+    /// Operation ID from the path (operation status only).
+    pub operation_id: Option<String>,
+}
+
+/// The device that makes a call: the IDs its path (and body) give, and what it presents besides.
+#[derive(Debug, Clone, Default)]
+pub struct DeviceCaller {
     /// ID scope from the path.
     pub id_scope: String,
     /// Registration ID from the path.
     pub registration_id: String,
     /// `registrationId` from the body, if sent (must equal the path's).
     pub body_registration_id: Option<String>,
-    /// Operation ID from the path (operation status only).
-    pub operation_id: Option<String>,
-    /// What the device presents: its token, certificates and address.
-    pub caller: DeviceCaller,
-}
-
-/// What a device presents besides its path and body, in each of its calls.
-#[derive(Debug, Clone, Default)]
-pub struct DeviceCaller {
     /// The `Authorization` header (a SAS token).
     pub authorization: Option<String>,
     /// The TLS client certificate chain the front door received (DER, leaf first; empty if none).
@@ -81,9 +75,28 @@ pub struct DeviceCaller {
 }
 
 impl DeviceCaller {
-    /// A caller that presents the SAS token `token` and nothing else.
-    pub fn sas(token: impl Into<String>) -> Self {
-        Self { authorization: Some(token.into()), ..Self::default() }
+    /// Device `registration_id` of `id_scope` presenting the SAS token `token`, its body repeating the ID (as
+    /// the SDKs send it).
+    pub fn sas(id_scope: impl Into<String>, registration_id: impl Into<String>, token: impl Into<String>) -> Self {
+        let registration_id = registration_id.into();
+        Self {
+            id_scope: id_scope.into(),
+            body_registration_id: Some(registration_id.clone()),
+            registration_id,
+            authorization: Some(token.into()),
+            ..Self::default()
+        }
+    }
+
+    /// The path's registration ID is valid, and the body's, if sent, is the same (any case).
+    pub(super) fn check_ids(&self) -> Result<()> {
+        validate_id("registration ID", &self.registration_id)?;
+        match &self.body_registration_id {
+            Some(body_id) if !body_id.eq_ignore_ascii_case(&self.registration_id) => {
+                Err(Error::invalid(format!("Body registrationId '{}' does not match the path", printable(body_id))))
+            }
+            _ => Ok(()),
+        }
     }
 }
 
@@ -108,7 +121,7 @@ impl Dps {
     /// `assigned`, `failed` or `disabled`); errors are for requests that could not be attested or processed.
     pub async fn register(&self, req: RegisterRequest) -> Result<RegistrationRecord> {
         let started = std::time::Instant::now();
-        let result = self.limited(&req.id_scope, req.caller.client_address, self.register_attested(&req)).await;
+        let result = self.limited(&req.caller.id_scope, req.caller.client_address, self.register_attested(&req)).await;
         let outcome = crate::metrics::Outcome::of(&result, |record| record.status);
         self.metrics.registration_ended(outcome, started.elapsed());
         result
@@ -118,20 +131,13 @@ impl Dps {
         if let Some(csr) = &req.csr {
             // Checked before any hub is asked: subject CN = registration ID, a strong enough key, a valid
             // self-signature (dps-attestation's CSR check; each refusal says which).
-            dps_attestation::csr::check_csr(csr, &req.registration_id).map_err(|e| Error::invalid(e.to_string()))?;
+            dps_attestation::csr::check_csr(csr, &req.caller.registration_id)
+                .map_err(|e| Error::invalid(e.to_string()))?;
         }
         if let Some(tpm) = &req.tpm {
             return self.register_tpm(req, tpm).await;
         }
-        let (credential, instance) = self
-            .device_caller(
-                &req.id_scope,
-                &req.registration_id,
-                req.body_registration_id.as_deref(),
-                req.caller.authorization.as_deref(),
-                &req.caller.client_certificates,
-            )
-            .await?;
+        let (credential, instance) = self.device_caller(&req.caller).await?;
 
         self.write_registration(&instance, req, super::provision::Admission::Credential(&credential)).await
     }
@@ -147,7 +153,7 @@ impl Dps {
 
     /// Answer a device's registration status lookup (POST): its current record.
     pub async fn registration_status(&self, req: StatusRequest) -> Result<RegistrationRecord> {
-        self.limited(&req.id_scope, req.caller.client_address, self.status_attested(&req)).await
+        self.limited(&req.caller.id_scope, req.caller.client_address, self.status_attested(&req)).await
     }
 
     /// Run a device call under the failure budgets of its scope and address: refused at once (429) when one is
@@ -167,22 +173,17 @@ impl Dps {
     }
 
     async fn status_attested(&self, req: &StatusRequest) -> Result<RegistrationRecord> {
-        let (credential, instance) = self
-            .device_caller(
-                &req.id_scope,
-                &req.registration_id,
-                req.body_registration_id.as_deref(),
-                req.caller.authorization.as_deref(),
-                &req.caller.client_certificates,
-            )
-            .await?;
-        let context = self.store.device_context(&instance.id_scope, &req.registration_id).await?;
-        match &credential {
-            Credential::Sas(token) => {
-                self.attest_status(&instance, &context, token, &req.registration_id).await?;
+        let (credential, instance) = self.device_caller(&req.caller).await?;
+        let registration_id = &req.caller.registration_id;
+        let context = self.store.device_context(&instance.id_scope, registration_id).await?;
+        match (&credential, &context.enrollment) {
+            // A TPM device signs with the key of its challenge (used or not) until it expires.
+            (Credential::Sas(token), Some(e)) if e.spec.attestation.kind == AttestationType::Tpm => {
+                self.signed_challenge(&instance.id_scope, registration_id, token).await?;
             }
-            Credential::X509(_) => {
-                self.attest(&instance, &context, &credential, &req.registration_id).await?;
+            // Every other device attests as its registration does.
+            _ => {
+                self.attest(&instance, &context, &credential, registration_id).await?;
             }
         }
         context.record.ok_or_else(|| Error::not_found("The device has no registration"))
@@ -191,20 +192,16 @@ impl Dps {
     /// What both device calls check first: the IDs, the credential (before the instance is looked up: an
     /// unknown scope is refused as a bad signature is, so outsiders cannot tell which ID scopes exist), the
     /// instance. A SAS token in `Authorization` is the credential when sent; else the client certificate chain.
-    async fn device_caller(
-        &self,
-        scope: &str,
-        registration_id: &str,
-        body_registration_id: Option<&str>,
-        authorization: Option<&str>,
-        client_certificates: &[Vec<u8>],
-    ) -> Result<(Credential, Arc<Instance>)> {
-        check_ids(registration_id, body_registration_id)?;
-        let credential = match authorization {
-            None if !client_certificates.is_empty() => {
-                Credential::X509(device_chain(client_certificates, registration_id)?)
+    async fn device_caller(&self, caller: &DeviceCaller) -> Result<(Credential, Arc<Instance>)> {
+        caller.check_ids()?;
+        let (scope, registration_id) = (caller.id_scope.as_str(), caller.registration_id.as_str());
+        let credential = match caller.authorization.as_deref() {
+            None if !caller.client_certificates.is_empty() => {
+                Credential::X509(device_chain(&caller.client_certificates, registration_id)?)
             }
-            _ => Credential::Sas(device_token(authorization, scope, registration_id, self.settings.max_token_secs())?),
+            authorization => {
+                Credential::Sas(device_token(authorization, scope, registration_id, self.settings.max_token_secs())?)
+            }
         };
         Ok((credential, self.device_instance(scope).await?))
     }
@@ -241,16 +238,5 @@ impl Dps {
                 })
             }
         }
-    }
-}
-
-/// The path's registration ID is valid, and the body's, if sent, is the same (any case).
-pub(super) fn check_ids(path_id: &str, body_id: Option<&str>) -> Result<()> {
-    validate_id("registration ID", path_id)?;
-    match body_id {
-        Some(body_id) if !body_id.eq_ignore_ascii_case(path_id) => {
-            Err(Error::invalid(format!("Body registrationId '{}' does not match the path", printable(body_id))))
-        }
-        _ => Ok(()),
     }
 }

@@ -367,7 +367,7 @@ fn target<'a>(hub: &'a str, link: &'a HubConnection, credentials: Option<&'a str
 /// The device as a hub registers it: its ID, how it authenticates there, its capabilities.
 fn hub_device(r: &Registration<'_>, device_id: &str) -> HubDevice {
     let spec = r.attested.enrollment.spec();
-    let registration_id = &r.req.registration_id;
+    let registration_id = &r.req.caller.registration_id;
     let symmetric_keys = match (r.attested.kind, &r.attested.enrollment) {
         (AttestationType::SymmetricKey, enrollment) => spec.attestation.symmetric_key.as_ref().and_then(|keys| {
             let (primary, secondary) = (keys.primary_key.clone()?, keys.secondary_key.clone()?);

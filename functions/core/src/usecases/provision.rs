@@ -36,10 +36,10 @@ impl Dps {
         // elsewhere, they are owed a removal.
         let mut touched: Vec<HubDeviceRef> = Vec::new();
         for _ in 0..WRITE_ATTEMPTS {
-            let context = self.settled_context(&instance.id_scope, &req.registration_id).await?;
+            let context = self.settled_context(&instance.id_scope, &req.caller.registration_id).await?;
             let attested = match admission {
                 Admission::Credential(credential) => {
-                    self.attest(instance, &context, credential, &req.registration_id).await?
+                    self.attest(instance, &context, credential, &req.caller.registration_id).await?
                 }
                 Admission::Tpm(device, _, key) => Attested {
                     enrollment: AnyEnrollment::Individual(enrolled(&context, device)?.clone()),
@@ -97,14 +97,14 @@ impl Dps {
                 Err(Error::Conflict(_) | Error::PreconditionFailed(_) | Error::NotFound(_)) => continue,
                 Err(other) => {
                     if !touched.is_empty() {
-                        tracing::warn!(registration_id = %req.registration_id, hubs = ?touched, "record not written after hub calls: {other}");
+                        tracing::warn!(registration_id = %req.caller.registration_id, hubs = ?touched, "record not written after hub calls: {other}");
                     }
                     return Err(other);
                 }
             }
         }
         if !touched.is_empty() {
-            tracing::warn!(registration_id = %req.registration_id, hubs = ?touched, "record not written after hub calls: contention");
+            tracing::warn!(registration_id = %req.caller.registration_id, hubs = ?touched, "record not written after hub calls: contention");
         }
         // Devices treat 4xx below 429 as fatal: contention is transient, so say when to come back.
         Err(Error::Throttled {

@@ -12,13 +12,13 @@ use base64::engine::general_purpose::STANDARD as B64;
 use dps_attestation::tpm::{self, RsaStorageKey};
 use sha2::{Digest, Sha256};
 
-use super::device::{RegisterRequest, check_ids};
+use super::device::RegisterRequest;
 use super::sas_attestation::device_token;
 use super::{Dps, now};
 use crate::error::{Error, Result};
 use crate::model::{
-    AnyEnrollment, AttestationType, IndividualEnrollment, Instance, RegistrationRecord, TpmAttestation, TpmChallenge,
-    TpmRegistration, TpmRegistrationResult,
+    AttestationType, IndividualEnrollment, RegistrationRecord, TpmAttestation, TpmChallenge, TpmRegistration,
+    TpmRegistrationResult,
 };
 use crate::sas::SasToken;
 use crate::store::{DeviceContext, Precondition};
@@ -94,7 +94,7 @@ impl Dps {
         req: &RegisterRequest,
         request: &TpmRegistration,
     ) -> Result<RegistrationRecord> {
-        check_ids(&req.registration_id, req.body_registration_id.as_deref())?;
+        req.caller.check_ids()?;
         let device = DeviceTpm::parse(request)?;
         match req.caller.authorization {
             None => Err(self.tpm_challenge(req, &device).await?),
@@ -104,14 +104,14 @@ impl Dps {
 
     /// Issue a key to the device's TPM and keep it as its challenge; the answer is the 401 to send.
     async fn tpm_challenge(&self, req: &RegisterRequest, device: &DeviceTpm) -> Result<Error> {
-        let instance = self.device_instance(&req.id_scope).await?;
-        let context = self.store.device_context(&instance.id_scope, &req.registration_id).await?;
+        let instance = self.device_instance(&req.caller.id_scope).await?;
+        let context = self.store.device_context(&instance.id_scope, &req.caller.registration_id).await?;
         enrolled(&context, device)?;
         let issued = tpm::issue(&device.ek, &device.srk).map_err(|e| Error::invalid(format!("TPM: {e}")))?;
         let authentication_key = B64.encode(&issued.authentication_key);
         let ttl = i64::try_from(self.settings.tpm_challenge_ttl.as_secs()).unwrap_or(i64::MAX);
         let challenge = TpmChallenge {
-            registration_id: req.registration_id.clone(),
+            registration_id: req.caller.registration_id.clone(),
             key: B64.encode(issued.key),
             endorsement_key_sha256: device.ek_sha256.clone(),
             storage_root_key_sha256: device.srk_sha256.clone(),
@@ -121,20 +121,20 @@ impl Dps {
             etag: None,
         };
         self.store.put_tpm_challenge(&instance.id_scope, challenge, Precondition::None).await?;
-        tracing::info!(scope = %instance.id_scope, registration_id = %req.registration_id, "tpm challenge issued");
+        tracing::info!(scope = %instance.id_scope, registration_id = %req.caller.registration_id, "tpm challenge issued");
         Ok(Error::TpmChallenge { authentication_key })
     }
 
     async fn register_tpm_signed(&self, req: &RegisterRequest, device: &DeviceTpm) -> Result<RegistrationRecord> {
         let token = device_token(
             req.caller.authorization.as_deref(),
-            &req.id_scope,
-            &req.registration_id,
+            &req.caller.id_scope,
+            &req.caller.registration_id,
             self.settings.max_token_secs(),
         )?;
-        let instance = self.device_instance(&req.id_scope).await?;
+        let instance = self.device_instance(&req.caller.id_scope).await?;
         let scope = instance.id_scope.clone();
-        let challenge = self.signed_challenge(&scope, &req.registration_id, &token).await?;
+        let challenge = self.signed_challenge(&scope, &req.caller.registration_id, &token).await?;
         if challenge.endorsement_key_sha256 != device.ek_sha256
             || challenge.storage_root_key_sha256 != device.srk_sha256
         {
@@ -160,26 +160,13 @@ impl Dps {
         self.write_registration(&instance, req, admission).await
     }
 
-    /// Attest a status lookup: a TPM device signs with the key of its challenge (used or not) until it expires;
-    /// every other device as a registration attests.
-    pub(super) async fn attest_status(
-        &self,
-        instance: &Instance,
-        context: &DeviceContext,
-        token: &SasToken,
-        registration_id: &str,
-    ) -> Result<AnyEnrollment> {
-        match &context.enrollment {
-            Some(e) if e.spec.attestation.kind == AttestationType::Tpm => {
-                self.signed_challenge(&instance.id_scope, registration_id, token).await?;
-                Ok(AnyEnrollment::Individual(e.clone()))
-            }
-            _ => self.attest_sas(instance, context, token, registration_id).await,
-        }
-    }
-
     /// The device's live challenge, if `token` is signed with its key.
-    async fn signed_challenge(&self, scope: &str, registration_id: &str, token: &SasToken) -> Result<TpmChallenge> {
+    pub(super) async fn signed_challenge(
+        &self,
+        scope: &str,
+        registration_id: &str,
+        token: &SasToken,
+    ) -> Result<TpmChallenge> {
         let challenge = self
             .store
             .get_tpm_challenge(scope, registration_id)

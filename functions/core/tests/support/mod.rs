@@ -7,7 +7,7 @@ use std::sync::Arc;
 use dps_core::memory::MemoryStore;
 use dps_core::model::{Enrollment, EnrollmentGroup, IndividualEnrollment, Instance, LinkedHub, RegistrationRecord};
 use dps_core::store::{EnrollmentStore, Store};
-use dps_core::usecases::{RegisterRequest, StatusRequest};
+use dps_core::usecases::{DeviceCaller, RegisterRequest, StatusRequest};
 use dps_core::{Caller, Dps, Result, Settings, sas};
 use serde_json::{Value, json};
 
@@ -128,11 +128,12 @@ impl Fixture {
     /// A status request signed with `key`.
     pub fn status(&self, registration_id: &str, key: &str, operation_id: Option<&str>) -> StatusRequest {
         StatusRequest {
-            id_scope: self.scope().to_string(),
-            registration_id: registration_id.to_string(),
-            body_registration_id: None,
+            caller: DeviceCaller::sas(
+                self.scope(),
+                registration_id,
+                device_token(self.scope(), registration_id, key, later()),
+            ),
             operation_id: operation_id.map(str::to_string),
-            caller: dps_core::usecases::DeviceCaller::sas(device_token(self.scope(), registration_id, key, later())),
         }
     }
 }
@@ -140,11 +141,8 @@ impl Fixture {
 /// A register request as the device API builds it.
 pub fn register_request(scope: &str, registration_id: &str, key: &str) -> RegisterRequest {
     RegisterRequest {
-        id_scope: scope.to_string(),
-        registration_id: registration_id.to_string(),
-        body_registration_id: Some(registration_id.to_string()),
+        caller: DeviceCaller::sas(scope, registration_id, device_token(scope, registration_id, key, later())),
         payload: None,
-        caller: dps_core::usecases::DeviceCaller::sas(device_token(scope, registration_id, key, later())),
         api_version: "2021-06-01".into(),
         ..Default::default()
     }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use dps_core::memory::MemoryStore;
 use dps_core::model::{EnrollmentGroup, RegistrationStatus, Right};
 use dps_core::testing;
-use dps_core::usecases::RegisterRequest;
+use dps_core::usecases::{DeviceCaller, RegisterRequest};
 use dps_core::{Caller, Dps, Error, Settings, sas};
 use dps_custom_allocation::codes::*;
 use serde_json::{Value, json};
@@ -66,11 +66,8 @@ impl Service {
         let token = testing::device_token(&self.scope, registration_id, &device_key, testing::in_an_hour());
         self.dps
             .register(RegisterRequest {
-                id_scope: self.scope.clone(),
-                registration_id: registration_id.into(),
-                body_registration_id: Some(registration_id.into()),
+                caller: DeviceCaller::sas(&self.scope, registration_id, token),
                 payload,
-                caller: dps_core::usecases::DeviceCaller::sas(token),
                 api_version: "2021-06-01".into(),
                 ..Default::default()
             })

@@ -81,51 +81,24 @@ impl AwsSettings {
             thing_group: text(THING_GROUP)?,
             policy_name: text(POLICY_NAME)?,
         };
-        if let Some(region) = &parsed.region
-            && !valid_region(region)
-        {
-            return Err(format!("Setting '{REGION}' is not an AWS region name (like eu-west-1): '{region}'"));
-        }
-        let urls = [
-            (ENDPOINT_URL, &parsed.endpoint_url),
-            (DATA_ENDPOINT_URL, &parsed.data_endpoint_url),
-            (STS_ENDPOINT_URL, &parsed.sts_endpoint_url),
-        ];
-        for (key, url) in urls {
-            if let Some(url) = url
-                && !valid_url(url)
-            {
-                return Err(format!("Setting '{key}' is not an http(s) URL: '{url}'"));
-            }
-        }
-        if let Some(role) = &parsed.role_arn
-            && !valid_role_arn(role)
-        {
-            return Err(format!("Setting '{ROLE_ARN}' is not an IAM role ARN (arn:aws:iam::ACCOUNT:role/NAME)"));
-        }
-        if parsed.sts_endpoint_url.is_some() && parsed.role_arn.is_none() {
-            return Err(format!("Setting '{STS_ENDPOINT_URL}' needs '{ROLE_ARN}'"));
-        }
-        if parsed.external_id.is_some() && parsed.role_arn.is_none() {
-            return Err(format!("Setting '{EXTERNAL_ID}' needs '{ROLE_ARN}'"));
-        }
-        if let Some(id) = &parsed.external_id
-            && !(2..=1224).contains(&id.len())
-        {
-            return Err(format!("Setting '{EXTERNAL_ID}' must have 2 to 1224 characters"));
-        }
+        let (url, arn) = ("is not an http(s) URL", "is not an IAM role ARN (arn:aws:iam::ACCOUNT:role/NAME)");
         // Thing type and group names share the pattern and length of thing names.
-        for (key, name) in [(THING_TYPE, &parsed.thing_type), (THING_GROUP, &parsed.thing_group)] {
-            if let Some(name) = name
-                && !valid_thing_name(name)
-            {
-                return Err(format!("Setting '{key}' must be 1 to 128 of letters, digits, ':', '_' and '-'"));
+        let thing = "must be 1 to 128 of letters, digits, ':', '_' and '-'";
+        check_form(REGION, &parsed.region, valid_region, "is not an AWS region name (like eu-west-1)")?;
+        check_form(ENDPOINT_URL, &parsed.endpoint_url, valid_url, url)?;
+        check_form(DATA_ENDPOINT_URL, &parsed.data_endpoint_url, valid_url, url)?;
+        check_form(STS_ENDPOINT_URL, &parsed.sts_endpoint_url, valid_url, url)?;
+        check_form(ROLE_ARN, &parsed.role_arn, valid_role_arn, arn)?;
+        let external_id = |id: &str| (2..=1224).contains(&id.len());
+        check_form(EXTERNAL_ID, &parsed.external_id, external_id, "must have 2 to 1224 characters")?;
+        check_form(THING_TYPE, &parsed.thing_type, valid_thing_name, thing)?;
+        check_form(THING_GROUP, &parsed.thing_group, valid_thing_name, thing)?;
+        let policy = "must be 1 to 128 of letters, digits and '+=,.@-_'";
+        check_form(POLICY_NAME, &parsed.policy_name, valid_policy_name, policy)?;
+        for (key, given) in [(STS_ENDPOINT_URL, &parsed.sts_endpoint_url), (EXTERNAL_ID, &parsed.external_id)] {
+            if given.is_some() && parsed.role_arn.is_none() {
+                return Err(format!("Setting '{key}' needs '{ROLE_ARN}'"));
             }
-        }
-        if let Some(name) = &parsed.policy_name
-            && !valid_policy_name(name)
-        {
-            return Err(format!("Setting '{POLICY_NAME}' must be 1 to 128 of letters, digits and '+=,.@-_'"));
         }
         Ok(parsed)
     }
@@ -145,6 +118,16 @@ impl AwsSettings {
     /// Whether things carry a thing type (which raises the attribute limit from 3 to 50).
     pub fn max_attributes(&self) -> usize {
         if self.thing_type.is_some() { 50 } else { 3 }
+    }
+}
+
+/// `Err` unless the setting `key`, when given, passes `valid`; the message says what it must be (`rule`) and
+/// repeats the value, except the external ID's (a shared secret of sorts).
+fn check_form(key: &str, value: &Option<String>, valid: impl Fn(&str) -> bool, rule: &str) -> Result<(), String> {
+    match value {
+        Some(v) if !valid(v) && key == EXTERNAL_ID => Err(format!("Setting '{key}' {rule}")),
+        Some(v) if !valid(v) => Err(format!("Setting '{key}' {rule}: '{v}'")),
+        _ => Ok(()),
     }
 }
 
@@ -235,6 +218,9 @@ mod tests {
             let err = parse(settings.clone()).expect_err(&settings.to_string());
             assert!(err.contains(needle), "{settings}: {err}");
         }
+        let short = json!({"roleArn": "arn:aws:iam::123456789012:role/dps-hub", "externalId": "s"});
+        let err = parse(short).unwrap_err();
+        assert_eq!(err, "Setting 'externalId' must have 2 to 1224 characters", "the external ID is not repeated");
     }
 
     #[test]

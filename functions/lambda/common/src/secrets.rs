@@ -50,6 +50,11 @@ impl KmsSecretBox {
     }
 }
 
+/// A KMS call that failed, as the error of `action` (`seal`, `open`), with the SDK's whole error chain.
+fn kms_failed(action: &str, err: &(dyn std::error::Error + 'static)) -> Error {
+    Error::internal(format!("cannot {action} hub credentials with KMS: {}", DisplayErrorContext(err)))
+}
+
 #[async_trait]
 impl SecretBox for KmsSecretBox {
     async fn seal(&self, plaintext: &str) -> Result<String> {
@@ -61,9 +66,7 @@ impl SecretBox for KmsSecretBox {
             .encryption_context(CONTEXT_KEY, CONTEXT_VALUE)
             .send()
             .await
-            .map_err(|e| {
-                Error::internal(format!("cannot seal hub credentials with KMS: {}", DisplayErrorContext(&e)))
-            })?;
+            .map_err(|e| kms_failed("seal", &e))?;
         let blob = sealed.ciphertext_blob().ok_or_else(|| Error::internal("KMS Encrypt returned no ciphertext"))?;
         Ok(format!("{PREFIX}{}", STANDARD.encode(blob.as_ref())))
     }
@@ -84,9 +87,7 @@ impl SecretBox for KmsSecretBox {
             .encryption_context(CONTEXT_KEY, CONTEXT_VALUE)
             .send()
             .await
-            .map_err(|e| {
-                Error::internal(format!("cannot open hub credentials with KMS: {}", DisplayErrorContext(&e)))
-            })?;
+            .map_err(|e| kms_failed("open", &e))?;
         let plain = opened.plaintext().ok_or_else(|| Error::internal("KMS Decrypt returned no plaintext"))?;
         let plain = String::from_utf8(plain.as_ref().to_vec())
             .map_err(|_| Error::internal("opened hub credentials are not text"))?;

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Subcommand;
+use dps_client::api::Collection;
 use serde_json::json;
 
 use super::{Connect, output, target};
@@ -38,9 +39,9 @@ pub async fn run(connect: &Connect, global: &Global, cmd: Command) -> anyhow::Re
             ca
         }
         Command::Verify { name, file } => client.verify_ca_certificate(&name, &read(&file)?).await?,
-        Command::Show { name } => client.ca_certificate(&name).await?,
+        Command::Show { name } => client.get(Collection::CaCertificates, &name).await?,
         Command::Delete { name } => {
-            client.delete_ca_certificate(&name).await?;
+            client.delete(Collection::CaCertificates, &name).await?;
             output::deleted(connect.json, "name", &name, &format!("deleted CA certificate '{name}'"));
             return Ok(());
         }
@@ -52,7 +53,7 @@ pub async fn run(connect: &Connect, global: &Global, cmd: Command) -> anyhow::Re
                 ("NOT AFTER", "/info/notAfterUtc"),
                 ("SHA-256", "/info/sha256Thumbprint"),
             ];
-            output::list(connect.json, &client.ca_certificates().await?, &columns);
+            output::list(connect.json, &client.list(Collection::CaCertificates).await?, &columns);
             return Ok(());
         }
     };

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use clap::Subcommand;
+use dps_client::api::Collection;
 use serde_json::{Value, json};
 
 use super::{Connect, output, target};
@@ -59,11 +60,11 @@ pub async fn run(connect: &Connect, global: &Global, cmd: Command) -> anyhow::Re
     let client = target::client(connect, global).await?;
     match cmd {
         Command::List => {
-            let hubs = client.linked_hubs().await?;
+            let hubs = client.list(Collection::LinkedHubs).await?;
             print_list(connect, &hubs);
         }
         Command::Show { host } => {
-            let hub = client.linked_hub(&host).await?;
+            let hub = client.get(Collection::LinkedHubs, &host).await?;
             output::entity(connect.json, &hub)
         }
         Command::Link { host, weight, location, no_auto_allocation, connector } => {
@@ -80,7 +81,7 @@ pub async fn run(connect: &Connect, global: &Global, cmd: Command) -> anyhow::Re
                 }
                 None => {
                     // A PUT replaces the hub: keep the connector it has (its sealed credentials stay server-side).
-                    match client.linked_hub(&host).await {
+                    match client.get(Collection::LinkedHubs, &host).await {
                         Ok(current) => {
                             if let Some(c) = current.get("connector").filter(|c| !c.is_null()) {
                                 let mut c = c.clone();
@@ -99,7 +100,7 @@ pub async fn run(connect: &Connect, global: &Global, cmd: Command) -> anyhow::Re
             if connect.json { output::json(&linked) } else { println!("linked {host}") }
         }
         Command::Unlink { host } => {
-            client.delete_linked_hub(&host).await?;
+            client.delete(Collection::LinkedHubs, &host).await?;
             if connect.json {
                 output::json(&json!({ "hostName": host, "unlinked": true }));
             } else {

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Subcommand;
+use dps_client::api::Collection;
 use serde_json::{Value, json};
 
 use super::{Connect, output, target};
@@ -45,9 +46,9 @@ pub async fn run(connect: &Connect, global: &Global, cmd: Command) -> anyhow::Re
             let module = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
             client.upload_policy(&name, module).await?
         }
-        Command::Show { name } => client.policy(&name).await?,
+        Command::Show { name } => client.get(Collection::Policies, &name).await?,
         Command::List => {
-            let all = client.policies().await?;
+            let all = client.list(Collection::Policies).await?;
             if connect.json {
                 output::json(&Value::Array(all));
                 return Ok(());
@@ -67,7 +68,7 @@ pub async fn run(connect: &Connect, global: &Global, cmd: Command) -> anyhow::Re
             return Ok(());
         }
         Command::Delete { name } => {
-            client.delete_policy(&name).await?;
+            client.delete(Collection::Policies, &name).await?;
             output::deleted(connect.json, "name", &name, &format!("deleted policy '{name}'"));
             return Ok(());
         }

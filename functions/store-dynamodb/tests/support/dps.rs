@@ -7,7 +7,7 @@ use std::time::Duration;
 use dps_core::model::{Enrollment, EnrollmentGroup, IndividualEnrollment, OperationKind, RegistrationRecord};
 use dps_core::store::Store;
 use dps_core::testing;
-use dps_core::usecases::{RegisterRequest, StatusRequest};
+use dps_core::usecases::{DeviceCaller, RegisterRequest, StatusRequest};
 use dps_core::{Caller, Dps, Result, Settings, sas};
 use dps_store_dynamodb::DynamoStore;
 use serde_json::json;
@@ -70,11 +70,8 @@ impl DpsEnv {
     pub async fn register(&self, registration_id: &str, key: &str) -> Result<RegistrationRecord> {
         self.dps
             .register(RegisterRequest {
-                id_scope: self.scope.clone(),
-                registration_id: registration_id.into(),
-                body_registration_id: Some(registration_id.into()),
+                caller: DeviceCaller::sas(&self.scope, registration_id, self.token(registration_id, key)),
                 payload: None,
-                caller: dps_core::usecases::DeviceCaller::sas(self.token(registration_id, key)),
                 api_version: "2021-06-01".into(),
                 tpm: None,
                 csr: None,
@@ -95,11 +92,8 @@ impl DpsEnv {
         operation_id: Option<&str>,
     ) -> Result<RegistrationRecord> {
         let request = StatusRequest {
-            id_scope: self.scope.clone(),
-            registration_id: registration_id.into(),
-            body_registration_id: None,
+            caller: DeviceCaller::sas(&self.scope, registration_id, self.token(registration_id, key)),
             operation_id: operation_id.map(str::to_string),
-            caller: dps_core::usecases::DeviceCaller::sas(self.token(registration_id, key)),
         };
         match operation_id {
             Some(_) => self.dps.operation_status(request).await,
