@@ -84,22 +84,23 @@ impl AwsSettings {
         let (url, arn) = ("is not an http(s) URL", "is not an IAM role ARN (arn:aws:iam::ACCOUNT:role/NAME)");
         // Thing type and group names share the pattern and length of thing names.
         let thing = "must be 1 to 128 of letters, digits, ':', '_' and '-'";
-        check_form(REGION, &parsed.region, valid_region, "is not an AWS region name (like eu-west-1)")?;
-        check_form(ENDPOINT_URL, &parsed.endpoint_url, valid_url, url)?;
-        check_form(DATA_ENDPOINT_URL, &parsed.data_endpoint_url, valid_url, url)?;
-        check_form(STS_ENDPOINT_URL, &parsed.sts_endpoint_url, valid_url, url)?;
-        check_form(ROLE_ARN, &parsed.role_arn, valid_role_arn, arn)?;
-        let external_id = |id: &str| (2..=1224).contains(&id.len());
-        check_form(EXTERNAL_ID, &parsed.external_id, external_id, "must have 2 to 1224 characters")?;
-        check_form(THING_TYPE, &parsed.thing_type, valid_thing_name, thing)?;
-        check_form(THING_GROUP, &parsed.thing_group, valid_thing_name, thing)?;
-        let policy = "must be 1 to 128 of letters, digits and '+=,.@-_'";
-        check_form(POLICY_NAME, &parsed.policy_name, valid_policy_name, policy)?;
+        let region = "is not an AWS region name (like eu-west-1)";
+        check_form(REGION, &parsed.region, valid_region, region, Repeat::Value)?;
+        check_form(ENDPOINT_URL, &parsed.endpoint_url, valid_url, url, Repeat::Value)?;
+        check_form(DATA_ENDPOINT_URL, &parsed.data_endpoint_url, valid_url, url, Repeat::Value)?;
+        check_form(STS_ENDPOINT_URL, &parsed.sts_endpoint_url, valid_url, url, Repeat::Value)?;
+        check_form(ROLE_ARN, &parsed.role_arn, valid_role_arn, arn, Repeat::Not)?;
         for (key, given) in [(STS_ENDPOINT_URL, &parsed.sts_endpoint_url), (EXTERNAL_ID, &parsed.external_id)] {
             if given.is_some() && parsed.role_arn.is_none() {
                 return Err(format!("Setting '{key}' needs '{ROLE_ARN}'"));
             }
         }
+        let external_id = |id: &str| (2..=1224).contains(&id.len());
+        check_form(EXTERNAL_ID, &parsed.external_id, external_id, "must have 2 to 1224 characters", Repeat::Not)?;
+        check_form(THING_TYPE, &parsed.thing_type, valid_thing_name, thing, Repeat::Not)?;
+        check_form(THING_GROUP, &parsed.thing_group, valid_thing_name, thing, Repeat::Not)?;
+        let policy = "must be 1 to 128 of letters, digits and '+=,.@-_'";
+        check_form(POLICY_NAME, &parsed.policy_name, valid_policy_name, policy, Repeat::Not)?;
         Ok(parsed)
     }
 
@@ -121,12 +122,25 @@ impl AwsSettings {
     }
 }
 
-/// `Err` unless the setting `key`, when given, passes `valid`; the message says what it must be (`rule`) and
-/// repeats the value, except the external ID's (a shared secret of sorts).
-fn check_form(key: &str, value: &Option<String>, valid: impl Fn(&str) -> bool, rule: &str) -> Result<(), String> {
+/// Whether a refusal repeats the value it refuses.
+#[derive(Clone, Copy, PartialEq)]
+enum Repeat {
+    Value,
+    Not,
+}
+
+/// `Err` unless the setting `key`, when given, passes `valid`; the message says what it must be (`rule`), with
+/// the value when `repeat` says so.
+fn check_form(
+    key: &str,
+    value: &Option<String>,
+    valid: impl Fn(&str) -> bool,
+    rule: &str,
+    repeat: Repeat,
+) -> Result<(), String> {
     match value {
-        Some(v) if !valid(v) && key == EXTERNAL_ID => Err(format!("Setting '{key}' {rule}")),
-        Some(v) if !valid(v) => Err(format!("Setting '{key}' {rule}: '{v}'")),
+        Some(v) if !valid(v) && repeat == Repeat::Value => Err(format!("Setting '{key}' {rule}: '{v}'")),
+        Some(v) if !valid(v) => Err(format!("Setting '{key}' {rule}")),
         _ => Ok(()),
     }
 }
