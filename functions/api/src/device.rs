@@ -1,7 +1,5 @@
 //! The device (runtime) API: register, operation status lookup, registration status lookup.
 
-use std::collections::HashMap;
-
 use axum::Router;
 use axum::extract::{FromRequestParts, State};
 use axum::http::header::{AUTHORIZATION, RETRY_AFTER};
@@ -52,32 +50,42 @@ pub struct ClientAddress(pub std::net::IpAddr);
 
 /// The extractor of the calling device ([`DeviceCaller`]): the ID scope and registration ID of the path (also
 /// recorded on the request's span), the `Authorization` header, the certificate chain the front door received,
-/// and its address. The body's `registrationId` is the handler's to add.
-struct Device(DeviceCaller);
+/// and its address; and the path's operation ID where the route has one. The body's `registrationId` is the
+/// handler's to add.
+struct Device(DeviceCaller, Option<String>);
+
+/// The device routes' path parameters, read in one pass (no map per request).
+#[derive(serde::Deserialize)]
+struct DevicePath {
+    id_scope: String,
+    registration_id: String,
+    operation_id: Option<String>,
+}
 
 impl<S: Send + Sync> FromRequestParts<S> for Device {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        let Segments(mut path) = Segments::<HashMap<String, String>>::from_request_parts(parts, state).await?;
-        let id_scope = path.remove("id_scope").unwrap_or_default();
+        let Segments(DevicePath { id_scope, registration_id, operation_id }) =
+            Segments::from_request_parts(parts, state).await?;
         tracing::Span::current().record("scope", id_scope.as_str());
         let certificates = parts.extensions.get::<ClientCertificates>();
-        Ok(Self(DeviceCaller {
+        let caller = DeviceCaller {
             id_scope,
-            registration_id: path.remove("registration_id").unwrap_or_default(),
+            registration_id,
             body_registration_id: None,
             authorization: header_str(&parts.headers, AUTHORIZATION.as_str()).map(str::to_string),
             client_certificates: certificates.map_or(Ok(Vec::new()), ClientCertificates::der)?,
             client_address: parts.extensions.get::<ClientAddress>().map(|ClientAddress(ip)| *ip),
-        }))
+        };
+        Ok(Self(caller, operation_id))
     }
 }
 
 async fn register(
     State(dps): State<Dps>,
     ApiVersion(api_version): ApiVersion,
-    Device(caller): Device,
+    Device(caller, _): Device,
     JsonBody(body): JsonBody<DeviceRegistration>,
 ) -> Result<Response, ApiError> {
     let body = body.unwrap_or_default();
@@ -92,11 +100,10 @@ async fn register(
 async fn operation_status(
     State(dps): State<Dps>,
     _: ApiVersion,
-    Device(caller): Device,
-    Segments((_, _, operation_id)): Segments<(String, String, String)>,
+    Device(caller, operation_id): Device,
 ) -> Result<Response, ApiError> {
     // The Node SDK sends "{}" with this GET; the body is never read.
-    let record = dps.operation_status(StatusRequest { caller, operation_id: Some(operation_id) }).await?;
+    let record = dps.operation_status(StatusRequest { caller, operation_id }).await?;
     let status = if record.status == RegistrationStatus::Assigning { StatusCode::ACCEPTED } else { StatusCode::OK };
     Ok(operation_answer(&record, status))
 }
@@ -104,7 +111,7 @@ async fn operation_status(
 async fn registration_status(
     State(dps): State<Dps>,
     _: ApiVersion,
-    Device(caller): Device,
+    Device(caller, _): Device,
     JsonBody(body): JsonBody<DeviceRegistration>,
 ) -> Result<Response, ApiError> {
     let body = body.unwrap_or_default();
