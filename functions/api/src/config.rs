@@ -11,7 +11,7 @@ use dps_core::usecases::InstanceConfig;
 use serde::{Deserialize, Serialize};
 
 use crate::error::ApiError;
-use crate::extract::{Answer, Call, ExtensionCall, JsonBody, Segments, if_match, json, query_param};
+use crate::extract::{Answer, Call, ExtensionCall, JsonBody, Segments, from_value, if_match, json, query_param};
 use crate::routes::RouteTable;
 
 /// The /config route table (state supplied by the service router).
@@ -66,52 +66,27 @@ async fn list_linked_hubs(Call { dps, caller, .. }: ExtensionCall) -> Answer {
 }
 
 async fn get_linked_hub(Call { dps, caller, .. }: ExtensionCall, Segments(host_name): Segments<String>) -> Answer {
-    let hub = dps
-        .get_config(&caller)
-        .await?
-        .linked_hubs
-        .into_iter()
-        .find(|h| h.host_name.eq_ignore_ascii_case(&host_name))
-        .ok_or_else(|| ApiError::from(dps_core::Error::not_found("Linked hub not found")))?;
-    Ok(json(StatusCode::OK, &hub))
+    Ok(json(StatusCode::OK, &dps.get_linked_hub(&caller, &host_name).await?))
 }
 
-/// A linked hub as PUT: the host name comes from the path (the body's, if sent, must agree).
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct LinkedHubBody {
-    #[serde(default)]
-    host_name: Option<String>,
-    #[serde(default)]
-    allocation_weight: Option<u32>,
-    #[serde(default)]
-    apply_allocation_policy: Option<bool>,
-    #[serde(default)]
-    location: Option<String>,
-    /// `kind`, `settings` and write-only `credentials` (sealed by the service; answers say `credentialsSet`).
-    #[serde(default)]
-    connector: Option<dps_core::model::HubConnection>,
-}
-
+/// A linked hub as PUT: core's `LinkedHub` (with its defaults); the host name comes from the path (the body's, if
+/// sent, must agree). `connector.credentials` is write-only (sealed by the service; answers say `credentialsSet`).
 async fn put_linked_hub(
     Call { dps, caller, .. }: ExtensionCall,
     Segments(host_name): Segments<String>,
-    JsonBody(body): JsonBody<LinkedHubBody>,
+    JsonBody(body): JsonBody<serde_json::Value>,
 ) -> Answer {
-    let body = body.ok_or_else(|| ApiError::malformed_body("A linked hub body is required"))?;
-    same_name("hostName", body.host_name.as_deref(), &host_name)?;
-    let hub = LinkedHub {
-        host_name: host_name.to_ascii_lowercase(),
-        allocation_weight: body.allocation_weight.unwrap_or(1),
-        apply_allocation_policy: body.apply_allocation_policy.unwrap_or(true),
-        location: body.location,
-        connector: body.connector,
-    };
+    let mut body = body.ok_or_else(|| ApiError::malformed_body("A linked hub body is required"))?;
+    let fields =
+        body.as_object_mut().ok_or_else(|| ApiError::malformed_body("The linked hub body must be a JSON object"))?;
+    fields.entry("hostName").or_insert_with(|| host_name.clone().into());
+    let hub: LinkedHub = from_value(body, "linked hub")?;
+    same_name("hostName", Some(&hub.host_name), &host_name)?;
     Ok(json(StatusCode::OK, &dps.put_linked_hub(&caller, hub).await?))
 }
 
 /// The name a PUT body gives its entity (`field`), if it gives one, must be the path's (case-insensitively).
-fn same_name(field: &str, in_body: Option<&str>, in_path: &str) -> Result<(), ApiError> {
+fn same_name(field: &str, in_body: Option<&String>, in_path: &str) -> Result<(), ApiError> {
     if in_body.is_some_and(|name| !name.eq_ignore_ascii_case(in_path)) {
         return Err(ApiError::invalid(format!("The {field} in the body does not match the path")));
     }
@@ -161,22 +136,8 @@ async fn delete_certificate(Call { dps, caller, .. }: ExtensionCall, Segments(na
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-/// A policy as listed: name and rights, never keys.
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-struct AccessPolicySummary {
-    key_name: String,
-    rights: Vec<Right>,
-}
-
 async fn list_access_policies(Call { dps, caller, .. }: ExtensionCall) -> Answer {
-    let policies: Vec<AccessPolicySummary> = dps
-        .list_access_policies(&caller)
-        .await?
-        .into_iter()
-        .map(|p| AccessPolicySummary { key_name: p.key_name, rights: p.rights })
-        .collect();
-    Ok(json(StatusCode::OK, &policies))
+    Ok(json(StatusCode::OK, &dps.list_access_policies(&caller).await?))
 }
 
 async fn get_access_policy(Call { dps, caller, .. }: ExtensionCall, Segments(key_name): Segments<String>) -> Answer {
@@ -202,7 +163,7 @@ async fn put_access_policy(
     JsonBody(body): JsonBody<AccessPolicyBody>,
 ) -> Answer {
     let body = body.ok_or_else(|| ApiError::malformed_body("A policy body is required"))?;
-    same_name("keyName", body.key_name.as_deref(), &key_name)?;
+    same_name("keyName", body.key_name.as_ref(), &key_name)?;
     let policy = AccessPolicy {
         key_name,
         primary_key: body.primary_key.unwrap_or_default(),

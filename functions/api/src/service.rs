@@ -107,7 +107,7 @@ async fn put_enrollment<E: Enrollment>(
     headers: HeaderMap,
     JsonBody(body): JsonBody<E>,
 ) -> Answer {
-    let body = body.ok_or_else(|| ApiError::malformed_body(format!("{} body is required", article(E::KIND))))?;
+    let body = body.ok_or_else(|| ApiError::malformed_body(format!("{} body is required", E::KIND.with_article())))?;
     Ok(json(StatusCode::OK, &dps.put_enrollment(&caller, &id, body, if_match(&headers)).await?))
 }
 
@@ -154,14 +154,6 @@ async fn bulk_enrollments<E: Enrollment>(
     let items: Vec<E> = bulk_items(mode, body.items_of(E::KIND), E::KIND.collection())?;
     let outcome = dps.bulk_enrollments(&caller, mode, items).await?;
     Ok(bulk_answer(outcome, E::KIND.id_field()))
-}
-
-/// "An individual enrollment" / "An enrollment group", for messages.
-fn article(kind: EnrollmentKind) -> &'static str {
-    match kind {
-        EnrollmentKind::Individual => "An individual enrollment",
-        EnrollmentKind::Group => "An enrollment group",
-    }
 }
 
 // ---- registration records ----

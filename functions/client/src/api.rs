@@ -8,45 +8,11 @@ use serde_json::{Value, json};
 
 use crate::{Client, Error};
 
-/// Most items one bulk call takes (Azure's limit, enforced by the server).
-pub const MAX_BULK_ITEMS: usize = 10;
-/// Largest query page the server serves.
-pub const MAX_PAGE_SIZE: usize = 1000;
-
-/// Individual enrollments or enrollment groups: the same calls under two collections.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EnrollmentKind {
-    /// `/enrollments`, keyed by `registrationId`.
-    Individual,
-    /// `/enrollmentGroups`, keyed by `enrollmentGroupId`.
-    Group,
-}
-
-impl EnrollmentKind {
-    /// The collection's path segment.
-    pub fn collection(self) -> &'static str {
-        match self {
-            Self::Individual => "enrollments",
-            Self::Group => "enrollmentGroups",
-        }
-    }
-
-    /// The entity's ID field.
-    pub fn id_field(self) -> &'static str {
-        match self {
-            Self::Individual => "registrationId",
-            Self::Group => "enrollmentGroupId",
-        }
-    }
-
-    /// For messages: "enrollment" or "group".
-    pub fn noun(self) -> &'static str {
-        match self {
-            Self::Individual => "enrollment",
-            Self::Group => "group",
-        }
-    }
-}
+/// Individual enrollments or enrollment groups: the same calls under two collections (core's kind, whose
+/// `collection()` and `id_field()` are the wire's words).
+pub use dps_core::model::EnrollmentKind;
+/// Most items one bulk call takes (Azure's limit, enforced by the server); the largest query page it serves.
+pub use dps_core::usecases::{MAX_BULK_ITEMS, MAX_PAGE_SIZE};
 
 /// The collections of our extensions that hold named JSON entities, read and deleted alike.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -159,11 +125,7 @@ impl Client {
         if items.len() > MAX_BULK_ITEMS {
             return Err(Error::usage(format!("a bulk call takes at most {MAX_BULK_ITEMS} items")));
         }
-        let field = match kind {
-            EnrollmentKind::Individual => "enrollments",
-            EnrollmentKind::Group => "enrollmentGroups",
-        };
-        let body = json!({ "mode": mode, field: items });
+        let body = json!({ "mode": mode, kind.collection(): items });
         let answer = self.call(Method::POST, kind.collection(), Some(&body), &[]).await?.body;
         let errors = answer.get("errors").and_then(Value::as_array).cloned().unwrap_or_default();
         Ok(errors

@@ -1,5 +1,8 @@
-//! Core of the device provisioning service: the domain model, the use cases, and the ports (storage, custom
-//! allocation) that adapters implement. It knows no HTTP framework, no AWS SDK and no WebAssembly runtime.
+//! Core of the device provisioning service: the domain model, the use cases, and the ports that adapters
+//! implement: [`store::Store`] (storage), [`allocator::CustomAllocator`] (custom allocation: webhook or wasm),
+//! [`policy::PolicyRegistry`] (uploaded WebAssembly policies), [`hubs::HubConnector`] (a hub's device registry),
+//! [`hubs::SecretBox`] (sealing hub credentials), [`events::EventSink`] (provisioning events) and
+//! [`metrics::Metrics`] (counters and timings). It knows no HTTP framework, no AWS SDK and no WebAssembly runtime.
 
 pub mod allocation;
 pub mod allocator;

@@ -350,9 +350,11 @@ impl Right {
 pub struct AccessPolicy {
     /// Policy name (`skn` in tokens).
     pub key_name: String,
-    /// Primary key, base64.
+    /// Primary key, base64 (left out when empty: listings show no keys).
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub primary_key: String,
-    /// Secondary key, base64.
+    /// Secondary key, base64 (left out when empty).
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub secondary_key: String,
     /// Granted rights.
     pub rights: Vec<Right>,

@@ -69,6 +69,26 @@ async fn linked_hubs() {
     )
     .await
     .assert_error(400, 400004);
+    // The name is stored in lower case, whichever case the path and body use; defaults are the core's.
+    let got = h
+        .send(
+            h.service(&h.a, Method::PUT, "/config/linkedHubs/Hub-4.Example.NET")
+                .json(&json!({ "hostName": "HUB-4.example.net" })),
+        )
+        .await;
+    got.assert_ok(200);
+    assert_eq!(
+        got.body,
+        json!({ "hostName": "hub-4.example.net", "allocationWeight": 1, "applyAllocationPolicy": true })
+    );
+    let got = h.send(h.service(&h.a, Method::GET, "/config/linkedHubs/HUB-4.EXAMPLE.NET")).await;
+    got.assert_ok(200);
+    assert_eq!(got.body["hostName"], "hub-4.example.net");
+    h.send(h.service(&h.a, Method::GET, "/config/linkedHubs/hub-9.example.net")).await.assert_error(404, 404001);
+    h.send(h.service(&h.a, Method::PUT, "/config/linkedHubs/hub-5.example.net").json(&json!(["x"])))
+        .await
+        .assert_error(400, 400002);
+    h.send(h.service(&h.a, Method::DELETE, "/config/linkedHubs/hub-4.example.net")).await.assert_ok(204);
     h.send(h.service(&h.a, Method::DELETE, "/config/linkedHubs/hub-2.example.net")).await.assert_ok(204);
     h.send(h.service(&h.a, Method::DELETE, "/config/linkedHubs/hub-2.example.net")).await.assert_error(404, 404001);
     let got = h.send(h.service(&h.a, Method::GET, "/config/linkedHubs")).await;

@@ -61,6 +61,22 @@ impl EnrollmentKind {
             EnrollmentKind::Group => "Enrollment group",
         }
     }
+
+    /// The kind's name with its article, at the start of messages (`An individual enrollment`).
+    pub const fn with_article(self) -> &'static str {
+        match self {
+            EnrollmentKind::Individual => "An individual enrollment",
+            EnrollmentKind::Group => "An enrollment group",
+        }
+    }
+
+    /// The kind's short name inside messages of the operator tool (`enrollment`, `group`).
+    pub const fn noun(self) -> &'static str {
+        match self {
+            EnrollmentKind::Individual => "enrollment",
+            EnrollmentKind::Group => "group",
+        }
+    }
 }
 
 /// What the service does with either kind of enrollment: its key, its shared settings, the rules of its kind.

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Caller, Dps};
 use crate::error::{Error, Result};
-use crate::ids::validate_name;
+use crate::ids::{printable, validate_name};
 use crate::model::{
     AccessPolicy, AllocationPolicy, CustomAllocationDefinition, Instance, LinkedHub, OperationCount, Right,
 };
@@ -89,9 +89,22 @@ impl Dps {
         Ok((&written).into())
     }
 
-    /// Add or replace one linked hub.
-    pub async fn put_linked_hub(&self, caller: &Caller, hub: LinkedHub) -> Result<LinkedHub> {
+    /// One linked hub, by host name (case-insensitive), without its connector's credentials.
+    pub async fn get_linked_hub(&self, caller: &Caller, host_name: &str) -> Result<LinkedHub> {
         caller.require(Right::ServiceConfig)?;
+        let instance = self.fresh_instance(caller).await?;
+        instance
+            .linked_hubs
+            .iter()
+            .find(|h| h.host_name.eq_ignore_ascii_case(host_name))
+            .map(LinkedHub::without_credentials)
+            .ok_or_else(|| Error::not_found(format!("Linked hub '{}' not found", printable(host_name))))
+    }
+
+    /// Add or replace one linked hub (its host name is kept in lower case).
+    pub async fn put_linked_hub(&self, caller: &Caller, mut hub: LinkedHub) -> Result<LinkedHub> {
+        caller.require(Right::ServiceConfig)?;
+        hub.host_name.make_ascii_lowercase();
         let host = hub.host_name.clone();
         let mut prepared = [hub];
         self.prepare_linked_hubs(&*self.fresh_instance(caller).await?, &mut prepared).await?;
@@ -113,11 +126,11 @@ impl Dps {
     pub async fn delete_linked_hub(&self, caller: &Caller, host_name: &str) -> Result<()> {
         caller.require(Right::ServiceConfig)?;
         let named = |h: &LinkedHub| h.host_name.eq_ignore_ascii_case(host_name);
-        let missing = || Error::not_found(format!("Linked hub '{host_name}' not found"));
+        let missing = || Error::not_found(format!("Linked hub '{}' not found", printable(host_name)));
         self.remove_entries(caller, |i| &mut i.linked_hubs, named, missing).await
     }
 
-    /// Names and rights of the shared access policies (no keys).
+    /// Names and rights of the shared access policies (keys left empty, so not serialized).
     pub async fn list_access_policies(&self, caller: &Caller) -> Result<Vec<AccessPolicy>> {
         caller.require(Right::ServiceConfig)?;
         let instance = self.fresh_instance(caller).await?;
@@ -159,14 +172,14 @@ impl Dps {
             .iter()
             .find(|p| p.key_name.eq_ignore_ascii_case(name))
             .cloned()
-            .ok_or_else(|| Error::not_found(format!("Access policy '{name}' not found")))
+            .ok_or_else(|| Error::not_found(format!("Access policy '{}' not found", printable(name))))
     }
 
     /// Remove a shared access policy; the last policy with ServiceConfig cannot be removed.
     pub async fn delete_access_policy(&self, caller: &Caller, name: &str) -> Result<()> {
         caller.require(Right::ServiceConfig)?;
         let named = |p: &AccessPolicy| p.key_name.eq_ignore_ascii_case(name);
-        let missing = || Error::not_found(format!("Access policy '{name}' not found"));
+        let missing = || Error::not_found(format!("Access policy '{}' not found", printable(name)));
         self.remove_entries(caller, |i| &mut i.authorization_policies, named, missing).await
     }
 
