@@ -103,7 +103,6 @@ impl Env {
                 testing::device_token(&self.scope, id, &self.key(id), testing::in_an_hour()),
             ),
             operation_id: operation_id.map(str::to_string),
-            ..Default::default()
         };
         match operation_id {
             Some(_) => self.dps.operation_status(request).await,
