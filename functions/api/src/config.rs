@@ -79,14 +79,17 @@ async fn put_linked_hub(
     let mut body = body.ok_or_else(|| ApiError::malformed_body("A linked hub body is required"))?;
     let fields =
         body.as_object_mut().ok_or_else(|| ApiError::malformed_body("The linked hub body must be a JSON object"))?;
+    // A field sent as null counts as absent, as it did before the body became core's type (whose defaults
+    // apply only to missing fields).
+    fields.retain(|_, value| !value.is_null());
     fields.entry("hostName").or_insert_with(|| host_name.clone().into());
     let hub: LinkedHub = from_value(body, "linked hub")?;
-    same_name("hostName", Some(&hub.host_name), &host_name)?;
+    same_name("hostName", Some(hub.host_name.as_str()), &host_name)?;
     Ok(json(StatusCode::OK, &dps.put_linked_hub(&caller, hub).await?))
 }
 
 /// The name a PUT body gives its entity (`field`), if it gives one, must be the path's (case-insensitively).
-fn same_name(field: &str, in_body: Option<&String>, in_path: &str) -> Result<(), ApiError> {
+fn same_name(field: &str, in_body: Option<&str>, in_path: &str) -> Result<(), ApiError> {
     if in_body.is_some_and(|name| !name.eq_ignore_ascii_case(in_path)) {
         return Err(ApiError::invalid(format!("The {field} in the body does not match the path")));
     }
@@ -163,7 +166,7 @@ async fn put_access_policy(
     JsonBody(body): JsonBody<AccessPolicyBody>,
 ) -> Answer {
     let body = body.ok_or_else(|| ApiError::malformed_body("A policy body is required"))?;
-    same_name("keyName", body.key_name.as_ref(), &key_name)?;
+    same_name("keyName", body.key_name.as_deref(), &key_name)?;
     let policy = AccessPolicy {
         key_name,
         primary_key: body.primary_key.unwrap_or_default(),

@@ -350,11 +350,12 @@ impl Right {
 pub struct AccessPolicy {
     /// Policy name (`skn` in tokens).
     pub key_name: String,
-    /// Primary key, base64 (left out when empty: listings show no keys).
-    #[serde(skip_serializing_if = "String::is_empty")]
+    /// Primary key, base64 (left out when empty: listings show no keys; read back as empty, so that a record
+    /// always round-trips).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub primary_key: String,
     /// Secondary key, base64 (left out when empty).
-    #[serde(skip_serializing_if = "String::is_empty")]
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub secondary_key: String,
     /// Granted rights.
     pub rights: Vec<Right>,

@@ -88,6 +88,16 @@ async fn linked_hubs() {
     h.send(h.service(&h.a, Method::PUT, "/config/linkedHubs/hub-5.example.net").json(&json!(["x"])))
         .await
         .assert_error(400, 400002);
+    // A field sent as null counts as absent.
+    let got = h
+        .send(
+            h.service(&h.a, Method::PUT, "/config/linkedHubs/hub-4.example.net")
+                .json(&json!({ "hostName": null, "allocationWeight": null, "location": "westeurope" })),
+        )
+        .await;
+    got.assert_ok(200);
+    assert_eq!(got.body["allocationWeight"], 1);
+    assert_eq!(got.body["location"], "westeurope");
     h.send(h.service(&h.a, Method::DELETE, "/config/linkedHubs/hub-4.example.net")).await.assert_ok(204);
     h.send(h.service(&h.a, Method::DELETE, "/config/linkedHubs/hub-2.example.net")).await.assert_ok(204);
     h.send(h.service(&h.a, Method::DELETE, "/config/linkedHubs/hub-2.example.net")).await.assert_error(404, 404001);
