@@ -10,91 +10,6 @@ use crate::item::{self, Condition, Item, condition_failed, put_condition};
 use crate::layout;
 use crate::{DynamoStore, TransactFailure, errors};
 
-pub(crate) async fn create(store: &DynamoStore, mut instance: Instance) -> Result<Instance> {
-    writable(store)?;
-    let etag = new_etag();
-    instance.etag = Some(etag.clone());
-    let scope = instance.id_scope.clone();
-    let mut name_item = item::key_of(&layout::instance_name(&instance.name));
-    name_item.insert(layout::TYPE.into(), item::s("instanceName"));
-    name_item.insert(layout::SCOPE.into(), item::s(key(&scope)));
-    let new = put_condition(&Precondition::NotExists);
-    let items = vec![
-        store.transact_put(instance_item(&instance, &etag)?, new.clone())?,
-        store.transact_put(name_item, new.clone())?,
-        store.transact_put(host_item(&instance, &etag)?, new)?,
-    ];
-    match store.transact(items).await {
-        Ok(()) => Ok(instance),
-        Err(TransactFailure::Condition { index, .. }) => Err(Error::Conflict(match index {
-            0 => format!("An instance with ID scope '{scope}' already exists"),
-            1 => format!("An instance named '{}' already exists", instance.name),
-            _ => format!("An instance with service host name '{}' already exists", instance.service_host_name),
-        })),
-        Err(TransactFailure::Error(err)) => Err(err),
-    }
-}
-
-pub(crate) async fn update(
-    store: &DynamoStore,
-    mut instance: Instance,
-    precondition: Precondition,
-) -> Result<Instance> {
-    writable(store)?;
-    let scope = instance.id_scope.clone();
-    let what = format!("Instance '{scope}'");
-    if precondition == Precondition::NotExists {
-        let exists = store.get_item(&layout::instance(&scope)).await?.is_some();
-        return Err(condition_failed(&precondition, &what, exists));
-    }
-    let etag = new_etag();
-    instance.etag = Some(etag.clone());
-    // The name and host name are immutable: the stored ones must be the ones written.
-    let mut guard = Condition::must_exist()
-        .and(Condition::equals(layout::NAME_KEY, &key(&instance.name)))
-        .and(Condition::equals(layout::HOST_KEY, &key(&instance.service_host_name)));
-    if let Some(version) = put_condition(&precondition) {
-        guard = guard.and(version);
-    }
-    let host_guard = Condition::must_exist().and(Condition::equals(layout::SCOPE, &key(&scope)));
-    let items = vec![
-        store.transact_put(instance_item(&instance, &etag)?, Some(guard))?,
-        store.transact_put(host_item(&instance, &etag)?, Some(host_guard))?,
-    ];
-    match store.transact(items).await {
-        Ok(()) => Ok(instance),
-        // The instance item checks the host name too, so the host item alone failing means a damaged table.
-        Err(TransactFailure::Condition { index: 1.., .. }) => {
-            tracing::error!(scope = %scope, "instance host item missing or owned by another scope");
-            Err(Error::internal(format!("{what}: its host name item is inconsistent")))
-        }
-        Err(TransactFailure::Condition { old: None, .. }) => Err(Error::not_found(format!("{what} not found"))),
-        Err(TransactFailure::Condition { old: Some(old), .. }) => {
-            let same = |attribute: &str, value: &str| item::get_s(&old, attribute) == Some(key(value).as_str());
-            if !same(layout::NAME_KEY, &instance.name) || !same(layout::HOST_KEY, &instance.service_host_name) {
-                Err(Error::invalid("The name and service host name of an instance cannot change"))
-            } else {
-                Err(condition_failed(&precondition, &what, true))
-            }
-        }
-        Err(TransactFailure::Error(err)) => Err(err),
-    }
-}
-
-pub(crate) async fn by_scope(store: &DynamoStore, scope: &str) -> Result<Option<Instance>> {
-    let key = layout::instance(scope);
-    let found = match store.access_keys {
-        true => store.get_item(&key).await?,
-        // The only attributes the device function's role may read (template.yaml, InstanceByScope).
-        false => store.get_attributes(&key, &[layout::DOC, layout::ETAG]).await?,
-    };
-    found.map(|i| decode(&i)).transpose()
-}
-
-pub(crate) async fn by_host(store: &DynamoStore, host: &str) -> Result<Option<Instance>> {
-    store.get_item(&layout::instance_host(host)).await?.map(|i| decode(&i)).transpose()
-}
-
 /// An instance from its item: `doc`, with the access policies of `accessKeys` (items written before that
 /// attribute existed hold them in `doc`).
 fn decode(found: &Item) -> Result<Instance> {
@@ -122,25 +37,6 @@ fn split_item(
     Ok(item)
 }
 
-/// Every instance, through the index (instances are few: one index partition holds them all).
-pub(crate) async fn list(store: &DynamoStore) -> Result<Vec<Instance>> {
-    let found = store
-        .client
-        .query()
-        .table_name(&*store.table)
-        .index_name(layout::GSI1)
-        .key_condition_expression("#pk = :pk")
-        .expression_attribute_names("#pk", layout::GSI1PK)
-        .expression_attribute_values(":pk", item::s(layout::INSTANCES_INDEX_PK))
-        .into_paginator()
-        .items()
-        .send()
-        .try_collect()
-        .await
-        .map_err(|e| errors::sdk("Query", e))?;
-    found.iter().filter(|i| crate::listing::in_place(i, layout::instance)).map(decode).collect()
-}
-
 fn instance_item(instance: &Instance, etag: &str) -> Result<Item> {
     let scope = &instance.id_scope;
     let mut item =
@@ -157,10 +53,112 @@ fn host_item(instance: &Instance, etag: &str) -> Result<Item> {
     Ok(item)
 }
 
-/// A store that reads instances without their access keys would write them back without.
-fn writable(store: &DynamoStore) -> Result<()> {
-    match store.access_keys {
-        true => Ok(()),
-        false => Err(Error::internal("this store reads instances without access keys and cannot write them")),
+impl DynamoStore {
+    pub(crate) async fn insert_instance(&self, mut instance: Instance) -> Result<Instance> {
+        self.check_writable()?;
+        let etag = new_etag();
+        instance.etag = Some(etag.clone());
+        let scope = instance.id_scope.clone();
+        let mut name_item = item::key_of(&layout::instance_name(&instance.name));
+        name_item.insert(layout::TYPE.into(), item::s("instanceName"));
+        name_item.insert(layout::SCOPE.into(), item::s(key(&scope)));
+        let new = put_condition(&Precondition::NotExists);
+        let items = vec![
+            self.transact_put(instance_item(&instance, &etag)?, new.clone())?,
+            self.transact_put(name_item, new.clone())?,
+            self.transact_put(host_item(&instance, &etag)?, new)?,
+        ];
+        match self.transact(items).await {
+            Ok(()) => Ok(instance),
+            Err(TransactFailure::Condition { index, .. }) => Err(Error::Conflict(match index {
+                0 => format!("An instance with ID scope '{scope}' already exists"),
+                1 => format!("An instance named '{}' already exists", instance.name),
+                _ => format!("An instance with service host name '{}' already exists", instance.service_host_name),
+            })),
+            Err(TransactFailure::Error(err)) => Err(err),
+        }
+    }
+
+    pub(crate) async fn save_instance(&self, mut instance: Instance, precondition: Precondition) -> Result<Instance> {
+        self.check_writable()?;
+        let scope = instance.id_scope.clone();
+        let what = format!("Instance '{scope}'");
+        if precondition == Precondition::NotExists {
+            let exists = self.get_item(&layout::instance(&scope)).await?.is_some();
+            return Err(condition_failed(&precondition, &what, exists));
+        }
+        let etag = new_etag();
+        instance.etag = Some(etag.clone());
+        // The name and host name are immutable: the stored ones must be the ones written.
+        let mut guard = Condition::must_exist()
+            .and(Condition::equals(layout::NAME_KEY, &key(&instance.name)))
+            .and(Condition::equals(layout::HOST_KEY, &key(&instance.service_host_name)));
+        if let Some(version) = put_condition(&precondition) {
+            guard = guard.and(version);
+        }
+        let host_guard = Condition::must_exist().and(Condition::equals(layout::SCOPE, &key(&scope)));
+        let items = vec![
+            self.transact_put(instance_item(&instance, &etag)?, Some(guard))?,
+            self.transact_put(host_item(&instance, &etag)?, Some(host_guard))?,
+        ];
+        match self.transact(items).await {
+            Ok(()) => Ok(instance),
+            // The instance item checks the host name too, so the host item alone failing means a damaged table.
+            Err(TransactFailure::Condition { index: 1.., .. }) => {
+                tracing::error!(scope = %scope, "instance host item missing or owned by another scope");
+                Err(Error::internal(format!("{what}: its host name item is inconsistent")))
+            }
+            Err(TransactFailure::Condition { old: None, .. }) => Err(Error::not_found(format!("{what} not found"))),
+            Err(TransactFailure::Condition { old: Some(old), .. }) => {
+                let same = |attribute: &str, value: &str| item::get_s(&old, attribute) == Some(key(value).as_str());
+                if !same(layout::NAME_KEY, &instance.name) || !same(layout::HOST_KEY, &instance.service_host_name) {
+                    Err(Error::invalid("The name and service host name of an instance cannot change"))
+                } else {
+                    Err(condition_failed(&precondition, &what, true))
+                }
+            }
+            Err(TransactFailure::Error(err)) => Err(err),
+        }
+    }
+
+    pub(crate) async fn instance_of_scope(&self, scope: &str) -> Result<Option<Instance>> {
+        let key = layout::instance(scope);
+        let found = match self.access_keys {
+            true => self.get_item(&key).await?,
+            // The only attributes the device function's role may read (template.yaml, InstanceByScope).
+            false => self.get_attributes(&key, &[layout::DOC, layout::ETAG]).await?,
+        };
+        found.map(|i| decode(&i)).transpose()
+    }
+
+    pub(crate) async fn instance_of_host(&self, host: &str) -> Result<Option<Instance>> {
+        self.get_item(&layout::instance_host(host)).await?.map(|i| decode(&i)).transpose()
+    }
+
+    /// Every instance, through the index (instances are few: one index partition holds them all).
+    pub(crate) async fn instance_list(&self) -> Result<Vec<Instance>> {
+        let found = self
+            .client
+            .query()
+            .table_name(&*self.table)
+            .index_name(layout::GSI1)
+            .key_condition_expression("#pk = :pk")
+            .expression_attribute_names("#pk", layout::GSI1PK)
+            .expression_attribute_values(":pk", item::s(layout::INSTANCES_INDEX_PK))
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+            .await
+            .map_err(|e| errors::sdk("Query", e))?;
+        found.iter().filter(|i| crate::listing::in_place(i, layout::instance)).map(decode).collect()
+    }
+
+    /// A store that reads instances without their access keys would write them back without.
+    fn check_writable(&self) -> Result<()> {
+        match self.access_keys {
+            true => Ok(()),
+            false => Err(Error::internal("this store reads instances without access keys and cannot write them")),
+        }
     }
 }

@@ -1,5 +1,9 @@
 //! DynamoDB adapter of the storage port: one table, per-entity partition keys, one overloaded GSI for
 //! listings, sharded counters, conditional writes and transactions. docs/dynamodb.md describes the layout.
+//!
+//! Each entity's module (`instances`, `enrollments`, `devices`, `counters`, `tpm_challenges`) adds its methods to
+//! [`DynamoStore`]; the `Store` implementation below delegates to them, and `listing` holds the one paged
+//! listing (a Query per index shard per page) that every listing shares.
 
 pub mod config;
 mod counters;
@@ -218,7 +222,7 @@ impl DynamoStore {
         precondition: &Precondition,
         what: &str,
     ) -> Result<()> {
-        let increment = counters::increment(self, scope, &meter.date, meter.kind, meter.count);
+        let increment = self.counter_increment(scope, &meter.date, meter.kind, meter.count);
         let update = Update::builder()
             .table_name(&*self.table)
             .set_key(Some(item::key_of(&increment.key)))
@@ -294,23 +298,23 @@ enum TransactFailure {
 #[async_trait]
 impl Store for DynamoStore {
     async fn create_instance(&self, instance: Instance) -> Result<Instance> {
-        instances::create(self, instance).await
+        self.insert_instance(instance).await
     }
 
     async fn update_instance(&self, instance: Instance, precondition: Precondition) -> Result<Instance> {
-        instances::update(self, instance, precondition).await
+        self.save_instance(instance, precondition).await
     }
 
     async fn instance_by_scope(&self, id_scope: &str) -> Result<Option<Instance>> {
-        instances::by_scope(self, id_scope).await
+        self.instance_of_scope(id_scope).await
     }
 
     async fn instance_by_host(&self, host_name: &str) -> Result<Option<Instance>> {
-        instances::by_host(self, host_name).await
+        self.instance_of_host(host_name).await
     }
 
     async fn list_instances(&self) -> Result<Vec<Instance>> {
-        instances::list(self).await
+        self.instance_list().await
     }
 
     async fn get_enrollment(&self, scope: &str, kind: EnrollmentKind, id: &str) -> Result<Option<AnyEnrollment>> {
@@ -335,11 +339,11 @@ impl Store for DynamoStore {
     }
 
     async fn device_context(&self, scope: &str, registration_id: &str) -> Result<DeviceContext> {
-        devices::context(self, scope, registration_id).await
+        self.context_of_device(scope, registration_id).await
     }
 
     async fn get_registration(&self, scope: &str, registration_id: &str) -> Result<Option<RegistrationRecord>> {
-        devices::get_registration(self, scope, registration_id).await
+        self.registration(scope, registration_id).await
     }
 
     async fn put_registration(
@@ -348,7 +352,7 @@ impl Store for DynamoStore {
         record: RegistrationRecord,
         write: Write,
     ) -> Result<RegistrationRecord> {
-        devices::put_registration(self, scope, record, write).await
+        self.save_registration(scope, record, write).await
     }
 
     async fn delete_registration(&self, scope: &str, registration_id: &str, write: Write) -> Result<()> {
@@ -368,15 +372,15 @@ impl Store for DynamoStore {
     }
 
     async fn add_operations(&self, scope: &str, date: &str, kind: OperationKind, count: u64) -> Result<()> {
-        counters::add(self, scope, date, kind, count).await
+        self.save_operations(scope, date, kind, count).await
     }
 
     async fn operations(&self, scope: &str, from: &str, to: &str) -> Result<Vec<OperationCount>> {
-        counters::read(self, scope, from, to).await
+        self.operation_counts(scope, from, to).await
     }
 
     async fn get_tpm_challenge(&self, scope: &str, registration_id: &str) -> Result<Option<TpmChallenge>> {
-        tpm_challenges::get(self, scope, registration_id).await
+        self.tpm_challenge(scope, registration_id).await
     }
 
     async fn put_tpm_challenge(
@@ -385,6 +389,6 @@ impl Store for DynamoStore {
         challenge: TpmChallenge,
         precondition: Precondition,
     ) -> Result<TpmChallenge> {
-        tpm_challenges::put(self, scope, challenge, precondition).await
+        self.save_tpm_challenge(scope, challenge, precondition).await
     }
 }

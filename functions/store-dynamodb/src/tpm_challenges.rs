@@ -18,13 +18,6 @@ fn live(found: &Item, now: i64) -> bool {
     expires.is_some_and(|at| now < at)
 }
 
-pub(crate) async fn get(store: &DynamoStore, scope: &str, registration_id: &str) -> Result<Option<TpmChallenge>> {
-    let found = store.get_item(&layout::tpm_challenge(scope, registration_id)).await?;
-    let now = unix_now();
-    let challenge = found.filter(|i| live(i, now)).map(|i| item::decode::<TpmChallenge>(&i)).transpose()?;
-    Ok(challenge.filter(|c| !c.expired(now)))
-}
-
 /// The write condition: `precondition`, where an expired item counts as absent.
 fn condition(precondition: &Precondition, now: i64) -> Option<Condition> {
     let names = |pairs: &[(&str, &str)]| pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
@@ -51,21 +44,30 @@ fn condition(precondition: &Precondition, now: i64) -> Option<Condition> {
     }
 }
 
-pub(crate) async fn put(
-    store: &DynamoStore,
-    scope: &str,
-    mut challenge: TpmChallenge,
-    precondition: Precondition,
-) -> Result<TpmChallenge> {
-    let key = layout::tpm_challenge(scope, &challenge.registration_id);
-    let etag = new_etag();
-    challenge.etag = Some(etag.clone());
-    let mut record = item::entity_item(&key, "tpmChallenge", None, &etag, &challenge)?;
-    record.insert(layout::TTL.into(), item::n(challenge.expires_at));
-    let now = unix_now();
-    match store.put_if(record, condition(&precondition, now)).await? {
-        Ok(()) => Ok(challenge),
-        Err(old) => Err(condition_failed(&precondition, WHAT, old.is_some_and(|old| live(&old, now)))),
+impl DynamoStore {
+    pub(crate) async fn tpm_challenge(&self, scope: &str, registration_id: &str) -> Result<Option<TpmChallenge>> {
+        let found = self.get_item(&layout::tpm_challenge(scope, registration_id)).await?;
+        let now = unix_now();
+        let challenge = found.filter(|i| live(i, now)).map(|i| item::decode::<TpmChallenge>(&i)).transpose()?;
+        Ok(challenge.filter(|c| !c.expired(now)))
+    }
+
+    pub(crate) async fn save_tpm_challenge(
+        &self,
+        scope: &str,
+        mut challenge: TpmChallenge,
+        precondition: Precondition,
+    ) -> Result<TpmChallenge> {
+        let key = layout::tpm_challenge(scope, &challenge.registration_id);
+        let etag = new_etag();
+        challenge.etag = Some(etag.clone());
+        let mut record = item::entity_item(&key, "tpmChallenge", None, &etag, &challenge)?;
+        record.insert(layout::TTL.into(), item::n(challenge.expires_at));
+        let now = unix_now();
+        match self.put_if(record, condition(&precondition, now)).await? {
+            Ok(()) => Ok(challenge),
+            Err(old) => Err(condition_failed(&precondition, WHAT, old.is_some_and(|old| live(&old, now)))),
+        }
     }
 }
 
