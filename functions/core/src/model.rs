@@ -350,12 +350,13 @@ impl Right {
 pub struct AccessPolicy {
     /// Policy name (`skn` in tokens).
     pub key_name: String,
-    /// Primary key, base64 (left out when empty: listings show no keys; read back as empty, so that a record
-    /// always round-trips).
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    /// Primary key, base64. Left out when empty, which only a listing's copy is (stored keys are validated); a
+    /// stored policy without its keys fails to read rather than reading as the empty key, which would verify any
+    /// token signed with it.
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub primary_key: String,
-    /// Secondary key, base64 (left out when empty).
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    /// Secondary key, base64 (left out when empty, as the primary key).
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub secondary_key: String,
     /// Granted rights.
     pub rights: Vec<Right>,
@@ -467,4 +468,23 @@ pub struct OperationCount {
     pub kind: OperationKind,
     /// Number counted.
     pub count: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn access_policies_without_keys_are_listed_without_them_and_never_read_back() {
+        let listed = AccessPolicy {
+            key_name: "ops".into(),
+            primary_key: String::new(),
+            secondary_key: String::new(),
+            rights: vec![Right::ServiceConfig],
+        };
+        let text = serde_json::to_string(&listed).unwrap();
+        assert_eq!(text, r#"{"keyName":"ops","rights":["ServiceConfig"]}"#);
+        // A stored policy that lost its keys must not read as one whose key is empty.
+        assert!(serde_json::from_str::<AccessPolicy>(&text).is_err());
+    }
 }

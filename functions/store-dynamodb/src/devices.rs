@@ -2,12 +2,11 @@
 
 use aws_sdk_dynamodb::types::KeysAndAttributes;
 use dps_core::model::RegistrationRecord;
-use dps_core::store::{DeviceContext, Write, new_etag};
+use dps_core::store::{DeviceContext, Page, PageRequest, Write, new_etag};
 use dps_core::{Error, Result};
 
 use crate::item::{self, Item};
-use crate::layout;
-use crate::{DynamoStore, errors};
+use crate::{DynamoStore, errors, layout, listing};
 
 /// Rounds of a BatchGetItem whose keys DynamoDB left unprocessed (it does so under throttling).
 const BATCH_GET_ROUNDS: u32 = 4;
@@ -73,5 +72,22 @@ impl DynamoStore {
         let record_item = item::entity_item(&key, "registration", index.as_ref(), &etag, &record)?;
         self.put_item(record_item, &write.precondition, &what, write.meter.as_ref().map(|m| (scope, m))).await?;
         Ok(record)
+    }
+
+    pub(crate) async fn remove_registration(&self, scope: &str, registration_id: &str, write: Write) -> Result<()> {
+        let key = layout::registration(scope, registration_id);
+        let meter = write.meter.as_ref().map(|m| (scope, m));
+        self.delete_item(&key, &write.precondition, &format!("Registration '{registration_id}'"), meter).await
+    }
+
+    /// One page of the records of the devices of group `group_id`.
+    pub(crate) async fn registration_page(
+        &self,
+        scope: &str,
+        group_id: &str,
+        page: PageRequest,
+    ) -> Result<Page<RegistrationRecord>> {
+        let at = |id: &str| layout::registration(scope, id);
+        listing::query(self, layout::registration_index_pks(scope, group_id), page, at, item::decode).await
     }
 }

@@ -356,9 +356,7 @@ impl Store for DynamoStore {
     }
 
     async fn delete_registration(&self, scope: &str, registration_id: &str, write: Write) -> Result<()> {
-        let key = layout::registration(scope, registration_id);
-        let meter = write.meter.as_ref().map(|m| (scope, m));
-        self.delete_item(&key, &write.precondition, &format!("Registration '{registration_id}'"), meter).await
+        self.remove_registration(scope, registration_id, write).await
     }
 
     async fn query_registrations(
@@ -367,8 +365,7 @@ impl Store for DynamoStore {
         group_id: &str,
         page: PageRequest,
     ) -> Result<Page<RegistrationRecord>> {
-        let at = |id: &str| layout::registration(scope, id);
-        listing::query(self, layout::registration_index_pks(scope, group_id), page, at, item::decode).await
+        self.registration_page(scope, group_id, page).await
     }
 
     async fn add_operations(&self, scope: &str, date: &str, kind: OperationKind, count: u64) -> Result<()> {
