@@ -14,11 +14,11 @@ use axum::extract::Request;
 use axum::http::header::{ALLOW, CONTENT_LENGTH, CONTENT_TYPE, HOST, RETRY_AFTER};
 use axum::http::uri::{Authority, Scheme};
 use axum::http::{HeaderValue, Method, Uri};
-use axum::middleware::{self, Next};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use time::OffsetDateTime;
-use tower::ServiceBuilder;
+use tower::ServiceExt;
 use tracing::Instrument;
 
 use crate::error::ApiError;
@@ -34,38 +34,83 @@ pub struct TrackingId(pub String);
 /// The body limit of a request, by method and raw path (before normalisation).
 pub(crate) type BodyLimit = fn(&Method, &str) -> usize;
 
-/// Wrap a router of routes with path normalisation and every layer a binary needs.
-pub(crate) fn wrap(routes: Router, normalise: fn(&[&str]) -> Vec<String>, limit: BodyLimit) -> Router {
-    let routes = ServiceBuilder::new().map_request(move |req: Request| normalise_path(req, normalise)).service(routes);
-    Router::new()
-        .fallback_service(routes)
-        .layer(middleware::from_fn(move |req: Request, next: Next| limit_body(limit, req, next)))
-        .layer(middleware::from_fn(one_host))
-        .layer(middleware::from_fn(envelope))
+/// One API behind the layers: its route table, and how a request is prepared for it.
+#[derive(Clone)]
+pub(crate) struct Api {
+    /// Whether a path is this API's (the last API of a [`front`] takes what no other claims).
+    pub(crate) serves: fn(&str) -> bool,
+    /// The routes (without layers).
+    pub(crate) routes: Router,
+    /// The canonical spelling of the path's literal segments.
+    pub(crate) normalise: fn(&[&str]) -> Vec<String>,
+    /// The body limit by route.
+    pub(crate) limit: BodyLimit,
 }
 
-/// 400 unless the request names one host: at most one `Host` header, a valid one, and the same host and port as
-/// the URI's authority (HTTP/2 `:authority`, or an HTTP/1 absolute URI) when both are there. The host picks the
-/// instance ([`crate::service_host`]), so a request that names two must not be resolved by picking one.
-async fn one_host(req: Request, next: Next) -> Response {
+/// A router that serves `apis` with every layer a binary needs: each request goes to the first API that serves
+/// its path (else the last), through the tracking ID and error envelope, the one-`Host` check, the body limit
+/// and path normalisation, in that order. The layers are one service around the route tables (not a stack of
+/// middleware with a boxed future and a cloned service each): this is every request's path.
+pub(crate) fn front(apis: Vec<Api>) -> Router {
+    assert!(!apis.is_empty(), "a front needs an API");
+    Router::new().fallback_service(Front(apis.into()))
+}
+
+#[derive(Clone)]
+struct Front(std::sync::Arc<[Api]>);
+
+impl tower::Service<Request> for Front {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Dispatch;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request) -> Dispatch {
+        let path = req.uri().path();
+        let api = self.0.iter().find(|api| (api.serves)(path)).unwrap_or_else(|| &self.0[self.0.len() - 1]).clone();
+        Box::pin(async move { Ok(envelope(req, api).await) })
+    }
+}
+
+/// The checks of [`front`] after the envelope, then the API's routes.
+async fn checked(req: Request, api: Api) -> Response {
+    if let Err(refused) = one_host(&req) {
+        return refused.into_response();
+    }
+    let req = match limit_body((api.limit)(req.method(), req.uri().path()), req) {
+        Ok(req) => req,
+        Err(refused) => return refused.into_response(),
+    };
+    let req = normalise_path(req, api.normalise);
+    let Ok(response) = api.routes.oneshot(req).await;
+    response
+}
+
+/// Refused unless the request names one host: at most one `Host` header, a valid one, and the same host and port
+/// as the URI's authority (HTTP/2 `:authority`, or an HTTP/1 absolute URI) when both are there. The host picks
+/// the instance ([`crate::service_host`]), so a request that names two must not be resolved by picking one.
+fn one_host(req: &Request) -> Result<(), ApiError> {
     let mut hosts = req.headers().get_all(HOST).iter();
     let host = hosts.next();
     if hosts.next().is_some() {
-        return ApiError::invalid("The request has more than one Host header").into_response();
+        return Err(ApiError::invalid("The request has more than one Host header"));
     }
     if let Some(host) = host {
         let Some(host) = host.to_str().ok().filter(|h| !h.contains('@')).and_then(|h| h.parse::<Authority>().ok())
         else {
-            return ApiError::invalid("The Host header is not a valid host").into_response();
+            return Err(ApiError::invalid("The Host header is not a valid host"));
         };
         if let Some(authority) = req.uri().authority() {
             let scheme = req.uri().scheme();
             if !same_host(&host, authority, scheme) {
-                return ApiError::invalid("The Host header differs from the request's authority").into_response();
+                return Err(ApiError::invalid("The Host header differs from the request's authority"));
             }
         }
     }
-    next.run(req).await
+    Ok(())
 }
 
 /// Whether two authorities name one host: case-insensitive names, an absent port being the scheme's default.
@@ -74,17 +119,16 @@ fn same_host(a: &Authority, b: &Authority, scheme: Option<&Scheme>) -> bool {
     a.host().eq_ignore_ascii_case(b.host()) && a.port_u16().unwrap_or(default) == b.port_u16().unwrap_or(default)
 }
 
-/// The body limit: 413 at once when `Content-Length` says more than the route's limit, else the body is read
-/// through a bound (413 when a body without a length goes past it).
-async fn limit_body(limit: BodyLimit, req: Request, next: Next) -> Response {
-    let limit = limit(req.method(), req.uri().path());
+/// The body limit: 413 at once when `Content-Length` says more than `limit`, else the body is read through a
+/// bound (413 when a body without a length goes past it).
+fn limit_body(limit: usize, req: Request) -> Result<Request, ApiError> {
     let declared =
         req.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit as u64) {
-        return ApiError::too_large(limit).into_response();
+        return Err(ApiError::too_large(limit));
     }
     let (parts, body) = req.into_parts();
-    next.run(Request::from_parts(parts, Body::new(http_body_util::Limited::new(body, limit)))).await
+    Ok(Request::from_parts(parts, Body::new(http_body_util::Limited::new(body, limit))))
 }
 
 /// Rewrite the literal segments of the path to their canonical spelling and drop a trailing slash, so that
@@ -116,7 +160,7 @@ pub(crate) fn canon(segment: &str, words: &[&'static str]) -> String {
 }
 
 /// Tracking ID, span, log line, and the Azure body for every error answer (ours or the router's).
-async fn envelope(mut req: Request, next: Next) -> Response {
+async fn envelope(mut req: Request, api: Api) -> Response {
     let tracking_id = uuid::Uuid::new_v4().to_string();
     req.extensions_mut().insert(TrackingId(tracking_id.clone()));
     let span = tracing::info_span!(
@@ -129,7 +173,7 @@ async fn envelope(mut req: Request, next: Next) -> Response {
     async move {
         let started = Instant::now();
         // A panic anywhere below answers 500 with the Azure body instead of dropping the connection.
-        let mut response = match CatchUnwind(Box::pin(next.run(req))).await {
+        let mut response = match CatchUnwind(std::pin::pin!(checked(req, api))).await {
             Ok(response) => response,
             Err(_) => ApiError::internal("a handler panicked").into_response(),
         };
@@ -146,9 +190,9 @@ async fn envelope(mut req: Request, next: Next) -> Response {
 }
 
 /// A future that turns a panic while polling into an error (the panic hook has already logged it).
-struct CatchUnwind<F>(Pin<Box<F>>);
+struct CatchUnwind<'a, F>(Pin<&'a mut F>);
 
-impl<F: Future> Future for CatchUnwind<F> {
+impl<F: Future> Future for CatchUnwind<'_, F> {
     type Output = Result<F::Output, ()>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
@@ -232,8 +276,8 @@ pub(crate) async fn no_route() -> Response {
     ApiError::no_route().into_response()
 }
 
-/// A service that can stand as a router's fallback (used by [`crate::app`]).
-pub(crate) type Dispatch = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send + 'static>>;
+/// The future of [`front`]'s service.
+type Dispatch = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send + 'static>>;
 
 #[cfg(test)]
 mod tests {
@@ -245,15 +289,15 @@ mod tests {
 
     #[tokio::test]
     async fn a_panicking_route_answers_500_with_the_azure_body() {
-        use tower::ServiceExt;
         async fn boom() -> Response {
             panic!("boom: secret detail")
         }
-        let router = wrap(
-            Router::new().route("/boom", axum::routing::get(boom)),
-            |s| s.iter().map(|s| s.to_string()).collect(),
-            |_, _| 1024,
-        );
+        let router = front(vec![Api {
+            serves: |_| true,
+            routes: Router::new().route("/boom", axum::routing::get(boom)),
+            normalise: |s| s.iter().map(|s| s.to_string()).collect(),
+            limit: |_, _| 1024,
+        }]);
         let req = Request::builder().uri("/boom").body(axum::body::Body::empty()).unwrap();
         let res = router.oneshot(req).await.unwrap();
         assert_eq!(res.status(), axum::http::StatusCode::INTERNAL_SERVER_ERROR);

@@ -19,7 +19,6 @@ pub mod wire;
 use axum::Router;
 use axum::extract::Request;
 use dps_core::Dps;
-use tower::ServiceExt;
 
 pub use certs::{ClientCertificateSource, ClientCertificates, with_alb_client_certificates};
 pub use device::ClientAddress;
@@ -32,14 +31,14 @@ pub use routes::Route;
 
 /// The device API only: `/{idScope}/registrations/{registrationId}[/register | /operations/{operationId}]`.
 pub fn device_router(dps: Dps) -> Router {
-    layers::wrap(device::routes(dps), device::normalise, |_, _| MAX_BODY_BYTES)
+    layers::front(vec![device_api(dps)])
 }
 
 /// The service API only: `/enrollments`, `/enrollmentGroups`, `/registrations`, and our `/config` and
 /// `/policies` extensions, described by the OpenAPI document it serves at `/openapi.json` ([`OPENAPI_JSON`]).
 /// The instance is the one whose service host name is the request's host (see [`service_host`]).
 pub fn service_router(dps: Dps) -> Router {
-    layers::wrap(service::routes(dps), service::normalise, service::body_limit)
+    layers::front(vec![service_api(dps)])
 }
 
 /// Every route of [`service_router`], as it registers them (docs/openapi.json documents exactly these).
@@ -50,13 +49,25 @@ pub fn service_routes() -> Vec<Route> {
 /// Both APIs on one listener: paths whose first segment is a service API collection go to the service
 /// router, everything else to the device router (whose first segment is an ID scope).
 pub fn app(dps: Dps) -> Router {
-    let device = device_router(dps.clone());
-    let service = service_router(dps);
-    let dispatch = tower::service_fn(move |req: Request| -> layers::Dispatch {
-        let target = if is_service_path(req.uri().path()) { service.clone() } else { device.clone() };
-        Box::pin(async move { target.oneshot(req).await })
-    });
-    Router::new().fallback_service(dispatch)
+    layers::front(vec![service_api(dps.clone()), device_api(dps)])
+}
+
+fn device_api(dps: Dps) -> layers::Api {
+    layers::Api {
+        serves: |_| true,
+        routes: device::routes(dps),
+        normalise: device::normalise,
+        limit: |_, _| MAX_BODY_BYTES,
+    }
+}
+
+fn service_api(dps: Dps) -> layers::Api {
+    layers::Api {
+        serves: is_service_path,
+        routes: service::routes(dps),
+        normalise: service::normalise,
+        limit: service::body_limit,
+    }
 }
 
 /// `router` with a deadline: a request not answered within `limit` gets 503 (`Unavailable` in the error table,
