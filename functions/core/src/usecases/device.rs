@@ -121,7 +121,11 @@ impl Dps {
     /// `assigned`, `failed` or `disabled`); errors are for requests that could not be attested or processed.
     pub async fn register(&self, req: RegisterRequest) -> Result<RegistrationRecord> {
         let started = std::time::Instant::now();
-        let result = self.limited(&req.caller.id_scope, req.caller.client_address, self.register_attested(&req)).await;
+        let result = match self.admitted(&req.caller) {
+            Ok(()) => self.register_attested(&req).await,
+            Err(refused) => Err(refused),
+        };
+        let result = self.counted(&req.caller, result);
         let outcome = crate::metrics::Outcome::of(&result, |record| record.status);
         self.metrics.registration_ended(outcome, started.elapsed());
         result
@@ -134,12 +138,14 @@ impl Dps {
             dps_attestation::csr::check_csr(csr, &req.caller.registration_id)
                 .map_err(|e| Error::invalid(e.to_string()))?;
         }
+        // Both paths are boxed: their futures are large (the device context, the enrollment, the records, the
+        // hub calls), and every level above them, up to the HTTP handler's own box, would copy them again.
         if let Some(tpm) = &req.tpm {
-            return self.register_tpm(req, tpm).await;
+            return Box::pin(self.register_tpm(req, tpm)).await;
         }
         let (credential, instance) = self.device_caller(&req.caller).await?;
-
-        self.write_registration(&instance, req, super::provision::Admission::Credential(&credential)).await
+        let admission = super::provision::Admission::Credential(&credential);
+        Box::pin(self.write_registration(&instance, req, admission)).await
     }
 
     /// Answer an operation status GET: the record of the registration the operation wrote.
@@ -153,21 +159,22 @@ impl Dps {
 
     /// Answer a device's registration status lookup (POST): its current record.
     pub async fn registration_status(&self, req: StatusRequest) -> Result<RegistrationRecord> {
-        self.limited(&req.caller.id_scope, req.caller.client_address, self.status_attested(&req)).await
+        self.admitted(&req.caller)?;
+        let result = self.status_attested(&req).await;
+        self.counted(&req.caller, result)
     }
 
-    /// Run a device call under the failure budgets of its scope and address: refused at once (429) when one is
-    /// spent, and a refused token (401) counted against both.
-    async fn limited<T>(
-        &self,
-        scope: &str,
-        address: Option<std::net::IpAddr>,
-        call: impl std::future::Future<Output = Result<T>>,
-    ) -> Result<T> {
-        self.failures.check(scope, address)?;
-        let result = call.await;
+    /// A device call runs under the failure budgets of its scope and address: refused at once (429) when one is
+    /// spent. (Checked and counted around the call, not by a function that takes the call's future: that
+    /// future would be stored twice in the caller's, once as the argument and once awaited.)
+    fn admitted(&self, caller: &DeviceCaller) -> Result<()> {
+        self.failures.check(&caller.id_scope, caller.client_address)
+    }
+
+    /// A refused token (401) counts against both budgets of the call's [`Self::admitted`].
+    fn counted<T>(&self, caller: &DeviceCaller, result: Result<T>) -> Result<T> {
         if let Err(Error::Unauthorized(_)) = &result {
-            self.failures.failed(scope, address);
+            self.failures.failed(&caller.id_scope, caller.client_address);
         }
         result
     }
