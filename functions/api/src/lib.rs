@@ -46,8 +46,8 @@ pub fn service_routes() -> Vec<Route> {
     service::route_table().routes().to_vec()
 }
 
-/// Both APIs on one listener: paths whose first segment is a service API collection go to the service
-/// router, everything else to the device router (whose first segment is an ID scope).
+/// Both APIs on one listener, behind one front service: paths whose first segment is a service API collection
+/// go to the service API's routes, everything else to the device API's (whose first segment is an ID scope).
 pub fn app(dps: Dps) -> Router {
     layers::front(vec![service_api(dps.clone()), device_api(dps)])
 }
